@@ -1,0 +1,136 @@
+"""The one place Parley talks to the upstream Responses API, through the official SDK.
+
+The SDK retries 408/409/429/5xx and connection errors with backoff and honours Retry-After
+(`OPENAI_MAX_RETRIES` times); what is left after that reaches us here and is re-raised as
+`LLMError`, so nothing above this module sees an `openai` exception.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from parley.errors import LLMError
+
+RETRYABLE_STATUSES = {408, 409, 429}
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMResponse:
+    response_id: str
+    model: str
+    text: str
+    usage: Usage
+    latency_ms: int
+
+
+def create_client(
+    *, api_key: str | None, base_url: str, timeout_s: float, max_retries: int
+) -> AsyncOpenAI:
+    # The SDK refuses to start without a key; a local OpenAI-compatible server needs none.
+    return AsyncOpenAI(
+        api_key=api_key or "not-set",
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=max_retries,
+    )
+
+
+class LLM:
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
+
+    async def create_conversation(self, *, metadata: dict[str, str]) -> str:
+        try:
+            conversation = await self._client.conversations.create(metadata=metadata)
+        except openai.OpenAIError as exc:
+            raise _as_llm_error(exc) from exc
+        return conversation.id
+
+    async def respond(self, **params: Any) -> LLMResponse:
+        """`responses.create` with `params`; the text of every output message, joined."""
+        started = time.perf_counter()
+        try:
+            response = await self._client.responses.create(**params)
+        except openai.OpenAIError as exc:
+            raise _as_llm_error(exc) from exc
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        return LLMResponse(
+            response_id=response.id,
+            model=response.model,
+            text=response.output_text,
+            usage=_usage(response.usage),
+            latency_ms=latency_ms,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    input_details = getattr(usage, "input_tokens_details", None)
+    output_details = getattr(usage, "output_tokens_details", None)
+    return Usage(
+        input_tokens=usage.input_tokens or 0,
+        cached_tokens=getattr(input_details, "cached_tokens", 0) or 0,
+        output_tokens=usage.output_tokens or 0,
+        reasoning_tokens=getattr(output_details, "reasoning_tokens", 0) or 0,
+    )
+
+
+def _as_llm_error(exc: openai.OpenAIError) -> LLMError:
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError("upstream timed out", retryable=True, code="timeout")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError("upstream unreachable", retryable=True, code="connection_error")
+    if isinstance(exc, openai.APIStatusError):
+        code = _error_code(exc.body)
+        retryable = (
+            exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500
+        ) and code != "insufficient_quota"
+        return LLMError(
+            f"upstream {exc.status_code} {code or ''}: {_error_message(exc)}".strip(),
+            retryable=retryable,
+            retry_after=_retry_after(exc.response.headers.get("retry-after")),
+            status=exc.status_code,
+            code=code,
+        )
+    return LLMError(f"upstream error: {type(exc).__name__}", retryable=False)
+
+
+def _error_code(body: object) -> str | None:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("code") is not None:
+            return str(error["code"])
+    return None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])[:500]
+    return exc.message[:500]
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

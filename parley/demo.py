@@ -1,0 +1,137 @@
+"""`parley demo`: Parley end to end with nothing but this machine.
+
+It starts the bundled OpenAI and Graph API simulators on loopback, runs Parley on a temporary
+SQLite file against them, plays a short WhatsApp conversation as signed webhooks, and prints
+what the customer would see on their phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from parley.app import create_app
+from parley.channels.signature import sign
+from parley.config import Settings
+from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
+from parley.testing.openai_sim import SimTurn
+
+SECRET = "demo-app-secret"
+PHONE_NUMBER_ID = "106540352242922"
+CUSTOMER = ("16505551234", "Sheena")
+SCRIPT = [
+    "Hi! My name is Sheena.",
+    "Do you ship to Lisbon?",
+    "Great. And do you remember my name?",
+]
+
+
+def demo_agent(turn: SimTurn) -> str:
+    """A stand-in model that shows the conversation's memory: it recalls the customer's name
+    from earlier turns, which only the server-side conversation holds."""
+    said = turn.user_texts[-1] if turn.user_texts else ""
+    history = " ".join(turn.history_texts)
+    name = re.search(r"[Mm]y name is (\w+)", history + " " + said)
+    if "remember" in said.lower():
+        return f"Of course, **{name.group(1)}**! How else can I help?" if name else "Sorry, no."
+    if "ship" in said.lower():
+        return "Yes, we ship to Lisbon in 2-4 working days. Shipping is free over 50 EUR."
+    if name:
+        return f"Nice to meet you, {name.group(1)}! What can I do for you?"
+    return "Hello! How can I help?"
+
+
+def _webhook(text: str) -> bytes:
+    phone, name = CUSTOMER
+    payload: dict[str, Any] = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": PHONE_NUMBER_ID,
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": phone}],
+                            "messages": [
+                                {
+                                    "from": phone,
+                                    "id": f"wamid.demo{uuid.uuid4().hex}",
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return json.dumps(payload).encode()
+
+
+async def run_demo(*, latency: float = 0.2) -> None:
+    console = Console()
+    openai_sim = OpenAISimulator(latency=latency, reply=demo_agent)
+    graph_sim = GraphSimulator()
+    with (
+        ServerThread(openai_sim.app) as openai_server,
+        ServerThread(graph_sim.app) as graph_server,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            **{
+                "database_url": f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
+                "openai_api_key": "sk-demo",
+                "openai_base_url": f"{openai_server.url}/v1",
+                "graph_api_base_url": graph_server.url,
+                "meta_app_secret": SECRET,
+                "whatsapp_access_token": "demo-token",
+                "parley_log_level": "WARNING",
+                "redis_url": None,
+            },
+        )
+        with ServerThread(create_app(settings, "serve"), lifespan="on") as parley:
+            console.print(
+                "[bold]Parley demo[/]: WhatsApp, offline (simulated OpenAI and Graph API)"
+            )
+            console.print(f"Parley on {parley.url}, SQLite at {settings.database_url}\n")
+            async with httpx.AsyncClient(base_url=parley.url, timeout=30) as client:
+                for number, text in enumerate(SCRIPT, start=1):
+                    await _say(client, console, text)
+                    await graph_sim.wait_for_sends(number, timeout=30)
+                    reply = graph_sim.sends[number - 1].json or {}
+                    console.print(f"[green]Shop  ›[/] {reply.get('text', {}).get('body')}\n")
+            usage = sum(1 for r in openai_sim.requests if r.path == "/v1/responses")
+            console.print(f"[dim]{usage} model calls, {len(graph_sim.sends)} replies sent.[/]")
+
+
+async def _say(client: httpx.AsyncClient, console: Console, text: str) -> None:
+    console.print(f"[cyan]{CUSTOMER[1]} ›[/] {text}")
+    body = _webhook(text)
+    response = await client.post(
+        "/webhooks/whatsapp",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)},
+    )
+    response.raise_for_status()
+
+
+if __name__ == "__main__":
+    asyncio.run(run_demo())

@@ -1,0 +1,68 @@
+"""Parley's exceptions: one tree, no HTTP status on any of them; each door maps them.
+
+ParleyError
+├── BadSignature            a webhook's X-Hub-Signature-256 is missing or wrong
+├── BadPayload              a webhook body is not JSON or not of the channel's shape
+├── UpstreamError           OpenAI or the Graph API failed (retryable, retry_after)
+│   ├── LLMError            the Responses API, after the SDK's own retries
+│   └── ChannelSendError    a Graph API send
+├── LeaseLost               a worker's hold on a conversation expired mid-turn
+└── ConfigurationError      a setting is missing or contradicts another
+"""
+
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    """Base of every error Parley raises on purpose."""
+
+
+class BadSignature(ParleyError):
+    pass
+
+
+class BadPayload(ParleyError):
+    pass
+
+
+class ConfigurationError(ParleyError):
+    pass
+
+
+class LeaseLost(ParleyError):
+    pass
+
+
+class UpstreamError(ParleyError):
+    """An upstream call failed.
+
+    Args:
+        message: what went wrong, safe to store (never shown to a customer).
+        retryable: whether trying again later may succeed (429, 5xx, timeouts).
+        retry_after: seconds the upstream asked us to wait, if it said.
+        status: the HTTP status, if there was an answer.
+        code: the upstream's error code (``rate_limit_exceeded``, ``131026``…).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        self.code = code
+
+
+class LLMError(UpstreamError):
+    pass
+
+
+class ChannelSendError(UpstreamError):
+    pass

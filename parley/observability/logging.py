@@ -1,0 +1,52 @@
+"""structlog set-up: contextvars first (correlation, conversation, account, channel), then
+secrets redacted before anything is rendered."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SENSITIVE_KEYS = re.compile(
+    r"(token|secret|password|authorization|api_key|signature)", re.IGNORECASE
+)
+BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Drop the value of any field named like a secret, and bearer tokens inside strings."""
+    for key, value in list(event.items()):
+        if SENSITIVE_KEYS.search(key):
+            event[key] = "[redacted]"
+        elif isinstance(value, str) and "bearer" in value.lower():
+            event[key] = BEARER.sub(r"\1[redacted]", value)
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through the standard library; keep their noise at warnings.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s %(message)s")
+    for name in ("httpx", "httpcore", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,16 @@
+"""Prometheus metrics, served at /metrics. Names follow `parley_<noun>_<unit>_total`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+WEBHOOK_MESSAGES = Counter(
+    "parley_webhook_messages_total", "Inbound messages accepted from webhooks", ["channel"]
+)
+TURNS = Counter("parley_turns_total", "Agent turns by outcome", ["outcome"])
+TURN_SECONDS = Histogram(
+    "parley_turn_seconds",
+    "Upstream latency of an agent turn",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
+SENDS = Counter("parley_sends_total", "Channel sends by outcome", ["channel", "outcome"])

@@ -1,0 +1,165 @@
+"""What one Parley process owns: engine, sessions, queue, clients, and the background loops.
+
+Built once per process (in the app's lifespan, or by `parley worker`), closed on exit, and
+passed down; nothing here is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from parley.agent.llm import LLM, create_client
+from parley.agent.turn import Agent, AgentConfig
+from parley.config import Settings
+from parley.delivery.gateway import ChannelGateway
+from parley.delivery.outbox import Deliverer
+from parley.errors import ConfigurationError
+from parley.queue.base import Queue
+from parley.queue.memory import MemoryQueue
+from parley.store.db import create_engine, create_sessionmaker
+from parley.store.migrate import upgrade
+from parley.store.queries.outbox import release_holds
+from parley.worker.process import ConversationProcessor, Replies
+from parley.worker.reconcile import resignal, run_reconciler
+from parley.worker.runner import Worker
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["serve", "api", "worker"]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    queue: Queue
+    http: httpx.AsyncClient
+    llm: LLM
+    agent: Agent
+    gateway: ChannelGateway
+    deliverer: Deliverer
+    worker: Worker
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_queue(settings: Settings) -> Queue:
+    if settings.queue_backend == "memory":
+        return MemoryQueue()
+    raise ConfigurationError("REDIS_URL is set, but the Redis queue is not available yet")
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = create_engine(settings.database_url)
+    sessions = create_sessionmaker(engine)
+    queue = build_queue(settings)
+    http = httpx.AsyncClient(
+        timeout=settings.graph_timeout,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+    )
+    llm = LLM(
+        create_client(
+            api_key=settings.secret("openai_api_key"),
+            base_url=settings.openai_base_url,
+            timeout_s=settings.openai_timeout_s,
+            max_retries=settings.openai_max_retries,
+        )
+    )
+    secret_key = settings.secret("parley_secret_key") or settings.secret("meta_app_secret")
+    agent = Agent(
+        llm,
+        AgentConfig(
+            model=settings.openai_model,
+            instructions=settings.instructions_text,
+            context=settings.parley_context,
+            prompt_id=settings.openai_prompt_id,
+            prompt_version=settings.openai_prompt_version,
+            identity_key=(secret_key or "parley").encode(),
+        ),
+        sessions,
+    )
+    gateway = ChannelGateway(http, settings)
+    deliverer = Deliverer(
+        sessions=sessions,
+        gateway=gateway,
+        max_attempts=settings.graph_max_attempts,
+        send_timeout=settings.graph_timeout,
+    )
+    processor = ConversationProcessor(
+        sessions=sessions,
+        agent=agent,
+        receipts=gateway,
+        replies=Replies(
+            fallback=settings.parley_fallback_reply, unsupported=settings.parley_unsupported_reply
+        ),
+        on_outbox=deliverer.wake,
+    )
+    worker = Worker(
+        queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
+    )
+    return Runtime(settings, engine, sessions, queue, http, llm, agent, gateway, deliverer, worker)
+
+
+async def start_background(runtime: Runtime) -> None:
+    """Start the worker, delivery and reconciler, after picking up what the last run left."""
+    settings = runtime.settings
+    if settings.queue_backend == "memory":
+        async with runtime.sessions() as session:
+            await release_holds(session)
+            await session.commit()
+    await resignal(runtime.sessions, runtime.queue, older_than=None)
+    runtime.tasks = [
+        asyncio.create_task(runtime.worker.run(), name="worker"),
+        asyncio.create_task(runtime.deliverer.run(), name="delivery"),
+        asyncio.create_task(
+            run_reconciler(
+                runtime.sessions,
+                runtime.queue,
+                interval=settings.parley_reconcile_interval,
+                older_than=timedelta(seconds=settings.parley_reconcile_after),
+            ),
+            name="reconciler",
+        ),
+    ]
+
+
+async def stop_background(runtime: Runtime) -> None:
+    """Running turns get PARLEY_SHUTDOWN_GRACE seconds; what is left is answered after restart."""
+    grace = runtime.settings.parley_shutdown_grace
+    await runtime.worker.stop(grace)
+    await runtime.deliverer.stop(grace)
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+
+
+async def close(runtime: Runtime) -> None:
+    await runtime.queue.close()
+    await runtime.llm.close()
+    await runtime.http.aclose()
+    await runtime.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
+    if role == "serve":
+        await upgrade(settings.database_url)
+    runtime = build_runtime(settings)
+    try:
+        if role in ("serve", "worker"):
+            await start_background(runtime)
+        yield runtime
+    finally:
+        if role in ("serve", "worker"):
+            await stop_background(runtime)
+        await close(runtime)
+        log.info("runtime.closed", role=role)

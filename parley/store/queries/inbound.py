@@ -1,0 +1,294 @@
+"""Recording what customers send and what the channel reports about what Parley sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from parley.channels.base import InboundMessage, StatusUpdate
+from parley.store.models import Account, Contact, Conversation, Message, utcnow
+from parley.store.queries.upsert import insert_ignore
+
+# A status only moves forward: Meta may deliver "read" before "delivered", or twice.
+STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
+
+
+@dataclass
+class _BatchCache:
+    """Rows already looked up in this batch: a POST often carries one customer many times."""
+
+    accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
+    contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
+    conversations: dict[int, Conversation] = field(default_factory=dict)
+
+
+async def record_inbound(
+    session: AsyncSession, *, messages: list[InboundMessage], correlation_id: str
+) -> list[int]:
+    """Store new inbound messages; ones already stored (Meta re-delivers) are skipped.
+
+    Returns:
+        The ids of the conversations that now have messages waiting for an answer.
+    """
+    cache = _BatchCache()
+    waiting: list[int] = []
+    known = await _known_message_ids(session, messages)
+    for message in messages:
+        if (message.channel, message.account_external_id, message.channel_message_id) in known:
+            continue
+        account = await _account(session, cache, message.channel, message.account_external_id)
+        contact = await _contact(session, cache, account, message)
+        conversation = await _active_conversation(session, cache, account, contact)
+        stored = await _insert_message(session, conversation, message, correlation_id)
+        known.add((message.channel, message.account_external_id, message.channel_message_id))
+        if stored and message.needs_reply and conversation.id not in waiting:
+            waiting.append(conversation.id)
+    await session.flush()
+    return waiting
+
+
+async def _known_message_ids(
+    session: AsyncSession, messages: list[InboundMessage]
+) -> set[tuple[str, str, str]]:
+    if not messages:
+        return set()
+    ids = {m.channel_message_id for m in messages}
+    rows = await session.execute(
+        select(Account.channel, Account.external_id, Message.channel_message_id)
+        .join(Account, Account.id == Message.account_id)
+        .where(Message.channel_message_id.in_(ids))
+    )
+    return {(channel, external, mid or "") for channel, external, mid in rows}
+
+
+async def get_account(session: AsyncSession, *, channel: str, external_id: str) -> Account:
+    """The account row for a channel's business id, created on first sight.
+
+    A number with no row of its own is served with the environment's defaults (CONTRACT.md).
+    """
+    query = select(Account).where(Account.channel == channel, Account.external_id == external_id)
+    account = await session.scalar(query)
+    if account is None:
+        await insert_ignore(
+            session,
+            Account,
+            {
+                "channel": channel,
+                "external_id": external_id,
+                "settings": {},
+                "created_at": utcnow(),
+            },
+            ["channel", "external_id"],
+        )
+        account = await session.scalar(query)
+    assert account is not None
+    return account
+
+
+async def _account(
+    session: AsyncSession, cache: _BatchCache, channel: str, external_id: str
+) -> Account:
+    key = (channel, external_id)
+    if key not in cache.accounts:
+        cache.accounts[key] = await get_account(session, channel=channel, external_id=external_id)
+    return cache.accounts[key]
+
+
+async def _contact(
+    session: AsyncSession, cache: _BatchCache, account: Account, message: InboundMessage
+) -> Contact:
+    key = (account.id, message.contact_key)
+    contact = cache.contacts.get(key)
+    if contact is None:
+        contact = await _find_contact(session, account.id, message)
+        if contact is None:
+            await insert_ignore(
+                session,
+                Contact,
+                {
+                    "account_id": account.id,
+                    "external_id": message.contact_key,
+                    "user_id": message.user_id,
+                    "phone": message.phone,
+                    "name": message.contact_name,
+                    "username": message.contact_username,
+                    "created_at": utcnow(),
+                    "updated_at": utcnow(),
+                },
+                ["account_id", "external_id"],
+            )
+            contact = await _find_contact(session, account.id, message)
+            assert contact is not None
+        cache.contacts[key] = contact
+    _refresh_contact(contact, message)
+    return contact
+
+
+async def _find_contact(
+    session: AsyncSession, account_id: int, message: InboundMessage
+) -> Contact | None:
+    """By the stable user id first, then the phone: WhatsApp's 2026 BSUIDs arrive for customers
+    first known by phone number, and a customer with a username may have no phone at all."""
+    candidates: list[tuple[InstrumentedAttribute[str | None] | InstrumentedAttribute[str], str]]
+    candidates = [(Contact.external_id, message.contact_key)]
+    if message.user_id:
+        candidates.append((Contact.user_id, message.user_id))
+    if message.phone:
+        candidates.append((Contact.phone, message.phone))
+    for column, value in candidates:
+        contact = await session.scalar(
+            select(Contact)
+            .where(Contact.account_id == account_id, column == value)
+            .order_by(Contact.id)
+            .limit(1)
+            .with_for_update()
+        )
+        if contact is not None:
+            return contact
+    return None
+
+
+def _refresh_contact(contact: Contact, message: InboundMessage) -> None:
+    if message.user_id and contact.user_id != message.user_id:
+        contact.user_id = message.user_id
+    if message.phone and contact.phone != message.phone:
+        contact.phone = message.phone
+    if message.contact_name and contact.name != message.contact_name:
+        contact.name = message.contact_name
+    if message.contact_username and contact.username != message.contact_username:
+        contact.username = message.contact_username
+
+
+async def _active_conversation(
+    session: AsyncSession, cache: _BatchCache, account: Account, contact: Contact
+) -> Conversation:
+    conversation = cache.conversations.get(contact.id)
+    if conversation is None:
+        conversation = await session.scalar(
+            select(Conversation)
+            .where(Conversation.contact_id == contact.id, Conversation.status != "closed")
+            .order_by(Conversation.id.desc())
+            .limit(1)
+        )
+        if conversation is None:
+            conversation = Conversation(
+                account_id=account.id, contact_id=contact.id, channel=account.channel
+            )
+            session.add(conversation)
+            await session.flush()
+        cache.conversations[contact.id] = conversation
+    return conversation
+
+
+async def allocate_sequence(session: AsyncSession, *, conversation_id: int, count: int = 1) -> int:
+    """Reserve `count` sequence numbers; returns the first.
+
+    The UPDATE also locks the conversation row on PostgreSQL until commit, so two writers to one
+    conversation queue here instead of colliding on the unique (conversation, sequence_no).
+    """
+    result = await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(next_sequence_no=Conversation.next_sequence_no + count, last_message_at=utcnow())
+        .returning(Conversation.next_sequence_no)
+    )
+    return int(result.scalar_one()) - count
+
+
+async def _insert_message(
+    session: AsyncSession, conversation: Conversation, message: InboundMessage, correlation_id: str
+) -> bool:
+    sequence_no = await allocate_sequence(session, conversation_id=conversation.id)
+    before = await session.scalar(
+        select(Message.id).where(
+            Message.account_id == conversation.account_id,
+            Message.channel_message_id == message.channel_message_id,
+        )
+    )
+    if before is not None:
+        return False
+    await insert_ignore(
+        session,
+        Message,
+        {
+            "conversation_id": conversation.id,
+            "account_id": conversation.account_id,
+            "sequence_no": sequence_no,
+            "direction": "in",
+            "sender": "customer",
+            "kind": message.kind,
+            "text": message.text,
+            "payload": message.payload,
+            "channel_message_id": message.channel_message_id,
+            "status": "received" if message.needs_reply else "ignored",
+            "meta": _inbound_meta(message, correlation_id),
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        },
+        ["account_id", "channel_message_id"],
+    )
+    return True
+
+
+def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "correlation_id": correlation_id,
+        "sent_at": message.timestamp.isoformat(),
+    }
+    if message.reply_to:
+        meta["reply_to_channel_id"] = message.reply_to
+    return meta
+
+
+async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate]) -> int:
+    """Move Parley's outbound messages forward by the channel's reports; returns how many moved.
+
+    Unknown ids (messages sent by other tools on the same number) are ignored.
+    """
+    moved = 0
+    for report in statuses:
+        message = await session.scalar(
+            select(Message)
+            .join(Account, Account.id == Message.account_id)
+            .where(
+                Account.channel == report.channel,
+                Account.external_id == report.account_external_id,
+                Message.channel_message_id == report.channel_message_id,
+                Message.direction == "out",
+            )
+        )
+        if message is not None and _advance(message, report):
+            moved += 1
+    await session.flush()
+    return moved
+
+
+def _advance(message: Message, report: StatusUpdate) -> bool:
+    if report.status == "failed":
+        if message.status == "failed":
+            return False
+        message.status = "failed"
+        message.error = _status_error(report)
+        return True
+    new_rank = STATUS_RANK.get(report.status)
+    if new_rank is None or message.status == "failed":
+        return False
+    if new_rank <= STATUS_RANK.get(message.status, -1):
+        return False
+    message.status = report.status
+    message.meta = {**message.meta, f"{report.status}_at": report.timestamp.isoformat()}
+    return True
+
+
+def _status_error(report: StatusUpdate) -> str:
+    if not report.errors:
+        return "failed (no reason given)"
+    first = report.errors[0]
+    details = (first.get("error_data") or {}).get("details") if isinstance(first, dict) else None
+    parts = [str(first.get("code", "")), str(first.get("title") or first.get("message") or "")]
+    if details:
+        parts.append(str(details))
+    return ": ".join(p for p in parts if p)

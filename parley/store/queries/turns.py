@@ -1,0 +1,173 @@
+"""What the worker reads before an agent turn and writes after it, in one transaction each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
+from parley.store.queries.inbound import allocate_sequence
+
+
+@dataclass(frozen=True, slots=True)
+class TurnWork:
+    """A conversation with the inbound messages its next turn answers, oldest first."""
+
+    conversation: Conversation
+    account: Account
+    contact: Contact
+    pending: list[Message]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One outbound message to store and queue for delivery."""
+
+    text: str
+    sender: str = "agent"
+    kind: str = "text"
+    response_id: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = None
+    latency_ms: int | None = None
+    meta: dict[str, Any] | None = None
+
+
+async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
+    """The conversation's waiting inbound messages, or None when there is nothing to do."""
+    row = (
+        await session.execute(
+            select(Conversation, Account, Contact)
+            .join(Account, Account.id == Conversation.account_id)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .where(Conversation.id == conversation_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    conversation, account, contact = row
+    pending = list(
+        await session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.direction == "in",
+                Message.status == "received",
+            )
+            .order_by(Message.sequence_no)
+        )
+    )
+    if not pending:
+        return None
+    return TurnWork(conversation, account, contact, pending)
+
+
+async def set_remote_conversation(
+    session: AsyncSession, *, conversation_id: int, remote_id: str | None
+) -> None:
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(remote_conversation_id=remote_id)
+    )
+
+
+async def record_turn(
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    account_id: int,
+    answered: list[int],
+    replies: list[Reply],
+    inbound_status: str = "answered",
+    inbound_error: str | None = None,
+    last_response_id: str | None = None,
+) -> list[int]:
+    """The turn's outcome in one transaction: the inbound messages marked, the replies stored
+    with their outbox rows. A worker that dies before this commits leaves the inbound messages
+    `received`, and the next worker redoes the turn.
+
+    Returns:
+        The ids of the stored reply messages, in order.
+    """
+    reply_to = answered[-1] if answered else None
+    first = await allocate_sequence(
+        session, conversation_id=conversation_id, count=max(len(replies), 1)
+    )
+    ids: list[int] = []
+    for offset, reply in enumerate(replies):
+        message = _reply_row(conversation_id, account_id, first + offset, reply, reply_to)
+        session.add(message)
+        await session.flush()
+        session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
+        ids.append(message.id)
+    if answered:
+        await session.execute(
+            update(Message)
+            .where(Message.id.in_(answered), Message.status == "received")
+            .values(status=inbound_status, error=inbound_error, updated_at=utcnow())
+        )
+    if last_response_id is not None:
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(last_response_id=last_response_id)
+        )
+    await session.flush()
+    return ids
+
+
+def _reply_row(
+    conversation_id: int, account_id: int, sequence_no: int, reply: Reply, reply_to: int | None
+) -> Message:
+    return Message(
+        conversation_id=conversation_id,
+        account_id=account_id,
+        sequence_no=sequence_no,
+        direction="out",
+        sender=reply.sender,
+        kind=reply.kind,
+        text=reply.text,
+        status="queued",
+        reply_to_id=reply_to,
+        response_id=reply.response_id,
+        model=reply.model,
+        input_tokens=reply.input_tokens,
+        cached_tokens=reply.cached_tokens,
+        output_tokens=reply.output_tokens,
+        reasoning_tokens=reply.reasoning_tokens,
+        cost_usd=reply.cost_usd,
+        latency_ms=reply.latency_ms,
+        meta=reply.meta or {},
+    )
+
+
+async def conversations_waiting(
+    session: AsyncSession, *, older_than: timedelta | None = None, limit: int = 1000
+) -> list[int]:
+    """Conversations with inbound messages still `received`: what a lost signal left behind.
+
+    Args:
+        older_than: only messages that have waited at least this long (None: all of them).
+    """
+    query = (
+        select(Message.conversation_id)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(Message.status == "received", Conversation.status == "active")
+        .group_by(Message.conversation_id)
+        .order_by(Message.conversation_id)
+        .limit(limit)
+    )
+    if older_than is not None:
+        cutoff: datetime = utcnow() - older_than
+        query = query.where(Message.created_at <= cutoff)
+    return list(await session.scalars(query))

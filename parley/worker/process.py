@@ -1,0 +1,179 @@
+"""One conversation's turns: load what waits, run the agent, store the answer with its outbox.
+
+Called with the conversation held (see `queue`), so turns of one conversation never overlap;
+messages that arrive during a turn are answered together by the next one, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.agent.turn import Agent, TurnRequest, TurnResult
+from parley.channels.render import render_text
+from parley.errors import LLMError
+from parley.store.models import Account, Message
+from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn
+
+log = structlog.get_logger(__name__)
+
+
+class Receipts(Protocol):
+    async def mark_read(self, account: Account, message: Message) -> None:
+        """Show the customer their message was read and a reply is being typed (best effort)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replies:
+    """The fixed texts a customer may get instead of the agent's answer."""
+
+    fallback: str
+    unsupported: str
+
+
+class ConversationProcessor:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        agent: Agent,
+        receipts: Receipts,
+        replies: Replies,
+        on_outbox: Callable[[], None],
+    ) -> None:
+        self._sessions = sessions
+        self._agent = agent
+        self._receipts = receipts
+        self._replies = replies
+        self._on_outbox = on_outbox
+
+    async def process(self, conversation_id: int) -> int:
+        """Run turns until nothing waits; returns how many turns ran."""
+        turns = 0
+        while True:
+            async with self._sessions() as session:
+                work = await load_work(session, conversation_id=conversation_id)
+            if work is None or work.conversation.status != "active":
+                return turns
+            await self._turn(work)
+            turns += 1
+
+    async def _turn(self, work: TurnWork) -> None:
+        correlation_ids = [m.meta.get("correlation_id") for m in work.pending]
+        with structlog.contextvars.bound_contextvars(
+            conversation_id=work.conversation.id,
+            account_id=work.account.id,
+            channel=work.conversation.channel,
+            correlation_id=correlation_ids[-1],
+        ):
+            await self._receipts.mark_read(work.account, work.pending[-1])
+            texts = [m.text for m in work.pending if m.text]
+            if not texts:
+                reply = Reply(
+                    self._replies.unsupported, sender="system", meta={"auto": "unsupported"}
+                )
+                await self._store(work, [reply], status="answered")
+                log.info("turn.unsupported", messages=len(work.pending))
+                return
+            try:
+                result = await self._agent.run_turn(_request(work, texts))
+            except LLMError as exc:
+                await self._fail(work, str(exc))
+                return
+            if not result.text.strip():
+                await self._fail(work, "upstream returned no text")
+                return
+            await self._store(
+                work,
+                _agent_replies(work, result),
+                status="answered",
+                response_id=result.response_id,
+            )
+            log.info(
+                "turn.completed",
+                messages=len(work.pending),
+                latency_ms=result.latency_ms,
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+            )
+
+    async def _fail(self, work: TurnWork, reason: str) -> None:
+        log.error("turn.failed", reason=reason, messages=len(work.pending))
+        reply = Reply(self._replies.fallback, sender="system", meta={"auto": "fallback"})
+        await self._store(work, [reply], status="failed", error=reason)
+
+    async def _store(
+        self,
+        work: TurnWork,
+        replies: list[Reply],
+        *,
+        status: str,
+        error: str | None = None,
+        response_id: str | None = None,
+    ) -> None:
+        correlation = work.pending[-1].meta.get("correlation_id")
+        stamped = [
+            replace(r, meta={**(r.meta or {}), "correlation_id": correlation}) for r in replies
+        ]
+        async with self._sessions() as session:
+            await record_turn(
+                session,
+                conversation_id=work.conversation.id,
+                account_id=work.account.id,
+                answered=[m.id for m in work.pending],
+                replies=stamped,
+                inbound_status=status,
+                inbound_error=error,
+                last_response_id=response_id,
+            )
+            await session.commit()
+        self._on_outbox()
+
+
+def _request(work: TurnWork, texts: list[str]) -> TurnRequest:
+    unreadable = [m.kind for m in work.pending if not m.text]
+    notes = []
+    if unreadable:
+        kinds = ", ".join(sorted(set(unreadable)))
+        notes.append(
+            f"The customer also sent something you cannot open yet ({kinds}); "
+            "ask them to describe it in text if it matters."
+        )
+    return TurnRequest(
+        conversation_id=work.conversation.id,
+        channel=work.conversation.channel,
+        customer_key=f"{work.account.channel}:{work.account.external_id}:{work.contact.external_id}",
+        inputs=texts,
+        notes=notes,
+        remote_conversation_id=work.conversation.remote_conversation_id,
+        previous_response_id=work.conversation.last_response_id,
+    )
+
+
+def _agent_replies(work: TurnWork, result: TurnResult) -> list[Reply]:
+    """The answer split within the channel's limit; usage is carried by the first part."""
+    parts = render_text(work.conversation.channel, result.text)
+    replies = []
+    for index, part in enumerate(parts):
+        first = index == 0
+        meta: dict[str, object] = {"part": index + 1, "parts": len(parts)}
+        if result.prompt:
+            meta["prompt"] = result.prompt
+        replies.append(
+            Reply(
+                text=part,
+                response_id=result.response_id,
+                model=result.model,
+                input_tokens=result.usage.input_tokens if first else None,
+                cached_tokens=result.usage.cached_tokens if first else None,
+                output_tokens=result.usage.output_tokens if first else None,
+                reasoning_tokens=result.usage.reasoning_tokens if first else None,
+                latency_ms=result.latency_ms if first else None,
+                meta=meta,
+            )
+        )
+    return replies

@@ -1,0 +1,64 @@
+"""Builders of webhook bodies and signed requests, from the real samples in fixtures/."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from parley.channels.signature import sign
+
+FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
+APP_SECRET = "test-app-secret"
+VERIFY_TOKEN = "test-verify-token"
+PHONE_NUMBER_ID = "106540352242922"
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A real webhook body from fixtures/payloads, e.g. ``sample("whatsapp/text.json")``."""
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return data
+
+
+def body_bytes(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, secret)}
+
+
+def new_wamid() -> str:
+    return f"wamid.test{uuid.uuid4().hex}"
+
+
+def whatsapp_texts(
+    phone: str, texts: list[str], *, phone_number_id: str = PHONE_NUMBER_ID, name: str = "Ana"
+) -> dict[str, Any]:
+    """The real text sample carrying `texts` from `phone`, several messages in one change."""
+    payload = sample("whatsapp/text.json")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = phone_number_id
+    value["contacts"] = [{"profile": {"name": name}, "wa_id": phone}]
+    template = value["messages"][0]
+    value["messages"] = []
+    for text in texts:
+        message = copy.deepcopy(template)
+        message["from"] = phone
+        message["id"] = new_wamid()
+        message["timestamp"] = str(int(time.time()))
+        message["text"] = {"body": text}
+        value["messages"].append(message)
+    return payload
+
+
+def message_ids(payload: dict[str, Any]) -> list[str]:
+    return [
+        message["id"]
+        for entry in payload["entry"]
+        for change in entry["changes"]
+        for message in change["value"].get("messages", [])
+    ]

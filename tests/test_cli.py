@@ -1,0 +1,107 @@
+"""The `parley` command as a user runs it: a real process, real signals, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import sys
+from pathlib import Path
+
+import httpx
+
+from parley.testing import GraphSimulator, OpenAISimulator
+from tests.factories import body_bytes, signed_headers, whatsapp_texts
+
+PARLEY = str(Path(sys.executable).with_name("parley"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_serve(env: dict[str, str], cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        PARLEY,
+        "serve",
+        "--port",
+        str(port),
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url) as client:
+        for _ in range(200):
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return process, url
+            except httpx.TransportError:
+                pass
+            if process.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+    process.kill()
+    raise AssertionError("parley serve did not become ready")
+
+
+def statuses(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute(
+            "SELECT direction, status FROM messages ORDER BY sequence_no"
+        ).fetchall()
+
+
+async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
+    settings_env: dict[str, str],
+    openai_sim: OpenAISimulator,
+    graph_sim: GraphSimulator,
+    tmp_path: Path,
+    db_path: Path,
+) -> None:
+    env = {**os.environ, **settings_env}
+    openai_sim.latency = 30  # the model is still thinking when the operator stops Parley
+    process, url = await start_serve(env, tmp_path)
+    body = body_bytes(whatsapp_texts("34600000071", ["answer me after the restart"]))
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
+        )
+    assert response.status_code == 200
+    await openai_sim.wait_for_requests(1, path="/v1/responses", timeout=10)
+
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    assert statuses(db_path) == [("in", "received")]
+    assert graph_sim.sends == []
+
+    openai_sim.latency = 0
+    process, _ = await start_serve(env, tmp_path)
+    try:
+        await graph_sim.wait_for_sends(1, timeout=15)
+        assert graph_sim.texts_to("34600000071") == ["Echo: answer me after the restart"]
+        await asyncio.sleep(0.3)
+        assert statuses(db_path) == [("in", "answered"), ("out", "sent")]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+
+
+async def test_db_upgrade_creates_the_core_tables(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    process = await asyncio.create_subprocess_exec(
+        PARLEY, "db", "upgrade", env=env, cwd=tmp_path, stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stdout
+    with sqlite3.connect(db) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"accounts", "contacts", "conversations", "messages", "outbox"} <= tables
