@@ -94,9 +94,9 @@ async def run_demo(*, latency: float = 0.2) -> None:
         ServerThread(graph_sim.app) as graph_server,
         tempfile.TemporaryDirectory() as folder,
     ):
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            **{
+        # Validated from this dict alone: the user's environment must not leak into the demo.
+        settings = Settings.model_validate(
+            {
                 "database_url": f"sqlite+aiosqlite:///{Path(folder) / 'demo.db'}",
                 "openai_api_key": "sk-demo",
                 "openai_base_url": f"{openai_server.url}/v1",
@@ -105,13 +105,13 @@ async def run_demo(*, latency: float = 0.2) -> None:
                 "whatsapp_access_token": "demo-token",
                 "parley_log_level": "WARNING",
                 "redis_url": None,
-            },
+            }
         )
         with ServerThread(create_app(settings, "serve"), lifespan="on") as parley:
             console.print(
                 "[bold]Parley demo[/]: WhatsApp, offline (simulated OpenAI and Graph API)"
             )
-            console.print(f"Parley on {parley.url}, SQLite at {settings.database_url}\n")
+            console.print(f"Parley on {parley.url}, data in a temporary SQLite file\n")
             async with httpx.AsyncClient(base_url=parley.url, timeout=30) as client:
                 for number, text in enumerate(SCRIPT, start=1):
                     await _say(client, console, text)

@@ -3,7 +3,9 @@ uvicorn server on loopback in its own thread, talking real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +104,16 @@ class Parley:
     async def stop(self) -> None:
         await self.client.aclose()
         self.server.stop()
+
+    async def wait_for_rows(
+        self, sql: str, expected: list[tuple[Any, ...]], timeout: float = 10.0
+    ) -> None:
+        """Wait until `sql` returns `expected`: the store is written just after a send."""
+        deadline = time.monotonic() + timeout
+        while (found := self.rows(sql)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{sql!r} gave {found!r}, expected {expected!r}")
+            await asyncio.sleep(0.02)
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Read the store directly, as an auditor would."""

@@ -103,7 +103,7 @@ def _as_llm_error(exc: openai.OpenAIError) -> LLMError:
             exc.status_code in RETRYABLE_STATUSES or exc.status_code >= 500
         ) and code != "insufficient_quota"
         return LLMError(
-            f"upstream {exc.status_code} {code or ''}: {_error_message(exc)}".strip(),
+            f"upstream {exc.status_code}{f' {code}' if code else ''}: {_error_message(exc)}",
             retryable=retryable,
             retry_after=_retry_after(exc.response.headers.get("retry-after")),
             status=exc.status_code,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
-from parley.errors import LLMError
+from parley.errors import LeaseLost, LLMError
 from parley.store.models import Account, Message
 from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn
 
@@ -119,19 +119,33 @@ class ConversationProcessor:
         stamped = [
             replace(r, meta={**(r.meta or {}), "correlation_id": correlation}) for r in replies
         ]
+        try:
+            await self._record(work, stamped, status, error, response_id)
+        except LeaseLost:
+            log.warning("turn.superseded", messages=len(work.pending))
+            return
+        self._on_outbox()
+
+    async def _record(
+        self,
+        work: TurnWork,
+        replies: list[Reply],
+        status: str,
+        error: str | None,
+        response_id: str | None,
+    ) -> None:
         async with self._sessions() as session:
             await record_turn(
                 session,
                 conversation_id=work.conversation.id,
                 account_id=work.account.id,
                 answered=[m.id for m in work.pending],
-                replies=stamped,
+                replies=replies,
                 inbound_status=status,
                 inbound_error=error,
                 last_response_id=response_id,
             )
             await session.commit()
-        self._on_outbox()
 
 
 def _request(work: TurnWork, texts: list[str]) -> TurnRequest:

@@ -27,7 +27,9 @@ async def session(tmp_path: Path) -> AsyncIterator[AsyncSession]:
     await engine.dispose()
 
 
-def inbound(mid: str, *, phone: str | None, user_id: str | None, text: str = "hi") -> InboundMessage:
+def inbound(
+    mid: str, *, phone: str | None, user_id: str | None, text: str = "hi"
+) -> InboundMessage:
     return InboundMessage(
         channel="whatsapp",
         account_external_id="106540352242922",
@@ -65,7 +67,11 @@ async def test_a_customer_keeps_one_conversation_when_their_bsuid_appears(
     contact = await session.scalar(select(Contact))
     assert contact is not None and (contact.phone, contact.user_id) == ("34600", "ES.123")
     rows = (await session.execute(select(Message.sequence_no, Message.meta))).all()
-    assert [(seq, meta["correlation_id"]) for seq, meta in rows] == [(1, "c1"), (2, "c2"), (3, "c3")]
+    assert [(seq, meta["correlation_id"]) for seq, meta in rows] == [
+        (1, "c1"),
+        (2, "c2"),
+        (3, "c3"),
+    ]
 
 
 async def test_duplicates_within_and_across_batches_are_stored_once(session: AsyncSession) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
 
@@ -99,6 +100,7 @@ async def record_turn(
     Returns:
         The ids of the stored reply messages, in order.
     """
+    await _mark_answered(session, answered, inbound_status, inbound_error)
     reply_to = answered[-1] if answered else None
     first = await allocate_sequence(
         session, conversation_id=conversation_id, count=max(len(replies), 1)
@@ -110,12 +112,6 @@ async def record_turn(
         await session.flush()
         session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
         ids.append(message.id)
-    if answered:
-        await session.execute(
-            update(Message)
-            .where(Message.id.in_(answered), Message.status == "received")
-            .values(status=inbound_status, error=inbound_error, updated_at=utcnow())
-        )
     if last_response_id is not None:
         await session.execute(
             update(Conversation)
@@ -124,6 +120,23 @@ async def record_turn(
         )
     await session.flush()
     return ids
+
+
+async def _mark_answered(
+    session: AsyncSession, answered: list[int], status: str, error: str | None
+) -> None:
+    """Claim the inputs for this turn's answer. Marking them first makes a second answer
+    impossible even if two workers ran the same turn (a lease lost to a long pause): the
+    second finds them no longer `received` and its transaction is rolled back."""
+    if not answered:
+        return
+    result = await session.execute(
+        update(Message)
+        .where(Message.id.in_(answered), Message.status == "received")
+        .values(status=status, error=error, updated_at=utcnow())
+    )
+    if result.rowcount != len(answered):  # type: ignore[attr-defined]
+        raise LeaseLost("the turn's messages were answered by another worker")
 
 
 def _reply_row(

@@ -1,0 +1,454 @@
+"""The Redis queue of `parley api` + `parley worker` on many machines.
+
+The queue carries signals, never work (DESIGN principle 1): the database says what waits, so Redis
+may restart or lose all its data and the reconciler repairs it. What Redis must get right is the
+*hold*: one worker per conversation at a time, so that its turns stay in order (principle 3).
+
+How it works, and why:
+
+- **Signals are stream entries.** `signal` adds `{c: <id>}` to one stream (`XADD … MAXLEN ~`, a
+  cap that only protects memory; acknowledged entries are deleted at once, so the stream holds
+  only what waits or runs). Workers read it through one consumer group (`XREADGROUP … BLOCK`,
+  one entry at a time, never blocking longer than the claim's timeout or 1 s). A stream, unlike
+  a list, remembers which worker got which entry until it is acknowledged: that is what lets
+  another worker take over from one that crashed.
+- **A conversation is held by a lease**, `SET {conv:<id>}:lease <consumer> NX PX lease_ms`. A
+  heartbeat task renews every lease it holds every `lease_ms / 3`, with a check-and-set script
+  (only while the value is still ours; a lease found gone, e.g. after a Redis flush, is taken
+  back if no one else took it). `release` deletes it with compare-and-delete. The lease, not the
+  stream, is what makes a conversation exclusive; the database guard in
+  `store.queries.turns._mark_answered` is the last line if a lease is ever lost mid-turn.
+- **A signal for a held conversation sets `{conv:<id>}:again`** instead of adding an entry, and
+  an entry read for a held conversation is acknowledged after setting that flag; both checks run
+  atomically with the lease in one script. On `release`, the holder clears the flag and signals
+  again if it was set, so work that arrived during a turn gets the next turn, never a parallel one.
+- **Duplicates are dropped** by a `{conv:<id>}:queued` marker (`SET NX PX dedupe_ms`), set when an
+  entry is added and cleared when one is read. Its TTL bounds the harm of a marker whose entry was
+  lost: signals for that conversation are dropped for at most `dedupe_ms`, then the reconciler's
+  next signal goes through. A duplicate that slips by only makes a worker find nothing to do.
+- **A crashed worker's conversations are taken over** with `XAUTOCLAIM` once its entry has been
+  idle `claim_idle_ms`. The heartbeat renews the lease and *then* resets the idle time of the
+  entries it holds (`XCLAIM … JUSTID`), so a live holder's entry never looks idle, and a dead
+  holder's lease has expired by the time its entry does. A taken-over entry whose conversation
+  is still leased is left pending (never acknowledged), so it is tried again one idle period
+  later rather than lost. Takeover happens about max(lease_ms, claim_idle_ms) after the last
+  heartbeat (30 s with the defaults), plus at most one second for the scan.
+- **Redis Cluster**: the keys of one conversation share the hash tag `{conv:<id>}` and every
+  script touches only those; the stream is one key of its own; nothing spans two conversations.
+  One stream is one slot: at WhatsApp's top rate (1,000 signals/s) that is far below what one
+  Redis node serves; shard the stream by conversation id if that ever stops being true.
+- **Failures**: every call has a socket timeout and the client retries connection errors with
+  jittered backoff. `claim` never raises for Redis trouble: it logs `queue.claim_failed`, sleeps
+  out its timeout and returns None; a missing group (Redis restarted or flushed) is recreated,
+  `MKSTREAM` from id 0 so signals added meanwhile are kept. `release` never raises either (the
+  worker must free its slot); its lease then expires and its entry is taken over. `signal`,
+  `depth` and `oldest_wait_seconds` raise `redis.RedisError`: their callers log and carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from parley.queue import keys
+
+log = structlog.get_logger(__name__)
+
+MAX_BLOCK_MS = 1_000
+"""The longest one XREADGROUP blocks: below any sane socket timeout, and keeps takeover scans
+running while a claim waits."""
+
+AGAIN_TTL_MS = 24 * 3_600_000
+"""How long an "again" flag outlives a holder that never released (it crashed)."""
+
+SIGNAL_CHUNK = 500
+
+SCAN_STEPS = 10
+"""XAUTOCLAIM calls one claim makes at most (each looks at up to 10 pending entries)."""
+
+# KEYS: lease, again, queued. ARGV: again_ttl_ms, dedupe_ms.
+# Returns 1 when the caller must add a stream entry.
+_SIGNAL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 0
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: lease, again, queued. ARGV: consumer, lease_ms, flag_if_held, again_ttl_ms.
+# Returns 1 when the lease is now ours, 0 when someone (possibly this consumer) holds it.
+_TAKE = """
+redis.call('DEL', KEYS[3])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
+return 0
+"""
+
+# KEYS: lease. ARGV: consumer, lease_ms. Returns 1 renewed, 2 taken back, 0 lost to another.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+
+# KEYS: lease, again. ARGV: consumer. Returns 1 when the conversation must be signalled again.
+# A lease someone else holds now is left alone, and so is the flag: their release handles it.
+_RELEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  holder = false
+end
+if holder then return 0 end
+return redis.call('DEL', KEYS[2])
+"""
+
+
+def create_client(url: str) -> aioredis.Redis:
+    """A client for the queue: bounded timeouts, health checks, retries on connection errors."""
+    return aioredis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=5.0,
+        socket_connect_timeout=2.0,
+        socket_keepalive=True,
+        health_check_interval=15,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        client_name="parley-queue",
+    )
+
+
+def default_consumer() -> str:
+    """A consumer name unique to this process: host, pid and a random suffix (a restarted
+    process must not mistake its predecessor's leases for its own)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class RedisQueue:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        consumer: str,
+        lease_ms: int = 30_000,
+        claim_idle_ms: int = 30_000,
+        dedupe_ms: int = 60_000,
+        maxlen: int = 1_000_000,
+        owns_client: bool = False,
+    ) -> None:
+        if lease_ms < 30 or claim_idle_ms < 1:
+            raise ValueError("lease_ms must be at least 30 and claim_idle_ms at least 1")
+        self._client = client
+        self._consumer = consumer
+        self._lease_ms = lease_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._dedupe_ms = dedupe_ms
+        self._maxlen = maxlen
+        self._owns_client = owns_client
+        # Conversation id -> the stream entries acknowledged when it is released.
+        self._held: dict[int, list[str]] = {}
+        self._group_ready = False
+        self._cursor = "0-0"
+        self._next_scan = 0.0
+        self._scan_every = min(1.0, claim_idle_ms / 4000)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._signal_script = client.register_script(_SIGNAL)
+        self._take_script = client.register_script(_TAKE)
+        self._renew_script = client.register_script(_RENEW)
+        self._release_script = client.register_script(_RELEASE)
+
+    @classmethod
+    def from_url(cls, url: str, *, consumer: str | None = None, **options: Any) -> RedisQueue:
+        """A queue with its own client, closed by `close`."""
+        return cls(
+            create_client(url), consumer=consumer or default_consumer(), owns_client=True, **options
+        )
+
+    @property
+    def consumer(self) -> str:
+        return self._consumer
+
+    async def signal(self, conversation_id: int) -> None:
+        await self.signal_many([conversation_id])
+
+    async def signal_many(self, conversation_ids: Iterable[int]) -> None:
+        unique = list(dict.fromkeys(conversation_ids))
+        for start in range(0, len(unique), SIGNAL_CHUNK):
+            await self._signal_chunk(unique[start : start + SIGNAL_CHUNK])
+
+    async def _signal_chunk(self, conversation_ids: Sequence[int]) -> None:
+        checks = self._client.pipeline(transaction=False)
+        for cid in conversation_ids:
+            await self._signal_script(
+                keys=[keys.lease(cid), keys.again(cid), keys.queued(cid)],
+                args=[AGAIN_TTL_MS, self._dedupe_ms],
+                client=checks,
+            )
+        verdicts = await checks.execute()
+        fresh = [cid for cid, add in zip(conversation_ids, verdicts, strict=True) if add == 1]
+        if not fresh:
+            return
+        adds = self._client.pipeline(transaction=False)
+        for cid in fresh:
+            adds.xadd(keys.STREAM, {keys.FIELD: cid}, maxlen=self._maxlen, approximate=True)
+        await adds.execute()
+
+    async def claim(self, timeout: float) -> int | None:
+        self._start_heartbeat()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        try:
+            await self._ensure_group()
+            while True:
+                if loop.time() >= self._next_scan:
+                    conversation_id = await self._take_over()
+                    if conversation_id is not None:
+                        return conversation_id
+                remaining_ms = int((deadline - loop.time()) * 1000)
+                entry = await self._read(max(1, min(remaining_ms, MAX_BLOCK_MS)))
+                if entry is not None:
+                    conversation_id = await self._take(*entry, takeover=False)
+                    if conversation_id is not None:
+                        return conversation_id
+                if loop.time() >= deadline:
+                    return None
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc) and "UNBLOCKED" not in str(exc):
+                await self._claim_failed(exc, deadline)
+                return None
+            # Redis restarted or lost its data: what waited is gone, the reconciler re-signals.
+            log.warning("queue.group_missing", error=str(exc))
+            self._group_ready = False
+            with contextlib.suppress(RedisError, OSError):
+                await self._ensure_group()
+            return None
+        except (RedisError, OSError) as exc:
+            await self._claim_failed(exc, deadline)
+            return None
+
+    async def _claim_failed(self, exc: Exception, deadline: float) -> None:
+        log.warning("queue.claim_failed", error=repr(exc))
+        # Sleep out the timeout, so that a worker's claim loop does not spin while Redis is down.
+        await asyncio.sleep(max(0.1, min(1.0, deadline - asyncio.get_running_loop().time())))
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self._client.xgroup_create(keys.STREAM, keys.GROUP, id="0", mkstream=True)
+            log.info("queue.group_created", stream=keys.STREAM, group=keys.GROUP)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _read(self, block_ms: int) -> tuple[str, dict[str, Any]] | None:
+        response: Any = await self._client.xreadgroup(
+            keys.GROUP, self._consumer, {keys.STREAM: ">"}, count=1, block=block_ms
+        )
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                return _text(entry_id), fields
+        return None
+
+    async def _take_over(self) -> int | None:
+        """Scan the pending entries for ones idle past `claim_idle_ms`: a crashed worker's."""
+        loop = asyncio.get_running_loop()
+        for _ in range(SCAN_STEPS):
+            cursor, claimed, *_ = await self._client.xautoclaim(
+                keys.STREAM,
+                keys.GROUP,
+                self._consumer,
+                min_idle_time=self._claim_idle_ms,
+                start_id=self._cursor,
+                count=1,
+            )
+            self._cursor = _text(cursor)
+            for entry_id, fields in claimed:
+                if fields is None:  # trimmed from the stream while pending
+                    continue
+                conversation_id = await self._take(_text(entry_id), fields, takeover=True)
+                if conversation_id is not None:
+                    log.info("queue.taken_over", conversation_id=conversation_id)
+                    return conversation_id
+            if self._cursor == "0-0":
+                self._next_scan = loop.time() + self._scan_every
+                return None
+        return None  # a long pending list: go on from the cursor at the next claim
+
+    async def _take(self, entry_id: str, fields: dict[Any, Any], *, takeover: bool) -> int | None:
+        """Hold the entry's conversation if it is free; returns its id then."""
+        try:
+            conversation_id = int(_text(fields.get(keys.FIELD) or fields.get(b"c") or ""))
+        except ValueError:
+            log.error("queue.entry_invalid", entry_id=entry_id, fields=repr(fields))
+            await self._ack([entry_id])
+            return None
+        taken = await self._take_script(
+            keys=[
+                keys.lease(conversation_id),
+                keys.again(conversation_id),
+                keys.queued(conversation_id),
+            ],
+            args=[self._consumer, self._lease_ms, 0 if takeover else 1, AGAIN_TTL_MS],
+        )
+        if taken == 1:
+            self._held[conversation_id] = [entry_id]
+            return conversation_id
+        if not takeover:
+            # The holder was told by the "again" flag; this entry has done its job.
+            await self._ack([entry_id])
+        return None
+
+    async def _ack(self, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xack(keys.STREAM, keys.GROUP, *entry_ids)
+        pipe.xdel(keys.STREAM, *entry_ids)
+        await pipe.execute()
+
+    async def release(self, conversation_id: int) -> None:
+        entry_ids = self._held.pop(conversation_id, None)
+        if entry_ids is None:
+            return
+        try:
+            again = await self._release_script(
+                keys=[keys.lease(conversation_id), keys.again(conversation_id)],
+                args=[self._consumer],
+            )
+            if again:
+                await self.signal(conversation_id)
+            # Acknowledged last: a crash before this leaves the entry to be taken over.
+            await self._ack(entry_ids)
+        except (RedisError, OSError) as exc:
+            log.warning("queue.release_failed", conversation_id=conversation_id, error=repr(exc))
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._beat(), name="parley-queue-heartbeat")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease_ms / 3000)
+            try:
+                await self._renew()
+            except (RedisError, OSError) as exc:
+                log.warning("queue.heartbeat_failed", held=len(self._held), error=repr(exc))
+
+    async def _renew(self) -> None:
+        held = list(self._held.items())
+        if not held:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for conversation_id, _ in held:
+            await self._renew_script(
+                keys=[keys.lease(conversation_id)],
+                args=[self._consumer, self._lease_ms],
+                client=pipe,
+            )
+        # After the leases: an entry must never look idle while its lease is alive.
+        entry_ids: list[Any] = [entry_id for _, ids in held for entry_id in ids]
+        pipe.xclaim(keys.STREAM, keys.GROUP, self._consumer, 0, entry_ids, justid=True)
+        results = await pipe.execute(raise_on_error=False)
+        for (conversation_id, _), result in zip(held, results, strict=False):
+            if result == 0:
+                log.warning("queue.lease_lost", conversation_id=conversation_id)
+            elif result == 2:
+                log.warning("queue.lease_retaken", conversation_id=conversation_id)
+            elif isinstance(result, Exception):
+                log.warning(
+                    "queue.heartbeat_failed", conversation_id=conversation_id, error=repr(result)
+                )
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0):
+                return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def depth(self) -> int:
+        """Entries not yet read by any worker, plus none of the held ones (acknowledged entries
+        are deleted, so the stream holds exactly the waiting and the held)."""
+        pipe = self._client.pipeline(transaction=False)
+        pipe.xlen(keys.STREAM)
+        pipe.xpending(keys.STREAM, keys.GROUP)
+        length, pending = await pipe.execute(raise_on_error=False)
+        if isinstance(length, Exception):
+            raise length
+        if isinstance(pending, ResponseError):  # no group yet: nothing was read
+            return int(length)
+        if isinstance(pending, Exception):
+            raise pending
+        return max(0, int(length) - int(pending["pending"]))
+
+    async def oldest_wait_seconds(self) -> float | None:
+        """How long the oldest signal no worker has read yet has waited (by Redis's clock):
+        the number to autoscale workers on. None when nothing waits."""
+        start = "-"
+        try:
+            for group in await self._client.xinfo_groups(keys.STREAM):
+                if _text(group["name"]) == keys.GROUP:
+                    start = "(" + _text(group["last-delivered-id"])
+        except ResponseError:  # no stream yet
+            return None
+        entries = await self._client.xrange(keys.STREAM, min=start, max="+", count=1)
+        if not entries:
+            return None
+        added_ms = int(_text(entries[0][0]).split("-", 1)[0])
+        seconds, microseconds = await self._client.time()
+        now_ms = int(seconds) * 1000 + int(microseconds) / 1000
+        return max(0.0, (now_ms - added_ms) / 1000)
+
+    async def close(self) -> None:
+        """Stop the heartbeat; conversations still held are handed back, signalled again so
+        another worker takes them without waiting for the lease to expire."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        for conversation_id in list(self._held):
+            entry_ids = self._held.pop(conversation_id)
+            try:
+                await self._release_script(
+                    keys=[keys.lease(conversation_id), keys.again(conversation_id)],
+                    args=[self._consumer],
+                )
+                await self.signal(conversation_id)
+                await self._ack(entry_ids)
+                log.info("queue.handed_back", conversation_id=conversation_id)
+            except (RedisError, OSError) as exc:
+                log.warning(
+                    "queue.release_failed", conversation_id=conversation_id, error=repr(exc)
+                )
+        if self._owns_client:
+            await self._client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
