@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from parley.api import health
+from parley.api import admin, health
 from parley.config import Settings
 from parley.ingress import webhooks
 from parley.observability.correlation import CorrelationIdMiddleware
@@ -34,6 +34,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app.add_middleware(CorrelationIdMiddleware)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(PoolTimeout, _store_unavailable)
     return app

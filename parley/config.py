@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     parley_reconcile_after: float = Field(
         default=30.0, gt=0, description="seconds a received message may wait before re-signal"
     )
+    parley_max_turn_attempts: int = Field(
+        default=3, ge=1, description="turns started for a message before it is dead-lettered"
+    )
     parley_shutdown_grace: float = Field(
         default=20.0, ge=0, description="seconds running turns get to finish on shutdown"
     )

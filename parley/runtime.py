@@ -48,6 +48,7 @@ class Runtime:
     agent: Agent
     gateway: ChannelGateway
     deliverer: Deliverer
+    processor: ConversationProcessor
     worker: Worker
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -102,11 +103,24 @@ def build_runtime(settings: Settings) -> Runtime:
             fallback=settings.parley_fallback_reply, unsupported=settings.parley_unsupported_reply
         ),
         on_outbox=deliverer.wake,
+        max_attempts=settings.parley_max_turn_attempts,
     )
     worker = Worker(
         queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
     )
-    return Runtime(settings, engine, sessions, queue, http, llm, agent, gateway, deliverer, worker)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        queue=queue,
+        http=http,
+        llm=llm,
+        agent=agent,
+        gateway=gateway,
+        deliverer=deliverer,
+        processor=processor,
+        worker=worker,
+    )
 
 
 async def start_background(runtime: Runtime) -> None:

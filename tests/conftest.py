@@ -19,6 +19,7 @@ from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
 from tests.factories import APP_SECRET, VERIFY_TOKEN
 
 WHATSAPP_TOKEN = "test-whatsapp-token"
+ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +82,7 @@ def settings_env(
         "PARLEY_RECONCILE_INTERVAL": "1",
         "PARLEY_RECONCILE_AFTER": "2",
         "PARLEY_SHUTDOWN_GRACE": "1",
+        "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
     }
 
 

@@ -1,9 +1,10 @@
-"""Every Redis key the queue uses, in one place, all under `parley:`.
+"""Every Redis key the queue uses, all under `parley:`, and the Lua scripts that touch several
+of them at once: the layout to audit for Redis Cluster, in one place.
 
 The keys of one conversation share the hash tag `{conv:<id>}`, so a script that touches the
-lease, the "signalled again" flag and the "queued" marker together runs on one Redis Cluster
-slot. The signal stream is one key of its own; no script or transaction touches it together
-with a conversation's keys.
+lease, the "signalled again" flag and the "queued" marker together runs on one Cluster slot.
+The signal stream is one key of its own; no script or transaction touches it together with a
+conversation's keys, and none touches two conversations.
 """
 
 from __future__ import annotations
@@ -37,3 +38,53 @@ def again(conversation_id: int) -> str:
 def queued(conversation_id: int) -> str:
     """Set while a signal for the conversation waits in the stream, to drop duplicates."""
     return f"{_tag(conversation_id)}:queued"
+
+
+# The scripts, all within one conversation's hash tag. See `parley.queue.redis` for why.
+
+# KEYS: lease, again, queued. ARGV: again_ttl_ms, dedupe_ms.
+# Returns 1 when the caller must add a stream entry.
+SIGNAL_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 0
+end
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS: lease, again, queued. ARGV: consumer, lease_ms, flag_if_held, again_ttl_ms.
+# Returns {1, 0} when the lease is now ours; {0, <the lease's PTTL>} when someone (possibly
+# this consumer) holds it, after setting the "again" flag if flag_if_held is 1.
+TAKE_SCRIPT = """
+redis.call('DEL', KEYS[3])
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, 0} end
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
+return {0, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lease. ARGV: consumer, lease_ms. Returns 1 renewed, 2 taken back, 0 lost to another.
+RENEW_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+
+# KEYS: lease, again. ARGV: consumer. Returns 1 when the conversation must be signalled again.
+# A lease someone else holds now is left alone, and so is the flag: their release handles it.
+RELEASE_SCRIPT = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  holder = false
+end
+if holder then return 0 end
+return redis.call('DEL', KEYS[2])
+"""

@@ -30,9 +30,10 @@ How it works, and why:
   idle `claim_idle_ms`. The heartbeat renews the lease and *then* resets the idle time of the
   entries it holds (`XCLAIM … JUSTID`), so a live holder's entry never looks idle, and a dead
   holder's lease has expired by the time its entry does. A taken-over entry whose conversation
-  is still leased is left pending (never acknowledged), so it is tried again one idle period
-  later rather than lost. Takeover happens about max(lease_ms, claim_idle_ms) after the last
-  heartbeat (30 s with the defaults), plus at most one second for the scan.
+  is still leased (a crash before the first heartbeat) stays pending, never acknowledged, and is
+  made due again for when that lease runs out (`XCLAIM … IDLE`). Takeover happens about
+  max(lease_ms, claim_idle_ms) after the last heartbeat (at most 30 s after a crash with the
+  defaults), plus at most one second for the scan.
 - **Redis Cluster**: the keys of one conversation share the hash tag `{conv:<id>}` and every
   script touches only those; the stream is one key of its own; nothing spans two conversations.
   One stream is one slot: at WhatsApp's top rate (1,000 signals/s) that is far below what one
@@ -78,52 +79,6 @@ SIGNAL_CHUNK = 500
 
 SCAN_STEPS = 10
 """XAUTOCLAIM calls one claim makes at most (each looks at up to 10 pending entries)."""
-
-# KEYS: lease, again, queued. ARGV: again_ttl_ms, dedupe_ms.
-# Returns 1 when the caller must add a stream entry.
-_SIGNAL = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-  return 0
-end
-if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-# KEYS: lease, again, queued. ARGV: consumer, lease_ms, flag_if_held, again_ttl_ms.
-# Returns 1 when the lease is now ours, 0 when someone (possibly this consumer) holds it.
-_TAKE = """
-redis.call('DEL', KEYS[3])
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if ARGV[3] == '1' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[4]) end
-return 0
-"""
-
-# KEYS: lease. ARGV: consumer, lease_ms. Returns 1 renewed, 2 taken back, 0 lost to another.
-_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-return 0
-"""
-
-# KEYS: lease, again. ARGV: consumer. Returns 1 when the conversation must be signalled again.
-# A lease someone else holds now is left alone, and so is the flag: their release handles it.
-_RELEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  holder = false
-end
-if holder then return 0 end
-return redis.call('DEL', KEYS[2])
-"""
 
 
 def create_client(url: str) -> aioredis.Redis:
@@ -175,10 +130,10 @@ class RedisQueue:
         self._next_scan = 0.0
         self._scan_every = min(1.0, claim_idle_ms / 4000)
         self._heartbeat: asyncio.Task[None] | None = None
-        self._signal_script = client.register_script(_SIGNAL)
-        self._take_script = client.register_script(_TAKE)
-        self._renew_script = client.register_script(_RENEW)
-        self._release_script = client.register_script(_RELEASE)
+        self._signal_script = client.register_script(keys.SIGNAL_SCRIPT)
+        self._take_script = client.register_script(keys.TAKE_SCRIPT)
+        self._renew_script = client.register_script(keys.RENEW_SCRIPT)
+        self._release_script = client.register_script(keys.RELEASE_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, *, consumer: str | None = None, **options: Any) -> RedisQueue:
@@ -250,7 +205,7 @@ class RedisQueue:
             return None
 
     async def _claim_failed(self, exc: Exception, deadline: float) -> None:
-        log.warning("queue.claim_failed", error=repr(exc))
+        log.warning("queue.claim_failed", error=_why(exc))
         # Sleep out the timeout, so that a worker's claim loop does not spin while Redis is down.
         await asyncio.sleep(max(0.1, min(1.0, deadline - asyncio.get_running_loop().time())))
 
@@ -302,12 +257,12 @@ class RedisQueue:
     async def _take(self, entry_id: str, fields: dict[Any, Any], *, takeover: bool) -> int | None:
         """Hold the entry's conversation if it is free; returns its id then."""
         try:
-            conversation_id = int(_text(fields.get(keys.FIELD) or fields.get(b"c") or ""))
+            conversation_id = int(_text(fields.get(keys.FIELD, fields.get(keys.FIELD.encode()))))
         except ValueError:
             log.error("queue.entry_invalid", entry_id=entry_id, fields=repr(fields))
             await self._ack([entry_id])
             return None
-        taken = await self._take_script(
+        taken, lease_left_ms = await self._take_script(
             keys=[
                 keys.lease(conversation_id),
                 keys.again(conversation_id),
@@ -321,6 +276,13 @@ class RedisQueue:
         if not takeover:
             # The holder was told by the "again" flag; this entry has done its job.
             await self._ack([entry_id])
+        elif int(lease_left_ms) > 0:
+            # Still leased, by a worker that may be dead: keep the entry pending, and make it
+            # due for the next scan just when that lease runs out.
+            idle = max(0, self._claim_idle_ms - int(lease_left_ms))
+            await self._client.xclaim(
+                keys.STREAM, keys.GROUP, self._consumer, 0, [entry_id], idle=idle, justid=True
+            )
         return None
 
     async def _ack(self, entry_ids: Sequence[str]) -> None:
@@ -333,19 +295,21 @@ class RedisQueue:
 
     async def release(self, conversation_id: int) -> None:
         entry_ids = self._held.pop(conversation_id, None)
-        if entry_ids is None:
-            return
+        if entry_ids is not None:
+            await self._let_go(conversation_id, entry_ids, hand_back=False)
+
+    async def _let_go(self, conversation_id: int, entry_ids: list[str], *, hand_back: bool) -> None:
         try:
             again = await self._release_script(
                 keys=[keys.lease(conversation_id), keys.again(conversation_id)],
                 args=[self._consumer],
             )
-            if again:
+            if again or hand_back:
                 await self.signal(conversation_id)
             # Acknowledged last: a crash before this leaves the entry to be taken over.
             await self._ack(entry_ids)
         except (RedisError, OSError) as exc:
-            log.warning("queue.release_failed", conversation_id=conversation_id, error=repr(exc))
+            log.warning("queue.release_failed", conversation_id=conversation_id, error=_why(exc))
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -357,7 +321,7 @@ class RedisQueue:
             try:
                 await self._renew()
             except (RedisError, OSError) as exc:
-                log.warning("queue.heartbeat_failed", held=len(self._held), error=repr(exc))
+                log.warning("queue.heartbeat_failed", held=len(self._held), error=_why(exc))
 
     async def _renew(self) -> None:
         held = list(self._held.items())
@@ -381,7 +345,7 @@ class RedisQueue:
                 log.warning("queue.lease_retaken", conversation_id=conversation_id)
             elif isinstance(result, Exception):
                 log.warning(
-                    "queue.heartbeat_failed", conversation_id=conversation_id, error=repr(result)
+                    "queue.heartbeat_failed", conversation_id=conversation_id, error=_why(result)
                 )
 
     async def ping(self) -> bool:
@@ -392,8 +356,8 @@ class RedisQueue:
             return False
 
     async def depth(self) -> int:
-        """Entries not yet read by any worker, plus none of the held ones (acknowledged entries
-        are deleted, so the stream holds exactly the waiting and the held)."""
+        """Signals no worker has read yet. Acknowledged entries are deleted, so the stream holds
+        what waits and what is held (pending): its length less the pending count."""
         pipe = self._client.pipeline(transaction=False)
         pipe.xlen(keys.STREAM)
         pipe.xpending(keys.STREAM, keys.GROUP)
@@ -433,21 +397,14 @@ class RedisQueue:
                 await self._heartbeat
             self._heartbeat = None
         for conversation_id in list(self._held):
-            entry_ids = self._held.pop(conversation_id)
-            try:
-                await self._release_script(
-                    keys=[keys.lease(conversation_id), keys.again(conversation_id)],
-                    args=[self._consumer],
-                )
-                await self.signal(conversation_id)
-                await self._ack(entry_ids)
-                log.info("queue.handed_back", conversation_id=conversation_id)
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "queue.release_failed", conversation_id=conversation_id, error=repr(exc)
-                )
+            log.info("queue.handed_back", conversation_id=conversation_id)
+            await self._let_go(conversation_id, self._held.pop(conversation_id), hand_back=True)
         if self._owns_client:
             await self._client.aclose()
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _text(value: Any) -> str:

@@ -145,6 +145,8 @@ class Message(Base):
     """In: ``received`` → ``answered`` | ``failed`` | ``ignored``.
     Out: ``queued`` → ``sent`` → ``delivered`` → ``read``, or ``failed``."""
     error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Turns started for this inbound message; past the limit it is dead-lettered."""
     reply_to_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     response_id: Mapped[str | None] = mapped_column(String(128))
     model: Mapped[str | None] = mapped_column(String(128))

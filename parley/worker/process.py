@@ -17,7 +17,7 @@ from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
 from parley.store.models import Account, Message
-from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn
+from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn, start_attempt
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,9 @@ class Replies:
     unsupported: str
 
 
+DEAD_LETTER = "dead-lettered after {attempts} turns that did not finish"
+
+
 class ConversationProcessor:
     def __init__(
         self,
@@ -44,12 +47,14 @@ class ConversationProcessor:
         receipts: Receipts,
         replies: Replies,
         on_outbox: Callable[[], None],
+        max_attempts: int = 3,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
         self._receipts = receipts
         self._replies = replies
         self._on_outbox = on_outbox
+        self._max_attempts = max_attempts
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -59,8 +64,32 @@ class ConversationProcessor:
                 work = await load_work(session, conversation_id=conversation_id)
             if work is None or work.conversation.status != "active":
                 return turns
+            if await self._dead_letter(work):
+                continue
+            await self._start(work)
             await self._turn(work)
             turns += 1
+
+    async def _dead_letter(self, work: TurnWork) -> bool:
+        """Give up on messages whose turns keep dying (a crash, a kill, a poison input): the
+        customer gets the fallback, the message is `failed` for an operator to retry."""
+        dead = [m for m in work.pending if m.attempts >= self._max_attempts]
+        if not dead:
+            return False
+        reason = DEAD_LETTER.format(attempts=self._max_attempts)
+        log.error("turn.dead_lettered", conversation_id=work.conversation.id, messages=len(dead))
+        await self._store(
+            replace(work, pending=dead), [self._fallback()], status="failed", error=reason
+        )
+        return True
+
+    async def _start(self, work: TurnWork) -> None:
+        async with self._sessions() as session:
+            await start_attempt(session, message_ids=[m.id for m in work.pending])
+            await session.commit()
+
+    def _fallback(self) -> Reply:
+        return Reply(self._replies.fallback, sender="system", meta={"auto": "fallback"})
 
     async def _turn(self, work: TurnWork) -> None:
         correlation_ids = [m.meta.get("correlation_id") for m in work.pending]
@@ -103,8 +132,7 @@ class ConversationProcessor:
 
     async def _fail(self, work: TurnWork, reason: str) -> None:
         log.error("turn.failed", reason=reason, messages=len(work.pending))
-        reply = Reply(self._replies.fallback, sender="system", meta={"auto": "fallback"})
-        await self._store(work, [reply], status="failed", error=reason)
+        await self._store(work, [self._fallback()], status="failed", error=reason)
 
     async def _store(
         self,

@@ -36,7 +36,11 @@ async def record_inbound(
     cache = _BatchCache()
     waiting: list[int] = []
     known = await _known_message_ids(session, messages)
-    for message in messages:
+    # One lock order for every writer (contacts are locked below), so that two batches naming
+    # the same customers cannot deadlock on PostgreSQL; the sort is stable, so each customer's
+    # messages keep their order.
+    ordered = sorted(messages, key=lambda m: (m.channel, m.account_external_id, m.contact_key))
+    for message in ordered:
         if (message.channel, message.account_external_id, message.channel_message_id) in known:
             continue
         account = await _account(session, cache, message.channel, message.account_external_id)

@@ -72,6 +72,14 @@ async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork 
     return TurnWork(conversation, account, contact, pending)
 
 
+async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> None:
+    """Count a turn started for these messages, committed before the model is called, so
+    that a message that keeps killing its worker is noticed (see `worker.process`)."""
+    await session.execute(
+        update(Message).where(Message.id.in_(message_ids)).values(attempts=Message.attempts + 1)
+    )
+
+
 async def set_remote_conversation(
     session: AsyncSession, *, conversation_id: int, remote_id: str | None
 ) -> None:
@@ -184,3 +192,26 @@ async def conversations_waiting(
         cutoff: datetime = utcnow() - older_than
         query = query.where(Message.created_at <= cutoff)
     return list(await session.scalars(query))
+
+
+async def failed_messages(session: AsyncSession, *, limit: int = 100) -> list[Message]:
+    """Inbound messages that got the fallback instead of an answer, newest first."""
+    query = (
+        select(Message)
+        .where(Message.direction == "in", Message.status == "failed")
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
+async def retry_message(session: AsyncSession, *, message_id: int) -> int | None:
+    """Put a failed inbound message back in line; returns its conversation, or None when there
+    is no such failed message."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.direction == "in", Message.status == "failed")
+        .values(status="received", attempts=0, error=None, updated_at=utcnow())
+        .returning(Message.conversation_id)
+    )
+    return result.scalar_one_or_none()

@@ -1,0 +1,74 @@
+"""The admin API: what an operator needs to see and repair (admin bearer token)."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from parley.ingress.deps import QueueDep, SessionDep, SettingsDep
+from parley.store.queries.turns import failed_messages, retry_message
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_admin(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    expected = settings.secret("parley_admin_token")
+    given = credentials.credentials if credentials else ""
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid admin bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class MessagePublic(BaseModel):
+    id: int
+    conversation_id: int
+    sequence_no: int
+    direction: str
+    sender: str
+    kind: str
+    text: str | None
+    status: str
+    error: str | None
+    attempts: int
+    created_at: datetime
+
+    model_config = {"from_attributes": True}
+
+
+class RetryAccepted(BaseModel):
+    id: int
+    conversation_id: int
+    status: str = "received"
+
+
+@router.get("/messages/failed")
+async def list_failed(
+    session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[MessagePublic]:
+    """Inbound messages that got the fallback reply (upstream down, dead-lettered)."""
+    return [MessagePublic.model_validate(m) for m in await failed_messages(session, limit=limit)]
+
+
+@router.post("/messages/{message_id}/retry", status_code=status.HTTP_202_ACCEPTED)
+async def retry(message_id: int, session: SessionDep, queue: QueueDep) -> RetryAccepted:
+    """Answer a failed message again: it goes back in line and the agent runs a new turn."""
+    conversation_id = await retry_message(session, message_id=message_id)
+    if conversation_id is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no failed inbound message with that id")
+    await session.commit()
+    await queue.signal(conversation_id)
+    return RetryAccepted(id=message_id, conversation_id=conversation_id)
