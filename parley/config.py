@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     parley_reconcile_after: float = Field(
         default=30.0, gt=0, description="seconds a received message may wait before re-signal"
     )
+    parley_queue_lease_ms: int = Field(
+        default=15_000,
+        ge=100,
+        description="how long a worker's hold on a conversation lasts without a heartbeat; "
+        "a crashed worker's conversations are taken over after about this long",
+    )
     parley_max_turn_attempts: int = Field(
         default=3, ge=1, description="turns started for a message before it is dead-lettered"
     )

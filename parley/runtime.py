@@ -22,9 +22,9 @@ from parley.agent.turn import Agent, AgentConfig
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
-from parley.errors import ConfigurationError
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
+from parley.queue.redis import RedisQueue
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
@@ -54,9 +54,10 @@ class Runtime:
 
 
 def build_queue(settings: Settings) -> Queue:
-    if settings.queue_backend == "memory":
+    if settings.redis_url is None:
         return MemoryQueue()
-    raise ConfigurationError("REDIS_URL is set, but the Redis queue is not available yet")
+    lease = settings.parley_queue_lease_ms
+    return RedisQueue.from_url(settings.redis_url, lease_ms=lease, claim_idle_ms=lease)
 
 
 def build_runtime(settings: Settings) -> Runtime:

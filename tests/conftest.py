@@ -1,25 +1,46 @@
 """Real servers for every test: the OpenAI and Graph simulators and Parley itself, each a
-uvicorn server on loopback in its own thread, talking real HTTP."""
+uvicorn server on loopback in its own thread, talking real HTTP; and the store and queue on
+both backends, SQLite with the in-process queue and PostgreSQL with Redis.
+
+PostgreSQL and Redis are the ones `PARLEY_TEST_DATABASE_URL` / `PARLEY_TEST_REDIS_URL` name
+(CI starts them), or throwaway servers started here. `PARLEY_TEST_BACKENDS=sqlite` runs only the
+embedded mode; a missing server is an error, never a skip.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from parley.app import create_app
 from parley.config import Settings
+from parley.store.migrate import upgrade
 from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
 from tests.factories import APP_SECRET, VERIFY_TOKEN
+from tests.servers import PostgresServer, RedisServer
 
 WHATSAPP_TOKEN = "test-whatsapp-token"
 ADMIN_TOKEN = "test-admin-token"
+BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgres").split(",")
+TEMPLATE_DB = "parley_template"
+_database_numbers = itertools.count(1)
+
+
+# --- upstream simulators ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +65,7 @@ def graph_server() -> Iterator[tuple[GraphSimulator, ServerThread]]:
 def openai_sim(openai_server: tuple[OpenAISimulator, ServerThread]) -> Iterator[OpenAISimulator]:
     sim, _ = openai_server
     sim.reset()
+    sim.latency = 0
     yield sim
     sim.reset()
 
@@ -52,24 +74,120 @@ def openai_sim(openai_server: tuple[OpenAISimulator, ServerThread]) -> Iterator[
 def graph_sim(graph_server: tuple[GraphSimulator, ServerThread]) -> Iterator[GraphSimulator]:
     sim, _ = graph_server
     sim.reset()
+    sim.latency = 0
     yield sim
     sim.reset()
 
 
+# --- PostgreSQL and Redis -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | None]:
+    """The test Redis we started ourselves (fault tests restart it), or None when CI's is used."""
+    if os.environ.get("PARLEY_TEST_REDIS_URL"):
+        yield None
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer | None) -> str:
+    return os.environ.get("PARLEY_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer | None]:
+    if os.environ.get("PARLEY_TEST_DATABASE_URL"):
+        yield None
+        return
+    server = PostgresServer(tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.stop(remove=True)
+
+
+_template_ready: set[str] = set()
+
+
+async def postgres_template(base: str) -> None:
+    """A migrated template database, made once per run; each test gets a copy of it
+    (CREATE DATABASE … TEMPLATE), far faster than migrating each time."""
+    if base in _template_ready:
+        return
+    await _recreate_database(base, TEMPLATE_DB, template=None)
+    template_url = make_url(base).set(database=TEMPLATE_DB).render_as_string(hide_password=False)
+    await upgrade(template_url)
+    _template_ready.add(base)
+
+
+async def _admin_connection(url: str) -> asyncpg.Connection:
+    parsed = make_url(url)
+    return await asyncpg.connect(
+        host=parsed.host,
+        port=parsed.port,
+        user=parsed.username,
+        password=parsed.password,
+        database="postgres",
+        timeout=10,
+    )
+
+
+async def _recreate_database(url: str, name: str, *, template: str | None) -> None:
+    connection = await _admin_connection(url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{suffix}')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "parley.db"
+async def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    base = os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
+    await postgres_template(base)
+    name = f"parley_test_{os.getpid()}_{next(_database_numbers)}"
+    await _recreate_database(base, name, template=TEMPLATE_DB)
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def queue_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """The Redis for this test, emptied first; None for the in-process queue."""
+    if backend == "sqlite":
+        return None
+    url: str = request.getfixturevalue("redis_url")
+    client = aioredis.Redis.from_url(url, socket_timeout=5)
+    await client.flushall()
+    await client.aclose()
+    return url
+
+
+# --- Parley -------------------------------------------------------------------------------
 
 
 @pytest.fixture
 def settings_env(
     openai_server: tuple[OpenAISimulator, ServerThread],
     graph_server: tuple[GraphSimulator, ServerThread],
-    db_path: Path,
+    database_url: str,
+    queue_url: str | None,
 ) -> dict[str, str]:
     """The environment a user would set to run Parley against the simulators."""
-    return {
-        "DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
+    env = {
+        "DATABASE_URL": database_url,
         "OPENAI_API_KEY": "sk-test",
         "OPENAI_BASE_URL": f"{openai_server[1].url}/v1",
         "OPENAI_MAX_RETRIES": "2",
@@ -84,6 +202,9 @@ def settings_env(
         "PARLEY_SHUTDOWN_GRACE": "1",
         "PARLEY_ADMIN_TOKEN": ADMIN_TOKEN,
     }
+    if queue_url:
+        env["REDIS_URL"] = queue_url
+    return env
 
 
 @pytest.fixture
@@ -92,11 +213,47 @@ def settings(settings_env: dict[str, str]) -> Settings:
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
 
-class Parley:
-    """A running Parley app on loopback, with a client for it."""
+class Store:
+    """The store read directly, as an auditor would, on either backend."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, url: str) -> None:
+        self.engine: AsyncEngine = create_async_engine(url, poolclass=NullPool)
+
+    async def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        names = {f"p{i}": value for i, value in enumerate(params)}
+        for i in range(len(params)):
+            sql = sql.replace("?", f":p{i}", 1)
+        async with self.engine.connect() as connection:
+            result = await connection.execute(text(sql), names)
+            return [tuple(row) for row in result]
+
+    async def wait_for_rows(
+        self, sql: str, expected: list[tuple[Any, ...]], timeout: float = 10.0
+    ) -> None:
+        """Wait until `sql` returns `expected`: the store is written just after a send."""
+        deadline = time.monotonic() + timeout
+        while (found := await self.rows(sql)) != expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{sql!r} gave {found!r}, expected {expected!r}")
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    store = Store(database_url)
+    yield store
+    await store.close()
+
+
+class Parley:
+    """A running Parley app on loopback, with a client for it and its store."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
+        self.store = store
         self.server = ServerThread(create_app(settings, "serve"), lifespan="on")
 
     def start(self) -> None:
@@ -107,26 +264,18 @@ class Parley:
         await self.client.aclose()
         self.server.stop()
 
+    async def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return await self.store.rows(sql, *params)
+
     async def wait_for_rows(
         self, sql: str, expected: list[tuple[Any, ...]], timeout: float = 10.0
     ) -> None:
-        """Wait until `sql` returns `expected`: the store is written just after a send."""
-        deadline = time.monotonic() + timeout
-        while (found := self.rows(sql)) != expected:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{sql!r} gave {found!r}, expected {expected!r}")
-            await asyncio.sleep(0.02)
-
-    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Read the store directly, as an auditor would."""
-        path = self.settings.database_url.split(":///", 1)[1]
-        with sqlite3.connect(path) as connection:
-            return connection.execute(sql, params).fetchall()
+        await self.store.wait_for_rows(sql, expected, timeout)
 
 
 @pytest.fixture
-async def parley(settings: Settings) -> AsyncIterator[Parley]:
-    app = Parley(settings)
+async def parley(settings: Settings, store: Store) -> AsyncIterator[Parley]:
+    app = Parley(settings, store)
     app.start()
     yield app
     await app.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from parley.testing import GraphSimulator, OpenAISimulator
+from tests.conftest import Store
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 
 PARLEY = str(Path(sys.executable).with_name("parley"))
@@ -62,11 +63,7 @@ async def stopped_cleanly(process: asyncio.subprocess.Process) -> None:
     assert "runtime.closed" in logs, logs
 
 
-def statuses(db: Path) -> list[tuple[str, str]]:
-    with sqlite3.connect(db) as connection:
-        return connection.execute(
-            "SELECT direction, status FROM messages ORDER BY sequence_no"
-        ).fetchall()
+STATUSES = "SELECT direction, status FROM messages ORDER BY sequence_no"
 
 
 async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
@@ -74,7 +71,7 @@ async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
     openai_sim: OpenAISimulator,
     graph_sim: GraphSimulator,
     tmp_path: Path,
-    db_path: Path,
+    store: Store,
 ) -> None:
     env = {**os.environ, **settings_env}
     openai_sim.latency = 30  # the model is still thinking when the operator stops Parley
@@ -89,7 +86,7 @@ async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
 
     process.send_signal(signal.SIGTERM)
     await stopped_cleanly(process)
-    assert statuses(db_path) == [("in", "received")]
+    assert await store.rows(STATUSES) == [("in", "received")]
     assert graph_sim.sends == []
 
     openai_sim.latency = 0
@@ -97,8 +94,7 @@ async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
     try:
         await graph_sim.wait_for_sends(1, timeout=15)
         assert graph_sim.texts_to("34600000071") == ["Echo: answer me after the restart"]
-        await asyncio.sleep(0.3)
-        assert statuses(db_path) == [("in", "answered"), ("out", "sent")]
+        await store.wait_for_rows(STATUSES, [("in", "answered"), ("out", "sent")])
     finally:
         process.send_signal(signal.SIGINT)
         await stopped_cleanly(process)

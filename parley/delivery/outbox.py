@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import functools
 import random
+import time
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.delivery.gateway import ChannelGateway
@@ -34,6 +37,7 @@ from parley.store.queries.outbox import (
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 300.0
+RECORD_RETRY = 0.5
 IDLE_POLL = 1.0
 """The longest delivery sleeps without a wake-up: another process may have written the outbox."""
 
@@ -51,7 +55,9 @@ class Deliverer:
         self._sessions = sessions
         self._gateway = gateway
         self._max_attempts = max_attempts
-        self._hold = timedelta(seconds=send_timeout + 30)
+        # Longer than one send can take, so a row is never sent by two senders at once; short,
+        # because a crashed sender's rows wait this long before another takes them.
+        self._hold = timedelta(seconds=send_timeout + 5)
         self._concurrency = concurrency
         self._active: dict[int, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -96,16 +102,18 @@ class Deliverer:
 
     async def _drain(self, conversation_id: int) -> None:
         """Send the conversation's outbox in order until it is empty or its head must wait."""
-        while not self._stopping:
-            async with self._sessions() as session:
-                delivery = await claim_head(
-                    session, conversation_id=conversation_id, hold=self._hold
-                )
-                await session.commit()
-            if delivery is None:
-                return
-            if not await self._send(delivery):
-                return
+        try:
+            while not self._stopping:
+                async with self._sessions() as session:
+                    delivery = await claim_head(
+                        session, conversation_id=conversation_id, hold=self._hold
+                    )
+                    await session.commit()
+                if delivery is None or not await self._send(delivery):
+                    return
+        except Exception:
+            # The rows stay in the outbox; the loop comes back to them once their hold ends.
+            log.exception("delivery.drain_failed", conversation_id=conversation_id)
 
     async def _send(self, delivery: Delivery) -> bool:
         """One send and its record; returns whether the conversation may go on to the next."""
@@ -126,17 +134,32 @@ class Deliverer:
                 )
             except ChannelSendError as exc:
                 return await self._failed(delivery, exc)
-            async with self._sessions() as session:
-                await mark_sent(
-                    session,
-                    outbox_id=delivery.outbox_id,
-                    message_id=message.id,
-                    channel_message_id=result.channel_message_id,
-                )
-                await session.commit()
+            await self._record_sent(delivery, result.channel_message_id)
             SENDS.labels(channel, "sent").inc()
             log.info("delivery.sent", channel_message_id=result.channel_message_id)
             return True
+
+    async def _record_sent(self, delivery: Delivery, channel_message_id: str | None) -> None:
+        """Record a send the channel accepted. The store may be briefly down (a failover, a
+        restart): keep trying while the row is still held, because once the hold runs out
+        another sender would send the message again."""
+        give_up = time.monotonic() + self._hold.total_seconds() - 1
+        while True:
+            try:
+                async with self._sessions() as session:
+                    await mark_sent(
+                        session,
+                        outbox_id=delivery.outbox_id,
+                        message_id=delivery.message.id,
+                        channel_message_id=channel_message_id,
+                    )
+                    await session.commit()
+                return
+            except (DBAPIError, OSError, PoolTimeout) as exc:
+                if time.monotonic() > give_up:
+                    raise
+                log.warning("delivery.record_retry", error=type(exc).__name__)
+                await asyncio.sleep(RECORD_RETRY)
 
     async def _failed(self, delivery: Delivery, exc: ChannelSendError) -> bool:
         attempts = delivery.attempts + 1

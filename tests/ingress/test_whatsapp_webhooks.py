@@ -82,7 +82,7 @@ async def test_text_message_is_answered_as_a_reply(
         "SELECT direction, status FROM messages ORDER BY sequence_no",
         [("in", "answered"), ("out", "sent")],
     )
-    inbound, outbound = parley.rows(
+    inbound, outbound = await parley.rows(
         "SELECT direction, status, sequence_no, response_id, input_tokens, output_tokens,"
         " latency_ms, channel_message_id FROM messages ORDER BY sequence_no"
     )
@@ -146,7 +146,7 @@ async def test_a_redelivered_webhook_is_answered_once(
 
     assert graph_sim.texts_to("34600000021") == ["Echo: only once please"]
     assert len(responses_requests(openai_sim)) == 1
-    assert parley.rows("SELECT count(*) FROM messages WHERE direction='in'") == [(1,)]
+    assert await parley.rows("SELECT count(*) FROM messages WHERE direction='in'") == [(1,)]
 
 
 @pytest.mark.parametrize("signature", [None, "sha256=" + "0" * 64, "sha1=abc", "garbage"])
@@ -160,7 +160,7 @@ async def test_bad_or_missing_signature_is_refused_and_nothing_stored(
     response = await parley.client.post("/webhooks/whatsapp", content=body, headers=headers)
 
     assert response.status_code == 401
-    assert parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
     await asyncio.sleep(0.2)
     assert openai_sim.requests == [] and graph_sim.requests == []
 
@@ -171,7 +171,7 @@ async def test_signed_body_that_is_not_json_is_a_400(parley: Parley) -> None:
         "/webhooks/whatsapp", content=body, headers=signed_headers(body)
     )
     assert response.status_code == 400
-    assert parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
 
 
 async def test_upstream_500_then_success_answers_normally(
@@ -207,7 +207,7 @@ async def test_upstream_down_sends_the_fallback_and_marks_the_message_failed(
     assert reply == parley.settings.parley_fallback_reply
     assert "500" not in reply and "error" not in reply.lower()
     await parley.wait_for_rows("SELECT status FROM messages WHERE direction='out'", [("sent",)])
-    (inbound,) = parley.rows("SELECT status, error FROM messages WHERE direction='in'")
+    (inbound,) = await parley.rows("SELECT status, error FROM messages WHERE direction='in'")
     assert inbound[0] == "failed"
     assert "500" in inbound[1]
     # 1 try + OPENAI_MAX_RETRIES retries, then no more.
@@ -226,7 +226,7 @@ async def test_status_webhooks_move_the_outbound_message_forward_only(
     assert await post_signed(parley, whatsapp_texts("34600000051", ["track me"])) == 200
     await graph_sim.wait_for_sends(1, timeout=10)
     await parley.wait_for_rows("SELECT status FROM messages WHERE direction='out'", [("sent",)])
-    ((wamid,),) = parley.rows("SELECT channel_message_id FROM messages WHERE direction='out'")
+    ((wamid,),) = await parley.rows("SELECT channel_message_id FROM messages WHERE direction='out'")
 
     def status_payload(name: str) -> dict[str, object]:
         payload = sample(f"whatsapp/{name}.json")
@@ -236,13 +236,19 @@ async def test_status_webhooks_move_the_outbound_message_forward_only(
         return payload
 
     assert await post_signed(parley, status_payload("status_delivered")) == 200
-    assert parley.rows("SELECT status FROM messages WHERE direction='out'") == [("delivered",)]
+    assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [
+        ("delivered",)
+    ]
     assert await post_signed(parley, status_payload("status_sent")) == 200  # late, out of order
-    assert parley.rows("SELECT status FROM messages WHERE direction='out'") == [("delivered",)]
+    assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [
+        ("delivered",)
+    ]
     assert await post_signed(parley, status_payload("status_read")) == 200
-    assert parley.rows("SELECT status FROM messages WHERE direction='out'") == [("read",)]
+    assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [("read",)]
     assert await post_signed(parley, status_payload("status_failed_131026")) == 200
-    ((status, error),) = parley.rows("SELECT status, error FROM messages WHERE direction='out'")
+    ((status, error),) = await parley.rows(
+        "SELECT status, error FROM messages WHERE direction='out'"
+    )
     assert status == "failed" and "131026" in error
 
 
@@ -266,7 +272,7 @@ async def test_reactions_are_stored_but_not_answered(
     assert await post_signed(parley, sample("whatsapp/reaction.json")) == 200
     await asyncio.sleep(0.5)
     assert graph_sim.sends == []
-    assert parley.rows("SELECT kind, status FROM messages") == [("reaction", "ignored")]
+    assert await parley.rows("SELECT kind, status FROM messages") == [("reaction", "ignored")]
 
 
 async def test_customer_without_phone_is_answered_by_business_scoped_id(
@@ -292,7 +298,7 @@ async def test_graph_send_failures_are_retried_then_marked_failed(
     graph_sim.inject(400, times=2, code=131026, path=f"/v26.0/{PHONE_NUMBER_ID}/messages")
     assert await post_signed(parley, whatsapp_texts("34600000062", ["undeliverable"])) == 200
     for _ in range(100):
-        rows = parley.rows(
+        rows = await parley.rows(
             "SELECT m.status, m.error FROM messages m JOIN contacts c ON c.phone='34600000062'"
             " JOIN conversations v ON v.contact_id=c.id AND v.id=m.conversation_id"
             " WHERE m.direction='out'"

@@ -79,8 +79,8 @@ async def test_a_crashed_workers_conversation_is_taken_over(redis_queues: RedisQ
     started = time.monotonic()
     assert await survivor.claim(timeout=0.1) is None  # the lease still holds
     assert await claim_within(survivor, 5) == 9
-    # The lease and the idle time run out together; one more scan period at most.
-    assert time.monotonic() - started < (LEASE_MS + 2 * CLAIM_IDLE_MS) / 1000 + 1
+    # When both the lease and the idle time ran out, plus a scan period (and CI slack).
+    assert time.monotonic() - started < max(LEASE_MS, CLAIM_IDLE_MS) / 1000 + 0.5
     await survivor.release(9)
     assert await survivor.claim(timeout=0.1) is None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -18,10 +17,9 @@ from parley.store.queries.inbound import record_inbound
 
 
 @pytest.fixture
-async def session(tmp_path: Path) -> AsyncIterator[AsyncSession]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
-    await upgrade(url)
-    engine = create_engine(url)
+async def session(database_url: str) -> AsyncIterator[AsyncSession]:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
     async with create_sessionmaker(engine)() as session:
         yield session
     await engine.dispose()
