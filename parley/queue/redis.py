@@ -155,21 +155,23 @@ class RedisQueue:
             await self._signal_chunk(unique[start : start + SIGNAL_CHUNK])
 
     async def _signal_chunk(self, conversation_ids: Sequence[int]) -> None:
-        checks = self._client.pipeline(transaction=False)
-        for cid in conversation_ids:
-            await self._signal_script(
-                keys=[keys.lease(cid), keys.again(cid), keys.queued(cid)],
-                args=[AGAIN_TTL_MS, self._dedupe_ms],
-                client=checks,
-            )
-        verdicts = await checks.execute()
+        # Pipelines as context managers: redis-py returns their connection to the pool on exit
+        # even when a cancellation lands before `execute` has its own cleanup in place.
+        async with self._client.pipeline(transaction=False) as checks:
+            for cid in conversation_ids:
+                await self._signal_script(
+                    keys=[keys.lease(cid), keys.again(cid), keys.queued(cid)],
+                    args=[AGAIN_TTL_MS, self._dedupe_ms],
+                    client=checks,
+                )
+            verdicts = await checks.execute()
         fresh = [cid for cid, add in zip(conversation_ids, verdicts, strict=True) if add == 1]
         if not fresh:
             return
-        adds = self._client.pipeline(transaction=False)
-        for cid in fresh:
-            adds.xadd(keys.STREAM, {keys.FIELD: cid}, maxlen=self._maxlen, approximate=True)
-        await adds.execute()
+        async with self._client.pipeline(transaction=False) as adds:
+            for cid in fresh:
+                adds.xadd(keys.STREAM, {keys.FIELD: cid}, maxlen=self._maxlen, approximate=True)
+            await adds.execute()
 
     async def claim(self, timeout: float) -> int | None:
         self._start_heartbeat()
@@ -288,10 +290,10 @@ class RedisQueue:
     async def _ack(self, entry_ids: Sequence[str]) -> None:
         if not entry_ids:
             return
-        pipe = self._client.pipeline(transaction=True)
-        pipe.xack(keys.STREAM, keys.GROUP, *entry_ids)
-        pipe.xdel(keys.STREAM, *entry_ids)
-        await pipe.execute()
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xack(keys.STREAM, keys.GROUP, *entry_ids)
+            pipe.xdel(keys.STREAM, *entry_ids)
+            await pipe.execute()
 
     async def release(self, conversation_id: int) -> None:
         entry_ids = self._held.pop(conversation_id, None)
@@ -315,6 +317,15 @@ class RedisQueue:
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.create_task(self._beat(), name="parley-queue-heartbeat")
 
+    async def _stop_heartbeat(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        while task is not None and not task.done():
+            # Repeated: on Python 3.11 a cancel that lands while redis-py is inside
+            # asyncio.wait_for (it wraps every socket write in one) is swallowed (CPython
+            # gh-86296, fixed in 3.12), and the heartbeat would go on beating.
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
@@ -327,17 +338,17 @@ class RedisQueue:
         held = list(self._held.items())
         if not held:
             return
-        pipe = self._client.pipeline(transaction=False)
-        for conversation_id, _ in held:
-            await self._renew_script(
-                keys=[keys.lease(conversation_id)],
-                args=[self._consumer, self._lease_ms],
-                client=pipe,
-            )
-        # After the leases: an entry must never look idle while its lease is alive.
-        entry_ids: list[Any] = [entry_id for _, ids in held for entry_id in ids]
-        pipe.xclaim(keys.STREAM, keys.GROUP, self._consumer, 0, entry_ids, justid=True)
-        results = await pipe.execute(raise_on_error=False)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for conversation_id, _ in held:
+                await self._renew_script(
+                    keys=[keys.lease(conversation_id)],
+                    args=[self._consumer, self._lease_ms],
+                    client=pipe,
+                )
+            # After the leases: an entry must never look idle while its lease is alive.
+            entry_ids: list[Any] = [entry_id for _, ids in held for entry_id in ids]
+            pipe.xclaim(keys.STREAM, keys.GROUP, self._consumer, 0, entry_ids, justid=True)
+            results = await pipe.execute(raise_on_error=False)
         for (conversation_id, _), result in zip(held, results, strict=False):
             if result == 0:
                 log.warning("queue.lease_lost", conversation_id=conversation_id)
@@ -358,10 +369,10 @@ class RedisQueue:
     async def depth(self) -> int:
         """Signals no worker has read yet. Acknowledged entries are deleted, so the stream holds
         what waits and what is held (pending): its length less the pending count."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xlen(keys.STREAM)
-        pipe.xpending(keys.STREAM, keys.GROUP)
-        length, pending = await pipe.execute(raise_on_error=False)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.STREAM)
+            pipe.xpending(keys.STREAM, keys.GROUP)
+            length, pending = await pipe.execute(raise_on_error=False)
         if isinstance(length, Exception):
             raise length
         if isinstance(pending, ResponseError):  # no group yet: nothing was read
@@ -391,11 +402,7 @@ class RedisQueue:
     async def close(self) -> None:
         """Stop the heartbeat; conversations still held are handed back, signalled again so
         another worker takes them without waiting for the lease to expire."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
-            self._heartbeat = None
+        await self._stop_heartbeat()
         for conversation_id in list(self._held):
             log.info("queue.handed_back", conversation_id=conversation_id)
             await self._let_go(conversation_id, self._held.pop(conversation_id), hand_back=True)

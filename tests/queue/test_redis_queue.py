@@ -4,7 +4,6 @@ across processes, takeover from a crashed worker, and a Redis that is flushed or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from pathlib import Path
@@ -29,12 +28,8 @@ async def claim_within(queue: RedisQueue, seconds: float) -> int | None:
 
 async def crash(queue: RedisQueue) -> None:
     """The worker dies holding what it holds: no more heartbeats, no release."""
-    heartbeat = queue._heartbeat
-    assert heartbeat is not None
-    heartbeat.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await heartbeat
-    queue._heartbeat = None
+    assert queue._heartbeat is not None
+    await queue._stop_heartbeat()
     queue._held.clear()
 
 

@@ -246,7 +246,11 @@ async def wait_all_answered(
         if len(seen) >= expected:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"{len(seen)} of {expected} messages answered in {timeout}s")
+            others = [r for r in graph_sim.sends if not ACK.search(str(r.json))]
+            raise AssertionError(
+                f"{len(seen)} of {expected} messages answered in {timeout}s; "
+                f"{len(others)} other replies (fallbacks?): {[r.json for r in others[:3]]}"
+            )
         await asyncio.sleep(0.1)
 
 

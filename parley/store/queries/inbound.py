@@ -148,7 +148,9 @@ async def _find_contact(
             .where(Contact.account_id == account_id, column == value)
             .order_by(Contact.id)
             .limit(1)
-            .with_for_update()
+            # NO KEY UPDATE: enough to serialise writers of this customer, and it does not block
+            # the foreign-key checks of rows that reference the contact.
+            .with_for_update(key_share=True)
         )
         if contact is not None:
             return contact
@@ -187,16 +189,26 @@ async def _active_conversation(
     return conversation
 
 
-async def allocate_sequence(session: AsyncSession, *, conversation_id: int, count: int = 1) -> int:
-    """Reserve `count` sequence numbers; returns the first.
+async def allocate_sequence(
+    session: AsyncSession, *, conversation_id: int, count: int = 1, **also: object
+) -> int:
+    """Reserve `count` sequence numbers; returns the first. `also` sets other columns of the
+    conversation in the same statement.
 
     The UPDATE also locks the conversation row on PostgreSQL until commit, so two writers to one
-    conversation queue here instead of colliding on the unique (conversation, sequence_no).
+    conversation queue here instead of colliding on the unique (conversation, sequence_no). Do
+    not update the row a second time in the same transaction: PostgreSQL then re-checks its
+    foreign keys (the row is our own), taking share locks on the contact and account rows that
+    a webhook may hold, and the two deadlock.
     """
     result = await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
-        .values(next_sequence_no=Conversation.next_sequence_no + count, last_message_at=utcnow())
+        .values(
+            next_sequence_no=Conversation.next_sequence_no + count,
+            last_message_at=utcnow(),
+            **also,
+        )
         .returning(Conversation.next_sequence_no)
     )
     return int(result.scalar_one()) - count

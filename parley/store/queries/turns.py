@@ -108,11 +108,14 @@ async def record_turn(
     Returns:
         The ids of the stored reply messages, in order.
     """
+    # The conversation row is locked first, as every writer to a conversation does (webhooks
+    # too), so that writers queue on it instead of deadlocking on each other's message rows.
+    also = {"last_response_id": last_response_id} if last_response_id is not None else {}
+    first = await allocate_sequence(
+        session, conversation_id=conversation_id, count=max(len(replies), 1), **also
+    )
     await _mark_answered(session, answered, inbound_status, inbound_error)
     reply_to = answered[-1] if answered else None
-    first = await allocate_sequence(
-        session, conversation_id=conversation_id, count=max(len(replies), 1)
-    )
     ids: list[int] = []
     for offset, reply in enumerate(replies):
         message = _reply_row(conversation_id, account_id, first + offset, reply, reply_to)
@@ -120,12 +123,6 @@ async def record_turn(
         await session.flush()
         session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
         ids.append(message.id)
-    if last_response_id is not None:
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(last_response_id=last_response_id)
-        )
     await session.flush()
     return ids
 
