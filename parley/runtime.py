@@ -131,7 +131,11 @@ async def start_background(runtime: Runtime) -> None:
         async with runtime.sessions() as session:
             await release_holds(session)
             await session.commit()
-    await resignal(runtime.sessions, runtime.queue, older_than=None)
+    try:
+        await resignal(runtime.sessions, runtime.queue, older_than=None)
+    except Exception:
+        # The queue (or the store) is not there yet: the reconciler signals again shortly.
+        log.exception("runtime.resignal_failed")
     runtime.tasks = [
         asyncio.create_task(runtime.worker.run(), name="worker"),
         asyncio.create_task(runtime.deliverer.run(), name="delivery"),

@@ -3,31 +3,17 @@ flushed before each test."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue, create_client
-from tests.servers import RedisServer
 
 # Small enough that a takeover test is quick, large enough for a loaded test machine.
 LEASE_MS = 600
 CLAIM_IDLE_MS = 600
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("PARLEY_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server.url
-    server.stop()
 
 
 class RedisQueues:
