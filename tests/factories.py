@@ -6,9 +6,11 @@ import copy
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from parley.channels.base import InboundMessage
 from parley.channels.signature import sign
 
 FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
@@ -53,6 +55,25 @@ def whatsapp_texts(
         message["text"] = {"body": text}
         value["messages"].append(message)
     return payload
+
+
+def inbound_text(
+    channel_message_id: str, body: str = "hi", *, phone: str | None, user_id: str | None = None
+) -> InboundMessage:
+    """A parsed WhatsApp text, for tests below the HTTP door."""
+    return InboundMessage(
+        channel="whatsapp",
+        account_external_id=PHONE_NUMBER_ID,
+        channel_message_id=channel_message_id,
+        user_id=user_id,
+        phone=phone,
+        contact_name="Ana",
+        contact_username=None,
+        kind="text",
+        text=body,
+        needs_reply=True,
+        timestamp=datetime.now(UTC),
+    )
 
 
 def message_ids(payload: dict[str, Any]) -> list[str]:

@@ -52,9 +52,13 @@ class LLM:
     def __init__(self, client: AsyncOpenAI) -> None:
         self._client = client
 
-    async def create_conversation(self, *, metadata: dict[str, str]) -> str:
+    async def create_conversation(
+        self, *, metadata: dict[str, str], items: list[dict[str, Any]] | None = None
+    ) -> str:
+        """A new upstream conversation, starting with `items` (at most 20) when given."""
+        extra: dict[str, Any] = {"items": items} if items else {}
         try:
-            conversation = await self._client.conversations.create(metadata=metadata)
+            conversation = await self._client.conversations.create(metadata=metadata, **extra)
         except openai.OpenAIError as exc:
             raise _as_llm_error(exc) from exc
         return conversation.id

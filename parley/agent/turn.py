@@ -2,6 +2,13 @@
 
 Every door (WhatsApp, Instagram, the Responses API) runs this same turn. It keeps no
 transaction open while the model thinks; the caller stores the result.
+
+How the model remembers is `AgentConfig.context` (PARLEY_CONTEXT):
+- `conversation`: one upstream conversation per Parley conversation; only new input is sent.
+- `previous_response`: each turn chains on the last stored response id; only new input.
+- `local`: Parley sends its own history within `context_tokens`, older turns summarised.
+A lost upstream conversation or response is replaced by one seeded from the local history,
+and "context length exceeded" is retried once (`truncation: "auto"`, or a fresh summary).
 """
 
 from __future__ import annotations
@@ -14,8 +21,19 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.agent.context import (
+    CONTEXT_LENGTH_EXCEEDED,
+    MAX_SEED_ITEMS,
+    PREVIOUS_RESPONSE_NOT_FOUND,
+    context_items,
+    history_tokens,
+    items_tokens,
+    seed_items,
+)
 from parley.agent.llm import LLM, Usage
+from parley.agent.summary import Summarizer
 from parley.errors import LLMError
+from parley.store.queries.history import History, load_history
 from parley.store.queries.turns import set_remote_conversation
 
 log = structlog.get_logger(__name__)
@@ -26,6 +44,8 @@ class AgentConfig:
     model: str
     instructions: str
     context: str = "conversation"
+    context_tokens: int = 8000
+    """Tokens of history `local` sends, and a seed for a replaced remote state may carry."""
     prompt_id: str | None = None
     prompt_version: str | None = None
     identity_key: bytes = b"parley"
@@ -63,24 +83,69 @@ class Agent:
         self._llm = llm
         self._config = config
         self._sessions = sessions
+        self._summarizer = Summarizer(
+            llm, sessions, model=config.model, budget=config.context_tokens
+        )
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
         params = self._params(request)
-        if self._config.context == "conversation":
-            remote = request.remote_conversation_id or await self._new_remote(request)
-            try:
-                return await self._respond({**params, "conversation": remote})
-            except LLMError as exc:
-                if exc.status != 404:
-                    raise
-                # The upstream lost or expired the conversation: start a new one and retry once.
-                log.warning("agent.remote_conversation_lost", remote_conversation_id=remote)
-                remote = await self._new_remote(request)
-                return await self._respond({**params, "conversation": remote})
-        if self._config.context == "previous_response" and request.previous_response_id:
-            params["previous_response_id"] = request.previous_response_id
-        return await self._respond(params)
+        if self._config.context == "local":
+            return await self._local_turn(request, params)
+        if self._config.context == "previous_response":
+            return await self._chained_turn(request, params)
+        return await self._conversation_turn(request, params)
 
+    # --- strategies --------------------------------------------------------------------
+    async def _conversation_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
+        remote = request.remote_conversation_id or await self._new_remote(request, params)
+        try:
+            return await self._respond_fitting({**params, "conversation": remote})
+        except LLMError as exc:
+            if exc.status != 404:
+                raise
+        # The upstream lost or expired the conversation: start a new one from our own
+        # history and retry once.
+        log.warning("agent.remote_conversation_lost", remote_conversation_id=remote)
+        remote = await self._new_remote(request, params)
+        return await self._respond_fitting({**params, "conversation": remote})
+
+    async def _chained_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
+        previous = request.previous_response_id
+        if previous:
+            try:
+                return await self._respond_fitting({**params, "previous_response_id": previous})
+            except LLMError as exc:
+                if not _response_lost(exc):
+                    raise
+            log.warning("agent.previous_response_lost", previous_response_id=previous)
+        # A fresh chain (first turn, or the old one is gone upstream): it starts from our own
+        # history, sent as input this once; later turns chain on this answer.
+        history = await self._history(request)
+        seed = seed_items(history, self._seed_budget(params))
+        return await self._respond_fitting({**params, "input": seed + params["input"]})
+
+    async def _local_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
+        # Nothing is kept upstream: the history goes with every turn, from our store.
+        params = {**params, "store": False}
+        budget = self._seed_budget(params)
+        history = await self._history(request)
+        if history_tokens(history) > budget:
+            # Half the budget for the newest messages, the rest for the summary, so the
+            # summary is not recomputed on every turn.
+            history = await self._fold(request, params, history, keep_tokens=budget // 2)
+        try:
+            return await self._respond(
+                {**params, "input": context_items(history) + params["input"]}
+            )
+        except LLMError as exc:
+            if exc.code != CONTEXT_LENGTH_EXCEEDED:
+                raise
+        # Our estimate was short for this model: summarise everything and retry once.
+        log.warning("agent.context_length_exceeded", strategy="local")
+        history = await self._fold(request, params, history, keep_tokens=0)
+        return await self._respond({**params, "input": context_items(history) + params["input"]})
+
+    # --- helpers -----------------------------------------------------------------------
     def _params(self, request: TurnRequest) -> dict[str, Any]:
         items: list[dict[str, Any]] = [{"role": "user", "content": text} for text in request.inputs]
         if request.notes:
@@ -108,9 +173,34 @@ class Agent:
         digest = hmac.new(self._config.identity_key, customer_key.encode(), hashlib.sha256)
         return digest.hexdigest()[:32]
 
-    async def _new_remote(self, request: TurnRequest) -> str:
+    def _seed_budget(self, params: dict[str, Any]) -> int:
+        """Tokens left for history once the new input is counted."""
+        return max(0, self._config.context_tokens - items_tokens(params["input"]))
+
+    async def _history(self, request: TurnRequest) -> History:
+        # Read and closed before the model is called: no transaction spans an LLM call.
+        async with self._sessions() as session:
+            return await load_history(session, conversation_id=request.conversation_id)
+
+    async def _fold(
+        self, request: TurnRequest, params: dict[str, Any], history: History, *, keep_tokens: int
+    ) -> History:
+        return await self._summarizer.fold(
+            conversation_id=request.conversation_id,
+            history=history,
+            keep_tokens=keep_tokens,
+            extra={"safety_identifier": params["safety_identifier"]},
+        )
+
+    async def _new_remote(self, request: TurnRequest, params: dict[str, Any]) -> str:
+        # Seeded from our own history: empty on a first message, the recent past when the
+        # upstream lost the old conversation (or the strategy was switched).
+        seed = seed_items(await self._history(request), self._seed_budget(params), MAX_SEED_ITEMS)
         remote = await self._llm.create_conversation(
-            metadata={"parley_conversation_id": str(request.conversation_id)}
+            metadata={"parley_conversation_id": str(request.conversation_id)}, items=seed
+        )
+        log.info(
+            "agent.remote_conversation_created", remote_conversation_id=remote, seeded=len(seed)
         )
         # Stored at once: a turn that fails later must not leave a second remote conversation.
         async with self._sessions() as session:
@@ -119,6 +209,17 @@ class Agent:
             )
             await session.commit()
         return remote
+
+    async def _respond_fitting(self, params: dict[str, Any]) -> TurnResult:
+        """A turn on upstream state; if that state outgrew the model's window, retry once
+        letting the upstream drop the oldest items."""
+        try:
+            return await self._respond(params)
+        except LLMError as exc:
+            if exc.code != CONTEXT_LENGTH_EXCEEDED:
+                raise
+        log.warning("agent.context_length_exceeded", strategy=self._config.context)
+        return await self._respond({**params, "truncation": "auto"})
 
     async def _respond(self, params: dict[str, Any]) -> TurnResult:
         response = await self._llm.respond(**params)
@@ -131,3 +232,8 @@ class Agent:
             latency_ms=response.latency_ms,
             prompt=prompt["id"] if prompt else None,
         )
+
+
+def _response_lost(exc: LLMError) -> bool:
+    """The chained-on response no longer exists upstream (deleted, expired, or never stored)."""
+    return exc.code == PREVIOUS_RESPONSE_NOT_FOUND and exc.status in (400, 404)

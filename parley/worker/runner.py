@@ -4,6 +4,7 @@ once; on stop, finish what is running within a grace period and hand back the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -11,6 +12,7 @@ from parley.queue.base import Queue
 from parley.worker.process import ConversationProcessor
 
 log = structlog.get_logger(__name__)
+CLAIM_TIMEOUT = 0.5
 
 
 class Worker:
@@ -20,13 +22,20 @@ class Worker:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        self._loop_done = asyncio.Event()
 
     async def run(self) -> None:
         log.info("worker.started")
+        try:
+            await self._claim_loop()
+        finally:
+            self._loop_done.set()
+
+    async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             await self._slots.acquire()
             try:
-                conversation_id = await self._queue.claim(timeout=0.5)
+                conversation_id = await self._queue.claim(timeout=CLAIM_TIMEOUT)
             except Exception:
                 self._slots.release()
                 log.exception("worker.claim_failed")
@@ -35,6 +44,10 @@ class Worker:
             if conversation_id is None:
                 self._slots.release()
                 continue
+            if self._stopping.is_set():  # claimed while stopping: hand it straight back
+                await self._queue.release(conversation_id)
+                self._slots.release()
+                break
             task = asyncio.create_task(self._handle(conversation_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -56,6 +69,10 @@ class Worker:
     async def stop(self, grace: float) -> None:
         """Stop claiming; give running turns `grace` seconds, then cancel them."""
         self._stopping.set()
+        # The claim loop notices within one claim timeout; waiting for it means no turn can
+        # start after this returns.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loop_done.wait(), timeout=CLAIM_TIMEOUT * 4)
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in pending:

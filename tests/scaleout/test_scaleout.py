@@ -7,6 +7,7 @@ import asyncio
 import signal
 
 import httpx
+import pytest
 
 from parley.testing import GraphSimulator, OpenAISimulator
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
@@ -56,41 +57,26 @@ async def test_a_worker_killed_mid_turn_is_taken_over(
     assert_exactly_once_in_order(graph_sim, **FAULT_LOAD, resends=16)
 
 
+@pytest.mark.parametrize("keep_data", [True, False], ids=["data-kept", "data-wiped"])
 async def test_redis_restarted_under_load(
     cluster: Cluster,
     cluster_redis: RedisServer,
     openai_sim: OpenAISimulator,
     graph_sim: GraphSimulator,
+    keep_data: bool,
 ) -> None:
     openai_sim.latency = 0.1
     await cluster.start(apis=2, workers=2)
 
     async def restart_when_busy() -> None:
         await openai_sim.wait_for_requests(60, path="/v1/responses", timeout=60)
-        redis_command(cluster_redis.port, "SAVE")  # it comes back with its data
+        if keep_data:
+            redis_command(cluster_redis.port, "SAVE")  # it comes back with its data
+        else:
+            cluster_redis.wipe()  # it comes back empty: streams, groups, leases all gone
         await asyncio.to_thread(cluster_redis.restart)
 
     await asyncio.gather(send_load(cluster, **FAULT_LOAD), restart_when_busy())
-    await wait_all_answered(graph_sim, **FAULT_LOAD, timeout=120)
-    await asyncio.sleep(1)
-    assert_exactly_once_in_order(graph_sim, **FAULT_LOAD)
-
-
-async def test_redis_restarted_with_its_data_wiped_under_load(
-    cluster: Cluster,
-    cluster_redis: RedisServer,
-    openai_sim: OpenAISimulator,
-    graph_sim: GraphSimulator,
-) -> None:
-    openai_sim.latency = 0.1
-    await cluster.start(apis=2, workers=2)
-
-    async def wipe_when_busy() -> None:
-        await openai_sim.wait_for_requests(60, path="/v1/responses", timeout=60)
-        cluster_redis.wipe()
-        await asyncio.to_thread(cluster_redis.restart)
-
-    await asyncio.gather(send_load(cluster, **FAULT_LOAD), wipe_when_busy())
     await wait_all_answered(graph_sim, **FAULT_LOAD, timeout=120)
     await asyncio.sleep(1)
     assert_exactly_once_in_order(graph_sim, **FAULT_LOAD)

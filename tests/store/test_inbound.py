@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.channels.base import InboundMessage
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.models import Contact, Conversation, Message
 from parley.store.queries.inbound import record_inbound
+from tests.factories import inbound_text
 
 
 @pytest.fixture
@@ -25,37 +24,21 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
     await engine.dispose()
 
 
-def inbound(
-    mid: str, *, phone: str | None, user_id: str | None, text: str = "hi"
-) -> InboundMessage:
-    return InboundMessage(
-        channel="whatsapp",
-        account_external_id="106540352242922",
-        channel_message_id=mid,
-        user_id=user_id,
-        phone=phone,
-        contact_name="Ana",
-        contact_username=None,
-        kind="text",
-        text=text,
-        needs_reply=True,
-        timestamp=datetime.now(UTC),
-    )
-
-
 async def test_a_customer_keeps_one_conversation_when_their_bsuid_appears(
     session: AsyncSession,
 ) -> None:
     first = await record_inbound(
-        session, messages=[inbound("wamid.1", phone="34600", user_id=None)], correlation_id="c1"
+        session, messages=[inbound_text("wamid.1", phone="34600")], correlation_id="c1"
     )
     second = await record_inbound(
         session,
-        messages=[inbound("wamid.2", phone="34600", user_id="ES.123")],
+        messages=[inbound_text("wamid.2", phone="34600", user_id="ES.123")],
         correlation_id="c2",
     )
     third = await record_inbound(
-        session, messages=[inbound("wamid.3", phone=None, user_id="ES.123")], correlation_id="c3"
+        session,
+        messages=[inbound_text("wamid.3", phone=None, user_id="ES.123")],
+        correlation_id="c3",
     )
     await session.commit()
 
@@ -73,7 +56,7 @@ async def test_a_customer_keeps_one_conversation_when_their_bsuid_appears(
 
 
 async def test_duplicates_within_and_across_batches_are_stored_once(session: AsyncSession) -> None:
-    message = inbound("wamid.dup", phone="34601", user_id=None)
+    message = inbound_text("wamid.dup", phone="34601")
     waiting = await record_inbound(session, messages=[message, message], correlation_id="c")
     again = await record_inbound(session, messages=[message], correlation_id="c")
     await session.commit()

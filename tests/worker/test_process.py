@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, update
 
-from parley.channels.base import InboundMessage
 from parley.config import Settings
 from parley.runtime import Runtime, build_runtime, close
 from parley.store.migrate import upgrade
 from parley.store.models import Message
 from parley.store.queries.inbound import record_inbound
 from parley.testing import OpenAISimulator
-from tests.factories import PHONE_NUMBER_ID
+from tests.factories import inbound_text
 
 
 @pytest.fixture
@@ -26,29 +24,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await close(runtime)
 
 
-def text(mid: str, body: str) -> InboundMessage:
-    return InboundMessage(
-        channel="whatsapp",
-        account_external_id=PHONE_NUMBER_ID,
-        channel_message_id=mid,
-        user_id=None,
-        phone="34600000091",
-        contact_name=None,
-        contact_username=None,
-        kind="text",
-        text=body,
-        needs_reply=True,
-        timestamp=datetime.now(UTC),
-    )
-
-
 async def test_a_message_whose_turns_keep_dying_is_dead_lettered(
     runtime: Runtime, openai_sim: OpenAISimulator
 ) -> None:
     async with runtime.sessions() as session:
         (conversation_id,) = await record_inbound(
             session,
-            messages=[text("wamid.poison", "poison"), text("wamid.ok", "fine")],
+            messages=[
+                inbound_text("wamid.poison", "poison", phone="34600000091"),
+                inbound_text("wamid.ok", "fine", phone="34600000091"),
+            ],
             correlation_id="c",
         )
         # The first message's turns were started three times and never finished.
