@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     parley_fallback_reply: str = DEFAULT_FALLBACK_REPLY
     parley_unsupported_reply: str = DEFAULT_UNSUPPORTED_REPLY
     parley_context: Literal["conversation", "previous_response", "local"] = "conversation"
+    parley_context_tokens: int = Field(
+        default=8000,
+        gt=0,
+        description="tokens of history (estimated as chars / 4) the `local` strategy sends, "
+        "and a new remote conversation or chain is seeded with after the old one was lost",
+    )
 
     # Store and queue.
     database_url: str = "sqlite+aiosqlite:///./parley.db"

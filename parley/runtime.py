@@ -83,6 +83,7 @@ def build_runtime(settings: Settings) -> Runtime:
             model=settings.openai_model,
             instructions=settings.instructions_text,
             context=settings.parley_context,
+            context_tokens=settings.parley_context_tokens,
             prompt_id=settings.openai_prompt_id,
             prompt_version=settings.openai_prompt_version,
             identity_key=(secret_key or "parley").encode(),

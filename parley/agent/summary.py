@@ -12,7 +12,13 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.agent.context import estimate_tokens, split_newest
+from parley.agent.context import (
+    entry_tokens,
+    estimate_tokens,
+    item_tokens,
+    split_newest,
+    summary_item,
+)
 from parley.agent.llm import LLM
 from parley.store.queries.history import History, HistoryEntry, save_summary
 
@@ -24,6 +30,8 @@ SUMMARY_INSTRUCTIONS = (
     "wants, the facts they gave (names, orders, dates, preferences), what was answered or "
     "promised, and what is still open. Keep the customer's language. Output only the summary."
 )
+MIN_SUMMARY_CHARS = 80
+"""Even a tiny budget keeps this much of a summary: a few words are worth more than none."""
 _SPEAKERS = {"user": "Customer", "assistant": "Assistant"}
 
 
@@ -41,15 +49,20 @@ class Summarizer:
         *,
         conversation_id: int,
         history: History,
+        budget: int,
         keep_tokens: int,
         extra: dict[str, Any],
     ) -> History:
         """Summarise every message older than the newest ones that fit in `keep_tokens`
-        (with the summary so far), store it, and return the history that is left."""
+        (with the summary so far), store it, and return the history that is left: within
+        `budget` tokens, the summary cut to what the kept messages leave."""
         older, kept = split_newest(history.entries, keep_tokens)
         if not older:
             return history
+        room = budget - sum(entry_tokens(e) for e in kept) - item_tokens(summary_item(""))
         text = await self._summarise(history.summary, older, extra)
+        # A summary that runs long is cut: the messages kept beside it must still fit.
+        text = text[: max(MIN_SUMMARY_CHARS, room * 4)]
         through = older[-1].sequence_no
         async with self._sessions() as session:
             await save_summary(
@@ -82,6 +95,4 @@ class Summarizer:
             store=False,
             **extra,
         )
-        # A summary must leave room for the messages kept beside it: cut one that runs long.
-        limit = max(1, self._budget // 2) * 4
-        return response.text.strip()[:limit] or transcript[-limit:]
+        return response.text.strip() or transcript

@@ -132,7 +132,7 @@ class Agent:
         if history_tokens(history) > budget:
             # Half the budget for the newest messages, the rest for the summary, so the
             # summary is not recomputed on every turn.
-            history = await self._fold(request, params, history, keep_tokens=budget // 2)
+            history = await self._fold(request, params, history, budget, keep_tokens=budget // 2)
         try:
             return await self._respond(
                 {**params, "input": context_items(history) + params["input"]}
@@ -142,7 +142,7 @@ class Agent:
                 raise
         # Our estimate was short for this model: summarise everything and retry once.
         log.warning("agent.context_length_exceeded", strategy="local")
-        history = await self._fold(request, params, history, keep_tokens=0)
+        history = await self._fold(request, params, history, budget, keep_tokens=0)
         return await self._respond({**params, "input": context_items(history) + params["input"]})
 
     # --- helpers -----------------------------------------------------------------------
@@ -183,11 +183,18 @@ class Agent:
             return await load_history(session, conversation_id=request.conversation_id)
 
     async def _fold(
-        self, request: TurnRequest, params: dict[str, Any], history: History, *, keep_tokens: int
+        self,
+        request: TurnRequest,
+        params: dict[str, Any],
+        history: History,
+        budget: int,
+        *,
+        keep_tokens: int,
     ) -> History:
         return await self._summarizer.fold(
             conversation_id=request.conversation_id,
             history=history,
+            budget=budget,
             keep_tokens=keep_tokens,
             extra={"safety_identifier": params["safety_identifier"]},
         )

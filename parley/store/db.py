@@ -24,7 +24,13 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     transaction mode.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection, so that transactions queue in the pool (a fair asyncio wait) rather
+        # than in SQLite's busy handler, which sleeps up to 100 ms between tries and made
+        # webhook acknowledgements take seconds under load. One process owns the file, and
+        # no transaction is held across a network call, so the queue stays short.
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
