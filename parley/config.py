@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         "and a new remote conversation or chain is seeded with after the old one was lost",
     )
 
+    parley_prices: str | None = None
+    """Model prices (USD per 1M tokens) over the defaults: JSON text or `@path`."""
+
     # Store and queue.
     database_url: str = "sqlite+aiosqlite:///./parley.db"
     redis_url: str | None = None

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.agent.llm import LLM, create_client
+from parley.agent.pricing import load_prices
 from parley.agent.turn import Agent, AgentConfig
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
@@ -106,6 +107,7 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,
+        prices=load_prices(settings.parley_prices),
     )
     worker = Worker(
         queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency

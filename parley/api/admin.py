@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from dataclasses import asdict
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
@@ -12,6 +14,7 @@ from pydantic import BaseModel
 
 from parley.ingress.deps import QueueDep, SessionDep, SettingsDep
 from parley.store.queries.turns import failed_messages, retry_message
+from parley.store.queries.usage import conversation_usage, daily_usage
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -72,3 +75,45 @@ async def retry(message_id: int, session: SessionDep, queue: QueueDep) -> RetryA
     await session.commit()
     await queue.signal(conversation_id)
     return RetryAccepted(id=message_id, conversation_id=conversation_id)
+
+
+class UsageDayPublic(BaseModel):
+    day: date
+    account_id: int
+    model: str
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+
+    model_config = {"from_attributes": True}
+
+
+class UsageTotalsPublic(BaseModel):
+    conversation_id: int
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+
+
+@router.get("/usage")
+async def usage_by_day(
+    session: SessionDep,
+    since: date | None = None,
+    until: date | None = None,
+    account_id: int | None = None,
+) -> list[UsageDayPublic]:
+    """Requests, tokens and cost per UTC day, account and model."""
+    rows = await daily_usage(session, since=since, until=until, account_id=account_id)
+    return [UsageDayPublic.model_validate(row) for row in rows]
+
+
+@router.get("/conversations/{conversation_id}/usage")
+async def usage_of_conversation(conversation_id: int, session: SessionDep) -> UsageTotalsPublic:
+    totals = await conversation_usage(session, conversation_id=conversation_id)
+    return UsageTotalsPublic(conversation_id=conversation_id, **asdict(totals))

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.agent.pricing import DEFAULT_PRICES, Price, turn_cost
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
 from parley.store.models import Account, Message
 from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn, start_attempt
+from parley.store.queries.usage import UsageAdd
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +51,7 @@ class ConversationProcessor:
         replies: Replies,
         on_outbox: Callable[[], None],
         max_attempts: int = 3,
+        prices: dict[str, Price] | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -55,6 +59,7 @@ class ConversationProcessor:
         self._replies = replies
         self._on_outbox = on_outbox
         self._max_attempts = max_attempts
+        self._prices = prices if prices is not None else DEFAULT_PRICES
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -116,11 +121,20 @@ class ConversationProcessor:
             if not result.text.strip():
                 await self._fail(work, "upstream returned no text")
                 return
+            cost = turn_cost(result.model, result.usage, self._prices)
             await self._store(
                 work,
-                _agent_replies(work, result),
+                _agent_replies(work, result, cost),
                 status="answered",
                 response_id=result.response_id,
+                usage=UsageAdd(
+                    model=result.model,
+                    input_tokens=result.usage.input_tokens,
+                    cached_tokens=result.usage.cached_tokens,
+                    output_tokens=result.usage.output_tokens,
+                    reasoning_tokens=result.usage.reasoning_tokens,
+                    cost_usd=cost,
+                ),
             )
             log.info(
                 "turn.completed",
@@ -142,13 +156,14 @@ class ConversationProcessor:
         status: str,
         error: str | None = None,
         response_id: str | None = None,
+        usage: UsageAdd | None = None,
     ) -> None:
         correlation = work.pending[-1].meta.get("correlation_id")
         stamped = [
             replace(r, meta={**(r.meta or {}), "correlation_id": correlation}) for r in replies
         ]
         try:
-            await self._record(work, stamped, status, error, response_id)
+            await self._record(work, stamped, status, error, response_id, usage)
         except LeaseLost:
             log.warning("turn.superseded", messages=len(work.pending))
             return
@@ -161,6 +176,7 @@ class ConversationProcessor:
         status: str,
         error: str | None,
         response_id: str | None,
+        usage: UsageAdd | None,
     ) -> None:
         async with self._sessions() as session:
             await record_turn(
@@ -172,6 +188,7 @@ class ConversationProcessor:
                 inbound_status=status,
                 inbound_error=error,
                 last_response_id=response_id,
+                usage=usage,
             )
             await session.commit()
 
@@ -196,7 +213,7 @@ def _request(work: TurnWork, texts: list[str]) -> TurnRequest:
     )
 
 
-def _agent_replies(work: TurnWork, result: TurnResult) -> list[Reply]:
+def _agent_replies(work: TurnWork, result: TurnResult, cost: Decimal | None) -> list[Reply]:
     """The answer split within the channel's limit; usage is carried by the first part."""
     parts = render_text(work.conversation.channel, result.text)
     replies = []
@@ -214,6 +231,7 @@ def _agent_replies(work: TurnWork, result: TurnResult) -> list[Reply]:
                 cached_tokens=result.usage.cached_tokens if first else None,
                 output_tokens=result.usage.output_tokens if first else None,
                 reasoning_tokens=result.usage.reasoning_tokens if first else None,
+                cost_usd=cost if first else None,
                 latency_ms=result.latency_ms if first else None,
                 meta=meta,
             )

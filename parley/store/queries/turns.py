@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
+from parley.store.queries.usage import UsageAdd, add_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ async def record_turn(
     inbound_status: str = "answered",
     inbound_error: str | None = None,
     last_response_id: str | None = None,
+    usage: UsageAdd | None = None,
 ) -> list[int]:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
     with their outbox rows. A worker that dies before this commits leaves the inbound messages
@@ -123,6 +125,8 @@ async def record_turn(
         await session.flush()
         session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
         ids.append(message.id)
+    if usage is not None:
+        await add_usage(session, account_id=account_id, usage=usage)
     await session.flush()
     return ids
 

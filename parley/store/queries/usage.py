@@ -1,0 +1,103 @@
+"""Usage and cost: added up per day, account and model as turns are stored; per conversation
+from the messages themselves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.models import Message, UsageDaily, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class UsageAdd:
+    """One upstream call's usage."""
+
+    model: str
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal | None
+
+
+async def add_usage(session: AsyncSession, *, account_id: int, usage: UsageAdd) -> None:
+    """Add one call to today's row for the account and model (UTC days), in the caller's
+    transaction, with one upsert, so concurrent turns never lose an increment."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    values = {
+        "day": utcnow().date(),
+        "account_id": account_id,
+        "model": usage.model,
+        "requests": 1,
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost_usd": usage.cost_usd or Decimal(0),
+    }
+    statement = insert(UsageDaily).values(**values)
+    added = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
+    update = {name: getattr(UsageDaily, name) + statement.excluded[name] for name in added}
+    update["cost_usd"] = UsageDaily.cost_usd + statement.excluded.cost_usd
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=["day", "account_id", "model"], set_=update)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    requests: int
+    input_tokens: int
+    cached_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+
+
+async def conversation_usage(session: AsyncSession, *, conversation_id: int) -> UsageTotals:
+    """Totals over the conversation's agent messages (each answer's usage is on its first part)."""
+    row = (
+        await session.execute(
+            select(
+                func.count(Message.input_tokens),
+                func.coalesce(func.sum(Message.input_tokens), 0),
+                func.coalesce(func.sum(Message.cached_tokens), 0),
+                func.coalesce(func.sum(Message.output_tokens), 0),
+                func.coalesce(func.sum(Message.reasoning_tokens), 0),
+                func.coalesce(func.sum(Message.cost_usd), 0),
+            ).where(Message.conversation_id == conversation_id)
+        )
+    ).one()
+    requests, input_tokens, cached, output, reasoning = (int(value or 0) for value in row[:5])
+    return UsageTotals(
+        requests=requests,
+        input_tokens=input_tokens,
+        cached_tokens=cached,
+        output_tokens=output,
+        reasoning_tokens=reasoning,
+        cost_usd=Decimal(str(row[5])),
+    )
+
+
+async def daily_usage(
+    session: AsyncSession,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    account_id: int | None = None,
+) -> list[UsageDaily]:
+    query = select(UsageDaily).order_by(UsageDaily.day, UsageDaily.account_id, UsageDaily.model)
+    if since is not None:
+        query = query.where(UsageDaily.day >= since)
+    if until is not None:
+        query = query.where(UsageDaily.day <= until)
+    if account_id is not None:
+        query = query.where(UsageDaily.account_id == account_id)
+    return list(await session.scalars(query))
