@@ -20,6 +20,10 @@ DEFAULT_INSTRUCTIONS = (
 DEFAULT_FALLBACK_REPLY = (
     "Sorry, we can't answer right now. We've noted your message and will get back to you soon."
 )
+DEFAULT_RATE_LIMIT_REPLY = (
+    "You're sending messages faster than we can read them. Please wait a minute; "
+    "we'll answer what you wrote."
+)
 DEFAULT_UNSUPPORTED_REPLY = (
     "Thanks! I can only read text messages for now. Could you type your question?"
 )
@@ -43,6 +47,15 @@ class Settings(BaseSettings):
     parley_instructions: str = DEFAULT_INSTRUCTIONS
     parley_fallback_reply: str = DEFAULT_FALLBACK_REPLY
     parley_unsupported_reply: str = DEFAULT_UNSUPPORTED_REPLY
+    parley_rate_limit_reply: str = DEFAULT_RATE_LIMIT_REPLY
+    parley_customer_messages_per_minute: int = Field(
+        default=20, ge=1, description="messages a customer may send per minute before a notice"
+    )
+    parley_max_input_chars: int = Field(
+        default=4000, ge=1, description="longest customer text sent to the model"
+    )
+    parley_redact_cards: bool = True
+    """Mask payment card numbers in what is sent to the model (the stored text keeps them)."""
     parley_context: Literal["conversation", "previous_response", "local"] = "conversation"
     parley_context_tokens: int = Field(
         default=8000,

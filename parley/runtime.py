@@ -29,7 +29,7 @@ from parley.queue.redis import RedisQueue
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
-from parley.worker.process import ConversationProcessor, Replies
+from parley.worker.process import ConversationProcessor, Limits, Replies
 from parley.worker.reconcile import resignal, run_reconciler
 from parley.worker.runner import Worker
 
@@ -103,7 +103,14 @@ def build_runtime(settings: Settings) -> Runtime:
         agent=agent,
         receipts=gateway,
         replies=Replies(
-            fallback=settings.parley_fallback_reply, unsupported=settings.parley_unsupported_reply
+            fallback=settings.parley_fallback_reply,
+            unsupported=settings.parley_unsupported_reply,
+            rate_limited=settings.parley_rate_limit_reply,
+        ),
+        limits=Limits(
+            messages_per_minute=settings.parley_customer_messages_per_minute,
+            max_input_chars=settings.parley_max_input_chars,
+            redact_cards=settings.parley_redact_cards,
         ),
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,

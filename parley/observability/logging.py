@@ -17,13 +17,27 @@ SENSITIVE_KEYS = re.compile(
 BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 
 
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# A phone number: 8+ digits, maybe with +, spaces or dashes, standing alone; a run of digits
+# inside an id (hex, wamid) touches letters and is left as it is.
+PHONE = re.compile(r"(?<![\w.])\+?\d[\d -]{6,}\d(?![\w])")
+
+
+def mask_pii(text: str) -> str:
+    """Phone numbers and e-mail addresses in free text, masked for the logs."""
+    return PHONE.sub("[phone]", EMAIL.sub("[email]", text))
+
+
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Drop the value of any field named like a secret, and bearer tokens inside strings."""
+    """Drop the value of any field named like a secret; in strings, mask bearer tokens, phone
+    numbers and e-mail addresses (error texts from upstreams may quote them)."""
     for key, value in list(event.items()):
         if SENSITIVE_KEYS.search(key):
             event[key] = "[redacted]"
-        elif isinstance(value, str) and "bearer" in value.lower():
-            event[key] = BEARER.sub(r"\1[redacted]", value)
+        elif isinstance(value, str):
+            if "bearer" in value.lower():
+                value = BEARER.sub(r"\1[redacted]", value)
+            event[key] = mask_pii(value)
     return event
 
 
@@ -37,8 +51,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -15,11 +16,20 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.pricing import DEFAULT_PRICES, Price, turn_cost
+from parley.agent.safety import prepare_input
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
-from parley.store.models import Account, Message
-from parley.store.queries.turns import Reply, TurnWork, load_work, record_turn, start_attempt
+from parley.store.models import Account, Message, utcnow
+from parley.store.queries.turns import (
+    Reply,
+    TurnWork,
+    auto_reply_since,
+    inbound_since,
+    load_work,
+    record_turn,
+    start_attempt,
+)
 from parley.store.queries.usage import UsageAdd
 
 log = structlog.get_logger(__name__)
@@ -36,6 +46,19 @@ class Replies:
 
     fallback: str
     unsupported: str
+    rate_limited: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one customer may send, and what of it reaches the model."""
+
+    messages_per_minute: int = 20
+    max_input_chars: int = 4000
+    redact_cards: bool = True
+
+
+RATE_WINDOW = timedelta(minutes=1)
 
 
 DEAD_LETTER = "dead-lettered after {attempts} turns that did not finish"
@@ -52,6 +75,7 @@ class ConversationProcessor:
         on_outbox: Callable[[], None],
         max_attempts: int = 3,
         prices: dict[str, Price] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -60,6 +84,7 @@ class ConversationProcessor:
         self._on_outbox = on_outbox
         self._max_attempts = max_attempts
         self._prices = prices if prices is not None else DEFAULT_PRICES
+        self._limits = limits or Limits()
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -93,6 +118,31 @@ class ConversationProcessor:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
             await session.commit()
 
+    async def _within_rate(self, work: TurnWork) -> TurnWork:
+        """Answer at most `messages_per_minute` of a customer's messages per minute; the rest
+        are stored as `ignored`, and the customer gets one polite notice a minute."""
+        since = utcnow() - RATE_WINDOW
+        async with self._sessions() as session:
+            earlier = await inbound_since(
+                session, conversation_id=work.conversation.id, since=since
+            )
+            allowed = max(self._limits.messages_per_minute - earlier, 0)
+            if allowed >= len(work.pending):
+                return work
+            noticed = await auto_reply_since(
+                session, conversation_id=work.conversation.id, kind="rate_limited", since=since
+            )
+        excess = work.pending[allowed:]
+        log.warning("turn.rate_limited", messages=len(excess), notice=not noticed)
+        notice = Reply(self._replies.rate_limited, sender="system", meta={"auto": "rate_limited"})
+        await self._store(
+            replace(work, pending=excess),
+            [] if noticed else [notice],
+            status="ignored",
+            error="rate limited",
+        )
+        return replace(work, pending=work.pending[:allowed])
+
     def _fallback(self) -> Reply:
         return Reply(self._replies.fallback, sender="system", meta={"auto": "fallback"})
 
@@ -105,7 +155,18 @@ class ConversationProcessor:
             correlation_id=correlation_ids[-1],
         ):
             await self._receipts.mark_read(work.account, work.pending[-1])
-            texts = [m.text for m in work.pending if m.text]
+            work = await self._within_rate(work)
+            if not work.pending:
+                return
+            texts = [
+                prepare_input(
+                    m.text,
+                    max_chars=self._limits.max_input_chars,
+                    redact=self._limits.redact_cards,
+                )
+                for m in work.pending
+                if m.text
+            ]
             if not texts:
                 reply = Reply(
                     self._replies.unsupported, sender="system", meta={"auto": "unsupported"}

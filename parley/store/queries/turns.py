@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import LeaseLost
@@ -216,3 +216,35 @@ async def retry_message(session: AsyncSession, *, message_id: int) -> int | None
         .returning(Message.conversation_id)
     )
     return result.scalar_one_or_none()
+
+
+async def inbound_since(
+    session: AsyncSession, *, conversation_id: int, since: datetime, handled_only: bool = True
+) -> int:
+    """How many customer messages the conversation received since `since` (by default only
+    those already handled, i.e. not waiting for this turn)."""
+    query = select(func.count()).where(
+        Message.conversation_id == conversation_id,
+        Message.direction == "in",
+        Message.created_at >= since,
+    )
+    if handled_only:
+        query = query.where(Message.status != "received")
+    return int(await session.scalar(query) or 0)
+
+
+async def auto_reply_since(
+    session: AsyncSession, *, conversation_id: int, kind: str, since: datetime
+) -> bool:
+    """Whether an automatic reply of this kind (``meta.auto``) went out since `since`."""
+    found = await session.scalar(
+        select(Message.id)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.direction == "out",
+            Message.created_at >= since,
+            Message.meta["auto"].as_string() == kind,
+        )
+        .limit(1)
+    )
+    return found is not None
