@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-5-mini"
     openai_timeout: int = Field(default=30_000, gt=0, description="milliseconds")
     openai_max_retries: int = Field(default=3, ge=0)
+    openai_max_concurrency: int = Field(default=32, ge=1, description="upstream calls at once")
+    openai_rpm: int | None = Field(default=None, ge=1, description="client-side requests/min")
+    openai_tpm: int | None = Field(default=None, ge=1, description="client-side tokens/min")
 
     # The agent.
     parley_instructions: str = DEFAULT_INSTRUCTIONS
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
         "and a new remote conversation or chain is seeded with after the old one was lost",
     )
 
+    parley_tools: str | None = None
+    """Function tools besides the built-in ones: JSON list or `@path` (see agent/tools.py)."""
+    parley_builtin_tools: str = "handoff_to_human,current_time"
+    """Built-in tools the agent may use, comma-separated; empty for none."""
+    parley_max_tool_steps: int = Field(default=5, ge=0)
+    parley_timezone: str = "UTC"
+    """The business's time zone, for the current_time tool."""
     parley_prices: str | None = None
     """Model prices (USD per 1M tokens) over the defaults: JSON text or `@path`."""
 

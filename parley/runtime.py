@@ -17,8 +17,10 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from parley.agent.limiter import UpstreamLimiter
 from parley.agent.llm import LLM, create_client
 from parley.agent.pricing import load_prices
+from parley.agent.tools import load_tools
 from parley.agent.turn import Agent, AgentConfig
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
@@ -75,7 +77,13 @@ def build_runtime(settings: Settings) -> Runtime:
             base_url=settings.openai_base_url,
             timeout_s=settings.openai_timeout_s,
             max_retries=settings.openai_max_retries,
-        )
+        ),
+        UpstreamLimiter(
+            max_concurrency=settings.openai_max_concurrency,
+            rpm=settings.openai_rpm,
+            tpm=settings.openai_tpm,
+            timeout_s=settings.openai_timeout_s,
+        ),
     )
     secret_key = settings.secret("parley_secret_key") or settings.secret("meta_app_secret")
     agent = Agent(
@@ -88,8 +96,16 @@ def build_runtime(settings: Settings) -> Runtime:
             prompt_id=settings.openai_prompt_id,
             prompt_version=settings.openai_prompt_version,
             identity_key=(secret_key or "parley").encode(),
+            max_tool_steps=settings.parley_max_tool_steps,
+            timezone=settings.parley_timezone,
         ),
         sessions,
+        load_tools(
+            settings.parley_tools,
+            sessions=sessions,
+            http=http,
+            builtins=settings.parley_builtin_tools,
+        ),
     )
     gateway = ChannelGateway(http, settings)
     deliverer = Deliverer(

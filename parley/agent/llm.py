@@ -2,7 +2,8 @@
 
 The SDK retries 408/409/429/5xx and connection errors with backoff and honours Retry-After
 (`OPENAI_MAX_RETRIES` times); what is left after that reaches us here and is re-raised as
-`LLMError`, so nothing above this module sees an `openai` exception.
+`LLMError`, so nothing above this module sees an `openai` exception. Every call goes through
+an `UpstreamLimiter` (concurrency, client-side rates, upstream rate-limit headers).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
 
 RETRYABLE_STATUSES = {408, 409, 429}
@@ -28,12 +30,21 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: str
+    """JSON text, as the model wrote it (it may not parse)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LLMResponse:
     response_id: str
     model: str
     text: str
     usage: Usage
     latency_ms: int
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def create_client(
@@ -49,8 +60,9 @@ def create_client(
 
 
 class LLM:
-    def __init__(self, client: AsyncOpenAI) -> None:
+    def __init__(self, client: AsyncOpenAI, limiter: UpstreamLimiter | None = None) -> None:
         self._client = client
+        self._limiter = limiter or UpstreamLimiter()
 
     async def create_conversation(
         self, *, metadata: dict[str, str], items: list[dict[str, Any]] | None = None
@@ -58,29 +70,53 @@ class LLM:
         """A new upstream conversation, starting with `items` (at most 20) when given."""
         extra: dict[str, Any] = {"items": items} if items else {}
         try:
-            conversation = await self._client.conversations.create(metadata=metadata, **extra)
+            # No model tokens are spent here, but it is a request and takes a slot.
+            async with self._limiter.slot(tokens=0):
+                conversation = await self._client.conversations.create(metadata=metadata, **extra)
         except openai.OpenAIError as exc:
-            raise _as_llm_error(exc) from exc
+            raise self._failed(exc) from exc
         return conversation.id
 
     async def respond(self, **params: Any) -> LLMResponse:
         """`responses.create` with `params`; the text of every output message, joined."""
-        started = time.perf_counter()
         try:
-            response = await self._client.responses.create(**params)
+            async with self._limiter.slot(tokens=estimate_tokens(params)) as permit:
+                # Timed from the upstream call, not from the wait for a slot.
+                started = time.perf_counter()
+                # The raw response carries the x-ratelimit-* headers the limiter adapts to.
+                raw = await self._client.responses.with_raw_response.create(**params)
+                self._limiter.observe(raw.headers)
+                response = raw.parse()
+                usage = _usage(response.usage)
+                self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
-            raise _as_llm_error(exc) from exc
+            raise self._failed(exc) from exc
         latency_ms = round((time.perf_counter() - started) * 1000)
         return LLMResponse(
             response_id=response.id,
             model=response.model,
             text=response.output_text,
-            usage=_usage(response.usage),
+            usage=usage,
             latency_ms=latency_ms,
+            tool_calls=_tool_calls(response.output),
         )
 
     async def close(self) -> None:
         await self._client.close()
+
+    def _failed(self, exc: openai.OpenAIError) -> LLMError:
+        # What the SDK gave up on: its headers (429 retry-after, remaining 0) hold new calls.
+        if isinstance(exc, openai.APIStatusError):
+            self._limiter.observe(exc.response.headers, status=exc.status_code)
+        return _as_llm_error(exc)
+
+
+def _tool_calls(output: Any) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(call_id=item.call_id, name=item.name, arguments=item.arguments)
+        for item in output or ()
+        if getattr(item, "type", None) == "function_call"
+    )
 
 
 def _usage(usage: Any) -> Usage:

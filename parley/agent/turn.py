@@ -30,8 +30,9 @@ from parley.agent.context import (
     items_tokens,
     seed_items,
 )
-from parley.agent.llm import LLM, Usage
+from parley.agent.llm import LLM, LLMResponse, ToolCall, Usage
 from parley.agent.summary import Summarizer
+from parley.agent.tools import ToolContext, ToolEvent, ToolRegistry
 from parley.errors import LLMError
 from parley.store.queries.history import History, load_history
 from parley.store.queries.turns import set_remote_conversation
@@ -48,6 +49,9 @@ class AgentConfig:
     """Tokens of history `local` sends, and a seed for a replaced remote state may carry."""
     prompt_id: str | None = None
     prompt_version: str | None = None
+    max_tool_steps: int = 5
+    """Function-calling rounds in one turn before the agent must answer."""
+    timezone: str = "UTC"
     identity_key: bytes = b"parley"
     """Keys the hash sent upstream as `safety_identifier`, so the raw number never leaves."""
 
@@ -74,13 +78,19 @@ class TurnResult:
     usage: Usage
     latency_ms: int
     prompt: str | None
+    tool_events: tuple[ToolEvent, ...] = ()
 
 
 class Agent:
     def __init__(
-        self, llm: LLM, config: AgentConfig, sessions: async_sessionmaker[AsyncSession]
+        self,
+        llm: LLM,
+        config: AgentConfig,
+        sessions: async_sessionmaker[AsyncSession],
+        tools: ToolRegistry | None = None,
     ) -> None:
         self._llm = llm
+        self._tools = tools or ToolRegistry()
         self._config = config
         self._sessions = sessions
         self._summarizer = Summarizer(
@@ -99,7 +109,7 @@ class Agent:
     async def _conversation_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         remote = request.remote_conversation_id or await self._new_remote(request, params)
         try:
-            return await self._respond_fitting({**params, "conversation": remote})
+            return await self._respond_fitting(request, {**params, "conversation": remote})
         except LLMError as exc:
             if exc.status != 404:
                 raise
@@ -107,13 +117,15 @@ class Agent:
         # history and retry once.
         log.warning("agent.remote_conversation_lost", remote_conversation_id=remote)
         remote = await self._new_remote(request, params)
-        return await self._respond_fitting({**params, "conversation": remote})
+        return await self._respond_fitting(request, {**params, "conversation": remote})
 
     async def _chained_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         previous = request.previous_response_id
         if previous:
             try:
-                return await self._respond_fitting({**params, "previous_response_id": previous})
+                return await self._respond_fitting(
+                    request, {**params, "previous_response_id": previous}
+                )
             except LLMError as exc:
                 if not _response_lost(exc):
                     raise
@@ -122,7 +134,7 @@ class Agent:
         # history, sent as input this once; later turns chain on this answer.
         history = await self._history(request)
         seed = seed_items(history, self._seed_budget(params))
-        return await self._respond_fitting({**params, "input": seed + params["input"]})
+        return await self._respond_fitting(request, {**params, "input": seed + params["input"]})
 
     async def _local_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         # Nothing is kept upstream: the history goes with every turn, from our store.
@@ -135,7 +147,7 @@ class Agent:
             history = await self._fold(request, params, history, budget, keep_tokens=budget // 2)
         try:
             return await self._respond(
-                {**params, "input": context_items(history) + params["input"]}
+                request, {**params, "input": context_items(history) + params["input"]}
             )
         except LLMError as exc:
             if exc.code != CONTEXT_LENGTH_EXCEEDED:
@@ -143,7 +155,9 @@ class Agent:
         # Our estimate was short for this model: summarise everything and retry once.
         log.warning("agent.context_length_exceeded", strategy="local")
         history = await self._fold(request, params, history, budget, keep_tokens=0)
-        return await self._respond({**params, "input": context_items(history) + params["input"]})
+        return await self._respond(
+            request, {**params, "input": context_items(history) + params["input"]}
+        )
 
     # --- helpers -----------------------------------------------------------------------
     def _params(self, request: TurnRequest) -> dict[str, Any]:
@@ -159,6 +173,8 @@ class Agent:
             },
             "store": True,
         }
+        if self._tools.tools:
+            params["tools"] = self._tools.definitions()
         if self._config.prompt_id:
             prompt: dict[str, Any] = {"id": self._config.prompt_id}
             if self._config.prompt_version:
@@ -217,28 +233,69 @@ class Agent:
             await session.commit()
         return remote
 
-    async def _respond_fitting(self, params: dict[str, Any]) -> TurnResult:
+    async def _respond_fitting(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         """A turn on upstream state; if that state outgrew the model's window, retry once
         letting the upstream drop the oldest items."""
         try:
-            return await self._respond(params)
+            return await self._respond(request, params)
         except LLMError as exc:
             if exc.code != CONTEXT_LENGTH_EXCEEDED:
                 raise
         log.warning("agent.context_length_exceeded", strategy=self._config.context)
-        return await self._respond({**params, "truncation": "auto"})
+        return await self._respond(request, {**params, "truncation": "auto"})
 
-    async def _respond(self, params: dict[str, Any]) -> TurnResult:
+    async def _respond(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
+        """One model call, then the function-calling loop: run the tools the model asked for,
+        send their outputs back, until it answers in text or the step limit is reached."""
         response = await self._llm.respond(**params)
+        usage, latency, events = response.usage, response.latency_ms, []
+        context = ToolContext(request.conversation_id, self._config.timezone)
+        for _ in range(self._config.max_tool_steps):
+            if not response.tool_calls:
+                break
+            outputs = [(c, await self._tools.call(c, context)) for c in response.tool_calls]
+            events += [ToolEvent(call, output) for call, output in outputs]
+            params = _follow_up(params, response, outputs)
+            response = await self._llm.respond(**params)
+            usage, latency = _add(usage, response.usage), latency + response.latency_ms
         prompt = params.get("prompt")
         return TurnResult(
             text=response.text,
             response_id=response.response_id,
             model=response.model,
-            usage=response.usage,
-            latency_ms=response.latency_ms,
+            usage=usage,
+            latency_ms=latency,
             prompt=prompt["id"] if prompt else None,
+            tool_events=tuple(events),
         )
+
+
+def _follow_up(
+    params: dict[str, Any], response: LLMResponse, outputs: list[tuple[ToolCall, str]]
+) -> dict[str, Any]:
+    """The next request of the loop, continuing the state the strategy keeps."""
+    results = [
+        {"type": "function_call_output", "call_id": call.call_id, "output": output}
+        for call, output in outputs
+    ]
+    if "conversation" in params:  # the upstream conversation holds the calls already
+        return {**params, "input": results}
+    if params.get("store", True):  # chain on the response that made the calls
+        return {**params, "previous_response_id": response.response_id, "input": results}
+    calls = [
+        {"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments}
+        for c, _ in outputs
+    ]
+    return {**params, "input": [*params["input"], *calls, *results]}
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+    )
 
 
 def _response_lost(exc: LLMError) -> bool:

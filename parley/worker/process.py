@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.pricing import DEFAULT_PRICES, Price, turn_cost
 from parley.agent.safety import prepare_input
+from parley.agent.tools import ToolEvent
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
@@ -274,10 +275,26 @@ def _request(work: TurnWork, texts: list[str]) -> TurnRequest:
     )
 
 
+def _tool_reply(event: ToolEvent) -> Reply:
+    call = event.call
+    return Reply(
+        text=f"{call.name}({call.arguments}) -> {event.output}",
+        sender="tool",
+        kind="tool_call",
+        deliver=False,
+        meta={
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "output": event.output,
+        },
+    )
+
+
 def _agent_replies(work: TurnWork, result: TurnResult, cost: Decimal | None) -> list[Reply]:
     """The answer split within the channel's limit; usage is carried by the first part."""
     parts = render_text(work.conversation.channel, result.text)
-    replies = []
+    replies = [_tool_reply(event) for event in result.tool_events]
     for index, part in enumerate(parts):
         first = index == 0
         meta: dict[str, object] = {"part": index + 1, "parts": len(parts)}

@@ -251,7 +251,9 @@ async def test_context_length_exceeded_is_retried_with_truncation(
     monkeypatch: pytest.MonkeyPatch,
     context: str,
 ) -> None:
-    runtime = await make_runtime(parley_context=context, parley_instructions="Be brief.")
+    runtime = await make_runtime(
+        parley_context=context, parley_instructions="Be brief.", parley_builtin_tools=""
+    )
     monkeypatch.setattr(openai_sim, "context_window", 40)
     conversation_id = 0
     for text in ["message number one", "message number two", "message number three"]:

@@ -42,6 +42,8 @@ class Reply:
     cost_usd: Decimal | None = None
     latency_ms: int | None = None
     meta: dict[str, Any] | None = None
+    deliver: bool = True
+    """False for what the customer never sees (tool calls): stored, not sent."""
 
 
 async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
@@ -123,7 +125,8 @@ async def record_turn(
         message = _reply_row(conversation_id, account_id, first + offset, reply, reply_to)
         session.add(message)
         await session.flush()
-        session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
+        if reply.deliver:
+            session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
         ids.append(message.id)
     if usage is not None:
         await add_usage(session, account_id=account_id, usage=usage)
@@ -155,11 +158,11 @@ def _reply_row(
         conversation_id=conversation_id,
         account_id=account_id,
         sequence_no=sequence_no,
-        direction="out",
+        direction="out" if reply.deliver else "internal",
         sender=reply.sender,
         kind=reply.kind,
         text=reply.text,
-        status="queued",
+        status="queued" if reply.deliver else "done",
         reply_to_id=reply_to,
         response_id=reply.response_id,
         model=reply.model,

@@ -1,0 +1,221 @@
+"""Function tools the agent may call: two built in, more declared in configuration.
+
+`PARLEY_TOOLS` (JSON text or `@path`) is a list of
+``{"name", "description", "parameters": <JSON schema>, "python": "pkg.module:function"}`` or
+``{..., "http": {"url", "method": "POST", "headers": {...}}}``, each with an optional
+``"timeout"`` in seconds. A tool's answer is text; a failing tool answers with its error,
+which the model reads, so a broken tool never breaks a turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+import structlog
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.agent.llm import ToolCall
+from parley.errors import ConfigurationError
+from parley.store.models import Conversation
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+MAX_OUTPUT_CHARS = 8000
+HANDOFF = "handoff_to_human"
+CURRENT_TIME = "current_time"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    conversation_id: int
+    timezone: str = "UTC"
+
+
+Runner = Callable[[dict[str, Any], ToolContext], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    run: Runner
+    timeout: float = DEFAULT_TIMEOUT
+
+    def definition(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.parameters,
+            "strict": False,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEvent:
+    """One call the model made and what the tool answered, stored as a message."""
+
+    call: ToolCall
+    output: str
+
+
+@dataclass
+class ToolRegistry:
+    tools: dict[str, Tool] = field(default_factory=dict)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [tool.definition() for tool in self.tools.values()]
+
+    async def call(self, call: ToolCall, context: ToolContext) -> str:
+        tool = self.tools.get(call.name)
+        if tool is None:
+            return f"error: there is no tool named {call.name!r}"
+        try:
+            arguments = json.loads(call.arguments or "{}")
+            if not isinstance(arguments, dict):
+                raise ValueError("arguments must be a JSON object")
+        except ValueError as exc:
+            return f"error: the arguments are not a JSON object ({exc})"
+        try:
+            async with asyncio.timeout(tool.timeout):
+                output = await tool.run(arguments, context)
+        except TimeoutError:
+            log.warning("tool.timed_out", tool=call.name)
+            return f"error: the tool did not answer within {tool.timeout:g} s"
+        except Exception as exc:  # a tool is user code: its failure is the model's to read
+            log.warning("tool.failed", tool=call.name, error=type(exc).__name__)
+            return f"error: {type(exc).__name__}: {exc}"[:MAX_OUTPUT_CHARS]
+        log.info("tool.called", tool=call.name)
+        return output[:MAX_OUTPUT_CHARS]
+
+
+def builtin_tools(sessions: async_sessionmaker[AsyncSession]) -> list[Tool]:
+    async def handoff(arguments: dict[str, Any], context: ToolContext) -> str:
+        # The conversation leaves the agent: the worker stops answering it from now on.
+        async with sessions() as session:
+            await session.execute(
+                update(Conversation)
+                .where(Conversation.id == context.conversation_id)
+                .values(status="handoff")
+            )
+            await session.commit()
+        log.info("tool.handoff", reason=str(arguments.get("reason", ""))[:200])
+        return "Done: a human colleague now has this conversation. Tell the customer so, briefly."
+
+    async def current_time(arguments: dict[str, Any], context: ToolContext) -> str:
+        try:
+            zone = ZoneInfo(str(arguments.get("timezone") or context.timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = ZoneInfo("UTC")
+        now = datetime.now(UTC).astimezone(zone)
+        return f"{now:%A %Y-%m-%d %H:%M} ({zone.key})"
+
+    return [
+        Tool(
+            HANDOFF,
+            "Hand the conversation to a human colleague when the customer asks for a person, "
+            "is upset, or needs something you cannot do.",
+            {
+                "type": "object",
+                "properties": {"reason": {"type": "string", "description": "why, in a few words"}},
+                "required": ["reason"],
+            },
+            handoff,
+        ),
+        Tool(
+            CURRENT_TIME,
+            "The current date and time in the business's time zone (or a given IANA zone).",
+            {"type": "object", "properties": {"timezone": {"type": "string"}}},
+            current_time,
+        ),
+    ]
+
+
+def load_tools(
+    setting: str | None,
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    builtins: str = f"{HANDOFF},{CURRENT_TIME}",
+) -> ToolRegistry:
+    wanted = {name.strip() for name in builtins.split(",") if name.strip()}
+    available = {tool.name: tool for tool in builtin_tools(sessions)}
+    unknown = wanted - set(available)
+    if unknown:
+        raise ConfigurationError(f"PARLEY_BUILTIN_TOOLS names unknown tools: {sorted(unknown)}")
+    registry = ToolRegistry({name: available[name] for name in sorted(wanted)})
+    for entry in _entries(setting):
+        tool = _configured(entry, http)
+        registry.tools[tool.name] = tool
+    return registry
+
+
+def _entries(setting: str | None) -> list[dict[str, Any]]:
+    if not setting:
+        return []
+    text = Path(setting[1:]).read_text(encoding="utf-8") if setting.startswith("@") else setting
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"PARLEY_TOOLS is not JSON: {exc}") from exc
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigurationError("PARLEY_TOOLS must be a list of tool objects")
+    return entries
+
+
+def _configured(entry: dict[str, Any], http: httpx.AsyncClient) -> Tool:
+    try:
+        name, description = str(entry["name"]), str(entry.get("description", ""))
+        parameters = entry.get("parameters") or {"type": "object", "properties": {}}
+        timeout = float(entry.get("timeout", DEFAULT_TIMEOUT))
+        if "python" in entry:
+            run = _python_runner(str(entry["python"]))
+        elif "http" in entry:
+            run = _http_runner(dict(entry["http"]), http)
+        else:
+            raise ConfigurationError(f"tool {name!r} needs `python` or `http`")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigurationError(f"PARLEY_TOOLS entry is incomplete: {exc}") from exc
+    return Tool(name, description, parameters, run, timeout)
+
+
+def _python_runner(target: str) -> Runner:
+    module_name, _, attribute = target.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"tool target {target!r} cannot be imported: {exc}") from exc
+
+    async def run(arguments: dict[str, Any], context: ToolContext) -> str:
+        if inspect.iscoroutinefunction(function):
+            result = await function(**arguments)
+        else:  # plain functions may block: keep them off the event loop
+            result = await asyncio.to_thread(function, **arguments)
+        return result if isinstance(result, str) else json.dumps(result, default=str)
+
+    return run
+
+
+def _http_runner(spec: dict[str, Any], http: httpx.AsyncClient) -> Runner:
+    url, method = str(spec["url"]), str(spec.get("method", "POST")).upper()
+    headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+
+    async def run(arguments: dict[str, Any], context: ToolContext) -> str:
+        response = await http.request(method, url, json=arguments, headers=headers)
+        response.raise_for_status()
+        return response.text
+
+    return run
