@@ -124,16 +124,16 @@ async def test_upstream_429_and_500_for_a_while(
     async def outages() -> None:
         # Shorter than the SDK's retries last (OPENAI_MAX_RETRIES=4: about 7 s of backoff, or
         # 4 s at the Retry-After of 1 s), so every turn still gets its answer.
-        await openai_sim.wait_for_requests(30, path="/v1/responses", timeout=60)
+        await graph_sim.wait_for_sends(1, timeout=60)  # replies are flowing: the Graph API fails
+        graph_sim.fail_always(503)
+        await asyncio.sleep(1.0)
+        graph_sim.clear_faults()
         openai_sim.fail_always(429, path="/v1/responses", headers={"retry-after": "1"})
         await asyncio.sleep(1.5)
         openai_sim.clear_faults()
         openai_sim.fail_always(500, path="/v1/responses")
         await asyncio.sleep(1.5)
         openai_sim.clear_faults()
-        graph_sim.fail_always(503)
-        await asyncio.sleep(1.0)
-        graph_sim.clear_faults()
 
     await asyncio.gather(send_load(cluster, **FAULT_LOAD), outages())
     await wait_all_answered(graph_sim, **FAULT_LOAD, timeout=120)
