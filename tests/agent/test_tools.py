@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -50,6 +50,14 @@ def calls_for(turn: SimTurn) -> list[dict[str, Any]] | None:
     return None
 
 
+@pytest.fixture
+def calling_sim(openai_sim: OpenAISimulator) -> Iterator[OpenAISimulator]:
+    """The simulated model asks for tools as `calls_for` says."""
+    openai_sim.tool_calls = calls_for
+    yield openai_sim
+    openai_sim.tool_calls = None
+
+
 async def say(parley: Parley, text: str) -> None:
     body = body_bytes(whatsapp_texts("34600000131", [text]))
     response = await parley.client.post(
@@ -59,14 +67,11 @@ async def say(parley: Parley, text: str) -> None:
 
 
 async def test_a_configured_tool_is_called_and_its_output_answers(
-    tooled: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+    tooled: Parley, calling_sim: OpenAISimulator, graph_sim: GraphSimulator
 ) -> None:
-    openai_sim.tool_calls = calls_for
-    try:
-        await say(tooled, "where is my order A-17?")
-        await graph_sim.wait_for_sends(1, timeout=10)
-    finally:
-        openai_sim.tool_calls = None
+    openai_sim = calling_sim
+    await say(tooled, "where is my order A-17?")
+    await graph_sim.wait_for_sends(1, timeout=10)
 
     first, second = [r.json for r in openai_sim.requests_to("/v1/responses")]
     assert {t["name"] for t in first["tools"]} >= {"order_status", "handoff_to_human"}
@@ -107,13 +112,9 @@ async def test_the_handoff_tool_stops_the_agent(
 
 
 async def test_current_time_tool(
-    parley: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+    parley: Parley, calling_sim: OpenAISimulator, graph_sim: GraphSimulator
 ) -> None:
-    openai_sim.tool_calls = calls_for
-    try:
-        await say(parley, "what time is it?")
-        await graph_sim.wait_for_sends(1, timeout=10)
-    finally:
-        openai_sim.tool_calls = None
+    await say(parley, "what time is it?")
+    await graph_sim.wait_for_sends(1, timeout=10)
     (reply,) = graph_sim.texts_to("34600000131")
     assert "(UTC)" in reply
