@@ -24,6 +24,7 @@ DEFAULT_RATE_LIMIT_REPLY = (
     "You're sending messages faster than we can read them. Please wait a minute; "
     "we'll answer what you wrote."
 )
+DEFAULT_MODERATION_REPLY = "Sorry, I can't help with that. Is there anything else I can do?"
 DEFAULT_UNSUPPORTED_REPLY = (
     "Thanks! I can only read text messages for now. Could you type your question?"
 )
@@ -57,6 +58,9 @@ class Settings(BaseSettings):
     parley_max_input_chars: int = Field(
         default=4000, ge=1, description="longest customer text sent to the model"
     )
+    parley_moderation: bool = False
+    """Check customer text with the upstream's moderation endpoint before the model sees it."""
+    parley_moderation_reply: str = DEFAULT_MODERATION_REPLY
     parley_redact_cards: bool = True
     """Mask payment card numbers in what is sent to the model (the stored text keeps them)."""
     parley_context: Literal["conversation", "previous_response", "local"] = "conversation"

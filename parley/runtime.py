@@ -122,11 +122,13 @@ def build_runtime(settings: Settings) -> Runtime:
             fallback=settings.parley_fallback_reply,
             unsupported=settings.parley_unsupported_reply,
             rate_limited=settings.parley_rate_limit_reply,
+            refusal=settings.parley_moderation_reply,
         ),
         limits=Limits(
             messages_per_minute=settings.parley_customer_messages_per_minute,
             max_input_chars=settings.parley_max_input_chars,
             redact_cards=settings.parley_redact_cards,
+            moderation=settings.parley_moderation,
         ),
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,

@@ -19,6 +19,7 @@ from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
 
 RETRYABLE_STATUSES = {408, 409, 429}
+MODERATION_MODEL = "omni-moderation-latest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,15 @@ class LLM:
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
         return conversation.id
+
+    async def flagged(self, texts: list[str], *, model: str = MODERATION_MODEL) -> bool:
+        """Whether the moderation endpoint flags any of `texts`."""
+        try:
+            async with self._limiter.slot(tokens=0):
+                result = await self._client.moderations.create(model=model, input=texts)
+        except openai.OpenAIError as exc:
+            raise self._failed(exc) from exc
+        return any(item.flagged for item in result.results)
 
     async def respond(self, **params: Any) -> LLMResponse:
         """`responses.create` with `params`; the text of every output message, joined."""

@@ -105,6 +105,9 @@ class Agent:
             return await self._chained_turn(request, params)
         return await self._conversation_turn(request, params)
 
+    async def flagged(self, texts: list[str]) -> bool:
+        return await self._llm.flagged(texts)
+
     # --- strategies --------------------------------------------------------------------
     async def _conversation_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         remote = request.remote_conversation_id or await self._new_remote(request, params)

@@ -48,6 +48,7 @@ class Replies:
     fallback: str
     unsupported: str
     rate_limited: str = ""
+    refusal: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Limits:
     messages_per_minute: int = 20
     max_input_chars: int = 4000
     redact_cards: bool = True
+    moderation: bool = False
 
 
 RATE_WINDOW = timedelta(minutes=1)
@@ -119,6 +121,22 @@ class ConversationProcessor:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
             await session.commit()
 
+    async def _refused(self, work: TurnWork, texts: list[str]) -> bool:
+        """With moderation on, flagged input gets the refusal and never reaches the model. A
+        moderation endpoint that fails lets the turn go on: it is a filter, not a gate."""
+        if not self._limits.moderation:
+            return False
+        try:
+            flagged = await self._agent.flagged(texts)
+        except LLMError as exc:
+            log.warning("turn.moderation_unavailable", reason=str(exc))
+            return False
+        if flagged:
+            log.warning("turn.refused", messages=len(work.pending))
+            refusal = Reply(self._replies.refusal, sender="system", meta={"auto": "moderation"})
+            await self._store(work, [refusal], status="refused", error="flagged by moderation")
+        return flagged
+
     async def _within_rate(self, work: TurnWork) -> TurnWork:
         """Answer at most `messages_per_minute` of a customer's messages per minute; the rest
         are stored as `ignored`, and the customer gets one polite notice a minute."""
@@ -174,6 +192,8 @@ class ConversationProcessor:
                 )
                 await self._store(work, [reply], status="answered")
                 log.info("turn.unsupported", messages=len(work.pending))
+                return
+            if await self._refused(work, texts):
                 return
             try:
                 result = await self._agent.run_turn(_request(work, texts))

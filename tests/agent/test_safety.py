@@ -103,3 +103,34 @@ async def test_a_customer_over_the_rate_gets_one_notice(
     assert texts[:limit] == [f"Echo: question {n}" for n in range(limit)]
     assert texts[limit:] == [parley.settings.parley_rate_limit_reply]  # once, not twice
     assert len(openai_sim.requests_to("/v1/responses")) == limit
+
+
+@pytest.fixture
+async def moderated(settings: Settings, store: Store) -> AsyncIterator[Parley]:
+    app = Parley(settings.model_copy(update={"parley_moderation": True}), store)
+    app.start()
+    yield app
+    await app.stop()
+
+
+async def test_flagged_input_gets_the_refusal_and_never_reaches_the_model(
+    moderated: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+) -> None:
+    for number, text in enumerate(["something [flagged] here", "a fair question"], start=1):
+        body = body_bytes(whatsapp_texts("34600000141", [text]))
+        await moderated.client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
+        )
+        await graph_sim.wait_for_sends(number, timeout=10)
+
+    assert graph_sim.texts_to("34600000141") == [
+        moderated.settings.parley_moderation_reply,
+        "Echo: a fair question",
+    ]
+    (request,) = openai_sim.requests_to("/v1/responses")
+    assert "[flagged]" not in json.dumps(request.json)
+    assert len(openai_sim.requests_to("/v1/moderations")) == 2
+    await moderated.wait_for_rows(
+        "SELECT status FROM messages WHERE direction='in' ORDER BY sequence_no",
+        [("refused",), ("answered",)],
+    )
