@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
+from parley.testing import GraphSimulator, OpenAISimulator, ServerThread, wait_until_ready
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 from tests.servers import free_port
 
@@ -58,7 +58,8 @@ async def run(messages: int, conversations: int, parallel: int, latency: float) 
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            await _wait_ready(url)
+            if not await wait_until_ready(url, alive=lambda: parley.returncode is None):
+                raise RuntimeError("parley serve did not start")
             latencies = await _send(url, messages, conversations, parallel)
             sent = time.perf_counter()
             await _wait_answered(graph_sim, conversations)
@@ -76,18 +77,6 @@ async def run(messages: int, conversations: int, parallel: int, latency: float) 
     )
     print(f"over 1 s: {sum(1 for x in latencies if x > 1)}; summed ack time {total:.1f} s")
     print(f"answers drained {drained:.1f} s after the last ack; {len(graph_sim.sends)} sends")
-
-
-async def _wait_ready(url: str) -> None:
-    async with httpx.AsyncClient(base_url=url) as client:
-        for _ in range(600):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("parley serve did not start")
 
 
 def _pct(values: list[float], pct: int) -> float:

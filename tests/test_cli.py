@@ -5,25 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import sys
 from pathlib import Path
 
 import httpx
 
-from parley.testing import GraphSimulator, OpenAISimulator
+from parley.testing import GraphSimulator, OpenAISimulator, wait_until_ready
 from tests.conftest import Store
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
+from tests.servers import free_port
 
 PARLEY = str(Path(sys.executable).with_name("parley"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def start_serve(env: dict[str, str], cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
@@ -39,16 +32,8 @@ async def start_serve(env: dict[str, str], cwd: Path) -> tuple[asyncio.subproces
         stderr=asyncio.subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url) as client:
-        for _ in range(200):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return process, url
-            except httpx.TransportError:
-                pass
-            if process.returncode is not None:
-                break
-            await asyncio.sleep(0.05)
+    if await wait_until_ready(url, alive=lambda: process.returncode is None):
+        return process, url
     process.kill()
     raise AssertionError("parley serve did not become ready")
 

@@ -4,7 +4,7 @@ Parley itself) in tests and `parley demo`. They depend on nothing else in Parley
 from parley.testing.faults import Fault, Recorded
 from parley.testing.graph_sim import GraphSimulator
 from parley.testing.openai_sim import OpenAISimulator, SimTurn, echo_reply
-from parley.testing.server import ServerThread
+from parley.testing.server import ServerThread, wait_until_ready
 
 __all__ = [
     "Fault",
@@ -14,4 +14,5 @@ __all__ = [
     "ServerThread",
     "SimTurn",
     "echo_reply",
+    "wait_until_ready",
 ]

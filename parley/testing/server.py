@@ -7,10 +7,15 @@ thread with its own loop.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal
 
+import httpx
 import uvicorn
 
 __all__ = ["ServerThread"]
@@ -119,3 +124,18 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+async def wait_until_ready(
+    url: str, *, alive: Callable[[], bool] = lambda: True, timeout: float = 30.0
+) -> bool:
+    """Poll `{url}/readyz` until it answers 200 (True), or `alive()` turns False or the
+    timeout passes (False): for Parley processes started by tests, benchmarks and demos."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=url, timeout=2) as client:
+        while time.monotonic() < deadline and alive():
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/readyz")).status_code == 200:
+                    return True
+            await asyncio.sleep(0.05)
+    return False

@@ -19,7 +19,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from parley.testing import GraphSimulator, OpenAISimulator, SimTurn, echo_reply
+from parley.testing import (
+    GraphSimulator,
+    OpenAISimulator,
+    SimTurn,
+    echo_reply,
+    wait_until_ready,
+)
 from tests.conftest import TEMPLATE_DB, WHATSAPP_TOKEN, _recreate_database, postgres_template
 from tests.factories import APP_SECRET, body_bytes, signed_headers, whatsapp_texts
 from tests.servers import PostgresServer, RedisServer, free_port
@@ -100,19 +106,12 @@ class Cluster:
         self.processes.append(entry)
         return entry
 
-    async def _wait_ready(self, process: Process, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(base_url=process.url or "") as client:
-            while time.monotonic() < deadline:
-                if process.process.returncode is not None:
-                    break
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{process.name} not ready:\n{process.log.read_text()[-3000:]}")
+    async def _wait_ready(self, process: Process) -> None:
+        def alive() -> bool:
+            return process.process.returncode is None
+
+        if not await wait_until_ready(process.url or "", alive=alive):
+            raise AssertionError(f"{process.name} not ready:\n{process.log.read_text()[-3000:]}")
 
     async def _wait_for_log(self, process: Process, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
