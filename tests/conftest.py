@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from parley.app import create_app
 from parley.config import Settings
 from parley.store.migrate import upgrade
-from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
+from parley.testing import GraphSimulator, OpenAISimulator, ServerThread, echo_reply
 from tests.factories import APP_SECRET, VERIFY_TOKEN
 from tests.servers import PostgresServer, RedisServer
 
@@ -63,20 +63,23 @@ def graph_server() -> Iterator[tuple[GraphSimulator, ServerThread]]:
 
 @pytest.fixture
 def openai_sim(openai_server: tuple[OpenAISimulator, ServerThread]) -> Iterator[OpenAISimulator]:
+    """The session's OpenAI simulator, with no records, faults or settings left by others."""
     sim, _ = openai_server
     sim.reset()
-    sim.latency = 0
     yield sim
     sim.reset()
+    sim.latency = sim.stream_delay = 0.0
+    sim.reply, sim.tool_calls, sim.context_window = echo_reply, None, None
 
 
 @pytest.fixture
 def graph_sim(graph_server: tuple[GraphSimulator, ServerThread]) -> Iterator[GraphSimulator]:
     sim, _ = graph_server
     sim.reset()
-    sim.latency = 0
     yield sim
     sim.reset()
+    sim.latency = 0.0
+    sim.send_rate = None
 
 
 # --- PostgreSQL and Redis -----------------------------------------------------------------
@@ -279,3 +282,22 @@ async def parley(settings: Settings, store: Store) -> AsyncIterator[Parley]:
     app.start()
     yield app
     await app.stop()
+
+
+MakeParley = Callable[..., Parley]
+
+
+@pytest.fixture
+async def make_parley(settings: Settings, store: Store) -> AsyncIterator[MakeParley]:
+    """Start a Parley whose settings differ from the test's by the keyword arguments."""
+    started: list[Parley] = []
+
+    def make(**changes: Any) -> Parley:
+        app = Parley(settings.model_copy(update=changes), store)
+        app.start()
+        started.append(app)
+        return app
+
+    yield make
+    for app in started:
+        await app.stop()

@@ -77,10 +77,7 @@ async def retry(message_id: int, session: SessionDep, queue: QueueDep) -> RetryA
     return RetryAccepted(id=message_id, conversation_id=conversation_id)
 
 
-class UsageDayPublic(BaseModel):
-    day: date
-    account_id: int
-    model: str
+class UsagePublic(BaseModel):
     requests: int
     input_tokens: int
     cached_tokens: int
@@ -91,14 +88,14 @@ class UsageDayPublic(BaseModel):
     model_config = {"from_attributes": True}
 
 
-class UsageTotalsPublic(BaseModel):
+class UsageDayPublic(UsagePublic):
+    day: date
+    account_id: int
+    model: str
+
+
+class UsageTotalsPublic(UsagePublic):
     conversation_id: int
-    requests: int
-    input_tokens: int
-    cached_tokens: int
-    output_tokens: int
-    reasoning_tokens: int
-    cost_usd: Decimal
 
 
 @router.get("/usage")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from parley.agent.safety import CARD_MASK, limit_length, prepare_input, redact_cards
-from parley.config import Settings
 from parley.observability.logging import mask_pii, redact
 from parley.testing import GraphSimulator, OpenAISimulator
-from tests.conftest import Parley, Store
+from tests.conftest import MakeParley, Parley
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 
 
@@ -75,11 +73,8 @@ async def test_card_numbers_and_long_texts_are_changed_only_upstream(
 
 
 @pytest.fixture
-async def strict_parley(settings: Settings, store: Store) -> AsyncIterator[Parley]:
-    app = Parley(settings.model_copy(update={"parley_customer_messages_per_minute": 3}), store)
-    app.start()
-    yield app
-    await app.stop()
+def strict_parley(make_parley: MakeParley) -> Parley:
+    return make_parley(parley_customer_messages_per_minute=3)
 
 
 async def test_a_customer_over_the_rate_gets_one_notice(
@@ -106,11 +101,8 @@ async def test_a_customer_over_the_rate_gets_one_notice(
 
 
 @pytest.fixture
-async def moderated(settings: Settings, store: Store) -> AsyncIterator[Parley]:
-    app = Parley(settings.model_copy(update={"parley_moderation": True}), store)
-    app.start()
-    yield app
-    await app.stop()
+def moderated(make_parley: MakeParley) -> Parley:
+    return make_parley(parley_moderation=True)
 
 
 async def test_flagged_input_gets_the_refusal_and_never_reaches_the_model(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from parley.config import Settings
 from parley.testing import GraphSimulator, OpenAISimulator, SimTurn
-from tests.conftest import Parley, Store
+from tests.conftest import MakeParley, Parley
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 
 TOOLS = json.dumps(
@@ -32,11 +30,8 @@ TOOLS = json.dumps(
 
 
 @pytest.fixture
-async def tooled(settings: Settings, store: Store) -> AsyncIterator[Parley]:
-    app = Parley(settings.model_copy(update={"parley_tools": TOOLS}), store)
-    app.start()
-    yield app
-    await app.stop()
+def tooled(make_parley: MakeParley) -> Parley:
+    return make_parley(parley_tools=TOOLS)
 
 
 def calls_for(turn: SimTurn) -> list[dict[str, Any]] | None:
@@ -51,11 +46,10 @@ def calls_for(turn: SimTurn) -> list[dict[str, Any]] | None:
 
 
 @pytest.fixture
-def calling_sim(openai_sim: OpenAISimulator) -> Iterator[OpenAISimulator]:
-    """The simulated model asks for tools as `calls_for` says."""
+def calling_sim(openai_sim: OpenAISimulator) -> OpenAISimulator:
+    """The simulated model asks for tools as `calls_for` says (`openai_sim` undoes it)."""
     openai_sim.tool_calls = calls_for
-    yield openai_sim
-    openai_sim.tool_calls = None
+    return openai_sim
 
 
 async def say(parley: Parley, text: str) -> None:

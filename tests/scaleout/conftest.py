@@ -23,7 +23,6 @@ from parley.testing import (
     GraphSimulator,
     OpenAISimulator,
     SimTurn,
-    echo_reply,
     wait_until_ready,
 )
 from tests.conftest import TEMPLATE_DB, WHATSAPP_TOKEN, _recreate_database, postgres_template
@@ -181,7 +180,6 @@ async def cluster(
         yield cluster
     finally:
         await cluster.stop()
-        openai_sim.reply = echo_reply
 
 
 def phone(conversation: int) -> str:
@@ -251,6 +249,21 @@ async def wait_all_answered(
                 f"{len(others)} other replies (fallbacks?): {[r.json for r in others[:3]]}"
             )
         await asyncio.sleep(0.1)
+
+
+async def assert_all_answered_once_in_order(
+    graph_sim: GraphSimulator,
+    *,
+    conversations: int,
+    per_conversation: int,
+    resends: int = 0,
+    timeout: float = 120,
+) -> None:
+    """Wait for every message's answer, give a wrong second answer a moment to show, check."""
+    load = {"conversations": conversations, "per_conversation": per_conversation}
+    await wait_all_answered(graph_sim, **load, timeout=timeout)
+    await asyncio.sleep(1)
+    assert_exactly_once_in_order(graph_sim, **load, resends=resends)
 
 
 def assert_exactly_once_in_order(

@@ -4,7 +4,7 @@ ServerThread that runs it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
@@ -21,20 +21,16 @@ SEND = f"/v26.0/{PHONE_ID}/messages"
 AUTH = {"Authorization": "Bearer wa-token"}
 
 
-@pytest.fixture(scope="module")
-def running() -> Iterator[tuple[GraphSimulator, ServerThread]]:
-    sim = GraphSimulator()
-    with ServerThread(sim.app) as server:
-        yield sim, server
+@pytest.fixture
+def running(
+    graph_server: tuple[GraphSimulator, ServerThread],
+) -> tuple[GraphSimulator, ServerThread]:
+    return graph_server
 
 
 @pytest.fixture
-def sim(running: tuple[GraphSimulator, ServerThread]) -> Iterator[GraphSimulator]:
-    sim = running[0]
-    sim.reset()
-    yield sim
-    sim.reset()
-    sim.send_rate = None
+def sim(graph_sim: GraphSimulator) -> GraphSimulator:
+    return graph_sim
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ parses it, Parley's client code will see what it would see from OpenAI."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,24 +12,19 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from parley.testing import OpenAISimulator, ServerThread, SimTurn, echo_reply
-
-
-@pytest.fixture(scope="module")
-def running() -> Iterator[tuple[OpenAISimulator, ServerThread]]:
-    sim = OpenAISimulator()
-    with ServerThread(sim.app) as server:
-        yield sim, server
+from parley.testing import OpenAISimulator, ServerThread, SimTurn
 
 
 @pytest.fixture
-def sim(running: tuple[OpenAISimulator, ServerThread]) -> Iterator[OpenAISimulator]:
-    sim = running[0]
-    sim.reset()
-    yield sim
-    sim.reset()
-    sim.latency = sim.stream_delay = 0.0
-    sim.reply, sim.tool_calls, sim.context_window = echo_reply, None, None
+def running(
+    openai_server: tuple[OpenAISimulator, ServerThread],
+) -> tuple[OpenAISimulator, ServerThread]:
+    return openai_server
+
+
+@pytest.fixture
+def sim(openai_sim: OpenAISimulator) -> OpenAISimulator:
+    return openai_sim
 
 
 @pytest.fixture
