@@ -41,6 +41,8 @@ CURRENT_TIME = "current_time"
 class ToolContext:
     conversation_id: int
     timezone: str = "UTC"
+    user_id: int | None = None
+    """The Responses API caller whose turn this is (their secrets are the tools' to use)."""
 
 
 Runner = Callable[[dict[str, Any], ToolContext], Awaitable[str]]

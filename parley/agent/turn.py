@@ -68,6 +68,8 @@ class TurnRequest:
     """Facts for the agent about what the customer sent that it cannot read (an image…)."""
     remote_conversation_id: str | None = None
     previous_response_id: str | None = None
+    user_id: int | None = None
+    """The Responses API caller, when the turn comes through `/v1`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +254,7 @@ class Agent:
         send their outputs back, until it answers in text or the step limit is reached."""
         response = await self._llm.respond(**params)
         usage, latency, events = response.usage, response.latency_ms, []
-        context = ToolContext(request.conversation_id, self._config.timezone)
+        context = ToolContext(request.conversation_id, self._config.timezone, request.user_id)
         for _ in range(self._config.max_tool_steps):
             if not response.tool_calls:
                 break

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -114,6 +115,11 @@ class Conversation(Base):
     remote_conversation_id: Mapped[str | None] = mapped_column(String(128))
     last_response_id: Mapped[str | None] = mapped_column(String(128))
     summary: Mapped[str | None] = mapped_column(Text)
+    profile: Mapped[str | None] = mapped_column(String(64))
+    """The agent profile that answers (the Responses API's `model`); None = the account's."""
+    prompt_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    """The prompt version this conversation was assigned (sticky across an A/B test)."""
+    handed_off_at: Mapped[datetime | None] = mapped_column()
     next_sequence_no: Mapped[int] = mapped_column(Integer, default=1)
     """The next message's sequence_no; bumped in the transaction that inserts messages."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -157,6 +163,8 @@ class Message(Base):
     reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 8))
     latency_ms: Mapped[int | None] = mapped_column(Integer)
+    prompt_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    """The prompt version that produced this agent message (name and version via the join)."""
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Correlation id, x_context, fallback flags and other facts about the message."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -201,3 +209,158 @@ class UsageDaily(Base):
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+
+
+# --- prompts (Parley's own registry) --------------------------------------------------------
+
+
+class Prompt(Base):
+    """A named prompt; its text lives in numbered, immutable versions."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromptVersion(Base):
+    """One immutable version: instructions, model, model settings and variable defaults."""
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("prompt_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    instructions: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(128))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Model settings sent upstream: temperature, top_p, max_output_tokens, reasoning…"""
+    variables: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Variable names with their default values."""
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PromptBinding(Base):
+    """Which version answers for an agent profile, or for one account (which wins over its
+    profile); optionally an A/B test against a candidate version."""
+
+    __tablename__ = "prompt_bindings"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    profile: Mapped[str | None] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+    )
+    version_id: Mapped[int] = mapped_column(ForeignKey("prompt_versions.id"))
+    candidate_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    candidate_percent: Mapped[int] = mapped_column(Integer, default=0)
+    """Share of new conversations (0–100) that get the candidate version."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# --- users, tokens and secrets --------------------------------------------------------------
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    """``active`` or ``suspended`` (its tokens are refused)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256 (tokens are random, so no slow hash is needed)
+    with a short prefix that lets its owner recognise it."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(24))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class UserSecret(Base):
+    """A write-only secret of a user's (encrypted with PARLEY_SECRET_KEY) for their tools."""
+
+    __tablename__ = "user_secrets"
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageUserDaily(Base):
+    """Requests, tokens and cost per day, user and model (the Responses API's callers)."""
+
+    __tablename__ = "usage_user_daily"
+    __table_args__ = (UniqueConstraint("day", "user_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+
+
+# --- the Responses API ----------------------------------------------------------------------
+
+
+class ResponseRecord(Base):
+    """One response of Parley's Responses API, owned by a user. Its messages are stored in
+    `messages` like any channel's; this row keeps the API's view: request, output, status."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key"),
+        Index("ix_responses_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL"), index=True
+    )
+    previous_response_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    """``queued``, ``in_progress``, ``completed``, ``failed``, ``incomplete``, ``cancelled``."""
+    profile: Mapped[str] = mapped_column(String(64))
+    """The `model` the caller asked for: ``default`` or an agent profile's name."""
+    model: Mapped[str | None] = mapped_column(String(128))
+    """The upstream model that answered."""
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The normalised request: input items (with ids), instructions, tools, settings."""
+    output: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    incomplete_details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The caller's `metadata`, returned as given."""
+    background: Mapped[bool] = mapped_column(Boolean, default=False)
+    upstream_response_id: Mapped[str | None] = mapped_column(String(128))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,126 @@
+"""Errors on `/v1` in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+
+Every failure on a `/v1` path, FastAPI's own included (bad JSON, validation), is turned into this
+shape with the status the official SDK maps to its exception classes; no stack trace leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = structlog.get_logger(__name__)
+
+TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "server_error",
+}
+
+
+class APIError(Exception):
+    """An error answered to a `/v1` caller."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or TYPES.get(
+            status, "server_error" if status >= 500 else "invalid_request_error"
+        )
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, *, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def not_found(what: str, ident: str, *, param: str | None = None) -> APIError:
+    return APIError(404, f"No {what} found with id '{ident}'.", param=param, code="not_found")
+
+
+def is_v1(request: Request) -> bool:
+    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
+
+
+def install(app: FastAPI) -> None:
+    """Answer errors on `/v1` like OpenAI; other paths keep FastAPI's defaults."""
+    from fastapi.exception_handlers import (
+        http_exception_handler,
+        request_validation_exception_handler,
+    )
+
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return exc.response()
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        if not is_v1(request):
+            return await request_validation_exception_handler(request, exc)
+        return validation_error(exc).response()
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if not is_v1(request):
+            return await http_exception_handler(request, exc)
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return APIError(exc.status_code, message, headers=exc.headers).response()
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    """FastAPI's 422 as OpenAI's 400, naming the first offending parameter."""
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    if first.get("type") == "json_invalid":
+        return APIError(
+            400,
+            "We could not parse the JSON body of your request. The body must be valid JSON.",
+            code="invalid_json",
+        )
+    param = ".".join(location) or None
+    message = str(first.get("msg", "invalid request"))
+    if param:
+        message = f"Invalid value for '{param}': {message}"
+    return APIError(400, message, param=param, code="invalid_value")
