@@ -11,7 +11,8 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from parley.api import admin, health
+from parley.api import admin, errors, health, me, prompts, users
+from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
 from parley.observability.correlation import CorrelationIdMiddleware
@@ -35,6 +36,11 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    app.include_router(prompts.router)
+    app.include_router(users.router)
+    app.include_router(me.router)
+    app.include_router(responses.router)
+    errors.install(app)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(PoolTimeout, _store_unavailable)
     return app
@@ -43,4 +49,6 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
 async def _store_unavailable(request: Request, exc: Exception) -> Response:
     # A 5xx makes Meta deliver the webhook again later, so nothing is lost while the store is down.
     log.error("store.unavailable", path=request.url.path, error=type(exc).__name__)
+    if errors.is_v1(request):
+        return errors.APIError(503, "The service is briefly unavailable; retry shortly.").response()
     return PlainTextResponse("store unavailable", status_code=503)

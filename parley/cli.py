@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
-from typing import Annotated
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
+from parley.errors import SecretsDisabled, UserConflict
 from parley.observability.logging import configure_logging
+from parley.prompt_commands import prompts_app
+from parley.store.crypto import secret_box
+from parley.store.models import ApiToken, User
+from parley.store.queries import users
 
 app = typer.Typer(
     help="Parley: one AI agent for WhatsApp, Instagram and the Responses API.", no_args_is_help=True
 )
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(prompts_app, name="prompts")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
@@ -95,6 +106,220 @@ def demo(
 
     configure_logging("WARNING")
     asyncio.run(run_demo(latency=latency))
+
+
+# --- users, tokens and secrets of the Responses API -------------------------------------------
+
+users_app = typer.Typer(help="Users of the Responses API.", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="Users' API tokens (shown once, stored hashed).", no_args_is_help=True
+)
+secrets_app = typer.Typer(help="Users' write-only secrets for their tools.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(secrets_app, name="secrets")
+
+T = TypeVar("T")
+UserArg = Annotated[str, typer.Argument(help="The user's name.")]
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _in_store(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    """Apply pending migrations, then run `work` in one transaction, committed if it returns.
+    Our refusals (a taken name, the last admin, no secret key) exit with status 1."""
+    from parley.store.migrate import upgrade_sync
+
+    settings = _settings()
+    upgrade_sync(settings.database_url)
+    try:
+        return asyncio.run(_session_run(settings, work))
+    except (UserConflict, SecretsDisabled) as exc:
+        _fail(str(exc))
+
+
+async def _session_run(
+    settings: Settings, work: Callable[[AsyncSession, Settings], Awaitable[T]]
+) -> T:
+    from parley.store.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            result = await work(session, settings)
+            await session.commit()
+            return result
+    finally:
+        await engine.dispose()
+
+
+async def _user(session: AsyncSession, name: str) -> User:
+    user = await users.user_by_name(session, name=name)
+    if user is None:
+        _fail(f"no user named {name!r}")
+    return user
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
+
+
+@users_app.command("create")
+def users_create(
+    name: UserArg,
+    admin: Annotated[bool, typer.Option("--admin", help="May use the admin API.")] = False,
+) -> None:
+    """Create a user; the last line printed is their first API token, alone."""
+    if not re.fullmatch(users.USER_NAME, name):
+        _fail("a name is 1-128 letters, digits or _.@- and does not start with _")
+
+    async def work(session: AsyncSession, _: Settings) -> tuple[User, users.IssuedToken]:
+        return await users.create_user(session, name=name, is_admin=admin)
+
+    user, issued = _in_store(work)
+    typer.echo(f"created user {user.name} (id {user.id}{', admin' if user.is_admin else ''})")
+    typer.echo("API token (shown once; store it safely):")
+    typer.echo(issued.value)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Users with their role and status."""
+
+    async def work(session: AsyncSession, _: Settings) -> list[User]:
+        return await users.list_users(session)
+
+    for user in _in_store(work):
+        role = "admin" if user.is_admin else "user"
+        typer.echo(f"{user.id}\t{user.name}\t{role}\t{user.status}\t{_when(user.created_at)}")
+
+
+def _change_status(name: str, status: str) -> None:
+    async def work(session: AsyncSession, _: Settings) -> None:
+        await users.set_status(session, user=await _user(session, name), status=status)
+
+    _in_store(work)
+    typer.echo(f"user {name} is {status}")
+
+
+@users_app.command("suspend")
+def users_suspend(name: UserArg) -> None:
+    """Refuse all of the user's tokens until reactivated."""
+    _change_status(name, "suspended")
+
+
+@users_app.command("reactivate")
+def users_reactivate(name: UserArg) -> None:
+    _change_status(name, "active")
+
+
+@users_app.command("delete")
+def users_delete(name: UserArg) -> None:
+    """Delete the user with their tokens, secrets, responses and usage."""
+
+    async def work(session: AsyncSession, _: Settings) -> None:
+        await users.delete_user(session, user=await _user(session, name))
+
+    _in_store(work)
+    typer.echo(f"user {name} deleted")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: UserArg,
+    label: Annotated[str | None, typer.Option(help="What the token is for.")] = None,
+) -> None:
+    """Issue another token for the user; the last line printed is the token, alone."""
+
+    async def work(session: AsyncSession, _: Settings) -> users.IssuedToken:
+        user = await _user(session, name)
+        return await users.issue_token(session, user_id=user.id, name=label)
+
+    issued = _in_store(work)
+    typer.echo(f"token {issued.row.id} ({issued.row.prefix}…) for {name}, shown once:")
+    typer.echo(issued.value)
+
+
+@tokens_app.command("list")
+def tokens_list(name: UserArg) -> None:
+    """The user's tokens: id, prefix, label, created, last used, revoked."""
+
+    async def work(session: AsyncSession, _: Settings) -> list[ApiToken]:
+        return await users.list_tokens(session, user_id=(await _user(session, name)).id)
+
+    for t in _in_store(work):
+        when = f"{_when(t.created_at)}\t{_when(t.last_used_at)}\t{_when(t.revoked_at)}"
+        typer.echo(f"{t.id}\t{t.prefix}…\t{t.name or '-'}\t{when}")
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: UserArg, token: Annotated[str, typer.Argument(help="The token's id or prefix.")]
+) -> None:
+    """Revoke one of the user's tokens at once."""
+
+    async def work(session: AsyncSession, _: Settings) -> ApiToken:
+        user = await _user(session, name)
+        found = await users.find_tokens(session, user_id=user.id, ref=token)
+        if len(found) != 1:
+            _fail(f"{len(found)} of {name}'s tokens match {token!r}; give its id")
+        revoked = await users.revoke_token(session, user_id=user.id, token_id=found[0].id)
+        assert revoked is not None
+        return revoked
+
+    row = _in_store(work)
+    typer.echo(f"token {row.id} ({row.prefix}…) of {name} revoked")
+
+
+@secrets_app.command("set")
+def secrets_set(
+    user: UserArg,
+    name: Annotated[str, typer.Argument(help="The secret's name, as in {secret:NAME}.")],
+    value: Annotated[
+        str | None, typer.Option(help="The value; read from stdin if omitted.")
+    ] = None,
+) -> None:
+    """Store a secret for the user's tools, encrypted with PARLEY_SECRET_KEY."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name):
+        _fail("a secret's name is 1-128 letters, digits or _.-")
+    if value is None:
+        value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        _fail("the value is empty")
+
+    async def work(session: AsyncSession, settings: Settings) -> None:
+        owner = await _user(session, user)
+        box = secret_box(settings.secret("parley_secret_key"))
+        await users.set_secret(session, user_id=owner.id, name=name, value=value, box=box)
+
+    _in_store(work)
+    typer.echo(f"secret {name} of {user} set")
+
+
+@secrets_app.command("list")
+def secrets_list(user: UserArg) -> None:
+    """The names of the user's secrets (values are never shown)."""
+
+    async def work(session: AsyncSession, _: Settings) -> list[str]:
+        rows = await users.secret_names(session, user_id=(await _user(session, user)).id)
+        return [row.name for row in rows]
+
+    for name in _in_store(work):
+        typer.echo(name)
+
+
+@secrets_app.command("delete")
+def secrets_delete(user: UserArg, name: str) -> None:
+    async def work(session: AsyncSession, _: Settings) -> bool:
+        owner = await _user(session, user)
+        return await users.delete_secret(session, user_id=owner.id, name=name)
+
+    if not _in_store(work):
+        _fail(f"{user} has no secret named {name!r}")
+    typer.echo(f"secret {name} of {user} deleted")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     # Admin and secrets.
     parley_admin_token: SecretStr | None = None
     parley_secret_key: SecretStr | None = None
+    parley_api_rate_limit: int = Field(
+        default=600, ge=0, description="requests per minute per API token; 0 for no limit"
+    )
+
+    # The Responses API.
+    parley_responses_wait: float = Field(
+        default=120.0,
+        gt=0,
+        description="seconds a blocking POST /v1/responses waits before answering in_progress",
+    )
+    parley_stream_keepalive: float = Field(
+        default=15.0, gt=0, description="seconds of silence before a stream sends a keep-alive"
+    )
 
     # Worker.
     parley_worker_concurrency: int = Field(default=16, ge=1)

@@ -7,7 +7,14 @@ ParleyError
 │   ├── LLMError            the Responses API, after the SDK's own retries
 │   └── ChannelSendError    a Graph API send
 ├── LeaseLost               a worker's hold on a conversation expired mid-turn
-└── ConfigurationError      a setting is missing or contradicts another
+├── ConfigurationError      a setting is missing or contradicts another
+│   └── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
+├── SecretUnreadable        a stored secret does not decrypt (PARLEY_SECRET_KEY changed)
+├── UserConflict            a user name is taken, or the last active admin would go
+└── PromptError             a prompt registry request that cannot be done
+    ├── PromptNotFound      no such prompt, version, profile or binding
+    ├── PromptConflict      a prompt name is taken
+    └── PromptInvalid       a prompt file or field, or an A/B percentage, is not valid
 """
 
 from __future__ import annotations
@@ -26,6 +33,34 @@ class BadPayload(ParleyError):
 
 
 class ConfigurationError(ParleyError):
+    pass
+
+
+class SecretsDisabled(ConfigurationError):
+    pass
+
+
+class SecretUnreadable(ParleyError):
+    pass
+
+
+class UserConflict(ParleyError):
+    pass
+
+
+class PromptError(ParleyError):
+    pass
+
+
+class PromptNotFound(PromptError):
+    pass
+
+
+class PromptConflict(PromptError):
+    pass
+
+
+class PromptInvalid(PromptError):
     pass
 
 

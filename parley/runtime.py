@@ -20,14 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from parley.agent.limiter import UpstreamLimiter
 from parley.agent.llm import LLM, create_client
 from parley.agent.pricing import load_prices
+from parley.agent.prompts import profile_exists
 from parley.agent.tools import load_tools
 from parley.agent.turn import Agent, AgentConfig
+from parley.api.responses.service import ResponsesService
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
+from parley.queue.ratelimit import RateLimiter, build_rate_limiter
 from parley.queue.redis import RedisQueue
+from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
@@ -53,6 +57,11 @@ class Runtime:
     deliverer: Deliverer
     processor: ConversationProcessor
     worker: Worker
+    responses: ResponsesService
+    api_limiter: RateLimiter
+    """PARLEY_API_RATE_LIMIT per token, shared through Redis when there is one."""
+    secrets: SecretBox | None
+    """Users' secrets' encryption (PARLEY_SECRET_KEY); None when secrets are off."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -86,6 +95,7 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
     )
     secret_key = settings.secret("parley_secret_key") or settings.secret("meta_app_secret")
+    secrets = secret_box(settings.secret("parley_secret_key"))
     agent = Agent(
         llm,
         AgentConfig(
@@ -105,9 +115,17 @@ def build_runtime(settings: Settings) -> Runtime:
             sessions=sessions,
             http=http,
             builtins=settings.parley_builtin_tools,
+            secrets=secrets,
         ),
     )
     gateway = ChannelGateway(http, settings)
+    prices = load_prices(settings.parley_prices)
+    limits = Limits(
+        messages_per_minute=settings.parley_customer_messages_per_minute,
+        max_input_chars=settings.parley_max_input_chars,
+        redact_cards=settings.parley_redact_cards,
+        moderation=settings.parley_moderation,
+    )
     deliverer = Deliverer(
         sessions=sessions,
         gateway=gateway,
@@ -124,15 +142,10 @@ def build_runtime(settings: Settings) -> Runtime:
             rate_limited=settings.parley_rate_limit_reply,
             refusal=settings.parley_moderation_reply,
         ),
-        limits=Limits(
-            messages_per_minute=settings.parley_customer_messages_per_minute,
-            max_input_chars=settings.parley_max_input_chars,
-            redact_cards=settings.parley_redact_cards,
-            moderation=settings.parley_moderation,
-        ),
+        limits=limits,
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,
-        prices=load_prices(settings.parley_prices),
+        prices=prices,
     )
     worker = Worker(
         queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
@@ -149,6 +162,17 @@ def build_runtime(settings: Settings) -> Runtime:
         deliverer=deliverer,
         processor=processor,
         worker=worker,
+        responses=ResponsesService(
+            sessions=sessions,
+            agent=agent,
+            prices=prices,
+            context=settings.parley_context,
+            profiles=profile_exists,
+            limits=limits,
+            refusal=settings.parley_moderation_reply,
+        ),
+        api_limiter=build_rate_limiter(settings.parley_api_rate_limit, settings.redis_url),
+        secrets=secrets,
     )
 
 
@@ -191,6 +215,7 @@ async def stop_background(runtime: Runtime) -> None:
 
 async def close(runtime: Runtime) -> None:
     await runtime.queue.close()
+    await runtime.api_limiter.close()
     await runtime.llm.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
@@ -208,5 +233,6 @@ async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]
     finally:
         if role in ("serve", "worker"):
             await stop_background(runtime)
+        await runtime.responses.close(runtime.settings.parley_shutdown_grace)
         await close(runtime)
         log.info("runtime.closed", role=role)

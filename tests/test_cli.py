@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from parley.testing import GraphSimulator, OpenAISimulator, wait_until_ready
-from tests.conftest import Store
+from tests.conftest import Parley, Store
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 from tests.servers import free_port
 
@@ -96,3 +96,67 @@ async def test_db_upgrade_creates_the_core_tables(tmp_path: Path) -> None:
     with sqlite3.connect(db) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"accounts", "contacts", "conversations", "messages", "outbox"} <= tables
+
+
+async def run_parley(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        PARLEY,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_users_create_prints_a_token_that_opens_the_api(
+    settings_env: dict[str, str], parley: Parley, tmp_path: Path
+) -> None:
+    env = {**os.environ, **settings_env}
+    code, out, _ = await run_parley(env, tmp_path, "users", "create", "alice", "--admin")
+    assert code == 0, out
+    token = out.splitlines()[-1]
+    assert token.startswith("pk-") and " " not in token
+    me = await parley.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200 and me.json()["is_admin"] is True
+    (row,) = await parley.rows("SELECT * FROM api_tokens")
+    assert not any(token in str(value) for value in row)
+
+    code, out, _ = await run_parley(env, tmp_path, "tokens", "create", "alice", "--label", "ci")
+    assert code == 0
+    second = out.splitlines()[-1]
+    assert second.startswith("pk-") and second != token
+    code, out, _ = await run_parley(env, tmp_path, "tokens", "list", "alice")
+    assert second[:12] in out and second not in out and token not in out
+
+    code, _, _ = await run_parley(env, tmp_path, "tokens", "revoke", "alice", second[:12])
+    assert code == 0
+    refused = await parley.client.get("/v1/me", headers={"Authorization": f"Bearer {second}"})
+    assert refused.status_code == 401
+
+
+async def test_users_commands_refuse_clearly(
+    settings_env: dict[str, str], parley: Parley, tmp_path: Path
+) -> None:
+    env = {**os.environ, **settings_env}
+    assert (await run_parley(env, tmp_path, "users", "create", "root", "--admin"))[0] == 0
+    for args, says in [
+        (("users", "create", "root"), "already exists"),
+        (("users", "delete", "root"), "last active admin"),
+        (("users", "suspend", "nobody"), "no user named 'nobody'"),
+        (("tokens", "create", "nobody"), "no user named 'nobody'"),
+        (("secrets", "set", "root", "crm", "--value", "v"), "PARLEY_SECRET_KEY"),
+    ]:
+        code, out, err = await run_parley(env, tmp_path, *args)
+        assert code == 1, (args, out, err)
+        assert says in err and "Traceback" not in err
+    assert await parley.rows("SELECT name, status FROM users") == [("root", "active")]
+    keyed = {**env, "PARLEY_SECRET_KEY": "cli-test-key"}
+    code, _, _ = await run_parley(keyed, tmp_path, "secrets", "set", "root", "crm", "--value", "v1")
+    assert code == 0
+    code, out, _ = await run_parley(keyed, tmp_path, "secrets", "list", "root")
+    assert out.split() == ["crm"]
+    assert await parley.rows("SELECT count(*) FROM user_secrets WHERE ciphertext = 'v1'") == [(0,)]

@@ -9,7 +9,8 @@ an `UpstreamLimiter` (concurrency, client-side rates, upstream rate-limit header
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import openai
@@ -46,6 +47,14 @@ class LLMResponse:
     usage: Usage
     latency_ms: int
     tool_calls: tuple[ToolCall, ...] = ()
+    output: list[dict[str, Any]] = field(default_factory=list)
+    """The output items as the upstream sent them (messages, function calls, …)."""
+    status: str = "completed"
+    incomplete_reason: str | None = None
+
+
+OnDelta = Callable[[str], Awaitable[None]]
+"""Called with each piece of output text as the upstream streams it."""
 
 
 def create_client(
@@ -87,21 +96,26 @@ class LLM:
             raise self._failed(exc) from exc
         return any(item.flagged for item in result.results)
 
-    async def respond(self, **params: Any) -> LLMResponse:
-        """`responses.create` with `params`; the text of every output message, joined."""
+    async def respond(self, on_delta: OnDelta | None = None, **params: Any) -> LLMResponse:
+        """`responses.create` with `params`; the text of every output message, joined. With
+        `on_delta` the answer is streamed, and each piece of text is handed on as it comes."""
         try:
             async with self._limiter.slot(tokens=estimate_tokens(params)) as permit:
                 # Timed from the upstream call, not from the wait for a slot.
                 started = time.perf_counter()
                 # The raw response carries the x-ratelimit-* headers the limiter adapts to.
-                raw = await self._client.responses.with_raw_response.create(**params)
-                self._limiter.observe(raw.headers)
-                response = raw.parse()
+                if on_delta is None:
+                    raw = await self._client.responses.with_raw_response.create(**params)
+                    self._limiter.observe(raw.headers)
+                    response = raw.parse()
+                else:
+                    response = await self._streamed(on_delta, params)
                 usage = _usage(response.usage)
                 self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
         latency_ms = round((time.perf_counter() - started) * 1000)
+        incomplete = getattr(response, "incomplete_details", None)
         return LLMResponse(
             response_id=response.id,
             model=response.model,
@@ -109,7 +123,39 @@ class LLM:
             usage=usage,
             latency_ms=latency_ms,
             tool_calls=_tool_calls(response.output),
+            output=[item.model_dump(mode="json", exclude_none=True) for item in response.output],
+            status=response.status or "completed",
+            incomplete_reason=getattr(incomplete, "reason", None),
         )
+
+    async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> Any:
+        """One streamed call: text deltas handed on, the final Response returned."""
+        raw = await self._client.responses.with_raw_response.create(stream=True, **params)
+        self._limiter.observe(raw.headers)
+        stream = raw.parse()
+        final = None
+        try:
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    await on_delta(event.delta)
+                elif event.type in ("response.completed", "response.incomplete"):
+                    final = event.response
+                elif event.type == "response.failed":
+                    error = event.response.error
+                    raise LLMError(
+                        f"upstream response failed: {getattr(error, 'message', 'unknown')}",
+                        retryable=False,
+                        code=getattr(error, "code", None),
+                    )
+                elif event.type == "error":
+                    raise LLMError(
+                        f"upstream stream error: {event.message}", retryable=False, code=event.code
+                    )
+        finally:
+            await stream.close()
+        if final is None:
+            raise LLMError("upstream stream ended without a response", retryable=True)
+        return final
 
     async def close(self) -> None:
         await self._client.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from parley.agent.llm import Usage
 from parley.errors import ConfigurationError
+from parley.store.queries.usage import UsageAdd
 
 MILLION = Decimal(1_000_000)
 
@@ -81,3 +82,15 @@ def turn_cost(model: str, usage: Usage, prices: dict[str, Price]) -> Decimal | N
         + usage.output_tokens * price.output
     )
     return (total / MILLION).quantize(Decimal("0.00000001"))
+
+
+def priced_usage(model: str, usage: Usage, prices: dict[str, Price]) -> UsageAdd:
+    """A turn's usage with its cost, as the usage sums take it."""
+    return UsageAdd(
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_tokens=usage.cached_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        cost_usd=turn_cost(model, usage, prices),
+    )

@@ -5,6 +5,12 @@
 ``{..., "http": {"url", "method": "POST", "headers": {...}}}``, each with an optional
 ``"timeout"`` in seconds. A tool's answer is text; a failing tool answers with its error,
 which the model reads, so a broken tool never breaks a turn.
+
+An HTTP tool's header values may name the calling user's secrets as ``{secret:NAME}``, e.g.
+``"headers": {"Authorization": "Bearer {secret:crm_token}"}``: at call time each is replaced by
+that user's secret NAME (set with ``PUT /v1/me/secrets/NAME``), decrypted with
+PARLEY_SECRET_KEY. Only turns of the Responses API have a user; elsewhere, or when the secret
+is not set, the tool answers an error and sends nothing. Values never reach the model or logs.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,8 +33,10 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.llm import ToolCall
-from parley.errors import ConfigurationError
-from parley.store.models import Conversation
+from parley.errors import ConfigurationError, SecretUnreadable
+from parley.store.crypto import SecretBox
+from parley.store.models import Conversation, utcnow
+from parley.store.queries.users import read_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +44,7 @@ DEFAULT_TIMEOUT = 10.0
 MAX_OUTPUT_CHARS = 8000
 HANDOFF = "handoff_to_human"
 CURRENT_TIME = "current_time"
+SECRET_REFERENCE = re.compile(r"\{secret:([A-Za-z0-9_.-]+)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +121,7 @@ def builtin_tools(sessions: async_sessionmaker[AsyncSession]) -> list[Tool]:
             await session.execute(
                 update(Conversation)
                 .where(Conversation.id == context.conversation_id)
-                .values(status="handoff")
+                .values(status="handoff", handed_off_at=utcnow())
             )
             await session.commit()
         log.info("tool.handoff", reason=str(arguments.get("reason", ""))[:200])
@@ -152,6 +162,7 @@ def load_tools(
     sessions: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
     builtins: str = f"{HANDOFF},{CURRENT_TIME}",
+    secrets: SecretBox | None = None,
 ) -> ToolRegistry:
     wanted = {name.strip() for name in builtins.split(",") if name.strip()}
     available = {tool.name: tool for tool in builtin_tools(sessions)}
@@ -160,7 +171,7 @@ def load_tools(
         raise ConfigurationError(f"PARLEY_BUILTIN_TOOLS names unknown tools: {sorted(unknown)}")
     registry = ToolRegistry({name: available[name] for name in sorted(wanted)})
     for entry in _entries(setting):
-        tool = _configured(entry, http)
+        tool = _configured(entry, http, SecretReader(sessions, secrets))
         registry.tools[tool.name] = tool
     return registry
 
@@ -178,7 +189,7 @@ def _entries(setting: str | None) -> list[dict[str, Any]]:
     return entries
 
 
-def _configured(entry: dict[str, Any], http: httpx.AsyncClient) -> Tool:
+def _configured(entry: dict[str, Any], http: httpx.AsyncClient, reader: SecretReader) -> Tool:
     try:
         name, description = str(entry["name"]), str(entry.get("description", ""))
         parameters = entry.get("parameters") or {"type": "object", "properties": {}}
@@ -186,7 +197,7 @@ def _configured(entry: dict[str, Any], http: httpx.AsyncClient) -> Tool:
         if "python" in entry:
             run = _python_runner(str(entry["python"]))
         elif "http" in entry:
-            run = _http_runner(dict(entry["http"]), http)
+            run = _http_runner(dict(entry["http"]), http, reader)
         else:
             raise ConfigurationError(f"tool {name!r} needs `python` or `http`")
     except (KeyError, TypeError, ValueError) as exc:
@@ -211,13 +222,45 @@ def _python_runner(target: str) -> Runner:
     return run
 
 
-def _http_runner(spec: dict[str, Any], http: httpx.AsyncClient) -> Runner:
+def _http_runner(spec: dict[str, Any], http: httpx.AsyncClient, reader: SecretReader) -> Runner:
     url, method = str(spec["url"]), str(spec.get("method", "POST")).upper()
     headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+    wanted = {name for value in headers.values() for name in SECRET_REFERENCE.findall(value)}
 
     async def run(arguments: dict[str, Any], context: ToolContext) -> str:
-        response = await http.request(method, url, json=arguments, headers=headers)
+        sent = headers
+        if wanted:
+            found = await reader.read(context.user_id, wanted)
+            if isinstance(found, str):
+                return found
+            sent = {k: SECRET_REFERENCE.sub(lambda m: found[m[1]], v) for k, v in headers.items()}
+        response = await http.request(method, url, json=arguments, headers=sent)
         response.raise_for_status()
         return response.text
 
     return run
+
+
+@dataclass(frozen=True, slots=True)
+class SecretReader:
+    """The calling user's secrets for an HTTP tool's headers."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    box: SecretBox | None
+
+    async def read(self, user_id: int | None, names: set[str]) -> dict[str, str] | str:
+        """The values of `names`, or the error text the tool answers instead."""
+        if user_id is None:
+            return "error: this tool needs the caller's secrets, and this turn has no user"
+        if self.box is None:
+            return "error: this tool needs secrets, and the server has no PARLEY_SECRET_KEY"
+        async with self.sessions() as session:
+            try:
+                found = await read_secrets(session, user_id=user_id, names=names, box=self.box)
+            except SecretUnreadable:
+                log.warning("tool.secret_unreadable", user_id=user_id)
+                return "error: a secret this tool needs cannot be read; set it again"
+        missing = sorted(names - set(found))
+        if missing:
+            return f"error: set the secret(s) {', '.join(missing)} for this tool to work"
+        return found

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,14 +31,19 @@ from parley.agent.context import (
     items_tokens,
     seed_items,
 )
-from parley.agent.llm import LLM, LLMResponse, ToolCall, Usage
+from parley.agent.llm import LLM, LLMResponse, OnDelta, ToolCall, Usage
+from parley.agent.prompts import PromptChoice, PromptDefaults, choose_prompt
 from parley.agent.summary import Summarizer
 from parley.agent.tools import ToolContext, ToolEvent, ToolRegistry
 from parley.errors import LLMError
+from parley.store.models import Account, Contact, Conversation
 from parley.store.queries.history import History, load_history
 from parley.store.queries.turns import set_remote_conversation
 
 log = structlog.get_logger(__name__)
+
+DASHBOARD_PROMPT_RETRY_S = 300.0
+"""After the upstream said OPENAI_PROMPT_ID is gone, how long turns skip asking it again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,25 @@ class TurnRequest:
     previous_response_id: str | None = None
     user_id: int | None = None
     """The Responses API caller, when the turn comes through `/v1`."""
+    # What only the Responses API sets:
+    items: list[dict[str, Any]] | None = None
+    """The new input as Responses API items (parts, images, function outputs), instead of
+    `inputs`."""
+    instructions: str | None = None
+    """The caller's instructions, added after the agent's own (never replacing them)."""
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The caller's function tools: calls to them end the turn and go back to the caller."""
+    tool_choice: Any = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Model settings the caller chose (temperature, max_output_tokens), over the prompt's."""
+    strategy: str | None = None
+    """The context strategy for this turn, instead of the configured one."""
+    on_delta: OnDelta | None = None
+    """Streams the answer's text as it comes."""
+    prompt: PromptChoice | None = None
+    """Parley's prompt for this turn (`agent.prompts.choose_prompt`); None: the built-in one.
+    With OPENAI_PROMPT_ID set, its variables go with the dashboard prompt, and it answers
+    instead when the upstream no longer has that prompt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +106,12 @@ class TurnResult:
     latency_ms: int
     prompt: str | None
     tool_events: tuple[ToolEvent, ...] = ()
+    output: list[dict[str, Any]] = field(default_factory=list)
+    """The last upstream response's output items (the Responses API returns them)."""
+    status: str = "completed"
+    incomplete_reason: str | None = None
+    caller_calls: tuple[ToolCall, ...] = ()
+    """Calls of the caller's own tools, for the caller to run and answer."""
 
 
 class Agent:
@@ -98,12 +129,37 @@ class Agent:
         self._summarizer = Summarizer(
             llm, sessions, model=config.model, budget=config.context_tokens
         )
+        self._dashboard_missing_until = 0.0
+
+    @property
+    def prompt_defaults(self) -> PromptDefaults:
+        """The built-in prompt, for `choose_prompt`."""
+        return PromptDefaults(
+            self._config.instructions, self._config.model, timezone=self._config.timezone
+        )
+
+    async def prompt_for(
+        self, conversation: Conversation, account: Account, contact: Contact | None
+    ) -> PromptChoice:
+        """The prompt for the conversation's next turn, in a short transaction of its own: it
+        may record an A/B assignment, and must not stay open while the model thinks."""
+        async with self._sessions() as session:
+            prompt = await choose_prompt(
+                session,
+                conversation=conversation,
+                account=account,
+                contact=contact,
+                defaults=self.prompt_defaults,
+            )
+            await session.commit()
+        return prompt
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:
         params = self._params(request)
-        if self._config.context == "local":
+        strategy = request.strategy or self._config.context
+        if strategy == "local":
             return await self._local_turn(request, params)
-        if self._config.context == "previous_response":
+        if strategy == "previous_response":
             return await self._chained_turn(request, params)
         return await self._conversation_turn(request, params)
 
@@ -166,7 +222,11 @@ class Agent:
 
     # --- helpers -----------------------------------------------------------------------
     def _params(self, request: TurnRequest) -> dict[str, Any]:
-        items: list[dict[str, Any]] = [{"role": "user", "content": text} for text in request.inputs]
+        items: list[dict[str, Any]] = (
+            list(request.items)
+            if request.items is not None
+            else [{"role": "user", "content": text} for text in request.inputs]
+        )
         if request.notes:
             items.append({"role": "developer", "content": " ".join(request.notes)})
         params: dict[str, Any] = {
@@ -178,17 +238,64 @@ class Agent:
             },
             "store": True,
         }
-        if self._tools.tools:
-            params["tools"] = self._tools.definitions()
-        if self._config.prompt_id:
+        tools = self._tools.definitions() + request.tools
+        if tools:
+            params["tools"] = tools
+        if request.tool_choice is not None:
+            params["tool_choice"] = request.tool_choice
+        use_dashboard = time.monotonic() >= self._dashboard_missing_until
+        params.update(self._prompt_params(request, dashboard=use_dashboard))
+        return params
+
+    def _prompt_params(self, request: TurnRequest, *, dashboard: bool) -> dict[str, Any]:
+        """The prompt part of a request: OPENAI_PROMPT_ID's dashboard prompt (when set and
+        `dashboard`), else Parley's own prompt; then the caller's instructions and settings."""
+        choice = request.prompt
+        params: dict[str, Any] = {}
+        if self._config.prompt_id and dashboard:
             prompt: dict[str, Any] = {"id": self._config.prompt_id}
             if self._config.prompt_version:
                 prompt["version"] = self._config.prompt_version
+            if choice is not None and choice.variables:
+                prompt["variables"] = dict(choice.variables)
             params["prompt"] = prompt
+        elif choice is not None:
+            params.update(choice.settings)
+            params["model"] = choice.model
+            params["instructions"] = choice.instructions
         else:
             params["model"] = self._config.model
             params["instructions"] = self._config.instructions
+        if request.instructions:
+            own = params.get("instructions")
+            params["instructions"] = (
+                f"{own}\n\n{request.instructions}" if own else request.instructions
+            )
+        params.update(request.settings)
         return params
+
+    async def _first_call(
+        self, request: TurnRequest, params: dict[str, Any]
+    ) -> tuple[LLMResponse, dict[str, Any]]:
+        """The turn's first model call. A dashboard prompt the upstream no longer has (deleted,
+        or retired with OpenAI's prompt objects) must not cost the customer an answer: the
+        call is made again, once, with Parley's own prompt."""
+        try:
+            return await self._llm.respond(request.on_delta, **params), params
+        except LLMError as exc:
+            if "prompt" not in params or not _prompt_missing(exc):
+                raise
+            log.warning(
+                "agent.prompt_fallback",
+                prompt_id=self._config.prompt_id,
+                prompt_version=self._config.prompt_version,
+                local_prompt=request.prompt.name if request.prompt else None,
+                reason=str(exc),
+            )
+        self._dashboard_missing_until = time.monotonic() + DASHBOARD_PROMPT_RETRY_S
+        params = {key: value for key, value in params.items() if key != "prompt"}
+        params.update(self._prompt_params(request, dashboard=False))
+        return await self._llm.respond(request.on_delta, **params), params
 
     def safety_identifier(self, customer_key: str) -> str:
         digest = hmac.new(self._config.identity_key, customer_key.encode(), hashlib.sha256)
@@ -252,16 +359,16 @@ class Agent:
     async def _respond(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         """One model call, then the function-calling loop: run the tools the model asked for,
         send their outputs back, until it answers in text or the step limit is reached."""
-        response = await self._llm.respond(**params)
+        response, params = await self._first_call(request, params)
         usage, latency, events = response.usage, response.latency_ms, []
         context = ToolContext(request.conversation_id, self._config.timezone, request.user_id)
         for _ in range(self._config.max_tool_steps):
-            if not response.tool_calls:
+            if not response.tool_calls or _for_caller(request, response):
                 break
             outputs = [(c, await self._tools.call(c, context)) for c in response.tool_calls]
             events += [ToolEvent(call, output) for call, output in outputs]
             params = _follow_up(params, response, outputs)
-            response = await self._llm.respond(**params)
+            response = await self._llm.respond(request.on_delta, **params)
             usage, latency = _add(usage, response.usage), latency + response.latency_ms
         prompt = params.get("prompt")
         return TurnResult(
@@ -272,7 +379,21 @@ class Agent:
             latency_ms=latency,
             prompt=prompt["id"] if prompt else None,
             tool_events=tuple(events),
+            output=response.output,
+            status=response.status,
+            incomplete_reason=response.incomplete_reason,
+            caller_calls=tuple(c for c in response.tool_calls if c.name in _caller_tools(request)),
         )
+
+
+def _caller_tools(request: TurnRequest) -> set[str]:
+    return {str(tool.get("name")) for tool in request.tools}
+
+
+def _for_caller(request: TurnRequest, response: LLMResponse) -> bool:
+    """Whether the model called one of the caller's tools: the turn ends there, and the
+    caller answers with `function_call_output` items in its next request."""
+    return any(call.name in _caller_tools(request) for call in response.tool_calls)
 
 
 def _follow_up(
@@ -306,3 +427,12 @@ def _add(a: Usage, b: Usage) -> Usage:
 def _response_lost(exc: LLMError) -> bool:
     """The chained-on response no longer exists upstream (deleted, expired, or never stored)."""
     return exc.code == PREVIOUS_RESPONSE_NOT_FOUND and exc.status in (400, 404)
+
+
+def _prompt_missing(exc: LLMError) -> bool:
+    """The upstream refused OPENAI_PROMPT_ID itself: no such prompt or version, or retired."""
+    return (
+        exc.status in (400, 404, 410)
+        and exc.code != CONTEXT_LENGTH_EXCEEDED
+        and "prompt" in str(exc).lower()
+    )

@@ -12,20 +12,32 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from parley.ingress.deps import QueueDep, SessionDep, SettingsDep
+from parley.ingress.deps import QueueDep, RuntimeDep, SessionDep
 from parley.store.queries.turns import failed_messages, retry_message
 from parley.store.queries.usage import conversation_usage, daily_usage
+from parley.store.queries.users import authenticate
 
 bearer = HTTPBearer(auto_error=False)
 
 
-def require_admin(
-    settings: SettingsDep,
+async def require_admin(
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    expected = settings.secret("parley_admin_token")
+    """PARLEY_ADMIN_TOKEN, or the token of an active admin user."""
     given = credentials.credentials if credentials else ""
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    expected = runtime.settings.secret("parley_admin_token")
+    if expected and hmac.compare_digest(given.encode(), expected.encode()):
+        return
+    owner = None
+    if given:
+        # Its own short session: on SQLite the endpoint's session needs the one connection.
+        async with runtime.sessions() as session:
+            owner = await authenticate(session, token=given)
+            await session.commit()
+    if owner is not None and not owner.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this token's user is not an admin")
+    if owner is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a valid admin bearer token is required",

@@ -1,16 +1,30 @@
-"""Who is calling `/v1`: a user's bearer token, checked against its stored hash.
+"""Who is calling `/v1`: a user's bearer token, checked against its stored hash, within the
+token's rate limit (PARLEY_API_RATE_LIMIT requests per minute).
 
-STUB: the interface the Responses API relies on; the users/tokens work replaces the body.
+The bootstrap PARLEY_ADMIN_TOKEN is accepted too, as the built-in admin user `_admin` (created
+on its first use), so that an operator can try the API before creating users. Tokens are never
+logged: only the token's id once it is known.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.errors import APIError
+from parley.ingress.deps import RuntimeDep
+from parley.runtime import Runtime
+from parley.store.queries.users import authenticate, ensure_user
+
+log = structlog.get_logger(__name__)
+
+BOOTSTRAP_USER = "_admin"
+"""The user PARLEY_ADMIN_TOKEN acts as on `/v1`; user names cannot start with `_`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +36,80 @@ class Caller:
     """None when the caller used PARLEY_ADMIN_TOKEN rather than a user's token."""
 
 
-async def current_caller(request: Request) -> Caller:
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def invalid_key(token: str | None) -> APIError:
+    if token is None:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+    else:
+        # Like OpenAI's, naming only the key's last characters, never the key.
+        message = (
+            f"Incorrect API key provided: ...{token[-4:]}."
+            if len(token) > 8
+            else ("Incorrect API key provided.")
+        )
+    return APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def is_admin_token(runtime: Runtime, token: str) -> bool:
+    expected = runtime.settings.secret("parley_admin_token")
+    return bool(expected) and hmac.compare_digest(token.encode(), (expected or "").encode())
+
+
+async def find_caller(session: AsyncSession, runtime: Runtime, token: str) -> Caller | None:
+    """The caller behind `token` (marking the token used), or None for a bad token."""
+    if is_admin_token(runtime, token):
+        user = await ensure_user(session, name=BOOTSTRAP_USER, is_admin=True)
+        if user.status != "active":
+            return None
+        return Caller(user_id=user.id, name=user.name, is_admin=True, token_id=None)
+    owner = await authenticate(session, token=token)
+    if owner is None:
+        return None
+    return Caller(owner.user_id, owner.name, owner.is_admin, owner.token_id)
+
+
+async def current_caller(request: Request, runtime: RuntimeDep) -> Caller:
     """The authenticated, active user behind the bearer token, within its rate limit.
     Raises APIError 401 (missing, unknown, revoked token or suspended user) or 429."""
-    raise APIError(401, "not implemented", code="invalid_api_key")
+    token = bearer_token(request)
+    if token is None:
+        raise invalid_key(None)
+    # A session of its own, closed before the endpoint runs: on SQLite the process has one
+    # connection, which the endpoint's own session will need.
+    async with runtime.sessions() as session:
+        caller = await find_caller(session, runtime, token)
+        await session.commit()
+    if caller is None:
+        log.info("auth.refused", path=request.url.path)
+        raise invalid_key(token)
+    await check_rate(runtime, caller)
+    structlog.contextvars.bind_contextvars(user_id=caller.user_id, token_id=caller.token_id)
+    return caller
+
+
+async def check_rate(runtime: Runtime, caller: Caller) -> None:
+    key = str(caller.token_id) if caller.token_id is not None else "admin"
+    verdict = await runtime.api_limiter.hit(key)
+    if verdict.allowed:
+        return
+    log.info("auth.rate_limited", user_id=caller.user_id, token_id=caller.token_id)
+    limit = runtime.settings.parley_api_rate_limit
+    raise APIError(
+        429,
+        f"Rate limit reached for this API key: {limit} requests per minute. "
+        f"Please try again in {verdict.retry_after}s.",
+        code="rate_limit_exceeded",
+        type="rate_limit_error",
+        headers={"retry-after": str(verdict.retry_after)},
+    )
 
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -103,6 +103,15 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return APIError(exc.status_code, message, headers=exc.headers).response()
 
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        # Starlette logs the exception itself; the caller gets no trace of it.
+        if is_v1(request):
+            return APIError(
+                500, "The server had an error while processing your request."
+            ).response()
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
+    app.add_exception_handler(Exception, on_crash)
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

@@ -88,3 +88,12 @@ end
 if holder then return 0 end
 return redis.call('DEL', KEYS[2])
 """
+
+
+# Outside the queue: the Responses API's per-token rate limit.
+
+
+def api_rate(token_key: str, window: int) -> str:
+    """Requests one token made in one fixed window (a counter with a TTL); the hash tag keeps
+    a token's counters on one Cluster slot."""
+    return f"{PREFIX}ratelimit:{{token:{token_key}}}:{window}"

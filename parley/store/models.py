@@ -259,6 +259,8 @@ class PromptBinding(Base):
     candidate_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
     candidate_percent: Mapped[int] = mapped_column(Integer, default=0)
     """Share of new conversations (0–100) that get the candidate version."""
+    previous_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
+    """The version active before this one: what a rollback returns to."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -100,6 +100,8 @@ class OpenAISimulator(Simulator):
         self.context_window = context_window
         self.api_keys = set(api_keys) if api_keys is not None else None
         self.moderation_marker = moderation_marker
+        self.prompts: dict[str, list[str]] | None = None
+        """Dashboard prompts that exist, each with its versions; None accepts any prompt id."""
         self._state = threading.RLock()
         self._responses: dict[str, _Stored] = {}
         self._conversations: dict[str, _Conversation] = {}
@@ -128,6 +130,7 @@ class OpenAISimulator(Simulator):
         with self._state:
             self._responses = {}
             self._conversations = {}
+            self.prompts = None
 
     # --- API shape ---------------------------------------------------------------------
     def error_body(
@@ -194,6 +197,7 @@ class OpenAISimulator(Simulator):
     async def _create_response(self, request: Request, record: Recorded) -> Response:
         body = json_object(record)
         validate_request(body)
+        self._check_prompt(body.get("prompt"))
         history, conversation = self._history(body)
         try:
             input_items = normalize_input(body.get("input"))
@@ -249,6 +253,22 @@ class OpenAISimulator(Simulator):
                     )
                 return list(stored.context), None
         return [], None
+
+    def _check_prompt(self, prompt: Any) -> None:
+        """A deleted (or, after OpenAI retires them, any) dashboard prompt is a 404 naming it."""
+        if prompt is None or self.prompts is None:
+            return
+        prompt_id = str(prompt.get("id", "")) if isinstance(prompt, dict) else ""
+        versions = self.prompts.get(prompt_id)
+        if versions is None:
+            raise ApiError(404, f"Prompt with id '{prompt_id}' not found.", param="prompt")
+        version = prompt.get("version")
+        if version is not None and str(version) not in versions:
+            raise ApiError(
+                404,
+                f"Prompt version '{version}' not found for prompt '{prompt_id}'.",
+                param="prompt.version",
+            )
 
     def _fit_context(
         self, body: dict[str, Any], history: list[Item], input_items: list[Item]

@@ -15,7 +15,8 @@ from typing import Protocol
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.agent.pricing import DEFAULT_PRICES, Price, turn_cost
+from parley.agent.pricing import DEFAULT_PRICES, Price, priced_usage
+from parley.agent.prompts import PromptChoice
 from parley.agent.safety import prepare_input
 from parley.agent.tools import ToolEvent
 from parley.agent.turn import Agent, TurnRequest, TurnResult
@@ -195,28 +196,22 @@ class ConversationProcessor:
                 return
             if await self._refused(work, texts):
                 return
+            prompt = await self._agent.prompt_for(work.conversation, work.account, work.contact)
             try:
-                result = await self._agent.run_turn(_request(work, texts))
+                result = await self._agent.run_turn(_request(work, texts, prompt))
             except LLMError as exc:
                 await self._fail(work, str(exc))
                 return
             if not result.text.strip():
                 await self._fail(work, "upstream returned no text")
                 return
-            cost = turn_cost(result.model, result.usage, self._prices)
+            usage = priced_usage(result.model, result.usage, self._prices)
             await self._store(
                 work,
-                _agent_replies(work, result, cost),
+                _agent_replies(work, result, usage.cost_usd, prompt),
                 status="answered",
                 response_id=result.response_id,
-                usage=UsageAdd(
-                    model=result.model,
-                    input_tokens=result.usage.input_tokens,
-                    cached_tokens=result.usage.cached_tokens,
-                    output_tokens=result.usage.output_tokens,
-                    reasoning_tokens=result.usage.reasoning_tokens,
-                    cost_usd=cost,
-                ),
+                usage=usage,
             )
             log.info(
                 "turn.completed",
@@ -275,7 +270,7 @@ class ConversationProcessor:
             await session.commit()
 
 
-def _request(work: TurnWork, texts: list[str]) -> TurnRequest:
+def _request(work: TurnWork, texts: list[str], prompt: PromptChoice | None = None) -> TurnRequest:
     unreadable = [m.kind for m in work.pending if not m.text]
     notes = []
     if unreadable:
@@ -292,6 +287,7 @@ def _request(work: TurnWork, texts: list[str]) -> TurnRequest:
         notes=notes,
         remote_conversation_id=work.conversation.remote_conversation_id,
         previous_response_id=work.conversation.last_response_id,
+        prompt=prompt,
     )
 
 
@@ -311,15 +307,22 @@ def _tool_reply(event: ToolEvent) -> Reply:
     )
 
 
-def _agent_replies(work: TurnWork, result: TurnResult, cost: Decimal | None) -> list[Reply]:
+def _agent_replies(
+    work: TurnWork, result: TurnResult, cost: Decimal | None, prompt: PromptChoice | None = None
+) -> list[Reply]:
     """The answer split within the channel's limit; usage is carried by the first part."""
     parts = render_text(work.conversation.channel, result.text)
     replies = [_tool_reply(event) for event in result.tool_events]
+    # Which prompt produced it: the dashboard prompt (OPENAI_PROMPT_ID) when that answered,
+    # else Parley's own version (none for the built-in prompt).
+    own = prompt if prompt is not None and prompt.name and not result.prompt else None
     for index, part in enumerate(parts):
         first = index == 0
         meta: dict[str, object] = {"part": index + 1, "parts": len(parts)}
         if result.prompt:
-            meta["prompt"] = result.prompt
+            meta["prompt"] = {"id": result.prompt}
+        elif own is not None:
+            meta["prompt"] = own.label
         replies.append(
             Reply(
                 text=part,
@@ -331,6 +334,7 @@ def _agent_replies(work: TurnWork, result: TurnResult, cost: Decimal | None) -> 
                 reasoning_tokens=result.usage.reasoning_tokens if first else None,
                 cost_usd=cost if first else None,
                 latency_ms=result.latency_ms if first else None,
+                prompt_version_id=own.version_id if own else None,
                 meta=meta,
             )
         )

@@ -41,13 +41,17 @@ class Reply:
     reasoning_tokens: int | None = None
     cost_usd: Decimal | None = None
     latency_ms: int | None = None
+    prompt_version_id: int | None = None
+    """The prompt version that produced an agent's answer."""
     meta: dict[str, Any] | None = None
     deliver: bool = True
     """False for what the customer never sees (tool calls): stored, not sent."""
 
 
-async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
-    """The conversation's waiting inbound messages, or None when there is nothing to do."""
+async def conversation_parties(
+    session: AsyncSession, *, conversation_id: int
+) -> tuple[Conversation, Account, Contact] | None:
+    """The conversation with its account and contact, in one query."""
     row = (
         await session.execute(
             select(Conversation, Account, Contact)
@@ -56,9 +60,15 @@ async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork 
             .where(Conversation.id == conversation_id)
         )
     ).first()
-    if row is None:
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
+    """The conversation's waiting inbound messages, or None when there is nothing to do."""
+    parties = await conversation_parties(session, conversation_id=conversation_id)
+    if parties is None:
         return None
-    conversation, account, contact = row
+    conversation, account, contact = parties
     pending = list(
         await session.scalars(
             select(Message)
@@ -172,6 +182,7 @@ def _reply_row(
         reasoning_tokens=reply.reasoning_tokens,
         cost_usd=reply.cost_usd,
         latency_ms=reply.latency_ms,
+        prompt_version_id=reply.prompt_version_id,
         meta=reply.meta or {},
     )
 

@@ -11,7 +11,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.models import Message, UsageDaily, utcnow
+from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
+
+USAGE_FIELDS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +31,26 @@ class UsageAdd:
 async def add_usage(session: AsyncSession, *, account_id: int, usage: UsageAdd) -> None:
     """Add one call to today's row for the account and model (UTC days), in the caller's
     transaction, with one upsert, so concurrent turns never lose an increment."""
+    await _add(session, UsageDaily, owner={"account_id": account_id}, usage=usage)
+
+
+async def add_user_usage(session: AsyncSession, *, user_id: int, usage: UsageAdd) -> None:
+    """Add one call to today's row for the Responses API user and model, like `add_usage`."""
+    await _add(session, UsageUserDaily, owner={"user_id": user_id}, usage=usage)
+
+
+async def _add(
+    session: AsyncSession,
+    table: type[UsageDaily] | type[UsageUserDaily],
+    *,
+    owner: dict[str, int],
+    usage: UsageAdd,
+) -> None:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values = {
         "day": utcnow().date(),
-        "account_id": account_id,
+        **owner,
         "model": usage.model,
         "requests": 1,
         "input_tokens": usage.input_tokens,
@@ -42,13 +59,11 @@ async def add_usage(session: AsyncSession, *, account_id: int, usage: UsageAdd) 
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": usage.cost_usd or Decimal(0),
     }
-    statement = insert(UsageDaily).values(**values)
-    added = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
-    update = {name: getattr(UsageDaily, name) + statement.excluded[name] for name in added}
-    update["cost_usd"] = UsageDaily.cost_usd + statement.excluded.cost_usd
-    await session.execute(
-        statement.on_conflict_do_update(index_elements=["day", "account_id", "model"], set_=update)
-    )
+    statement = insert(table).values(**values)
+    added = (*USAGE_FIELDS, "cost_usd")
+    update = {name: getattr(table, name) + statement.excluded[name] for name in added}
+    keys = ["day", *owner, "model"]
+    await session.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,4 +115,24 @@ async def daily_usage(
         query = query.where(UsageDaily.day <= until)
     if account_id is not None:
         query = query.where(UsageDaily.account_id == account_id)
+    return list(await session.scalars(query))
+
+
+async def user_daily_usage(
+    session: AsyncSession,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    user_id: int | None = None,
+) -> list[UsageUserDaily]:
+    """Rows per UTC day, user and model, oldest first."""
+    query = select(UsageUserDaily).order_by(
+        UsageUserDaily.day, UsageUserDaily.user_id, UsageUserDaily.model
+    )
+    if since is not None:
+        query = query.where(UsageUserDaily.day >= since)
+    if until is not None:
+        query = query.where(UsageUserDaily.day <= until)
+    if user_id is not None:
+        query = query.where(UsageUserDaily.user_id == user_id)
     return list(await session.scalars(query))

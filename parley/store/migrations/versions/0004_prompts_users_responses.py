@@ -136,6 +136,11 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.Column("candidate_percent", sa.Integer(), nullable=False),
+        sa.Column(
+            "previous_version_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=True,
+        ),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["account_id"],
@@ -152,6 +157,11 @@ def upgrade() -> None:
             ["version_id"],
             ["prompt_versions.id"],
             name=op.f("fk_prompt_bindings_version_id_prompt_versions"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["previous_version_id"],
+            ["prompt_versions.id"],
+            name=op.f("fk_prompt_bindings_previous_version_id_prompt_versions"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_prompt_bindings")),
         sa.UniqueConstraint("account_id", name=op.f("uq_prompt_bindings_account_id")),

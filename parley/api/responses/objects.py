@@ -1,0 +1,246 @@
+"""The Responses API's objects as the official SDK parses them: the Response, its output items
+and usage, and the server-sent events of a streamed answer, in OpenAI's order."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any
+
+from parley.agent.llm import ToolCall, Usage
+from parley.api.responses.request import new_id
+from parley.store.models import ResponseRecord
+
+FINAL_EVENTS = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+    "cancelled": "response.failed",
+}
+
+
+def response_object(record: ResponseRecord) -> dict[str, Any]:
+    request = record.request or {}
+    completed_at = record.completed_at if record.status == "completed" else None
+    return {
+        "id": record.id,
+        "object": "response",
+        "created_at": int(record.created_at.timestamp()),
+        "status": record.status,
+        "background": record.background,
+        "completed_at": int(completed_at.timestamp()) if completed_at else None,
+        "error": record.error,
+        "incomplete_details": record.incomplete_details,
+        "instructions": request.get("instructions"),
+        "max_output_tokens": request.get("max_output_tokens"),
+        "model": record.profile,
+        "output": record.output or [],
+        "parallel_tool_calls": True,
+        "previous_response_id": record.previous_response_id,
+        "temperature": request.get("temperature"),
+        "top_p": None,
+        "tool_choice": request.get("tool_choice") or "auto",
+        "tools": request.get("tools") or [],
+        "metadata": record.meta or {},
+        "usage": record.usage,
+        "store": request.get("store", True),
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "user": None,
+    }
+
+
+def message_item(
+    text: str, *, item_id: str | None = None, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "id": item_id or new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+    }
+
+
+def function_call_item(call: ToolCall) -> dict[str, Any]:
+    return {
+        "id": new_id("fc"),
+        "type": "function_call",
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": "completed",
+    }
+
+
+def usage_object(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def list_object(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else "",
+        "last_id": items[-1]["id"] if items else "",
+        "has_more": has_more,
+    }
+
+
+_CLOSE = object()
+
+
+class EventStream:
+    """The events of one streamed response, numbered from 0, queued for the HTTP stream.
+
+    The queue is unbounded on purpose: an answer's events are few and small, and a slow
+    reader must get every delta, so nothing is ever dropped; the turn never waits for the
+    reader either, so a client that goes away costs the turn nothing."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._number = 0
+        self._message_id: str | None = None
+        self._text: list[str] = []
+
+    @property
+    def streamed_text(self) -> str:
+        return "".join(self._text)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self._queue.put_nowait({**event, "sequence_number": self._number})
+        self._number += 1
+
+    def started(self, response: dict[str, Any]) -> None:
+        snapshot = {**copy.deepcopy(response), "status": "in_progress", "output": [], "usage": None}
+        self.emit({"type": "response.created", "response": snapshot})
+        self.emit({"type": "response.in_progress", "response": copy.deepcopy(snapshot)})
+
+    async def delta(self, text: str) -> None:
+        if self._message_id is None:
+            self._open_message()
+        self._text.append(text)
+        self.emit(
+            {
+                "type": "response.output_text.delta",
+                "item_id": self._message_id,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": text,
+                "logprobs": [],
+            }
+        )
+
+    def _open_message(self) -> None:
+        self._message_id = new_id("msg")
+        item = message_item("", item_id=self._message_id, status="in_progress")
+        item["content"] = []
+        self.emit({"type": "response.output_item.added", "output_index": 0, "item": item})
+        self.emit(
+            {
+                "type": "response.content_part.added",
+                "item_id": self._message_id,
+                "output_index": 0,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            }
+        )
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message_id
+
+    def finished(self, response: dict[str, Any]) -> None:
+        """The rest of the output (closing the streamed message; function calls, whose
+        arguments come whole), then the final event, and the end of the stream."""
+        for index, item in enumerate(response["output"]):
+            if item["type"] == "message":
+                if self._message_id is None:
+                    self._open_message()
+                    item_text = item["content"][0]["text"]
+                    if item_text:
+                        self._text.append(item_text)
+                        self.emit(
+                            {
+                                "type": "response.output_text.delta",
+                                "item_id": self._message_id,
+                                "output_index": index,
+                                "content_index": 0,
+                                "delta": item_text,
+                                "logprobs": [],
+                            }
+                        )
+                self._close_message(index, item)
+            elif item["type"] == "function_call":
+                self._function_call(index, item)
+        self.emit(
+            {
+                "type": FINAL_EVENTS.get(response["status"], "response.completed"),
+                "response": response,
+            }
+        )
+        self._queue.put_nowait(_CLOSE)
+
+    def _close_message(self, index: int, item: dict[str, Any]) -> None:
+        part = item["content"][0]
+        at = {"item_id": item["id"], "output_index": index, "content_index": 0}
+        self.emit({"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []})
+        self.emit({"type": "response.content_part.done", **at, "part": part})
+        self.emit({"type": "response.output_item.done", "output_index": index, "item": item})
+
+    def _function_call(self, index: int, item: dict[str, Any]) -> None:
+        at = {"item_id": item["id"], "output_index": index}
+        added = {**item, "arguments": "", "status": "in_progress"}
+        self.emit({"type": "response.output_item.added", "output_index": index, "item": added})
+        self.emit(
+            {"type": "response.function_call_arguments.delta", **at, "delta": item["arguments"]}
+        )
+        self.emit(
+            {
+                "type": "response.function_call_arguments.done",
+                **at,
+                "name": item["name"],
+                "arguments": item["arguments"],
+            }
+        )
+        self.emit({"type": "response.output_item.done", "output_index": index, "item": item})
+
+    def error(self, code: str, message: str) -> None:
+        self.emit(
+            {
+                "type": "error",
+                "code": code,
+                "message": message,
+                "param": None,
+                "error": {"code": code, "message": message, "type": "server_error", "param": None},
+            }
+        )
+        self._queue.put_nowait(_CLOSE)
+
+    async def frames(self, keepalive: float) -> Any:
+        """The stream's bytes: each event as `event:`/`data:`, a comment on long silences."""
+        while True:
+            try:
+                event = await asyncio.wait_for(self._queue.get(), keepalive)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if event is _CLOSE:
+                return
+            assert isinstance(event, dict)
+            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def replay(response: dict[str, Any]) -> EventStream:
+    """The events of a response already finished (an idempotent retry of a streamed POST)."""
+    stream = EventStream()
+    stream.started(response)
+    stream.finished(response)
+    return stream

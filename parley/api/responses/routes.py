@@ -1,0 +1,111 @@
+"""`/v1/responses`: Parley's agent behind the OpenAI Responses API, for any OpenAI SDK."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from parley.api.auth import CallerDep
+from parley.api.errors import bad_request, not_found
+from parley.api.responses.objects import list_object, replay, response_object
+from parley.api.responses.request import body_hash, parse_create, parse_json
+from parley.api.responses.service import ResponsesService
+from parley.ingress.deps import RuntimeDep, SessionDep
+from parley.store.queries.responses import delete_response, get_response
+
+router = APIRouter(prefix="/v1", tags=["responses"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _service(runtime: Any) -> ResponsesService:
+    service: ResponsesService = runtime.responses
+    return service
+
+
+@router.post("/responses")
+async def create_response(
+    request: Request,
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Create a model response (OpenAI's `POST /v1/responses`), answered by Parley's agent."""
+    raw = await request.body()
+    create = parse_create(parse_json(raw))
+    service = _service(runtime)
+    started = await service.start(
+        caller, create, idempotency_key=idempotency_key, request_hash=body_hash(raw)
+    )
+    settings = runtime.settings
+    if started.replayed:
+        if create.stream:
+            stream = replay(response_object(started.record))
+            return StreamingResponse(
+                stream.frames(settings.parley_stream_keepalive),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS,
+            )
+        return JSONResponse(response_object(started.record))
+    if started.stream is not None:
+        return StreamingResponse(
+            started.stream.frames(settings.parley_stream_keepalive),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    if not create.background:
+        await service.wait(started, settings.parley_responses_wait)
+    async with runtime.sessions() as session:
+        record = await get_response(session, response_id=started.record.id, user_id=caller.user_id)
+    return JSONResponse(response_object(record or started.record))
+
+
+@router.get("/responses/{response_id}")
+async def retrieve_response(response_id: str, caller: CallerDep, session: SessionDep) -> Response:
+    record = await get_response(session, response_id=response_id, user_id=caller.user_id)
+    if record is None:
+        raise not_found("response", response_id)
+    return JSONResponse(response_object(record))
+
+
+@router.delete("/responses/{response_id}")
+async def remove_response(response_id: str, caller: CallerDep, session: SessionDep) -> Response:
+    if not await delete_response(session, response_id=response_id, user_id=caller.user_id):
+        raise not_found("response", response_id)
+    await session.commit()
+    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, caller: CallerDep, runtime: RuntimeDep) -> Response:
+    record = await _service(runtime).cancel(caller, response_id)
+    return JSONResponse(response_object(record))
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    after: str | None = None,
+    before: str | None = None,
+) -> Response:
+    record = await get_response(session, response_id=response_id, user_id=caller.user_id)
+    if record is None:
+        raise not_found("response", response_id)
+    items: list[dict[str, Any]] = list(record.request.get("input") or [])
+    if order == "desc":
+        items.reverse()
+    ids = [item["id"] for item in items]
+    for cursor, name in ((after, "after"), (before, "before")):
+        if cursor is not None and cursor not in ids:
+            raise bad_request(f"No input item with id '{cursor}'.", param=name)
+    if after is not None:
+        items = items[ids.index(after) + 1 :]
+    if before is not None:
+        items = items[: [item["id"] for item in items].index(before)]
+    return JSONResponse(list_object(items[:limit], has_more=len(items) > limit))

@@ -1,0 +1,186 @@
+"""The Responses API's rows: the response objects, the thread each belongs to, and the turn's
+messages, stored in the same tables as the channels' conversations.
+
+A caller is one `api` account with one contact (the user); each thread that starts without a
+`previous_response_id` is a conversation of its own, and the responses chained on it share it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.models import Account, Contact, Conversation, Message, ResponseRecord, utcnow
+from parley.store.queries.inbound import allocate_sequence, get_account
+from parley.store.queries.turns import conversation_parties
+from parley.store.queries.upsert import insert_ignore
+from parley.store.queries.usage import UsageAdd, add_usage
+
+API_CHANNEL = "api"
+OPEN_STATUSES = ("queued", "in_progress")
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    conversation: Conversation
+    account: Account
+    contact: Contact
+
+
+async def new_thread(
+    session: AsyncSession, *, user_id: int, user_name: str, profile: str
+) -> Thread:
+    """A new conversation for the user, under their `api` account and contact."""
+    account = await get_account(session, channel=API_CHANNEL, external_id=str(user_id))
+    key = f"user:{user_id}"
+    await insert_ignore(
+        session,
+        Contact,
+        {
+            "account_id": account.id,
+            "external_id": key,
+            "name": user_name,
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        },
+        ["account_id", "external_id"],
+    )
+    contact = await session.scalar(
+        select(Contact).where(Contact.account_id == account.id, Contact.external_id == key)
+    )
+    assert contact is not None
+    conversation = Conversation(
+        account_id=account.id, contact_id=contact.id, channel=API_CHANNEL, profile=profile
+    )
+    session.add(conversation)
+    await session.flush()
+    return Thread(conversation, account, contact)
+
+
+async def thread_of(session: AsyncSession, *, conversation_id: int) -> Thread | None:
+    parties = await conversation_parties(session, conversation_id=conversation_id)
+    return Thread(*parties) if parties is not None else None
+
+
+async def get_response(
+    session: AsyncSession, *, response_id: str, user_id: int
+) -> ResponseRecord | None:
+    """The user's response with that id; another user's is as absent as a missing one."""
+    return await session.scalar(
+        select(ResponseRecord).where(
+            ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
+        )
+    )
+
+
+async def find_idempotent(
+    session: AsyncSession, *, user_id: int, key: str
+) -> ResponseRecord | None:
+    return await session.scalar(
+        select(ResponseRecord).where(
+            ResponseRecord.user_id == user_id, ResponseRecord.idempotency_key == key
+        )
+    )
+
+
+async def delete_response(session: AsyncSession, *, response_id: str, user_id: int) -> bool:
+    """Delete the API object. The thread's messages stay in the store for audit."""
+    result = await session.execute(
+        delete(ResponseRecord).where(
+            ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_status(
+    session: AsyncSession, *, response_id: str, status: str, **values: Any
+) -> bool:
+    """Move an open response (queued or in progress) on; a finished or cancelled one stays
+    as it is. Returns whether it moved."""
+    result = await session.execute(
+        update(ResponseRecord)
+        .where(ResponseRecord.id == response_id, ResponseRecord.status.in_(OPEN_STATUSES))
+        .values(status=status, **values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRow:
+    """One message of an API turn, as it goes into `messages`."""
+
+    direction: str
+    sender: str
+    kind: str
+    text: str | None
+    status: str
+    payload: dict[str, Any] | None = None
+    meta: dict[str, Any] | None = None
+    response_id: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Any = None
+    latency_ms: int | None = None
+    prompt_version_id: int | None = None
+    error: str | None = None
+
+
+async def record_api_turn(
+    session: AsyncSession,
+    *,
+    thread: Thread,
+    rows: list[TurnRow],
+    last_response_id: str | None,
+    usage: UsageAdd | None,
+) -> None:
+    """The turn's inputs and outputs in sequence, in the caller's transaction (with the
+    response's own update), so a reader never sees one without the other."""
+    also = {"last_response_id": last_response_id} if last_response_id else {}
+    first = await allocate_sequence(
+        session, conversation_id=thread.conversation.id, count=max(len(rows), 1), **also
+    )
+    for offset, row in enumerate(rows):
+        session.add(
+            Message(
+                conversation_id=thread.conversation.id,
+                account_id=thread.account.id,
+                sequence_no=first + offset,
+                direction=row.direction,
+                sender=row.sender,
+                kind=row.kind,
+                text=row.text,
+                payload=row.payload,
+                status=row.status,
+                error=row.error,
+                response_id=row.response_id,
+                model=row.model,
+                input_tokens=row.input_tokens,
+                cached_tokens=row.cached_tokens,
+                output_tokens=row.output_tokens,
+                reasoning_tokens=row.reasoning_tokens,
+                cost_usd=row.cost_usd,
+                latency_ms=row.latency_ms,
+                prompt_version_id=row.prompt_version_id,
+                meta=row.meta or {},
+            )
+        )
+    if usage is not None:
+        await add_usage(session, account_id=thread.account.id, usage=usage)
+    await session.flush()
+
+
+async def thread_messages(session: AsyncSession, *, conversation_id: int) -> list[Message]:
+    return list(
+        await session.scalars(
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.sequence_no)
+        )
+    )

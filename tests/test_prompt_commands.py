@@ -1,0 +1,61 @@
+"""`parley prompts …` on the store DATABASE_URL names, as an operator runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parley.cli import app
+
+PROMPT_FILE = """---
+description: Front-line support
+model: gpt-5-nano
+temperature: 0.3
+---
+Help {{customer_name}} on {{channel}}.
+"""
+
+
+def test_load_activate_ab_rollback_and_report(
+    settings_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    for key, value in settings_env.items():
+        monkeypatch.setenv(key, value)
+    runner = CliRunner()
+
+    def parley(*args: str, code: int = 0) -> str:
+        result = runner.invoke(app, ["prompts", *args])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    path = tmp_path / "support.md"
+    path.write_text(PROMPT_FILE, encoding="utf-8")
+    assert "created support v1" in parley("load", str(path))
+    assert "added support v2" in parley("load", str(path))
+    assert "added support v3" in parley("add-version", "support", "--instructions", "Terse.")
+    assert "created other v1" in parley("create", "other", "--instructions", "Other.")
+    listing = parley("list")
+    assert "support" in listing and "Front-line support" in listing
+    shown = parley("show", "support", "--version", "1")
+    assert "gpt-5-nano" in shown and "Help {{customer_name}} on {{channel}}." in shown
+
+    assert "support v3" in parley("activate", "support")
+    assert "support v1" in parley("activate", "support", "--version", "1", "--profile", "sales")
+    assert "30%" in parley("ab", "support", "--version", "2", "--percent", "30")
+    assert "support v2" in parley("profiles")
+    assert "stopped" in parley("ab-stop")
+    assert "support v1" in parley("rollback", "--version", "1")
+    assert "now answers with support v3" in parley("rollback")
+    assert "handoff" in parley("report")
+
+    assert "no prompt named 'nope'" in parley("show", "nope", code=1)
+    assert "already exists" in parley("create", "other", "--instructions", "x", code=1)
+    assert "between 0 and 100" in parley(
+        "ab", "support", "--version", "2", "--percent", "150", code=1
+    )
+    assert "--file or --instructions" in parley("create", "third", code=1)
+    assert "no account" in parley("activate", "support", "--account", "123", code=1)
+    assert "cannot read" in parley("load", str(tmp_path / "missing.yaml"), code=1)
