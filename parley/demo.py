@@ -2,7 +2,8 @@
 
 It starts the bundled OpenAI and Graph API simulators on loopback, runs Parley on a temporary
 SQLite file against them, plays a short WhatsApp conversation as signed webhooks, and prints
-what the customer would see on their phone.
+what the customer would see on their phone. Then a program talks to the same agent through
+Parley's Responses API with the official `openai` SDK, streaming, in a two-turn thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from openai import AsyncOpenAI
 from rich.console import Console
 
 from parley.app import create_app
@@ -26,6 +28,7 @@ from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
 from parley.testing.openai_sim import SimTurn
 
 SECRET = "demo-app-secret"
+ADMIN_TOKEN = "demo-admin-token"
 PHONE_NUMBER_ID = "106540352242922"
 CUSTOMER = ("16505551234", "Sheena")
 SCRIPT = [
@@ -33,6 +36,7 @@ SCRIPT = [
     "Do you ship to Lisbon?",
     "Great. And do you remember my name?",
 ]
+API_SCRIPT = ["Hello from the web shop. My name is Ana.", "Do you remember my name?"]
 
 
 def demo_agent(turn: SimTurn) -> str:
@@ -103,6 +107,7 @@ async def run_demo(*, latency: float = 0.2) -> None:
                 "graph_api_base_url": graph_server.url,
                 "meta_app_secret": SECRET,
                 "whatsapp_access_token": "demo-token",
+                "parley_admin_token": ADMIN_TOKEN,
                 "parley_log_level": "WARNING",
                 "redis_url": None,
             }
@@ -118,8 +123,37 @@ async def run_demo(*, latency: float = 0.2) -> None:
                     await graph_sim.wait_for_sends(number, timeout=30)
                     reply = graph_sim.sends[number - 1].json or {}
                     console.print(f"[green]Shop  ›[/] {reply.get('text', {}).get('body')}\n")
+                await _over_the_api(client, console, parley.url)
             usage = sum(1 for r in openai_sim.requests if r.path == "/v1/responses")
             console.print(f"[dim]{usage} model calls, {len(graph_sim.sends)} replies sent.[/]")
+
+
+async def _over_the_api(client: httpx.AsyncClient, console: Console, url: str) -> None:
+    """A program's view: a user made through the admin API, then the SDK, streaming."""
+    console.print("[bold]The same agent over /v1/responses[/] (official openai SDK, streaming)")
+    created = await client.post(
+        "/admin/users",
+        json={"name": "web-shop"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    created.raise_for_status()
+    token = created.json()["token"]["token"]
+    previous = None
+    async with AsyncOpenAI(base_url=f"{url}/v1", api_key=token) as sdk:
+        for text in API_SCRIPT:
+            console.print(f"[cyan]web-shop ›[/] {text}")
+            console.print("[green]Shop     ›[/] ", end="")
+            async with sdk.responses.stream(
+                model="default", input=text, previous_response_id=previous
+            ) as stream:
+                async for event in stream:
+                    if event.type == "response.output_text.delta":
+                        console.print(event.delta, end="", markup=False)
+                final = await stream.get_final_response()
+            previous = final.id
+            console.print(
+                f"\n[dim]{final.id}, {final.usage.total_tokens if final.usage else 0} tokens[/]\n"
+            )
 
 
 async def _say(client: httpx.AsyncClient, console: Console, text: str) -> None:

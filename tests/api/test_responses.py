@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +17,10 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.app import create_app
+from parley.config import Settings
 from parley.store.queries.users import create_user
-from parley.testing import OpenAISimulator, SimTurn
+from parley.testing import OpenAISimulator, ServerThread, SimTurn
 from parley.testing.openai_items import message_texts
 from tests.conftest import ADMIN_TOKEN, MakeParley, Parley, Store
 
@@ -633,3 +636,23 @@ async def test_safety_applies_to_api_callers(
         ("[flagged] something bad", "refused"),
     ]
     await client.close()
+
+
+async def test_store_unavailable_is_an_openai_503(settings: Settings, tmp_path: Path) -> None:
+    # An API process whose database cannot be opened: every /v1 call is a clean 503.
+    broken = settings.model_copy(
+        update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'parley.db'}"}
+    )
+    server = ServerThread(create_app(broken, "api"), lifespan="on").start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            answer = await http.post(
+                "/v1/responses",
+                json={"model": "default", "input": "hi"},
+                headers={"Authorization": "Bearer pk-anything"},
+            )
+    finally:
+        server.stop()
+    assert answer.status_code == 503
+    assert answer.json()["error"]["type"] == "server_error"
+    assert "Traceback" not in answer.text
