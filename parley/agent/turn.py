@@ -112,6 +112,9 @@ class TurnResult:
     incomplete_reason: str | None = None
     caller_calls: tuple[ToolCall, ...] = ()
     """Calls of the caller's own tools, for the caller to run and answer."""
+    held: tuple[ToolEvent, ...] = ()
+    """Parley's own calls made in the same step as `caller_calls`: their outputs must go
+    upstream with the caller's answers."""
 
 
 class Agent:
@@ -361,9 +364,17 @@ class Agent:
         send their outputs back, until it answers in text or the step limit is reached."""
         response, params = await self._first_call(request, params)
         usage, latency, events = response.usage, response.latency_ms, []
+        held: list[ToolEvent] = []
         context = ToolContext(request.conversation_id, self._config.timezone, request.user_id)
         for _ in range(self._config.max_tool_steps):
-            if not response.tool_calls or _for_caller(request, response):
+            if not response.tool_calls:
+                break
+            if _for_caller(request, response):
+                # The upstream wants an output for every call of this step: ours are run now
+                # and held, to go up with the caller's outputs in its next request.
+                mine = [c for c in response.tool_calls if c.name not in _caller_tools(request)]
+                held = [ToolEvent(c, await self._tools.call(c, context)) for c in mine]
+                events += held
                 break
             outputs = [(c, await self._tools.call(c, context)) for c in response.tool_calls]
             events += [ToolEvent(call, output) for call, output in outputs]
@@ -383,6 +394,7 @@ class Agent:
             status=response.status,
             incomplete_reason=response.incomplete_reason,
             caller_calls=tuple(c for c in response.tool_calls if c.name in _caller_tools(request)),
+            held=tuple(held),
         )
 
 

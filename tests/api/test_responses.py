@@ -656,3 +656,43 @@ async def test_store_unavailable_is_an_openai_503(settings: Settings, tmp_path: 
     assert answer.status_code == 503
     assert answer.json()["error"]["type"] == "server_error"
     assert "Traceback" not in answer.text
+
+
+@pytest.mark.parametrize("context", ["previous_response", "local"])
+async def test_own_tool_called_beside_the_callers_is_answered_with_it(
+    make_parley: MakeParley, store: Store, openai_sim: OpenAISimulator, context: str
+) -> None:
+    # One model step calls Parley's current_time and the caller's get_weather together: the
+    # upstream needs both outputs in the continuation, so Parley holds its own until then.
+    def both(turn: SimTurn) -> list[dict[str, Any]]:
+        return [
+            {"name": "current_time", "arguments": {}},
+            {"name": "get_weather", "arguments": {"city": "Faro"}},
+        ]
+
+    openai_sim.tool_calls = both
+    parley = make_parley(parley_context=context)
+    client = sdk(parley, await new_token(store, "frank"))
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+
+    first = await client.responses.create(
+        model="default",
+        input="Time and weather?",
+        tools=[tool],  # type: ignore[list-item]
+    )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "get_weather"  # Parley's own call is not the caller's business
+    second = await client.responses.create(
+        model="default",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18°C"}],
+        tools=[tool],  # type: ignore[list-item]
+    )
+
+    assert second.status == "completed"
+    assert second.output_text == "Tool said: 18°C"
+    sent = upstream_bodies(openai_sim)[-1]["input"]
+    outputs = [item for item in sent if item.get("type") == "function_call_output"]
+    assert [o["call_id"] for o in outputs][-1] == call.call_id
+    assert len(outputs) == 2  # the held current_time output went up with the caller's
+    await client.close()

@@ -57,9 +57,8 @@ async def create_response(
         )
     if not create.background:
         await service.wait(started, settings.parley_responses_wait)
-    async with runtime.sessions() as session:
-        record = await get_response(session, response_id=started.record.id, user_id=caller.user_id)
-    return JSONResponse(response_object(record or started.record))
+    # As the turn left it: final, or still in progress past the wait.
+    return JSONResponse(response_object(started.record))
 
 
 @router.get("/responses/{response_id}")

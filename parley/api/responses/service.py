@@ -24,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.llm import Usage
 from parley.agent.pricing import Price, priced_usage
-from parley.agent.prompts import PromptChoice
+from parley.agent.prompts import PromptChoice, choose_prompt
 from parley.agent.safety import prepare_input
+from parley.agent.tools import ToolEvent
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.api.errors import APIError, not_found
 from parley.api.responses.objects import (
@@ -108,6 +109,14 @@ class ResponsesService:
                     return _replayed(earlier, request_hash)
             await self._check_model(session, request.model)
             previous, thread = await self._thread(session, caller, request)
+            # Chosen here, in the response's own transaction (it may record an A/B assignment).
+            prompt = await choose_prompt(
+                session,
+                conversation=thread.conversation,
+                account=thread.account,
+                contact=thread.contact,
+                defaults=self._agent.prompt_defaults,
+            )
             record = ResponseRecord(
                 id=new_id("resp"),
                 user_id=caller.user_id,
@@ -139,7 +148,8 @@ class ResponsesService:
         if stream is not None:
             stream.started(response_object(record))
         task = asyncio.create_task(
-            self._run(record, caller, request, thread, previous, stream), name=f"turn {record.id}"
+            self._run(record, caller, request, thread, previous, stream, prompt),
+            name=f"turn {record.id}",
         )
         self._tasks[record.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
@@ -186,6 +196,7 @@ class ResponsesService:
         thread: Thread,
         previous: ResponseRecord | None,
         stream: EventStream | None,
+        prompt: PromptChoice,
     ) -> None:
         with structlog.contextvars.bound_contextvars(
             response_id=record.id, conversation_id=thread.conversation.id, user_id=caller.user_id
@@ -198,9 +209,6 @@ class ResponsesService:
                 if await self._flagged(request):
                     await self._refused(record, request, thread, stream)
                     return
-                prompt = await self._agent.prompt_for(
-                    thread.conversation, thread.account, thread.contact
-                )
                 turn = TurnRequest(
                     conversation_id=thread.conversation.id,
                     channel="api",
@@ -284,9 +292,9 @@ class ResponsesService:
                 session, thread=thread, rows=rows, last_response_id=None, usage=None
             )
             await session.commit()
+        record.status, record.output, record.usage = "completed", output, usage
+        record.completed_at = completed_at
         if stream is not None:
-            record.status, record.output, record.usage = "completed", output, usage
-            record.completed_at = completed_at
             stream.finished(response_object(record))
 
     def _upstream_items(
@@ -302,7 +310,10 @@ class ResponsesService:
                 if item.get("type") == "message" and item.get("role") == "user":
                     item["content"] = [{"type": "input_text", "text": lines}, *item["content"]]
                     break
+        held = (previous.request.get("held") or []) if previous is not None else []
         answered = {i["call_id"] for i in items if i.get("type") == "function_call_output"}
+        if held and answered:
+            items = [h["output"] for h in held] + items
         given = {i["call_id"] for i in items if i.get("type") == "function_call"}
         if self._strategy == "local" and previous is not None and answered - given:
             calls = [
@@ -310,7 +321,7 @@ class ResponsesService:
                 for item in previous.output
                 if item.get("type") == "function_call" and item.get("call_id") in answered - given
             ]
-            items = calls + items
+            items = [h["call"] for h in held] + calls + items
         return items
 
     async def _completed(
@@ -345,6 +356,7 @@ class ResponsesService:
         rows.append(_agent_row(record, text, result, cost, prompt))
         usage_public, completed_at = usage_object(result.usage), utcnow()
         values: dict[str, Any] = {
+            "request": {**request.public(), "held": [_held(event) for event in result.held]},
             "output": output,
             "usage": usage_public,
             "model": result.model,
@@ -367,10 +379,11 @@ class ResponsesService:
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
         )
+        # The caller's answer is built from this copy, with no second read of the row.
+        record.status, record.output, record.usage = status, output, usage_public
+        record.incomplete_details, record.model = incomplete, result.model
+        record.completed_at = completed_at
         if stream is not None:
-            record.status, record.output, record.usage = status, output, usage_public
-            record.incomplete_details, record.model = incomplete, result.model
-            record.completed_at = completed_at
             stream.finished(response_object(record))
 
     async def _failed(
@@ -384,14 +397,16 @@ class ResponsesService:
         # The caller learns that it failed, not the upstream's words (those are stored).
         error = {"code": "server_error", "message": FAILED_MESSAGE}
         async with self._sessions() as session:
-            if await set_status(session, response_id=record.id, status="failed", error=error):
+            failed = await set_status(session, response_id=record.id, status="failed", error=error)
+            if failed:
                 rows = _input_rows(record, request, "failed", error=reason)
                 await record_api_turn(
                     session, thread=thread, rows=rows, last_response_id=None, usage=None
                 )
             await session.commit()
-        if stream is not None:
+        if failed:
             record.status, record.error = "failed", error
+        if stream is not None:
             stream.finished(response_object(record))
 
     async def _interrupted(self, record: ResponseRecord, stream: EventStream | None) -> None:
@@ -468,6 +483,19 @@ def _user_texts(items: list[dict[str, Any]]) -> list[str]:
         for part in item["content"]
         if part.get("type") == "input_text" and part["text"]
     ]
+
+
+def _held(event: ToolEvent) -> dict[str, Any]:
+    call = event.call
+    return {
+        "call": {
+            "type": "function_call",
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": call.arguments,
+        },
+        "output": {"type": "function_call_output", "call_id": call.call_id, "output": event.output},
+    }
 
 
 def _replayed(earlier: ResponseRecord, request_hash: str) -> Started:
