@@ -192,7 +192,18 @@ class Outbox(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class UsageDaily(Base):
+class UsageSums:
+    """What a usage row adds up: requests, tokens and cost (columns after the row's keys)."""
+
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
+
+
+class UsageDaily(UsageSums, Base):
     """Requests, tokens and cost per day, account and model: what analytics and billing read,
     kept up to date in each turn's transaction instead of summing the messages table."""
 
@@ -203,12 +214,6 @@ class UsageDaily(Base):
     day: Mapped[date] = mapped_column(Date)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
     model: Mapped[str] = mapped_column(String(128))
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
 
 
 # --- prompts (Parley's own registry) --------------------------------------------------------
@@ -309,7 +314,7 @@ class UserSecret(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class UsageUserDaily(Base):
+class UsageUserDaily(UsageSums, Base):
     """Requests, tokens and cost per day, user and model (the Responses API's callers)."""
 
     __tablename__ = "usage_user_daily"
@@ -319,12 +324,6 @@ class UsageUserDaily(Base):
     day: Mapped[date] = mapped_column(Date)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     model: Mapped[str] = mapped_column(String(128))
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    cost_usd: Mapped[Decimal] = mapped_column(Numeric(18, 8), default=Decimal(0))
 
 
 # --- the Responses API ----------------------------------------------------------------------

@@ -41,7 +41,6 @@ from parley.errors import LLMError
 from parley.store.models import ResponseRecord, utcnow
 from parley.store.queries.responses import (
     Thread,
-    TurnRow,
     find_idempotent,
     get_response,
     new_thread,
@@ -49,6 +48,7 @@ from parley.store.queries.responses import (
     set_status,
     thread_of,
 )
+from parley.store.queries.turns import Reply
 from parley.store.queries.usage import add_user_usage
 from parley.worker.process import Limits
 
@@ -268,7 +268,7 @@ class ResponsesService:
         usage = usage_object(Usage())
         rows = _input_rows(record, request, "refused", error="flagged by moderation")
         rows.append(
-            TurnRow(
+            Reply(
                 direction="out",
                 sender="system",
                 kind="text",
@@ -520,7 +520,7 @@ def _settings(request: CreateRequest) -> dict[str, Any]:
 
 def _input_rows(
     record: ResponseRecord, request: CreateRequest, status: str, error: str | None = None
-) -> list[TurnRow]:
+) -> list[Reply]:
     rows = []
     for item in request.input:
         meta: dict[str, Any] = {"response_id": record.id, "item_id": item["id"]}
@@ -530,7 +530,7 @@ def _input_rows(
             if role == "user" and request.x_context is not None:
                 meta["x_context"] = request.x_context
             rows.append(
-                TurnRow(
+                Reply(
                     direction="in" if role in ("user", "system", "developer") else "out",
                     sender={"user": "customer", "assistant": "agent"}.get(role, "developer"),
                     kind="text" if len(texts) == len(item["content"]) else "mixed",
@@ -543,7 +543,7 @@ def _input_rows(
             )
         else:
             rows.append(
-                TurnRow(
+                Reply(
                     direction="internal",
                     sender="tool",
                     kind=item["type"],
@@ -556,9 +556,9 @@ def _input_rows(
     return rows
 
 
-def _tool_row(call_id: str, name: str, arguments: str, output: str | None) -> TurnRow:
+def _tool_row(call_id: str, name: str, arguments: str, output: str | None) -> Reply:
     text = f"{name}({arguments})" + (f" -> {output}" if output is not None else "")
-    return TurnRow(
+    return Reply(
         direction="internal",
         sender="tool",
         kind="tool_call",
@@ -574,7 +574,7 @@ def _agent_row(
     result: TurnResult,
     cost: Decimal | None,
     prompt: PromptChoice,
-) -> TurnRow:
+) -> Reply:
     meta: dict[str, Any] = {"response_id": record.id}
     # Which prompt answered: the dashboard's (OPENAI_PROMPT_ID), else Parley's own version.
     own = prompt if prompt.name and not result.prompt else None
@@ -582,7 +582,7 @@ def _agent_row(
         meta["prompt"] = {"id": result.prompt}
     elif own is not None:
         meta["prompt"] = own.label
-    return TurnRow(
+    return Reply(
         direction="out",
         sender="agent",
         kind="text",

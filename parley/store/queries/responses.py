@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.models import Account, Contact, Conversation, Message, ResponseRecord, utcnow
+from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
 from parley.store.queries.inbound import allocate_sequence, get_account
-from parley.store.queries.turns import conversation_parties
+from parley.store.queries.turns import Reply, conversation_parties, reply_row
 from parley.store.queries.upsert import insert_ignore
 from parley.store.queries.usage import UsageAdd, add_usage
 
@@ -109,34 +109,11 @@ async def set_status(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True, slots=True)
-class TurnRow:
-    """One message of an API turn, as it goes into `messages`."""
-
-    direction: str
-    sender: str
-    kind: str
-    text: str | None
-    status: str
-    payload: dict[str, Any] | None = None
-    meta: dict[str, Any] | None = None
-    response_id: str | None = None
-    model: str | None = None
-    input_tokens: int | None = None
-    cached_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    cost_usd: Any = None
-    latency_ms: int | None = None
-    prompt_version_id: int | None = None
-    error: str | None = None
-
-
 async def record_api_turn(
     session: AsyncSession,
     *,
     thread: Thread,
-    rows: list[TurnRow],
+    rows: list[Reply],
     last_response_id: str | None,
     usage: UsageAdd | None,
 ) -> None:
@@ -147,40 +124,7 @@ async def record_api_turn(
         session, conversation_id=thread.conversation.id, count=max(len(rows), 1), **also
     )
     for offset, row in enumerate(rows):
-        session.add(
-            Message(
-                conversation_id=thread.conversation.id,
-                account_id=thread.account.id,
-                sequence_no=first + offset,
-                direction=row.direction,
-                sender=row.sender,
-                kind=row.kind,
-                text=row.text,
-                payload=row.payload,
-                status=row.status,
-                error=row.error,
-                response_id=row.response_id,
-                model=row.model,
-                input_tokens=row.input_tokens,
-                cached_tokens=row.cached_tokens,
-                output_tokens=row.output_tokens,
-                reasoning_tokens=row.reasoning_tokens,
-                cost_usd=row.cost_usd,
-                latency_ms=row.latency_ms,
-                prompt_version_id=row.prompt_version_id,
-                meta=row.meta or {},
-            )
-        )
+        session.add(reply_row(thread.conversation.id, thread.account.id, first + offset, row, None))
     if usage is not None:
         await add_usage(session, account_id=thread.account.id, usage=usage)
     await session.flush()
-
-
-async def thread_messages(session: AsyncSession, *, conversation_id: int) -> list[Message]:
-    return list(
-        await session.scalars(
-            select(Message)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(Message.sequence_no)
-        )
-    )

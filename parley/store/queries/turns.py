@@ -28,9 +28,9 @@ class TurnWork:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """One outbound message to store and queue for delivery."""
+    """One message a turn stores: an outbound one queued for delivery, by default."""
 
-    text: str
+    text: str | None
     sender: str = "agent"
     kind: str = "text"
     response_id: str | None = None
@@ -46,6 +46,11 @@ class Reply:
     meta: dict[str, Any] | None = None
     deliver: bool = True
     """False for what the customer never sees (tool calls): stored, not sent."""
+    # Set by doors with no outbox (the Responses API), which store their inputs too:
+    direction: str | None = None
+    status: str | None = None
+    payload: dict[str, Any] | None = None
+    error: str | None = None
 
 
 async def conversation_parties(
@@ -132,7 +137,7 @@ async def record_turn(
     reply_to = answered[-1] if answered else None
     ids: list[int] = []
     for offset, reply in enumerate(replies):
-        message = _reply_row(conversation_id, account_id, first + offset, reply, reply_to)
+        message = reply_row(conversation_id, account_id, first + offset, reply, reply_to)
         session.add(message)
         await session.flush()
         if reply.deliver:
@@ -161,18 +166,20 @@ async def _mark_answered(
         raise LeaseLost("the turn's messages were answered by another worker")
 
 
-def _reply_row(
+def reply_row(
     conversation_id: int, account_id: int, sequence_no: int, reply: Reply, reply_to: int | None
 ) -> Message:
     return Message(
         conversation_id=conversation_id,
         account_id=account_id,
         sequence_no=sequence_no,
-        direction="out" if reply.deliver else "internal",
+        direction=reply.direction or ("out" if reply.deliver else "internal"),
         sender=reply.sender,
         kind=reply.kind,
         text=reply.text,
-        status="queued" if reply.deliver else "done",
+        payload=reply.payload,
+        error=reply.error,
+        status=reply.status or ("queued" if reply.deliver else "done"),
         reply_to_id=reply_to,
         response_id=reply.response_id,
         model=reply.model,
