@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,49 +22,27 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parley.testing import GraphSimulator, OpenAISimulator, ServerThread, wait_until_ready
+from bench.serve import parley_serve
+from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
-from tests.servers import free_port
 
 
 async def run(messages: int, conversations: int, parallel: int, latency: float) -> None:
     openai_sim, graph_sim = OpenAISimulator(latency=latency), GraphSimulator()
-    with (
-        ServerThread(openai_sim.app) as openai_server,
-        ServerThread(graph_sim.app) as graph_server,
-        tempfile.TemporaryDirectory() as folder,
-    ):
+    with ServerThread(openai_sim.app) as openai_server, ServerThread(graph_sim.app) as graph_server:
         env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}",
             "OPENAI_API_KEY": "sk-bench",
             "OPENAI_BASE_URL": f"{openai_server.url}/v1",
             "GRAPH_API_BASE_URL": graph_server.url,
             "META_APP_SECRET": "test-app-secret",
             "WHATSAPP_ACCESS_TOKEN": "bench",
             "PARLEY_WORKER_CONCURRENCY": "32",
-            "PARLEY_LOG_LEVEL": "WARNING",
         }
-        port = free_port()
-        parley = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("parley")),
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            cwd=folder,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            if not await wait_until_ready(url, alive=lambda: parley.returncode is None):
-                raise RuntimeError("parley serve did not start")
+        async with parley_serve(env) as url:
             latencies = await _send(url, messages, conversations, parallel)
             sent = time.perf_counter()
             await _wait_answered(graph_sim, conversations)
             drained = time.perf_counter() - sent
-        finally:
-            parley.terminate()
-            await asyncio.wait_for(parley.wait(), timeout=30)
     latencies.sort()
     total = sum(latencies)
     print(f"{messages} webhooks, {conversations} customers, {parallel} in flight")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,37 +22,22 @@ from openai import AsyncOpenAI
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parley.testing import OpenAISimulator, ServerThread, wait_until_ready
-from tests.servers import free_port
+from bench.serve import parley_serve
+from parley.testing import OpenAISimulator, ServerThread
 
 ADMIN = "bench-admin"
 
 
 async def run(requests: int, parallel: int, latency: float) -> None:
     openai_sim = OpenAISimulator(latency=latency)
-    with ServerThread(openai_sim.app) as openai_server, tempfile.TemporaryDirectory() as folder:
+    with ServerThread(openai_sim.app) as openai_server:
         env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}",
             "OPENAI_API_KEY": "sk-bench",
             "OPENAI_BASE_URL": f"{openai_server.url}/v1",
             "PARLEY_ADMIN_TOKEN": ADMIN,
             "PARLEY_API_RATE_LIMIT": "0",
-            "PARLEY_LOG_LEVEL": "WARNING",
         }
-        port = free_port()
-        parley = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("parley")),
-            "serve",
-            "--port",
-            str(port),
-            env=env,
-            cwd=folder,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            if not await wait_until_ready(url, alive=lambda: parley.returncode is None):
-                raise RuntimeError("parley serve did not start")
+        async with parley_serve(env) as url:
             async with httpx.AsyncClient(base_url=url) as http:
                 made = await http.post(
                     "/admin/users",
@@ -66,9 +49,6 @@ async def run(requests: int, parallel: int, latency: float) -> None:
             async with AsyncOpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0) as sdk:
                 blocking = await _load(sdk, requests, parallel, stream=False)
                 streamed = await _load(sdk, requests, parallel, stream=True)
-        finally:
-            parley.terminate()
-            await asyncio.wait_for(parley.wait(), timeout=30)
     print(
         f"{requests} requests each way, {parallel} in flight, model latency {latency * 1000:.0f} ms"
     )

@@ -21,6 +21,7 @@ from parley.agent.limiter import UpstreamLimiter
 from parley.agent.llm import LLM, create_client
 from parley.agent.pricing import load_prices
 from parley.agent.prompts import profile_exists
+from parley.agent.safety import Limits
 from parley.agent.tools import load_tools
 from parley.agent.turn import Agent, AgentConfig
 from parley.api.responses.service import ResponsesService
@@ -35,7 +36,7 @@ from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
-from parley.worker.process import ConversationProcessor, Limits, Replies
+from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
 from parley.worker.runner import Worker
 

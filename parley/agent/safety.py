@@ -6,10 +6,21 @@ The stored message keeps the original; only what goes upstream is changed.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 CARD_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 CARD_MASK = "[card number removed]"
 TRUNCATED = " [message cut: too long]"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one customer (or API caller) may send, and what of it reaches the model."""
+
+    messages_per_minute: int = 20
+    max_input_chars: int = 4000
+    redact_cards: bool = True
+    moderation: bool = False
 
 
 def luhn_valid(digits: str) -> bool:

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.pricing import DEFAULT_PRICES, Price, priced_usage
 from parley.agent.prompts import PromptChoice
-from parley.agent.safety import prepare_input
+from parley.agent.safety import Limits, prepare_input
 from parley.agent.tools import ToolEvent
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.channels.render import render_text
@@ -50,16 +50,6 @@ class Replies:
     unsupported: str
     rate_limited: str = ""
     refusal: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one customer may send, and what of it reaches the model."""
-
-    messages_per_minute: int = 20
-    max_input_chars: int = 4000
-    redact_cards: bool = True
-    moderation: bool = False
 
 
 RATE_WINDOW = timedelta(minutes=1)

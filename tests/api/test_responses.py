@@ -696,3 +696,22 @@ async def test_own_tool_called_beside_the_callers_is_answered_with_it(
     assert [o["call_id"] for o in outputs][-1] == call.call_id
     assert len(outputs) == 2  # the held current_time output went up with the caller's
     await client.close()
+
+
+async def test_retried_streamed_post_replays_the_first_answer(
+    client: AsyncOpenAI, openai_sim: OpenAISimulator
+) -> None:
+    key = {"Idempotency-Key": "stream-once"}
+    async with client.responses.stream(
+        model="default", input="stream me", extra_headers=key
+    ) as stream:
+        first = await stream.get_final_response()
+    async with client.responses.stream(
+        model="default", input="stream me", extra_headers=key
+    ) as stream:
+        deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        again = await stream.get_final_response()
+
+    assert again.id == first.id
+    assert "".join(deltas) == again.output_text == "Echo: stream me"
+    assert len(openai_sim.response_requests) == 1

@@ -124,8 +124,12 @@ class EventStream:
         self.emit({"type": "response.in_progress", "response": copy.deepcopy(snapshot)})
 
     async def delta(self, text: str) -> None:
+        self._add_text(text)
+
+    def _add_text(self, text: str, item_id: str | None = None) -> None:
+        """One piece of the answer's text (the message is opened on the first)."""
         if self._message_id is None:
-            self._open_message()
+            self._open_message(item_id)
         self._text.append(text)
         self.emit(
             {
@@ -138,8 +142,8 @@ class EventStream:
             }
         )
 
-    def _open_message(self) -> None:
-        self._message_id = new_id("msg")
+    def _open_message(self, item_id: str | None = None) -> None:
+        self._message_id = item_id or new_id("msg")
         item = message_item("", item_id=self._message_id, status="in_progress")
         item["content"] = []
         self.emit({"type": "response.output_item.added", "output_index": 0, "item": item})
@@ -162,21 +166,12 @@ class EventStream:
         arguments come whole), then the final event, and the end of the stream."""
         for index, item in enumerate(response["output"]):
             if item["type"] == "message":
-                if self._message_id is None:
-                    self._open_message()
-                    item_text = item["content"][0]["text"]
-                    if item_text:
-                        self._text.append(item_text)
-                        self.emit(
-                            {
-                                "type": "response.output_text.delta",
-                                "item_id": self._message_id,
-                                "output_index": index,
-                                "content_index": 0,
-                                "delta": item_text,
-                                "logprobs": [],
-                            }
-                        )
+                if self._message_id is None:  # not streamed: its text comes in one piece
+                    text = item["content"][0]["text"]
+                    if text:
+                        self._add_text(text, item["id"])
+                    else:
+                        self._open_message(item["id"])
                 self._close_message(index, item)
             elif item["type"] == "function_call":
                 self._function_call(index, item)
@@ -211,18 +206,6 @@ class EventStream:
             }
         )
         self.emit({"type": "response.output_item.done", "output_index": index, "item": item})
-
-    def error(self, code: str, message: str) -> None:
-        self.emit(
-            {
-                "type": "error",
-                "code": code,
-                "message": message,
-                "param": None,
-                "error": {"code": code, "message": message, "type": "server_error", "param": None},
-            }
-        )
-        self._queue.put_nowait(_CLOSE)
 
     async def frames(self, keepalive: float) -> Any:
         """The stream's bytes: each event as `event:`/`data:`, a comment on long silences."""

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from parley.agent.llm import Usage
 from parley.agent.pricing import Price, priced_usage
 from parley.agent.prompts import PromptChoice, choose_prompt
-from parley.agent.safety import prepare_input
+from parley.agent.safety import Limits, prepare_input
 from parley.agent.tools import ToolEvent
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.api.errors import APIError, not_found
@@ -50,7 +50,6 @@ from parley.store.queries.responses import (
 )
 from parley.store.queries.turns import Reply
 from parley.store.queries.usage import add_user_usage
-from parley.worker.process import Limits
 
 if TYPE_CHECKING:  # auth reaches the runtime, which builds this service
     from parley.api.auth import Caller
@@ -430,16 +429,13 @@ class ResponsesService:
                 raise not_found("response", response_id)
             if not record.background:
                 raise APIError(400, "Only responses created with background=true can be cancelled.")
-            await set_status(session, response_id=response_id, status="cancelled")
+            if await set_status(session, response_id=response_id, status="cancelled"):
+                record.status = "cancelled"
             await session.commit()
         task = self._tasks.get(response_id)
         if task is not None:
             task.cancel()
-        async with self._sessions() as session:
-            found = await get_response(session, response_id=response_id, user_id=caller.user_id)
-        if found is None:
-            raise not_found("response", response_id)
-        return found
+        return record  # cancelled, or as it had already finished
 
     async def wait(self, started: Started, timeout: float) -> None:
         """Wait for the turn at most `timeout` seconds; it goes on past that."""
