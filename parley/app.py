@@ -11,12 +11,15 @@ from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from parley.agent.prompts import profile_exists
 from parley.api import admin, errors, health, me, prompts, users
 from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
 from parley.observability.correlation import CorrelationIdMiddleware
-from parley.runtime import Role, open_runtime
+from parley.queue.ratelimit import build_rate_limiter
+from parley.responses.service import ResponsesService
+from parley.runtime import Role, Runtime, open_runtime
 
 log = structlog.get_logger(__name__)
 
@@ -27,23 +30,48 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(settings, role) as runtime:
+            service = build_responses(runtime)
+            limiter = build_rate_limiter(settings.parley_api_rate_limit, settings.redis_url)
             app.state.runtime = runtime
+            app.state.responses = service
+            app.state.api_limiter = limiter
             log.info("app.started", role=role, queue=settings.queue_backend)
-            yield
+            try:
+                yield
+            finally:
+                await service.close(settings.parley_shutdown_grace)
+                await limiter.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     app.add_middleware(CorrelationIdMiddleware)
-    app.include_router(webhooks.router)
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(prompts.router)
-    app.include_router(users.router)
-    app.include_router(me.router)
-    app.include_router(responses.router)
+    for router in (
+        webhooks.router,
+        health.router,
+        admin.router,
+        prompts.router,
+        users.router,
+        me.router,
+        responses.router,
+    ):
+        app.include_router(router)
     errors.install(app)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(PoolTimeout, _store_unavailable)
     return app
+
+
+def build_responses(runtime: Runtime) -> ResponsesService:
+    """The Responses API's turns, on the same agent and input checks as the channels."""
+    settings = runtime.settings
+    return ResponsesService(
+        sessions=runtime.sessions,
+        agent=runtime.agent,
+        gate=runtime.gate,
+        prices=runtime.prices,
+        context=settings.parley_context,
+        profiles=profile_exists,
+        refusal=settings.parley_moderation_reply,
+    )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -11,10 +11,15 @@ ParleyError
 │   └── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
 ├── SecretUnreadable        a stored secret does not decrypt (PARLEY_SECRET_KEY changed)
 ├── UserConflict            a user name is taken, or the last active admin would go
-└── PromptError             a prompt registry request that cannot be done
-    ├── PromptNotFound      no such prompt, version, profile or binding
-    ├── PromptConflict      a prompt name is taken
-    └── PromptInvalid       a prompt file or field, or an A/B percentage, is not valid
+├── PromptError             a prompt registry request that cannot be done
+│   ├── PromptNotFound      no such prompt, version, profile or binding
+│   ├── PromptConflict      a prompt name is taken
+│   └── PromptInvalid       a prompt file or field, or an A/B percentage, is not valid
+├── UnknownChannel          no channel is registered under that name
+└── RequestError            a Responses API request that cannot be done (message, param, code)
+    ├── InvalidRequest      a field is wrong (an unknown model, a response that can't be cancelled)
+    ├── NotFound            no such object for this caller
+    └── Conflict            an Idempotency-Key reused with another body
 """
 
 from __future__ import annotations
@@ -65,6 +70,39 @@ class PromptInvalid(PromptError):
 
 
 class LeaseLost(ParleyError):
+    pass
+
+
+class UnknownChannel(ParleyError):
+    pass
+
+
+class RequestError(ParleyError):
+    """A request the turn logic refuses; the door that received it decides the status.
+
+    Args:
+        message: shown to the caller as it is.
+        param: the request field at fault, if one is.
+        code: a stable machine-readable code (``model_not_found``…).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(RequestError):
+    pass
+
+
+class NotFound(RequestError):
+    def __init__(self, what: str, ident: str, *, param: str | None = None) -> None:
+        super().__init__(f"No {what} found with id '{ident}'.", param=param, code="not_found")
+
+
+class Conflict(RequestError):
     pass
 
 

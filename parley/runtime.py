@@ -1,7 +1,9 @@
-"""What one Parley process owns: engine, sessions, queue, clients, and the background loops.
+"""What one Parley process owns: engine, sessions, queue, clients, the agent, and the
+background loops (worker, delivery, reconciler).
 
-Built once per process (in the app's lifespan, or by `parley worker`), closed on exit, and
-passed down; nothing here is global.
+Built once per process (by the app's lifespan, or by `parley worker`), closed on exit, and
+passed down; nothing here is global. This is the composition root of `parley worker`, so it
+imports no door and not FastAPI: the HTTP side adds its own services in `app.py`.
 """
 
 from __future__ import annotations
@@ -19,18 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.agent.limiter import UpstreamLimiter
 from parley.agent.llm import LLM, create_client
-from parley.agent.pricing import load_prices
-from parley.agent.prompts import profile_exists
+from parley.agent.outcome import InputGate
+from parley.agent.pricing import Price, load_prices
 from parley.agent.safety import Limits
 from parley.agent.tools import load_tools
 from parley.agent.turn import Agent, AgentConfig
-from parley.api.responses.service import ResponsesService
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
-from parley.queue.ratelimit import RateLimiter, build_rate_limiter
 from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
@@ -54,13 +54,13 @@ class Runtime:
     http: httpx.AsyncClient
     llm: LLM
     agent: Agent
+    gate: InputGate
+    """The input checks every door runs before the model (length, cards, moderation)."""
+    prices: dict[str, Price]
     gateway: ChannelGateway
     deliverer: Deliverer
     processor: ConversationProcessor
     worker: Worker
-    responses: ResponsesService
-    api_limiter: RateLimiter
-    """PARLEY_API_RATE_LIMIT per token, shared through Redis when there is one."""
     secrets: SecretBox | None
     """Users' secrets' encryption (PARLEY_SECRET_KEY); None when secrets are off."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -81,76 +81,19 @@ def build_runtime(settings: Settings) -> Runtime:
         timeout=settings.graph_timeout,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
     )
-    llm = LLM(
-        create_client(
-            api_key=settings.secret("openai_api_key"),
-            base_url=settings.openai_base_url,
-            timeout_s=settings.openai_timeout_s,
-            max_retries=settings.openai_max_retries,
-        ),
-        UpstreamLimiter(
-            max_concurrency=settings.openai_max_concurrency,
-            rpm=settings.openai_rpm,
-            tpm=settings.openai_tpm,
-            timeout_s=settings.openai_timeout_s,
-        ),
-    )
-    secret_key = settings.secret("parley_secret_key") or settings.secret("meta_app_secret")
+    llm = build_llm(settings)
     secrets = secret_box(settings.secret("parley_secret_key"))
-    agent = Agent(
-        llm,
-        AgentConfig(
-            model=settings.openai_model,
-            instructions=settings.instructions_text,
-            context=settings.parley_context,
-            context_tokens=settings.parley_context_tokens,
-            prompt_id=settings.openai_prompt_id,
-            prompt_version=settings.openai_prompt_version,
-            identity_key=(secret_key or "parley").encode(),
-            max_tool_steps=settings.parley_max_tool_steps,
-            timezone=settings.parley_timezone,
-        ),
-        sessions,
-        load_tools(
-            settings.parley_tools,
-            sessions=sessions,
-            http=http,
-            builtins=settings.parley_builtin_tools,
-            secrets=secrets,
-        ),
-    )
-    gateway = ChannelGateway(http, settings)
+    agent = build_agent(settings, llm, sessions, http, secrets)
+    gate = InputGate(build_limits(settings), agent)
     prices = load_prices(settings.parley_prices)
-    limits = Limits(
-        messages_per_minute=settings.parley_customer_messages_per_minute,
-        max_input_chars=settings.parley_max_input_chars,
-        redact_cards=settings.parley_redact_cards,
-        moderation=settings.parley_moderation,
-    )
+    gateway = ChannelGateway(http, settings)
     deliverer = Deliverer(
         sessions=sessions,
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
     )
-    processor = ConversationProcessor(
-        sessions=sessions,
-        agent=agent,
-        receipts=gateway,
-        replies=Replies(
-            fallback=settings.parley_fallback_reply,
-            unsupported=settings.parley_unsupported_reply,
-            rate_limited=settings.parley_rate_limit_reply,
-            refusal=settings.parley_moderation_reply,
-        ),
-        limits=limits,
-        on_outbox=deliverer.wake,
-        max_attempts=settings.parley_max_turn_attempts,
-        prices=prices,
-    )
-    worker = Worker(
-        queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
-    )
+    processor = build_processor(settings, sessions, agent, gate, prices, gateway, deliverer)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -159,21 +102,96 @@ def build_runtime(settings: Settings) -> Runtime:
         http=http,
         llm=llm,
         agent=agent,
+        gate=gate,
+        prices=prices,
         gateway=gateway,
         deliverer=deliverer,
         processor=processor,
-        worker=worker,
-        responses=ResponsesService(
-            sessions=sessions,
-            agent=agent,
-            prices=prices,
-            context=settings.parley_context,
-            profiles=profile_exists,
-            limits=limits,
-            refusal=settings.parley_moderation_reply,
+        worker=Worker(
+            queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
         ),
-        api_limiter=build_rate_limiter(settings.parley_api_rate_limit, settings.redis_url),
         secrets=secrets,
+    )
+
+
+def build_llm(settings: Settings) -> LLM:
+    client = create_client(
+        api_key=settings.secret("openai_api_key"),
+        base_url=settings.openai_base_url,
+        timeout_s=settings.openai_timeout_s,
+        max_retries=settings.openai_max_retries,
+    )
+    limiter = UpstreamLimiter(
+        max_concurrency=settings.openai_max_concurrency,
+        rpm=settings.openai_rpm,
+        tpm=settings.openai_tpm,
+        timeout_s=settings.openai_timeout_s,
+    )
+    return LLM(client, limiter)
+
+
+def build_agent(
+    settings: Settings,
+    llm: LLM,
+    sessions: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    secrets: SecretBox | None,
+) -> Agent:
+    identity_key = settings.secret("parley_secret_key") or settings.secret("meta_app_secret")
+    config = AgentConfig(
+        model=settings.openai_model,
+        instructions=settings.instructions_text,
+        context=settings.parley_context,
+        context_tokens=settings.parley_context_tokens,
+        prompt_id=settings.openai_prompt_id,
+        prompt_version=settings.openai_prompt_version,
+        identity_key=(identity_key or "parley").encode(),
+        max_tool_steps=settings.parley_max_tool_steps,
+        timezone=settings.parley_timezone,
+    )
+    tools = load_tools(
+        settings.parley_tools,
+        sessions=sessions,
+        http=http,
+        builtins=settings.parley_builtin_tools,
+        secrets=secrets,
+    )
+    return Agent(llm, config, sessions, tools)
+
+
+def build_limits(settings: Settings) -> Limits:
+    return Limits(
+        messages_per_minute=settings.parley_customer_messages_per_minute,
+        max_input_chars=settings.parley_max_input_chars,
+        redact_cards=settings.parley_redact_cards,
+        moderation=settings.parley_moderation,
+    )
+
+
+def build_processor(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    agent: Agent,
+    gate: InputGate,
+    prices: dict[str, Price],
+    gateway: ChannelGateway,
+    deliverer: Deliverer,
+) -> ConversationProcessor:
+    replies = Replies(
+        fallback=settings.parley_fallback_reply,
+        unsupported=settings.parley_unsupported_reply,
+        rate_limited=settings.parley_rate_limit_reply,
+        refusal=settings.parley_moderation_reply,
+    )
+    return ConversationProcessor(
+        sessions=sessions,
+        agent=agent,
+        gate=gate,
+        receipts=gateway,
+        replies=replies,
+        on_outbox=deliverer.wake,
+        max_attempts=settings.parley_max_turn_attempts,
+        prices=prices,
     )
 
 
@@ -216,7 +234,6 @@ async def stop_background(runtime: Runtime) -> None:
 
 async def close(runtime: Runtime) -> None:
     await runtime.queue.close()
-    await runtime.api_limiter.close()
     await runtime.llm.close()
     await runtime.http.aclose()
     await runtime.engine.dispose()
@@ -224,16 +241,17 @@ async def close(runtime: Runtime) -> None:
 
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
+    """The process's runtime, with the background loops running unless `role` is `api`."""
     if role == "serve":
         await upgrade(settings.database_url)
     runtime = build_runtime(settings)
+    background = role in ("serve", "worker")
     try:
-        if role in ("serve", "worker"):
+        if background:
             await start_background(runtime)
         yield runtime
     finally:
-        if role in ("serve", "worker"):
+        if background:
             await stop_background(runtime)
-        await runtime.responses.close(runtime.settings.parley_shutdown_grace)
         await close(runtime)
         log.info("runtime.closed", role=role)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from parley.ingress.deps import QueueDep, RuntimeDep, SessionDep
+from parley.deps import QueueDep, RuntimeDep, SessionDep
 from parley.store.queries.turns import failed_messages, retry_message
 from parley.store.queries.usage import conversation_usage, daily_usage
 from parley.store.queries.users import authenticate

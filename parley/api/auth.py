@@ -17,7 +17,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.errors import APIError
-from parley.ingress.deps import RuntimeDep
+from parley.config import Settings
+from parley.deps import ApiLimiterDep, RuntimeDep
+from parley.queue.ratelimit import RateLimiter
 from parley.runtime import Runtime
 from parley.store.queries.users import authenticate, ensure_user
 
@@ -76,7 +78,7 @@ async def find_caller(session: AsyncSession, runtime: Runtime, token: str) -> Ca
     return Caller(owner.user_id, owner.name, owner.is_admin, owner.token_id)
 
 
-async def current_caller(request: Request, runtime: RuntimeDep) -> Caller:
+async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimiterDep) -> Caller:
     """The authenticated, active user behind the bearer token, within its rate limit.
     Raises APIError 401 (missing, unknown, revoked token or suspended user) or 429."""
     token = bearer_token(request)
@@ -90,18 +92,18 @@ async def current_caller(request: Request, runtime: RuntimeDep) -> Caller:
     if caller is None:
         log.info("auth.refused", path=request.url.path)
         raise invalid_key(token)
-    await check_rate(runtime, caller)
+    await check_rate(limiter, runtime.settings, caller)
     structlog.contextvars.bind_contextvars(user_id=caller.user_id, token_id=caller.token_id)
     return caller
 
 
-async def check_rate(runtime: Runtime, caller: Caller) -> None:
+async def check_rate(limiter: RateLimiter, settings: Settings, caller: Caller) -> None:
     key = str(caller.token_id) if caller.token_id is not None else "admin"
-    verdict = await runtime.api_limiter.hit(key)
+    verdict = await limiter.hit(key)
     if verdict.allowed:
         return
     log.info("auth.rate_limited", user_id=caller.user_id, token_id=caller.token_id)
-    limit = runtime.settings.parley_api_rate_limit
+    limit = settings.parley_api_rate_limit
     raise APIError(
         429,
         f"Rate limit reached for this API key: {limit} requests per minute. "

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from parley.errors import Conflict, NotFound, RequestError
+
 log = structlog.get_logger(__name__)
 
 TYPES = {
@@ -75,6 +77,12 @@ def not_found(what: str, ident: str, *, param: str | None = None) -> APIError:
     return APIError(404, f"No {what} found with id '{ident}'.", param=param, code="not_found")
 
 
+def from_request_error(exc: RequestError) -> APIError:
+    """The turn logic's refusal as the status OpenAI gives for it."""
+    status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 400
+    return APIError(status, exc.message, param=exc.param, code=exc.code)
+
+
 def is_v1(request: Request) -> bool:
     return request.url.path.startswith("/v1/") or request.url.path == "/v1"
 
@@ -89,6 +97,10 @@ def install(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
         return exc.response()
+
+    async def on_request_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        return from_request_error(exc).response()
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -113,6 +125,7 @@ def install(app: FastAPI) -> None:
 
     app.add_exception_handler(Exception, on_crash)
     app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(RequestError, on_request_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from parley.ingress.deps import RuntimeDep
+from parley.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT = 2.0

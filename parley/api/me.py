@@ -19,8 +19,8 @@ from parley.api.users import (
     UserUsageDayPublic,
     token_created,
 )
+from parley.deps import RuntimeDep, SessionDep
 from parley.errors import SecretsDisabled
-from parley.ingress.deps import RuntimeDep, SessionDep
 from parley.store.queries import users as queries
 from parley.store.queries.usage import user_daily_usage
 

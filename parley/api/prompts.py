@@ -15,8 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.admin import require_admin
+from parley.deps import SessionDep
 from parley.errors import PromptConflict, PromptInvalid, PromptNotFound
-from parley.ingress.deps import SessionDep
 from parley.store.models import PromptVersion
 from parley.store.queries import prompts as queries
 from parley.store.queries.prompt_report import prompt_report

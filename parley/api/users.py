@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
 from parley.api.admin import UsagePublic, require_admin
+from parley.deps import SessionDep
 from parley.errors import UserConflict
-from parley.ingress.deps import SessionDep
 from parley.store.models import ApiToken, User
 from parley.store.queries import users as queries
 from parley.store.queries.usage import user_daily_usage

@@ -11,8 +11,8 @@ from fastapi.responses import PlainTextResponse
 
 from parley.channels import whatsapp
 from parley.channels.signature import verify_signature
+from parley.deps import QueueDep, SessionDep, SettingsDep
 from parley.errors import BadPayload, BadSignature
-from parley.ingress.deps import QueueDep, SessionDep, SettingsDep
 from parley.observability.metrics import WEBHOOK_MESSAGES
 from parley.store.queries.inbound import apply_statuses, record_inbound
 

@@ -9,17 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from decimal import Decimal
 from typing import Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.agent.pricing import DEFAULT_PRICES, Price, priced_usage
+from parley.agent.outcome import InputGate, answer_rows, priced, tool_rows
+from parley.agent.pricing import DEFAULT_PRICES, Price
 from parley.agent.prompts import PromptChoice
-from parley.agent.safety import Limits, prepare_input
-from parley.agent.tools import ToolEvent
-from parley.agent.turn import Agent, TurnRequest, TurnResult
+from parley.agent.turn import Agent, TurnRequest
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
 from parley.store.models import Account, Message, utcnow
@@ -64,12 +62,12 @@ class ConversationProcessor:
         *,
         sessions: async_sessionmaker[AsyncSession],
         agent: Agent,
+        gate: InputGate,
         receipts: Receipts,
         replies: Replies,
         on_outbox: Callable[[], None],
         max_attempts: int = 3,
         prices: dict[str, Price] | None = None,
-        limits: Limits | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -78,7 +76,7 @@ class ConversationProcessor:
         self._on_outbox = on_outbox
         self._max_attempts = max_attempts
         self._prices = prices if prices is not None else DEFAULT_PRICES
-        self._limits = limits or Limits()
+        self._gate = gate
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -112,21 +110,10 @@ class ConversationProcessor:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
             await session.commit()
 
-    async def _refused(self, work: TurnWork, texts: list[str]) -> bool:
-        """With moderation on, flagged input gets the refusal and never reaches the model. A
-        moderation endpoint that fails lets the turn go on: it is a filter, not a gate."""
-        if not self._limits.moderation:
-            return False
-        try:
-            flagged = await self._agent.flagged(texts)
-        except LLMError as exc:
-            log.warning("turn.moderation_unavailable", reason=str(exc))
-            return False
-        if flagged:
-            log.warning("turn.refused", messages=len(work.pending))
-            refusal = Reply(self._replies.refusal, sender="system", meta={"auto": "moderation"})
-            await self._store(work, [refusal], status="refused", error="flagged by moderation")
-        return flagged
+    async def _refuse(self, work: TurnWork) -> None:
+        """Flagged input gets the refusal and never reaches the model."""
+        refusal = Reply(self._replies.refusal, sender="system", meta={"auto": "moderation"})
+        await self._store(work, [refusal], status="refused", error="flagged by moderation")
 
     async def _within_rate(self, work: TurnWork) -> TurnWork:
         """Answer at most `messages_per_minute` of a customer's messages per minute; the rest
@@ -136,7 +123,7 @@ class ConversationProcessor:
             earlier = await inbound_since(
                 session, conversation_id=work.conversation.id, since=since
             )
-            allowed = max(self._limits.messages_per_minute - earlier, 0)
+            allowed = self._gate.allowed(earlier=earlier)
             if allowed >= len(work.pending):
                 return work
             noticed = await auto_reply_since(
@@ -168,48 +155,43 @@ class ConversationProcessor:
             work = await self._within_rate(work)
             if not work.pending:
                 return
-            texts = [
-                prepare_input(
-                    m.text,
-                    max_chars=self._limits.max_input_chars,
-                    redact=self._limits.redact_cards,
-                )
-                for m in work.pending
-                if m.text
-            ]
+            texts = self._gate.prepare(m.text for m in work.pending if m.text)
             if not texts:
-                reply = Reply(
-                    self._replies.unsupported, sender="system", meta={"auto": "unsupported"}
-                )
-                await self._store(work, [reply], status="answered")
-                log.info("turn.unsupported", messages=len(work.pending))
-                return
-            if await self._refused(work, texts):
-                return
-            prompt = await self._agent.prompt_for(work.conversation, work.account, work.contact)
-            try:
-                result = await self._agent.run_turn(_request(work, texts, prompt))
-            except LLMError as exc:
-                await self._fail(work, str(exc))
-                return
-            if not result.text.strip():
-                await self._fail(work, "upstream returned no text")
-                return
-            usage = priced_usage(result.model, result.usage, self._prices)
-            await self._store(
-                work,
-                _agent_replies(work, result, usage.cost_usd, prompt),
-                status="answered",
-                response_id=result.response_id,
-                usage=usage,
-            )
-            log.info(
-                "turn.completed",
-                messages=len(work.pending),
-                latency_ms=result.latency_ms,
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-            )
+                await self._unsupported(work)
+            elif await self._gate.refuses(texts):
+                await self._refuse(work)
+            else:
+                await self._answer(work, texts)
+
+    async def _unsupported(self, work: TurnWork) -> None:
+        reply = Reply(self._replies.unsupported, sender="system", meta={"auto": "unsupported"})
+        await self._store(work, [reply], status="answered")
+        log.info("turn.unsupported", messages=len(work.pending))
+
+    async def _answer(self, work: TurnWork, texts: list[str]) -> None:
+        prompt = await self._agent.prompt_for(work.conversation, work.account, work.contact)
+        try:
+            result = await self._agent.run_turn(_request(work, texts, prompt))
+        except LLMError as exc:
+            await self._fail(work, str(exc))
+            return
+        if not result.text.strip():
+            await self._fail(work, "upstream returned no text")
+            return
+        usage = priced(result, self._prices)
+        parts = render_text(work.conversation.channel, result.text)
+        replies = tool_rows(result)
+        replies += answer_rows(result, parts, usage=usage, prompt=prompt, numbered=True)
+        await self._store(
+            work, replies, status="answered", response_id=result.response_id, usage=usage
+        )
+        log.info(
+            "turn.completed",
+            messages=len(work.pending),
+            latency_ms=result.latency_ms,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+        )
 
     async def _fail(self, work: TurnWork, reason: str) -> None:
         log.error("turn.failed", reason=reason, messages=len(work.pending))
@@ -279,53 +261,3 @@ def _request(work: TurnWork, texts: list[str], prompt: PromptChoice | None = Non
         previous_response_id=work.conversation.last_response_id,
         prompt=prompt,
     )
-
-
-def _tool_reply(event: ToolEvent) -> Reply:
-    call = event.call
-    return Reply(
-        text=f"{call.name}({call.arguments}) -> {event.output}",
-        sender="tool",
-        kind="tool_call",
-        deliver=False,
-        meta={
-            "call_id": call.call_id,
-            "name": call.name,
-            "arguments": call.arguments,
-            "output": event.output,
-        },
-    )
-
-
-def _agent_replies(
-    work: TurnWork, result: TurnResult, cost: Decimal | None, prompt: PromptChoice | None = None
-) -> list[Reply]:
-    """The answer split within the channel's limit; usage is carried by the first part."""
-    parts = render_text(work.conversation.channel, result.text)
-    replies = [_tool_reply(event) for event in result.tool_events]
-    # Which prompt produced it: the dashboard prompt (OPENAI_PROMPT_ID) when that answered,
-    # else Parley's own version (none for the built-in prompt).
-    own = prompt if prompt is not None and prompt.name and not result.prompt else None
-    for index, part in enumerate(parts):
-        first = index == 0
-        meta: dict[str, object] = {"part": index + 1, "parts": len(parts)}
-        if result.prompt:
-            meta["prompt"] = {"id": result.prompt}
-        elif own is not None:
-            meta["prompt"] = own.label
-        replies.append(
-            Reply(
-                text=part,
-                response_id=result.response_id,
-                model=result.model,
-                input_tokens=result.usage.input_tokens if first else None,
-                cached_tokens=result.usage.cached_tokens if first else None,
-                output_tokens=result.usage.output_tokens if first else None,
-                reasoning_tokens=result.usage.reasoning_tokens if first else None,
-                cost_usd=cost if first else None,
-                latency_ms=result.latency_ms if first else None,
-                prompt_version_id=own.version_id if own else None,
-                meta=meta,
-            )
-        )
-    return replies

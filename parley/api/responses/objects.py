@@ -1,5 +1,5 @@
-"""The Responses API's objects as the official SDK parses them: the Response, its output items
-and usage, and the server-sent events of a streamed answer, in OpenAI's order."""
+"""The Responses API's objects on the wire, as the official SDK parses them: the Response,
+lists, and the server-sent events of a streamed answer, in OpenAI's order."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import copy
 import json
 from typing import Any
 
-from parley.agent.llm import ToolCall, Usage
-from parley.api.responses.request import new_id
+from parley.responses.items import message_item
+from parley.responses.request import new_id
 from parley.store.models import ResponseRecord
 
 FINAL_EVENTS = {
@@ -51,39 +51,6 @@ def response_object(record: ResponseRecord) -> dict[str, Any]:
     }
 
 
-def message_item(
-    text: str, *, item_id: str | None = None, status: str = "completed"
-) -> dict[str, Any]:
-    return {
-        "id": item_id or new_id("msg"),
-        "type": "message",
-        "role": "assistant",
-        "status": status,
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    }
-
-
-def function_call_item(call: ToolCall) -> dict[str, Any]:
-    return {
-        "id": new_id("fc"),
-        "type": "function_call",
-        "call_id": call.call_id,
-        "name": call.name,
-        "arguments": call.arguments,
-        "status": "completed",
-    }
-
-
-def usage_object(usage: Usage) -> dict[str, Any]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens, "cache_write_tokens": 0},
-        "output_tokens": usage.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-    }
-
-
 def list_object(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     return {
         "object": "list",
@@ -118,7 +85,10 @@ class EventStream:
         self._queue.put_nowait({**event, "sequence_number": self._number})
         self._number += 1
 
-    def started(self, response: dict[str, Any]) -> None:
+    def started(self, record: ResponseRecord) -> None:
+        self._started(response_object(record))
+
+    def _started(self, response: dict[str, Any]) -> None:
         snapshot = {**copy.deepcopy(response), "status": "in_progress", "output": [], "usage": None}
         self.emit({"type": "response.created", "response": snapshot})
         self.emit({"type": "response.in_progress", "response": copy.deepcopy(snapshot)})
@@ -161,7 +131,10 @@ class EventStream:
     def message_id(self) -> str | None:
         return self._message_id
 
-    def finished(self, response: dict[str, Any]) -> None:
+    def finished(self, record: ResponseRecord) -> None:
+        self._finished(response_object(record))
+
+    def _finished(self, response: dict[str, Any]) -> None:
         """The rest of the output (closing the streamed message; function calls, whose
         arguments come whole), then the final event, and the end of the stream."""
         for index, item in enumerate(response["output"]):
@@ -221,9 +194,9 @@ class EventStream:
             yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
 
 
-def replay(response: dict[str, Any]) -> EventStream:
+def replay(record: ResponseRecord) -> EventStream:
     """The events of a response already finished (an idempotent retry of a streamed POST)."""
     stream = EventStream()
-    stream.started(response)
-    stream.finished(response)
+    stream.started(record)
+    stream.finished(record)
     return stream

@@ -9,10 +9,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from parley.api.auth import CallerDep
 from parley.api.errors import bad_request, not_found
-from parley.api.responses.objects import list_object, replay, response_object
+from parley.api.responses.objects import EventStream, list_object, replay, response_object
 from parley.api.responses.request import body_hash, parse_create, parse_json
-from parley.api.responses.service import ResponsesService
-from parley.ingress.deps import RuntimeDep, SessionDep
+from parley.deps import ResponsesDep, SessionDep, SettingsDep
 from parley.store.queries.responses import delete_response, get_response
 
 router = APIRouter(prefix="/v1", tags=["responses"])
@@ -20,42 +19,34 @@ router = APIRouter(prefix="/v1", tags=["responses"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _service(runtime: Any) -> ResponsesService:
-    service: ResponsesService = runtime.responses
-    return service
-
-
 @router.post("/responses")
 async def create_response(
     request: Request,
     caller: CallerDep,
-    runtime: RuntimeDep,
+    service: ResponsesDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Create a model response (OpenAI's `POST /v1/responses`), answered by Parley's agent."""
     raw = await request.body()
     create = parse_create(parse_json(raw))
-    service = _service(runtime)
+    stream = EventStream() if create.stream else None
     started = await service.start(
-        caller, create, idempotency_key=idempotency_key, request_hash=body_hash(raw)
+        caller,
+        create,
+        idempotency_key=idempotency_key,
+        request_hash=body_hash(raw),
+        stream=stream,
     )
-    settings = runtime.settings
-    if started.replayed:
-        if create.stream:
-            stream = replay(response_object(started.record))
-            return StreamingResponse(
-                stream.frames(settings.parley_stream_keepalive),
-                media_type="text/event-stream",
-                headers=SSE_HEADERS,
-            )
-        return JSONResponse(response_object(started.record))
-    if started.stream is not None:
+    if started.replayed and stream is not None:
+        stream = replay(started.record)
+    if stream is not None:
         return StreamingResponse(
-            started.stream.frames(settings.parley_stream_keepalive),
+            stream.frames(settings.parley_stream_keepalive),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    if not create.background:
+    if not create.background and not started.replayed:
         await service.wait(started, settings.parley_responses_wait)
     # As the turn left it: final, or still in progress past the wait.
     return JSONResponse(response_object(started.record))
@@ -78,8 +69,8 @@ async def remove_response(response_id: str, caller: CallerDep, session: SessionD
 
 
 @router.post("/responses/{response_id}/cancel")
-async def cancel_response(response_id: str, caller: CallerDep, runtime: RuntimeDep) -> Response:
-    record = await _service(runtime).cancel(caller, response_id)
+async def cancel_response(response_id: str, caller: CallerDep, service: ResponsesDep) -> Response:
+    record = await service.cancel(caller, response_id)
     return JSONResponse(response_object(record))
 
 

@@ -14,10 +14,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
-from parley.store.queries.inbound import allocate_sequence, get_account
-from parley.store.queries.turns import Reply, conversation_parties, reply_row
+from parley.store.queries.inbound import get_account
+from parley.store.queries.turns import conversation_parties
 from parley.store.queries.upsert import insert_ignore
-from parley.store.queries.usage import UsageAdd, add_usage
 
 API_CHANNEL = "api"
 OPEN_STATUSES = ("queued", "in_progress")
@@ -107,24 +106,3 @@ async def set_status(
         .values(status=status, **values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def record_api_turn(
-    session: AsyncSession,
-    *,
-    thread: Thread,
-    rows: list[Reply],
-    last_response_id: str | None,
-    usage: UsageAdd | None,
-) -> None:
-    """The turn's inputs and outputs in sequence, in the caller's transaction (with the
-    response's own update), so a reader never sees one without the other."""
-    also = {"last_response_id": last_response_id} if last_response_id else {}
-    first = await allocate_sequence(
-        session, conversation_id=thread.conversation.id, count=max(len(rows), 1), **also
-    )
-    for offset, row in enumerate(rows):
-        session.add(reply_row(thread.conversation.id, thread.account.id, first + offset, row, None))
-    if usage is not None:
-        await add_usage(session, account_id=thread.account.id, usage=usage)
-    await session.flush()

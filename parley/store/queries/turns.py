@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
-from parley.store.queries.usage import UsageAdd, add_usage
+from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +119,14 @@ async def record_turn(
     inbound_error: str | None = None,
     last_response_id: str | None = None,
     usage: UsageAdd | None = None,
+    user_id: int | None = None,
 ) -> list[int]:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
-    with their outbox rows. A worker that dies before this commits leaves the inbound messages
-    `received`, and the next worker redoes the turn.
+    with their outbox rows, the usage summed per account (and per user, for the Responses
+    API). A worker that dies before this commits leaves the inbound messages `received`, and
+    the next worker redoes the turn. The Responses API stores its inputs among `replies`
+    (`answered` empty) in the transaction that finishes its response, so a reader never sees
+    one without the other.
 
     Returns:
         The ids of the stored reply messages, in order.
@@ -145,6 +149,8 @@ async def record_turn(
         ids.append(message.id)
     if usage is not None:
         await add_usage(session, account_id=account_id, usage=usage)
+        if user_id is not None:
+            await add_user_usage(session, user_id=user_id, usage=usage)
     await session.flush()
     return ids
 

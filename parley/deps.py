@@ -1,4 +1,5 @@
-"""FastAPI dependencies of the doors, as `Annotated` aliases."""
+"""The FastAPI dependencies every door shares (webhooks, the Responses and admin APIs), as
+`Annotated` aliases. Doors import this module, never each other."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.queue.base import Queue
+from parley.queue.ratelimit import RateLimiter
+from parley.responses.service import ResponsesService
 from parley.runtime import Runtime
 
 
@@ -34,6 +37,18 @@ def get_queue(runtime: RuntimeDep) -> Queue:
     return runtime.queue
 
 
+def get_responses(request: Request) -> ResponsesService:
+    service: ResponsesService = request.app.state.responses
+    return service
+
+
+def get_api_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.api_limiter
+    return limiter
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
+ResponsesDep = Annotated[ResponsesService, Depends(get_responses)]
+ApiLimiterDep = Annotated[RateLimiter, Depends(get_api_limiter)]

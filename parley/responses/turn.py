@@ -1,0 +1,274 @@
+"""One Responses API turn, run in a task of its own: the agent answers, and the response's
+outcome (completed, incomplete, refused, failed, interrupted) is stored with the thread's
+messages in one transaction.
+
+The turn outlives the HTTP request that started it: a client that hangs up, a blocking call
+that stops waiting, or a background call all leave it to finish and be stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.agent.llm import Usage
+from parley.agent.outcome import InputGate, answer_rows, priced, tool_rows
+from parley.agent.pricing import Price
+from parley.agent.prompts import PromptChoice
+from parley.agent.turn import Agent, TurnRequest, TurnResult
+from parley.errors import LLMError
+from parley.responses.items import (
+    function_call_item,
+    held_item,
+    input_rows,
+    message_item,
+    upstream_items,
+    usage_object,
+    user_texts,
+)
+from parley.responses.request import CreateRequest
+from parley.store.models import ResponseRecord, utcnow
+from parley.store.queries.responses import Thread, set_status
+from parley.store.queries.turns import Reply, record_turn
+from parley.store.queries.usage import UsageAdd
+
+log = structlog.get_logger(__name__)
+
+FAILED_MESSAGE = "The agent could not answer this time. Please try again."
+INTERRUPTED_MESSAGE = "The turn was interrupted."
+
+
+class TurnStream(Protocol):
+    """Where a streamed response's events go (the HTTP door renders them as SSE)."""
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    @property
+    def streamed_text(self) -> str: ...
+
+    def started(self, record: ResponseRecord) -> None: ...
+
+    async def delta(self, text: str) -> None: ...
+
+    def finished(self, record: ResponseRecord) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A response to answer, with everything chosen when it was created."""
+
+    record: ResponseRecord
+    user_id: int
+    request: CreateRequest
+    thread: Thread
+    previous: ResponseRecord | None
+    stream: TurnStream | None
+    prompt: PromptChoice
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        agent: Agent,
+        gate: InputGate,
+        prices: dict[str, Price],
+        context: str,
+        refusal: str,
+    ) -> None:
+        self._sessions = sessions
+        self._agent = agent
+        self._gate = gate
+        self._prices = prices
+        self._refusal = refusal
+        # Threads branch wherever a caller points `previous_response_id`, so the upstream
+        # state is chained per response, never one conversation per thread.
+        self._strategy = "local" if context == "local" else "previous_response"
+
+    async def run(self, job: Job) -> None:
+        with structlog.contextvars.bound_contextvars(
+            response_id=job.record.id,
+            conversation_id=job.thread.conversation.id,
+            user_id=job.user_id,
+        ):
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                # Cancelled by POST …/cancel (already marked) or by shutdown (marked here).
+                await asyncio.shield(self._interrupted(job))
+                raise
+            except Exception:
+                log.exception("responses.turn_crashed")
+                await self._failed(job, "internal error")
+
+    async def _run(self, job: Job) -> None:
+        if job.record.status == "queued":
+            async with self._sessions() as session:
+                await set_status(session, response_id=job.record.id, status="in_progress")
+                await session.commit()
+        if await self._gate.refuses(self._gate.prepare(user_texts(job.request.input))):
+            await self._refused(job)
+            return
+        try:
+            result = await self._agent.run_turn(self._turn_request(job))
+        except LLMError as exc:
+            log.error("responses.turn_failed", reason=str(exc))
+            await self._failed(job, str(exc))
+            return
+        await self._completed(job, result)
+
+    def _turn_request(self, job: Job) -> TurnRequest:
+        request, previous = job.request, job.previous
+        return TurnRequest(
+            conversation_id=job.thread.conversation.id,
+            channel="api",
+            customer_key=f"api:user:{job.user_id}",
+            inputs=[],
+            items=upstream_items(request, previous, self._gate, local=self._strategy == "local"),
+            instructions=request.instructions,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+            settings=_model_settings(request),
+            strategy=self._strategy,
+            previous_response_id=previous.upstream_response_id if previous else None,
+            user_id=job.user_id,
+            on_delta=job.stream.delta if job.stream else None,
+            prompt=job.prompt,
+        )
+
+    async def _refused(self, job: Job) -> None:
+        refusal = Reply(
+            self._refusal,
+            sender="system",
+            direction="out",
+            status="sent",
+            deliver=False,
+            meta={"response_id": job.record.id, "auto": "moderation"},
+        )
+        rows = [*input_rows(job.record, job.request, "refused", "flagged by moderation"), refusal]
+        values = {"output": [message_item(self._refusal)], "usage": usage_object(Usage())}
+        await self._finish(job, "completed", values, rows, last_response_id=None, usage=None)
+
+    async def _completed(self, job: Job, result: TurnResult) -> None:
+        stream = job.stream
+        text = stream.streamed_text if stream and stream.streamed_text else result.text
+        output: list[dict[str, Any]] = []
+        if text or not result.caller_calls:
+            output.append(message_item(text, item_id=stream.message_id if stream else None))
+        output += [function_call_item(call) for call in result.caller_calls]
+        incomplete = result.status == "incomplete"
+        usage = priced(result, self._prices)
+        rows = input_rows(job.record, job.request, "answered") + tool_rows(result)
+        rows += answer_rows(
+            result,
+            [text],
+            usage=usage,
+            prompt=job.prompt,
+            meta={"response_id": job.record.id},
+            deliver=False,
+            status="sent",
+        )
+        values: dict[str, Any] = {
+            "request": {**job.request.public(), "held": [held_item(e) for e in result.held]},
+            "output": output,
+            "usage": usage_object(result.usage),
+            "model": result.model,
+            "upstream_response_id": result.response_id,
+            "incomplete_details": (
+                {"reason": result.incomplete_reason or "max_output_tokens"} if incomplete else None
+            ),
+        }
+        status = "incomplete" if incomplete else "completed"
+        if await self._finish(job, status, values, rows, result.response_id, usage):
+            log.info(
+                "responses.completed",
+                latency_ms=result.latency_ms,
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+            )
+
+    async def _finish(
+        self,
+        job: Job,
+        status: str,
+        values: dict[str, Any],
+        rows: list[Reply],
+        last_response_id: str | None,
+        usage: UsageAdd | None,
+    ) -> bool:
+        """The response's outcome and the thread's rows in one transaction, if the response is
+        still open (a cancelled one stays cancelled); then the stream's last events."""
+        values = {**values, "completed_at": utcnow()}
+        async with self._sessions() as session:
+            if not await set_status(session, response_id=job.record.id, status=status, **values):
+                log.info("responses.result_dropped", reason="no longer open (cancelled)")
+                return False
+            await self._record(session, job, rows, last_response_id, usage)
+            await session.commit()
+        # The caller's answer is built from this copy, with no second read of the row.
+        record = job.record
+        record.status = status
+        for name, value in values.items():
+            setattr(record, name, value)
+        if job.stream is not None:
+            job.stream.finished(record)
+        return True
+
+    async def _record(
+        self,
+        session: AsyncSession,
+        job: Job,
+        rows: list[Reply],
+        last_response_id: str | None,
+        usage: UsageAdd | None,
+    ) -> None:
+        thread = job.thread
+        await record_turn(
+            session,
+            conversation_id=thread.conversation.id,
+            account_id=thread.account.id,
+            answered=[],
+            replies=rows,
+            last_response_id=last_response_id,
+            usage=usage,
+            user_id=job.user_id,
+        )
+
+    async def _failed(self, job: Job, reason: str) -> None:
+        # The caller learns that it failed, not the upstream's words (those are stored).
+        error = {"code": "server_error", "message": FAILED_MESSAGE}
+        record = job.record
+        async with self._sessions() as session:
+            failed = await set_status(session, response_id=record.id, status="failed", error=error)
+            if failed:
+                rows = input_rows(record, job.request, "failed", error=reason)
+                await self._record(session, job, rows, None, None)
+            await session.commit()
+        if failed:
+            record.status, record.error = "failed", error
+        if job.stream is not None:
+            job.stream.finished(record)
+
+    async def _interrupted(self, job: Job) -> None:
+        error = {"code": "server_error", "message": INTERRUPTED_MESSAGE}
+        async with self._sessions() as session:
+            await set_status(session, response_id=job.record.id, status="failed", error=error)
+            await session.commit()
+            current = await session.get(ResponseRecord, job.record.id)
+        if job.stream is not None and current is not None:
+            job.stream.finished(current)
+
+
+def _model_settings(request: CreateRequest) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if request.temperature is not None:
+        settings["temperature"] = request.temperature
+    if request.max_output_tokens is not None:
+        settings["max_output_tokens"] = request.max_output_tokens
+    return settings
