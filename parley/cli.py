@@ -23,7 +23,7 @@ from parley.store.models import ApiToken, User
 from parley.store.queries import users
 
 app = typer.Typer(
-    help="Parley: one AI agent for WhatsApp, Instagram and the Responses API.", no_args_is_help=True
+    help="Parley: one AI agent for WhatsApp and the Responses API.", no_args_is_help=True
 )
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -61,7 +61,7 @@ def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
 @app.command()
 def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
-    """Only the HTTP API (webhooks, /v1, admin, console), for scale-out."""
+    """Only the HTTP API (webhooks, /v1, admin), for scale-out."""
     _run_http(_settings(), "api", host, port)
 
 
@@ -88,7 +88,9 @@ async def _worker(settings: Settings) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="The migration to reach.")] = "head",
+) -> None:
     """Apply pending migrations."""
     from parley.store.migrate import upgrade_sync
 
@@ -213,6 +215,7 @@ def users_suspend(name: UserArg) -> None:
 
 @users_app.command("reactivate")
 def users_reactivate(name: UserArg) -> None:
+    """Accept the user's tokens again."""
     _change_status(name, "active")
 
 
@@ -312,7 +315,11 @@ def secrets_list(user: UserArg) -> None:
 
 
 @secrets_app.command("delete")
-def secrets_delete(user: UserArg, name: str) -> None:
+def secrets_delete(
+    user: UserArg, name: Annotated[str, typer.Argument(help="The secret's name.")]
+) -> None:
+    """Delete one of the user's secrets."""
+
     async def work(session: AsyncSession, _: Settings) -> bool:
         owner = await _user(session, user)
         return await users.delete_secret(session, user_id=owner.id, name=name)

@@ -1,4 +1,4 @@
-"""Settings: CONTRACT.md's environment, read once by the CLI and passed down.
+"""Settings: Parley's environment (docs/configuration.md), read once by the CLI and passed down.
 
 Nothing reads the environment at import time, so tests build their own `Settings(...)`.
 """
@@ -31,110 +31,269 @@ DEFAULT_UNSUPPORTED_REPLY = (
 
 
 class Settings(BaseSettings):
+    """Every setting is an environment variable named as the field in upper case (no prefix, no
+    aliases; case-insensitive), also read from `.env`. Each `description` is the user-facing
+    reference: `python -m parley.config_reference` renders docs/configuration.md and
+    .env.example from them."""
+
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
 
     # Upstream LLM (OpenAI Responses API or any compatible server).
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
-    openai_prompt_id: str | None = None
-    openai_prompt_version: str | None = None
-    openai_model: str = "gpt-5-mini"
-    openai_timeout: int = Field(default=30_000, gt=0, description="milliseconds")
-    openai_max_retries: int = Field(default=3, ge=0)
-    openai_max_concurrency: int = Field(default=32, ge=1, description="upstream calls at once")
-    openai_rpm: int | None = Field(default=None, ge=1, description="client-side requests/min")
-    openai_tpm: int | None = Field(default=None, ge=1, description="client-side tokens/min")
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Key for the upstream Responses API."
+    )
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1",
+        description="Upstream base URL, ending in `/v1` (a trailing slash is dropped).",
+    )
+    openai_prompt_id: str | None = Field(
+        default=None,
+        description="Dashboard prompt id sent as `prompt.id` (instead of model and "
+        "instructions), with `OPENAI_PROMPT_VERSION`; if the upstream no longer has it, the "
+        "turn is answered with Parley's own active prompt and `agent.prompt_fallback` is logged.",
+    )
+    openai_prompt_version: str | None = Field(
+        default=None, description="Version of `OPENAI_PROMPT_ID` to use; unset for its latest."
+    )
+    openai_model: str = Field(
+        default="gpt-5-mini",
+        description="Model for the agent (a prompt version may name its own).",
+    )
+    openai_timeout: int = Field(
+        default=30_000, gt=0, description="Upstream request timeout, in milliseconds."
+    )
+    openai_max_retries: int = Field(
+        default=3, ge=0, description="Upstream retries (429, 5xx, timeouts), with backoff."
+    )
+    openai_max_concurrency: int = Field(
+        default=32, ge=1, description="Upstream calls in flight at once; more wait their turn."
+    )
+    openai_rpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Client-side cap on upstream requests per minute (calls are spaced evenly "
+        "and wait, never fail); unset for no cap.",
+    )
+    openai_tpm: int | None = Field(
+        default=None,
+        ge=1,
+        description="Client-side cap on upstream tokens per minute (estimated as chars / 4 "
+        "before a call, corrected with the real usage); unset for no cap.",
+    )
 
     # The agent.
-    parley_instructions: str = DEFAULT_INSTRUCTIONS
-    parley_fallback_reply: str = DEFAULT_FALLBACK_REPLY
-    parley_unsupported_reply: str = DEFAULT_UNSUPPORTED_REPLY
-    parley_rate_limit_reply: str = DEFAULT_RATE_LIMIT_REPLY
+    parley_instructions: str = Field(
+        default=DEFAULT_INSTRUCTIONS,
+        description="The built-in prompt's instructions (used where no prompt version is "
+        "active): text, or `@path` to a file; may hold `{{variables}}`.",
+    )
+    parley_fallback_reply: str = Field(
+        default=DEFAULT_FALLBACK_REPLY,
+        description="What a customer gets when the agent cannot answer.",
+    )
+    parley_unsupported_reply: str = Field(
+        default=DEFAULT_UNSUPPORTED_REPLY,
+        description="What a customer gets for content the agent cannot read yet (media…).",
+    )
+    parley_rate_limit_reply: str = Field(
+        default=DEFAULT_RATE_LIMIT_REPLY,
+        description="The notice a customer over `PARLEY_CUSTOMER_MESSAGES_PER_MINUTE` gets, "
+        "once a minute.",
+    )
     parley_customer_messages_per_minute: int = Field(
-        default=20, ge=1, description="messages a customer may send per minute before a notice"
+        default=20,
+        ge=1,
+        description="Messages one customer may send per minute; the rest are stored as "
+        "`ignored` and the customer gets one notice (`PARLEY_RATE_LIMIT_REPLY`) a minute.",
     )
     parley_max_input_chars: int = Field(
-        default=4000, ge=1, description="longest customer text sent to the model"
+        default=4000,
+        ge=1,
+        description="Longest customer text sent to the model (the stored text is whole).",
     )
-    parley_moderation: bool = False
-    """Check customer text with the upstream's moderation endpoint before the model sees it."""
-    parley_moderation_reply: str = DEFAULT_MODERATION_REPLY
-    parley_redact_cards: bool = True
-    """Mask payment card numbers in what is sent to the model (the stored text keeps them)."""
-    parley_context: Literal["conversation", "previous_response", "local"] = "conversation"
+    parley_moderation: bool = Field(
+        default=False,
+        description="Check customer text with the upstream's moderation endpoint "
+        "(`omni-moderation-latest`) first; flagged text gets `PARLEY_MODERATION_REPLY` and "
+        "never reaches the model.",
+    )
+    parley_moderation_reply: str = Field(
+        default=DEFAULT_MODERATION_REPLY,
+        description="The refusal for text that moderation flagged.",
+    )
+    parley_redact_cards: bool = Field(
+        default=True,
+        description="Mask payment card numbers (Luhn-valid, 13 to 19 digits) in what is sent "
+        "to the model (the stored text keeps them).",
+    )
+    parley_context: Literal["conversation", "previous_response", "local"] = Field(
+        default="conversation",
+        description="How the agent remembers: `conversation` (one OpenAI conversation per "
+        "customer, only new input sent), `previous_response` (chain on the last response id), "
+        "or `local` (Parley sends the history from its own store, older turns summarised; for "
+        "OpenAI-compatible servers without server-side state).",
+    )
     parley_context_tokens: int = Field(
         default=8000,
         gt=0,
-        description="tokens of history (estimated as chars / 4) the `local` strategy sends, "
-        "and a new remote conversation or chain is seeded with after the old one was lost",
+        description="History budget in tokens (estimated as chars / 4) that the `local` "
+        "strategy sends, and that a new remote conversation or chain is seeded with after the "
+        "upstream lost the old one.",
     )
 
-    parley_tools: str | None = None
-    """Function tools besides the built-in ones: JSON list or `@path` (see agent/tools.py)."""
-    parley_builtin_tools: str = "handoff_to_human,current_time"
-    """Built-in tools the agent may use, comma-separated; empty for none."""
-    parley_max_tool_steps: int = Field(default=5, ge=0)
-    parley_timezone: str = "UTC"
-    """The business's time zone, for the current_time tool."""
-    parley_prices: str | None = None
-    """Model prices (USD per 1M tokens) over the defaults: JSON text or `@path`."""
+    parley_tools: str | None = Field(
+        default=None,
+        description="Function tools for the agent besides the built-in ones: a JSON list (or "
+        '`@path`) of `{"name", "description", "parameters": <JSON schema>, "python": '
+        '"pkg.module:function"}` or `{…, "http": {"url", "method", "headers"}}`, each with an '
+        'optional `"timeout"` (seconds).',
+    )
+    parley_builtin_tools: str = Field(
+        default="handoff_to_human,current_time",
+        description="Built-in tools the agent may use, comma-separated (empty for none): "
+        "`handoff_to_human` (the conversation goes to a person and the agent stops answering "
+        "it), `current_time`.",
+    )
+    parley_max_tool_steps: int = Field(
+        default=5, ge=0, description="Function-calling rounds in one turn."
+    )
+    parley_timezone: str = Field(
+        default="UTC",
+        description="The business's IANA time zone, for `current_time` and the prompts' "
+        "`{{local_time}}`.",
+    )
+    parley_prices: str | None = Field(
+        default=None,
+        description="Model prices in USD per 1M tokens over the built-in OpenAI list prices "
+        "(gpt-5, gpt-5-mini, gpt-5-nano, gpt-4.1*, gpt-4o*): JSON "
+        '`{"model": {"input": 0.25, "cached_input": 0.025, "output": 2}}` or `@path` to such '
+        "a file.",
+    )
 
     # Store and queue.
-    database_url: str = "sqlite+aiosqlite:///./parley.db"
-    redis_url: str | None = None
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./parley.db",
+        description="SQLAlchemy async URL of the database (SQLite or PostgreSQL with asyncpg).",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for the distributed queue and the shared API rate limit; unset for "
+        "the in-process queue (one process).",
+    )
 
     # Meta.
-    meta_app_secret: SecretStr | None = None
-    meta_verify_token: SecretStr | None = None
-    graph_api_base_url: str = "https://graph.facebook.com"
-    graph_api_version: str = "v26.0"
-    instagram_api_base_url: str = "https://graph.instagram.com"
-    instagram_app_secret: SecretStr | None = None
-    whatsapp_access_token: SecretStr | None = None
-    instagram_access_token: SecretStr | None = None
-    messenger_access_token: SecretStr | None = None
-    graph_timeout: float = Field(default=15.0, gt=0, description="seconds per Graph API call")
-    graph_max_attempts: int = Field(default=6, ge=1, description="tries per outbound message")
+    meta_app_secret: SecretStr | None = Field(
+        default=None,
+        description="The Meta app secret that signs webhooks; unset, every webhook is refused.",
+    )
+    meta_verify_token: SecretStr | None = Field(
+        default=None,
+        description="Any string you choose, for the webhook GET handshake; unset, the "
+        "handshake is refused.",
+    )
+    graph_api_base_url: str = Field(
+        default="https://graph.facebook.com", description="Graph API base URL."
+    )
+    graph_api_version: str = Field(default="v26.0", description="Graph API version.")
+    instagram_api_base_url: str = Field(
+        default="https://graph.instagram.com",
+        description="Instagram API base URL; not used yet (Instagram is not served yet).",
+    )
+    instagram_app_secret: SecretStr | None = Field(
+        default=None,
+        description="Instagram app secret; not used yet (Instagram is not served yet).",
+    )
+    whatsapp_access_token: SecretStr | None = Field(
+        default=None,
+        description="Access token for sending on WhatsApp (a system user token in production).",
+    )
+    instagram_access_token: SecretStr | None = Field(
+        default=None,
+        description="Access token for Instagram; not used yet (Instagram is not served yet).",
+    )
+    messenger_access_token: SecretStr | None = Field(
+        default=None,
+        description="Access token for Messenger; not used yet (Messenger is not served yet).",
+    )
+    graph_timeout: float = Field(
+        default=15.0, gt=0, description="Timeout of one Graph API call, in seconds."
+    )
+    graph_max_attempts: int = Field(
+        default=6,
+        ge=1,
+        description="Tries per outbound message before it is marked `failed`.",
+    )
 
     # Admin and secrets.
-    parley_admin_token: SecretStr | None = None
-    parley_secret_key: SecretStr | None = None
+    parley_admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin API (an admin user's token opens it too); on "
+        "`/v1` it acts as the built-in admin user `_admin`.",
+    )
+    parley_secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts users' stored secrets (unset, storing one is refused); "
+        "also keys the customer hash sent upstream as `safety_identifier` (`META_APP_SECRET` "
+        "when unset).",
+    )
     parley_api_rate_limit: int = Field(
-        default=600, ge=0, description="requests per minute per API token; 0 for no limit"
+        default=600,
+        ge=0,
+        description="Requests per minute per API token on `/v1` (429 with `retry-after` beyond "
+        "it), shared through Redis when `REDIS_URL` is set; `0` for no limit.",
     )
 
     # The Responses API.
     parley_responses_wait: float = Field(
         default=120.0,
         gt=0,
-        description="seconds a blocking POST /v1/responses waits before answering in_progress",
+        description="Seconds a blocking `POST /v1/responses` waits before answering the "
+        "response `in_progress`.",
     )
     parley_stream_keepalive: float = Field(
-        default=15.0, gt=0, description="seconds of silence before a stream sends a keep-alive"
+        default=15.0,
+        gt=0,
+        description="Seconds of silence before a stream sends a `: keep-alive` comment.",
     )
 
     # Worker.
-    parley_worker_concurrency: int = Field(default=16, ge=1)
-    parley_reconcile_interval: float = Field(default=15.0, gt=0, description="seconds")
+    parley_worker_concurrency: int = Field(
+        default=16, ge=1, description="Conversations answered at once per process."
+    )
+    parley_reconcile_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between reconciler runs."
+    )
     parley_reconcile_after: float = Field(
-        default=30.0, gt=0, description="seconds a received message may wait before re-signal"
+        default=30.0,
+        gt=0,
+        description="Seconds a received message may wait before its conversation is signalled "
+        "again.",
     )
     parley_queue_lease_ms: int = Field(
         default=15_000,
         ge=100,
-        description="how long a worker's hold on a conversation lasts without a heartbeat; "
-        "a crashed worker's conversations are taken over after about this long",
+        description="How long a worker's hold on a conversation lasts without a heartbeat, in "
+        "milliseconds; a crashed worker's conversations are taken over after about this long.",
     )
     parley_max_turn_attempts: int = Field(
-        default=3, ge=1, description="turns started for a message before it is dead-lettered"
+        default=3,
+        ge=1,
+        description="Turns started for a message that never finished before it is "
+        "dead-lettered (fallback reply, `failed`).",
     )
     parley_shutdown_grace: float = Field(
-        default=20.0, ge=0, description="seconds running turns get to finish on shutdown"
+        default=20.0, ge=0, description="Seconds running turns get to finish on shutdown."
     )
-    parley_log_level: str = "INFO"
-    parley_log_format: Literal["console", "json"] = "console"
+    parley_log_level: str = Field(
+        default="INFO", description="Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
+    )
+    parley_log_format: Literal["console", "json"] = Field(
+        default="console",
+        description="Log lines as `console` (readable, coloured on a terminal) or `json` (one "
+        "object a line).",
+    )
 
     @field_validator("openai_base_url", "graph_api_base_url", "instagram_api_base_url")
     @classmethod

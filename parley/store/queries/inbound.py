@@ -71,7 +71,8 @@ async def _known_message_ids(
 async def get_account(session: AsyncSession, *, channel: str, external_id: str) -> Account:
     """The account row for a channel's business id, created on first sight.
 
-    A number with no row of its own is served with the environment's defaults (CONTRACT.md).
+    A new number's row has no settings of its own, so it is served with the environment's
+    defaults: a single business needs no setup beyond the environment.
     """
     query = select(Account).where(Account.channel == channel, Account.external_id == external_id)
     account = await session.scalar(query)
