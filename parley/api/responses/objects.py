@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from parley.agent.llm import ToolCall, Usage
-from parley.api.responses.request import new_id
+from parley.responses.request import new_id
 from parley.store.models import ResponseRecord
 
 FINAL_EVENTS = {

@@ -36,8 +36,8 @@ from parley.api.responses.objects import (
     response_object,
     usage_object,
 )
-from parley.api.responses.request import CreateRequest, context_lines, new_id
 from parley.errors import LLMError
+from parley.responses.request import CreateRequest, context_lines, new_id
 from parley.store.models import ResponseRecord, utcnow
 from parley.store.queries.responses import (
     Thread,
