@@ -326,6 +326,8 @@ def test_the_first_problem_is_reported_in_field_order() -> None:
     assert refused(body(model=None, input=None)).param == "model"
     assert refused(body(input=None, x_context=5)).param == "x_context"
     assert refused(body(temperature=9, stream="x", metadata=5)).param == "temperature"
+    too_many = {"bad": 5, **{str(i): "v" for i in range(16)}}
+    assert refused(body(metadata=too_many)).param == "metadata"
     two_bad_items = body(input=[{"role": "robot"}, {"type": "bad"}])
     assert refused(two_bad_items).param == "input[0].role"
     # An image with no source says so before its detail is looked at.

@@ -241,6 +241,13 @@ def _at_most_10_kb(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def _at_most_16_pairs(value: Any) -> Any:
+    # Counted before the pairs are checked, so too many pairs is what is reported.
+    if isinstance(value, dict) and len(value) > MAX_METADATA_PAIRS:
+        raise PydanticCustomError("too_long", "too many pairs")
+    return value
+
+
 MetadataKey = Annotated[str, Field(max_length=MAX_METADATA_KEY)]
 MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
 
@@ -256,7 +263,7 @@ class CreateBody(Wire):
     tool_choice: ToolChoiceOptions | ToolChoiceFunctionParam | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
     max_output_tokens: Annotated[int, Field(ge=16)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=MAX_METADATA_PAIRS)] = (
+    metadata: Annotated[dict[MetadataKey, MetadataValue], BeforeValidator(_at_most_16_pairs)] = (
         Field(default_factory=dict)
     )
     store: bool = True
