@@ -1,6 +1,7 @@
-"""A Responses API request as the turn logic takes it: checked, normalised, plain data.
+"""A `POST /v1/responses` request once the HTTP edge has checked it: plain data for the turn.
 
-The HTTP door validates the body and builds a `CreateRequest`; nothing here knows HTTP.
+The edge (`parley.api.responses`) validates the wire body and builds a `CreateRequest`; nothing
+here knows about HTTP, so the turn logic can be run and tested without it.
 """
 
 from __future__ import annotations

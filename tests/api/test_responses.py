@@ -464,11 +464,40 @@ async def test_bad_fields_are_400_naming_the_parameter(parley: Parley, token: st
         ({"model": "default", "input": "hi", "stream": "yes"}, "stream"),
         ({"model": "default", "input": "hi", "bogus": 1}, "bogus"),
         ({"model": "default", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
+        # A list for a role was a 500 (it was looked up in a set of roles).
+        ({"model": "default", "input": [{"role": ["user"], "content": "x"}]}, "input[0].role"),
+        (
+            {
+                "model": "default",
+                "input": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "input_text", "text": "What is this?"},
+                            {"type": "input_image", "image_url": 5, "file_id": "file_1"},
+                        ],
+                    }
+                ],
+            },
+            "input[0].content[1].image_url",
+        ),
+        (
+            {
+                "model": "default",
+                "input": "hi",
+                "tools": [{"type": "function", "name": "f", "strict": "false"}],
+            },
+            "tools[0].strict",
+        ),
     ]
     for body, param in cases:
         answer = await parley.client.post("/v1/responses", json=body, headers=headers)
         assert answer.status_code == 400, body
-        assert answer.json()["error"]["param"] == param
+        error = answer.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] == param
+        assert f"'{param}'" in error["message"]
 
 
 async def test_bad_token_is_an_authentication_error(parley: Parley) -> None:

@@ -1,39 +1,32 @@
-"""A `POST /v1/responses` body, checked field by field as OpenAI checks it.
+"""A `POST /v1/responses` body, checked as OpenAI checks it, into a `CreateRequest`.
 
-Every problem is a 400 naming the parameter (`param`), never FastAPI's 422. Input items are
-normalised to one shape, each with an id of its own: the ids are what `input_items` returns,
-and they are stripped again before the items go upstream.
+The body is validated by the typed models in `schemas.py`. Every problem is a 400 naming the
+parameter (`param`), never FastAPI's 422: the first validation error is told by the rule for
+where it is (`RULES`), in OpenAI's words.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
 from parley.api.errors import APIError, bad_request
-from parley.responses.request import CreateRequest, new_id
+from parley.api.responses.schemas import (
+    MAX_METADATA_KEY,
+    MAX_METADATA_PAIRS,
+    MAX_METADATA_VALUE,
+    MAX_X_CONTEXT_BYTES,
+    CreateBody,
+)
+from parley.responses.request import CreateRequest
 
-MAX_X_CONTEXT_BYTES = 10 * 1024
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
-
-KNOWN_FIELDS = {
-    "model",
-    "input",
-    "instructions",
-    "tools",
-    "tool_choice",
-    "temperature",
-    "max_output_tokens",
-    "metadata",
-    "store",
-    "background",
-    "stream",
-    "previous_response_id",
-    "x_context",
-}
+KNOWN_FIELDS = frozenset(CreateBody.model_fields)
 IGNORED_FIELDS = {
     # Accepted for compatibility with what SDKs and clients send; Parley's agent decides these.
     "parallel_tool_calls",
@@ -50,8 +43,6 @@ IGNORED_FIELDS = {
     "max_tool_calls",
     "top_logprobs",
 }
-_MESSAGE_ROLES = {"user", "assistant", "system", "developer"}
-_INPUT_PARTS = {"input_text", "input_image", "input_file"}
 
 
 def body_hash(raw: bytes) -> str:
@@ -79,294 +70,157 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
+    # A misspelt field is named before anything else is checked (the first by name).
     unknown = sorted(set(body) - KNOWN_FIELDS - IGNORED_FIELDS)
     if unknown:
         raise bad_request(
             f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
         )
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request(
-            "Missing required parameter: 'model'.", param="model", code="missing_required_parameter"
-        )
-    x_context = _x_context(body.get("x_context"))
-    return CreateRequest(
-        model=model,
-        input=_input(body.get("input")),
-        instructions=_optional_str(body, "instructions"),
-        tools=_tools(body.get("tools")),
-        tool_choice=_tool_choice(body.get("tool_choice")),
-        temperature=_number(body, "temperature", 0.0, 2.0),
-        max_output_tokens=_max_output_tokens(body.get("max_output_tokens")),
-        metadata=_metadata(body.get("metadata")),
-        store=_bool(body, "store", True),
-        background=_bool(body, "background", False),
-        stream=_bool(body, "stream", False),
-        previous_response_id=_optional_str(body, "previous_response_id"),
-        x_context=x_context,
-    )
-
-
-# --- fields ---------------------------------------------------------------------------------
-
-
-def _input(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        raise bad_request(
-            "Missing required parameter: 'input'.", param="input", code="missing_required_parameter"
-        )
-    if isinstance(value, str):
-        if not value:
-            raise bad_request("Invalid 'input': empty string.", param="input", code="empty_string")
-        return [_message("user", [{"type": "input_text", "text": value}])]
-    if not isinstance(value, list) or not value:
-        raise bad_request(
-            "Invalid 'input': expected a string or a non-empty array of items.", param="input"
-        )
-    return [_item(item, f"input[{index}]") for index, item in enumerate(value)]
-
-
-def _item(item: Any, where: str) -> dict[str, Any]:
-    if not isinstance(item, dict):
-        raise bad_request(f"Invalid '{where}': expected an object.", param=where)
-    kind = item.get("type", "message" if "role" in item else None)
-    if kind == "message":
-        role = item.get("role")
-        if role not in _MESSAGE_ROLES:
-            raise bad_request(
-                f"Invalid '{where}.role': expected one of user, assistant, system, developer.",
-                param=f"{where}.role",
-            )
-        return _message(role, _content(item.get("content"), role, f"{where}.content"))
-    if kind == "function_call_output":
-        call_id, output = item.get("call_id"), item.get("output")
-        if not isinstance(call_id, str) or not call_id:
-            raise bad_request(
-                f"Missing required parameter: '{where}.call_id'.", param=f"{where}.call_id"
-            )
-        if not isinstance(output, str):
-            output = json.dumps(output)
-        return {
-            "id": new_id("fco"),
-            "type": "function_call_output",
-            "call_id": call_id,
-            "output": output,
-            "status": "completed",
-        }
-    if kind == "function_call":
-        call_id, name = item.get("call_id"), item.get("name")
-        arguments = item.get("arguments", "{}")
-        if (
-            not isinstance(call_id, str)
-            or not isinstance(name, str)
-            or not isinstance(arguments, str)
-        ):
-            raise bad_request(
-                f"Invalid '{where}': a function_call needs call_id, name and arguments (a string).",
-                param=where,
-            )
-        return {
-            "id": new_id("fc"),
-            "type": "function_call",
-            "call_id": call_id,
-            "name": name,
-            "arguments": arguments,
-            "status": "completed",
-        }
-    raise bad_request(
-        f"Invalid '{where}.type': '{kind}' is not supported here; send messages, "
-        "function_call and function_call_output items.",
-        param=f"{where}.type",
-    )
-
-
-def _message(role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "id": new_id("msg"),
-        "type": "message",
-        "role": role,
-        "content": content,
-        "status": "completed",
+    # A null field is one not sent; the ignored fields are not checked at all.
+    given = {
+        name: value for name, value in body.items() if name in KNOWN_FIELDS and value is not None
     }
+    try:
+        wire = CreateBody.model_validate(given)
+    except ValidationError as exc:
+        raise _problem(exc.errors(include_url=False)[0]) from None
+    return wire.to_request()
 
 
-def _content(value: Any, role: str, where: str) -> list[dict[str, Any]]:
-    text_type = "output_text" if role == "assistant" else "input_text"
-    if isinstance(value, str):
-        part: dict[str, Any] = {"type": text_type, "text": value}
-        if role == "assistant":
-            part["annotations"] = []
-        return [part]
-    if not isinstance(value, list) or not value:
-        raise bad_request(
-            f"Invalid '{where}': expected a string or an array of parts.", param=where
-        )
-    parts = []
-    for index, part in enumerate(value):
-        at = f"{where}[{index}]"
-        if not isinstance(part, dict):
-            raise bad_request(f"Invalid '{at}': expected an object.", param=at)
-        kind = part.get("type")
-        if kind in ("input_text", "output_text"):
-            if not isinstance(part.get("text"), str):
-                raise bad_request(f"Invalid '{at}.text': expected a string.", param=f"{at}.text")
-            clean: dict[str, Any] = {"type": text_type, "text": part["text"]}
-            if text_type == "output_text":
-                clean["annotations"] = []
-            parts.append(clean)
-        elif kind == "input_image" and role != "assistant":
-            url, file_id = part.get("image_url"), part.get("file_id")
-            if not isinstance(url, str) and not isinstance(file_id, str):
-                raise bad_request(
-                    f"Invalid '{at}': an input_image needs an image_url or a file_id.", param=at
-                )
-            detail = part.get("detail", "auto")
-            if detail not in ("low", "high", "auto", "original"):
-                raise bad_request(f"Invalid '{at}.detail'.", param=f"{at}.detail")
-            image: dict[str, Any] = {"type": "input_image", "detail": detail}
-            if isinstance(url, str):
-                image["image_url"] = url
-            if isinstance(file_id, str):
-                image["file_id"] = file_id
-            parts.append(image)
-        elif kind == "input_file" and role != "assistant":
-            parts.append(
-                {
-                    k: v
-                    for k, v in part.items()
-                    if k in ("type", "file_id", "file_url", "file_data", "filename")
-                }
-            )
-        else:
-            raise bad_request(
-                f"Invalid '{at}.type': '{kind}' is not supported.", param=f"{at}.type"
-            )
-    return parts
+# --- validation errors as OpenAI's 400s -------------------------------------------------------
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise bad_request("Invalid 'tools': expected an array.", param="tools")
-    tools = []
-    for index, tool in enumerate(value):
-        at = f"tools[{index}]"
-        if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise bad_request(
-                f"Invalid '{at}': only function tools can be given to this agent.", param=at
-            )
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise bad_request(f"Missing required parameter: '{at}.name'.", param=f"{at}.name")
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise bad_request(
-                f"Invalid '{at}.parameters': expected an object.", param=f"{at}.parameters"
-            )
-        clean: dict[str, Any] = {
-            "type": "function",
-            "name": name,
-            "parameters": parameters,
-            "strict": bool(tool.get("strict", True)),
-        }
-        if isinstance(tool.get("description"), str):
-            clean["description"] = tool["description"]
-        tools.append(clean)
-    return tools
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How a problem is told: `message` names the `{param}` (and `{kind}`, the type sent)."""
+
+    message: str
+    code: str | None = None
+    suffix: str = ""
+    """Added to the param: an unsupported item or part is reported at its `.type`."""
 
 
-def _tool_choice(value: Any) -> Any:
-    if value is None or value in ("auto", "none", "required"):
-        return value
-    if (
-        isinstance(value, dict)
-        and value.get("type") == "function"
-        and isinstance(value.get("name"), str)
-    ):
-        return {"type": "function", "name": value["name"]}
-    raise bad_request(
-        "Invalid 'tool_choice': expected 'auto', 'none', 'required' or a function.",
-        param="tool_choice",
-    )
+_STRING = Rule("Invalid type for '{param}': expected a string.", "invalid_type")
+_BOOLEAN = Rule("Invalid type for '{param}': expected a boolean.", "invalid_type")
+_OBJECT = Rule("Invalid '{param}': expected an object.")
+_TEXT = Rule("Invalid '{param}': expected a string.")
+_REQUIRED = Rule("Missing required parameter: '{param}'.", "missing_required_parameter")
+_NESTED_REQUIRED = Rule("Missing required parameter: '{param}'.")
+_PART = "input[]<*>.content[]"
+
+# Keyed by where a problem is, as pydantic locates it: `[]` is any index, `*` any key, `<tag>`
+# the union member an item's or part's type picked (`<*>`: any). A rule covers the places below
+# it that have none of their own, and names its own place (so any problem inside a function_call
+# names the item). `where:type` is for that pydantic error type at that place only.
+RULES: dict[str, Rule] = {
+    "model": _REQUIRED,
+    "x_context": Rule("Invalid '{param}': expected a JSON object."),
+    "x_context:too_large": Rule(
+        f"Invalid '{{param}}': at most {MAX_X_CONTEXT_BYTES // 1024} KB of JSON.",
+        "string_above_max_length",
+    ),
+    "input": Rule("Invalid '{param}': expected a string or a non-empty array of items."),
+    "input:missing": _REQUIRED,
+    "input:empty_string": Rule("Invalid '{param}': empty string.", "empty_string"),
+    "input[]": _OBJECT,
+    "input[]:union_tag_invalid": Rule(
+        "Invalid '{param}': '{kind}' is not supported here; send messages, function_call and "
+        "function_call_output items.",
+        suffix=".type",
+    ),
+    "input[]<*>.role": Rule(
+        "Invalid '{param}': expected one of user, assistant, system, developer."
+    ),
+    "input[]<*>.content": Rule("Invalid '{param}': expected a string or an array of parts."),
+    _PART: _OBJECT,
+    f"{_PART}:union_tag_invalid": Rule(
+        "Invalid '{param}': '{kind}' is not supported.", suffix=".type"
+    ),
+    f"{_PART}<*>.text": _TEXT,
+    f"{_PART}<input_image>": Rule(
+        "Invalid '{param}': an input_image needs an image_url or a file_id."
+    ),
+    f"{_PART}<input_image>.detail": Rule("Invalid '{param}'."),
+    **{
+        f"{_PART}<*>.{name}": _STRING
+        for name in ("image_url", "file_id", "file_url", "file_data", "filename")
+    },
+    "input[]<function_call>": Rule(
+        "Invalid '{param}': a function_call needs call_id, name and arguments (a string)."
+    ),
+    "input[]<function_call_output>.call_id": _NESTED_REQUIRED,
+    "instructions": _STRING,
+    "tools": Rule("Invalid '{param}': expected an array."),
+    "tools[]": Rule("Invalid '{param}': only function tools can be given to this agent."),
+    "tools[].name": _NESTED_REQUIRED,
+    "tools[].parameters": _OBJECT,
+    "tools[].strict": _BOOLEAN,
+    "tools[].description": _STRING,
+    "tool_choice": Rule("Invalid '{param}': expected 'auto', 'none', 'required' or a function."),
+    "temperature": Rule("Invalid '{param}': expected a number from 0.0 to 2.0.", "invalid_value"),
+    "max_output_tokens": Rule(
+        "Invalid '{param}': expected an integer of at least 16.", "integer_below_min_value"
+    ),
+    "metadata": Rule(
+        f"Invalid '{{param}}': expected an object of at most {MAX_METADATA_PAIRS} pairs."
+    ),
+    "metadata.*": Rule(
+        f"Invalid '{{param}}': keys are at most {MAX_METADATA_KEY} characters and values "
+        f"strings of at most {MAX_METADATA_VALUE}."
+    ),
+    "store": _BOOLEAN,
+    "background": _BOOLEAN,
+    "stream": _BOOLEAN,
+    "previous_response_id": _STRING,
+}
+
+_SEGMENT = re.compile(r"\[\]|<[^>]*>|[^.\[<]+")
+_COMPILED = [
+    (tuple(_SEGMENT.findall(where)), error_type or None, rule)
+    for key, rule in RULES.items()
+    for where, _, error_type in [key.partition(":")]
+]
 
 
-def _metadata(value: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > MAX_METADATA_PAIRS:
-        raise bad_request(
-            f"Invalid 'metadata': expected an object of at most {MAX_METADATA_PAIRS} pairs.",
-            param="metadata",
-        )
-    for key, item in value.items():
-        if (
-            len(key) > MAX_METADATA_KEY
-            or not isinstance(item, str)
-            or len(item) > MAX_METADATA_VALUE
-        ):
-            raise bad_request(
-                f"Invalid 'metadata.{key}': keys are at most {MAX_METADATA_KEY} characters and "
-                f"values strings of at most {MAX_METADATA_VALUE}.",
-                param=f"metadata.{key}",
-            )
-    return dict(value)
+def _problem(error: ErrorDetails) -> APIError:
+    """The 400 for one pydantic error, by the most particular rule that covers it."""
+    loc = error["loc"]
+    covering = [
+        (len(segments), error_type is not None, segments, rule)
+        for segments, error_type, rule in _COMPILED
+        if _covers(segments, error_type, error)
+    ]
+    # Every field of the body has a rule, so something always covers a problem.
+    _, _, segments, rule = max(covering, key=lambda found: found[:2])
+    param = _param(segments, loc) + rule.suffix
+    given = error["input"]
+    kind = given.get("type") if isinstance(given, dict) else None
+    return bad_request(rule.message.format(param=param, kind=kind), param=param, code=rule.code)
 
 
-def _x_context(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise bad_request("Invalid 'x_context': expected a JSON object.", param="x_context")
-    if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_X_CONTEXT_BYTES:
-        raise bad_request(
-            f"Invalid 'x_context': at most {MAX_X_CONTEXT_BYTES // 1024} KB of JSON.",
-            param="x_context",
-            code="string_above_max_length",
-        )
-    return value
+def _covers(segments: tuple[str, ...], error_type: str | None, error: ErrorDetails) -> bool:
+    loc = error["loc"]
+    if len(segments) > len(loc) or not all(map(_fits, segments, loc)):
+        return False
+    return error_type is None or (error_type == error["type"] and len(segments) == len(loc))
 
 
-def _optional_str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise bad_request(
-            f"Invalid type for '{name}': expected a string.", param=name, code="invalid_type"
-        )
-    return value
+def _fits(segment: str, part: str | int) -> bool:
+    if segment == "[]":
+        return isinstance(part, int)
+    if segment in ("*", "<*>"):
+        return isinstance(part, str)
+    if segment.startswith("<"):
+        return part == segment[1:-1]
+    return part == segment
 
 
-def _bool(body: dict[str, Any], name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_request(
-            f"Invalid type for '{name}': expected a boolean.", param=name, code="invalid_type"
-        )
-    return value
-
-
-def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise bad_request(
-            f"Invalid '{name}': expected a number from {low} to {high}.",
-            param=name,
-            code="invalid_value",
-        )
-    return float(value)
-
-
-def _max_output_tokens(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 16:
-        raise bad_request(
-            "Invalid 'max_output_tokens': expected an integer of at least 16.",
-            param="max_output_tokens",
-            code="integer_below_min_value",
-        )
-    return value
+def _param(segments: tuple[str, ...], loc: tuple[str | int, ...]) -> str:
+    """`input[0].content[1].image_url`: indices in brackets, union tags left out."""
+    param = ""
+    for segment, part in zip(segments, loc, strict=False):
+        if segment == "[]":
+            param += f"[{part}]"
+        elif not segment.startswith("<"):
+            param += f".{part}" if param else str(part)
+    return param
