@@ -1,6 +1,6 @@
 """The agent's memory as items for the Responses API: budgets, history items, seeds.
 
-Pure functions; the strategies that use them are in `agent.turn`, the summariser in
+Pure functions; the strategies that use them are in `agent.strategies`, the summariser in
 `agent.summary`. Tokens are estimated, not counted: ceil(chars / 4) is close enough for a
 budget and needs no tokenizer for every model a compatible server may run.
 """

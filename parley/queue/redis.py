@@ -50,21 +50,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from parley.queue import keys
+from parley.queue.redis_client import create_client, default_consumer, text, why
+from parley.queue.redis_lease import Leases
+from parley.queue.redis_stream import SignalStream
+
+__all__ = ["RedisQueue", "create_client", "default_consumer"]
 
 log = structlog.get_logger(__name__)
 
@@ -72,34 +70,10 @@ MAX_BLOCK_MS = 1_000
 """The longest one XREADGROUP blocks: below any sane socket timeout, and keeps takeover scans
 running while a claim waits."""
 
-AGAIN_TTL_MS = 24 * 3_600_000
-"""How long an "again" flag outlives a holder that never released (it crashed)."""
-
 SIGNAL_CHUNK = 500
 
 SCAN_STEPS = 10
 """XAUTOCLAIM calls one claim makes at most (each looks at up to 10 pending entries)."""
-
-
-def create_client(url: str) -> aioredis.Redis:
-    """A client for the queue: bounded timeouts, health checks, retries on connection errors."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=5.0,
-        socket_connect_timeout=2.0,
-        socket_keepalive=True,
-        health_check_interval=15,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        client_name="parley-queue",
-    )
-
-
-def default_consumer() -> str:
-    """A consumer name unique to this process: host, pid and a random suffix (a restarted
-    process must not mistake its predecessor's leases for its own)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class RedisQueue:
@@ -119,21 +93,16 @@ class RedisQueue:
         self._client = client
         self._consumer = consumer
         self._lease_ms = lease_ms
-        self._claim_idle_ms = claim_idle_ms
-        self._dedupe_ms = dedupe_ms
-        self._maxlen = maxlen
         self._owns_client = owns_client
         # Conversation id -> the stream entries acknowledged when it is released.
         self._held: dict[int, list[str]] = {}
-        self._group_ready = False
-        self._cursor = "0-0"
         self._next_scan = 0.0
         self._scan_every = min(1.0, claim_idle_ms / 4000)
         self._heartbeat: asyncio.Task[None] | None = None
-        self._signal_script = client.register_script(keys.SIGNAL_SCRIPT)
-        self._take_script = client.register_script(keys.TAKE_SCRIPT)
-        self._renew_script = client.register_script(keys.RENEW_SCRIPT)
-        self._release_script = client.register_script(keys.RELEASE_SCRIPT)
+        self._stream = SignalStream(
+            client, consumer=consumer, claim_idle_ms=claim_idle_ms, maxlen=maxlen
+        )
+        self._leases = Leases(client, consumer=consumer, lease_ms=lease_ms, dedupe_ms=dedupe_ms)
 
     @classmethod
     def from_url(cls, url: str, *, consumer: str | None = None, **options: Any) -> RedisQueue:
@@ -155,37 +124,24 @@ class RedisQueue:
             await self._signal_chunk(unique[start : start + SIGNAL_CHUNK])
 
     async def _signal_chunk(self, conversation_ids: Sequence[int]) -> None:
-        # Pipelines as context managers: redis-py returns their connection to the pool on exit
-        # even when a cancellation lands before `execute` has its own cleanup in place.
-        async with self._client.pipeline(transaction=False) as checks:
-            for cid in conversation_ids:
-                await self._signal_script(
-                    keys=[keys.lease(cid), keys.again(cid), keys.queued(cid)],
-                    args=[AGAIN_TTL_MS, self._dedupe_ms],
-                    client=checks,
-                )
-            verdicts = await checks.execute()
-        fresh = [cid for cid, add in zip(conversation_ids, verdicts, strict=True) if add == 1]
+        fresh = await self._leases.to_add(conversation_ids)
         if not fresh:
             return
-        async with self._client.pipeline(transaction=False) as adds:
-            for cid in fresh:
-                adds.xadd(keys.STREAM, {keys.FIELD: cid}, maxlen=self._maxlen, approximate=True)
-            await adds.execute()
+        await self._stream.add(fresh)
 
     async def claim(self, timeout: float) -> int | None:
         self._start_heartbeat()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.0)
         try:
-            await self._ensure_group()
+            await self._stream.ensure_group()
             while True:
                 if loop.time() >= self._next_scan:
                     conversation_id = await self._take_over()
                     if conversation_id is not None:
                         return conversation_id
                 remaining_ms = int((deadline - loop.time()) * 1000)
-                entry = await self._read(max(1, min(remaining_ms, MAX_BLOCK_MS)))
+                entry = await self._stream.read(max(1, min(remaining_ms, MAX_BLOCK_MS)))
                 if entry is not None:
                     conversation_id = await self._take(*entry, takeover=False)
                     if conversation_id is not None:
@@ -198,60 +154,30 @@ class RedisQueue:
                 return None
             # Redis restarted or lost its data: what waited is gone, the reconciler re-signals.
             log.warning("queue.group_missing", error=str(exc))
-            self._group_ready = False
+            self._stream.group_lost()
             with contextlib.suppress(RedisError, OSError):
-                await self._ensure_group()
+                await self._stream.ensure_group()
             return None
         except (RedisError, OSError) as exc:
             await self._claim_failed(exc, deadline)
             return None
 
     async def _claim_failed(self, exc: Exception, deadline: float) -> None:
-        log.warning("queue.claim_failed", error=_why(exc))
+        log.warning("queue.claim_failed", error=why(exc))
         # Sleep out the timeout, so that a worker's claim loop does not spin while Redis is down.
         await asyncio.sleep(max(0.1, min(1.0, deadline - asyncio.get_running_loop().time())))
-
-    async def _ensure_group(self) -> None:
-        if self._group_ready:
-            return
-        try:
-            await self._client.xgroup_create(keys.STREAM, keys.GROUP, id="0", mkstream=True)
-            log.info("queue.group_created", stream=keys.STREAM, group=keys.GROUP)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        self._group_ready = True
-
-    async def _read(self, block_ms: int) -> tuple[str, dict[str, Any]] | None:
-        response: Any = await self._client.xreadgroup(
-            keys.GROUP, self._consumer, {keys.STREAM: ">"}, count=1, block=block_ms
-        )
-        for _stream, entries in response or []:
-            for entry_id, fields in entries:
-                return _text(entry_id), fields
-        return None
 
     async def _take_over(self) -> int | None:
         """Scan the pending entries for ones idle past `claim_idle_ms`: a crashed worker's."""
         loop = asyncio.get_running_loop()
         for _ in range(SCAN_STEPS):
-            cursor, claimed, *_ = await self._client.xautoclaim(
-                keys.STREAM,
-                keys.GROUP,
-                self._consumer,
-                min_idle_time=self._claim_idle_ms,
-                start_id=self._cursor,
-                count=1,
-            )
-            self._cursor = _text(cursor)
+            claimed, scanned_all = await self._stream.idle_entries()
             for entry_id, fields in claimed:
-                if fields is None:  # trimmed from the stream while pending
-                    continue
-                conversation_id = await self._take(_text(entry_id), fields, takeover=True)
+                conversation_id = await self._take(entry_id, fields, takeover=True)
                 if conversation_id is not None:
                     log.info("queue.taken_over", conversation_id=conversation_id)
                     return conversation_id
-            if self._cursor == "0-0":
+            if scanned_all:
                 self._next_scan = loop.time() + self._scan_every
                 return None
         return None  # a long pending list: go on from the cursor at the next claim
@@ -259,41 +185,23 @@ class RedisQueue:
     async def _take(self, entry_id: str, fields: dict[Any, Any], *, takeover: bool) -> int | None:
         """Hold the entry's conversation if it is free; returns its id then."""
         try:
-            conversation_id = int(_text(fields.get(keys.FIELD, fields.get(keys.FIELD.encode()))))
+            conversation_id = int(text(fields.get(keys.FIELD, fields.get(keys.FIELD.encode()))))
         except ValueError:
             log.error("queue.entry_invalid", entry_id=entry_id, fields=repr(fields))
-            await self._ack([entry_id])
+            await self._stream.ack([entry_id])
             return None
-        taken, lease_left_ms = await self._take_script(
-            keys=[
-                keys.lease(conversation_id),
-                keys.again(conversation_id),
-                keys.queued(conversation_id),
-            ],
-            args=[self._consumer, self._lease_ms, 0 if takeover else 1, AGAIN_TTL_MS],
-        )
-        if taken == 1:
+        taken, lease_left_ms = await self._leases.take(conversation_id, flag_if_held=not takeover)
+        if taken:
             self._held[conversation_id] = [entry_id]
             return conversation_id
         if not takeover:
             # The holder was told by the "again" flag; this entry has done its job.
-            await self._ack([entry_id])
-        elif int(lease_left_ms) > 0:
+            await self._stream.ack([entry_id])
+        elif lease_left_ms > 0:
             # Still leased, by a worker that may be dead: keep the entry pending, and make it
             # due for the next scan just when that lease runs out.
-            idle = max(0, self._claim_idle_ms - int(lease_left_ms))
-            await self._client.xclaim(
-                keys.STREAM, keys.GROUP, self._consumer, 0, [entry_id], idle=idle, justid=True
-            )
+            await self._stream.due_in(entry_id, lease_left_ms)
         return None
-
-    async def _ack(self, entry_ids: Sequence[str]) -> None:
-        if not entry_ids:
-            return
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.xack(keys.STREAM, keys.GROUP, *entry_ids)
-            pipe.xdel(keys.STREAM, *entry_ids)
-            await pipe.execute()
 
     async def release(self, conversation_id: int) -> None:
         entry_ids = self._held.pop(conversation_id, None)
@@ -302,16 +210,13 @@ class RedisQueue:
 
     async def _let_go(self, conversation_id: int, entry_ids: list[str], *, hand_back: bool) -> None:
         try:
-            again = await self._release_script(
-                keys=[keys.lease(conversation_id), keys.again(conversation_id)],
-                args=[self._consumer],
-            )
+            again = await self._leases.release(conversation_id)
             if again or hand_back:
                 await self.signal(conversation_id)
             # Acknowledged last: a crash before this leaves the entry to be taken over.
-            await self._ack(entry_ids)
+            await self._stream.ack(entry_ids)
         except (RedisError, OSError) as exc:
-            log.warning("queue.release_failed", conversation_id=conversation_id, error=_why(exc))
+            log.warning("queue.release_failed", conversation_id=conversation_id, error=why(exc))
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
@@ -330,34 +235,9 @@ class RedisQueue:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
             try:
-                await self._renew()
+                await self._leases.renew(list(self._held.items()))
             except (RedisError, OSError) as exc:
-                log.warning("queue.heartbeat_failed", held=len(self._held), error=_why(exc))
-
-    async def _renew(self) -> None:
-        held = list(self._held.items())
-        if not held:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for conversation_id, _ in held:
-                await self._renew_script(
-                    keys=[keys.lease(conversation_id)],
-                    args=[self._consumer, self._lease_ms],
-                    client=pipe,
-                )
-            # After the leases: an entry must never look idle while its lease is alive.
-            entry_ids: list[Any] = [entry_id for _, ids in held for entry_id in ids]
-            pipe.xclaim(keys.STREAM, keys.GROUP, self._consumer, 0, entry_ids, justid=True)
-            results = await pipe.execute(raise_on_error=False)
-        for (conversation_id, _), result in zip(held, results, strict=False):
-            if result == 0:
-                log.warning("queue.lease_lost", conversation_id=conversation_id)
-            elif result == 2:
-                log.warning("queue.lease_retaken", conversation_id=conversation_id)
-            elif isinstance(result, Exception):
-                log.warning(
-                    "queue.heartbeat_failed", conversation_id=conversation_id, error=_why(result)
-                )
+                log.warning("queue.heartbeat_failed", held=len(self._held), error=why(exc))
 
     async def ping(self) -> bool:
         try:
@@ -367,37 +247,13 @@ class RedisQueue:
             return False
 
     async def depth(self) -> int:
-        """Signals no worker has read yet. Acknowledged entries are deleted, so the stream holds
-        what waits and what is held (pending): its length less the pending count."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.xlen(keys.STREAM)
-            pipe.xpending(keys.STREAM, keys.GROUP)
-            length, pending = await pipe.execute(raise_on_error=False)
-        if isinstance(length, Exception):
-            raise length
-        if isinstance(pending, ResponseError):  # no group yet: nothing was read
-            return int(length)
-        if isinstance(pending, Exception):
-            raise pending
-        return max(0, int(length) - int(pending["pending"]))
+        """Signals no worker has read yet."""
+        return await self._stream.depth()
 
     async def oldest_wait_seconds(self) -> float | None:
         """How long the oldest signal no worker has read yet has waited (by Redis's clock):
         the number to autoscale workers on. None when nothing waits."""
-        start = "-"
-        try:
-            for group in await self._client.xinfo_groups(keys.STREAM):
-                if _text(group["name"]) == keys.GROUP:
-                    start = "(" + _text(group["last-delivered-id"])
-        except ResponseError:  # no stream yet
-            return None
-        entries = await self._client.xrange(keys.STREAM, min=start, max="+", count=1)
-        if not entries:
-            return None
-        added_ms = int(_text(entries[0][0]).split("-", 1)[0])
-        seconds, microseconds = await self._client.time()
-        now_ms = int(seconds) * 1000 + int(microseconds) / 1000
-        return max(0.0, (now_ms - added_ms) / 1000)
+        return await self._stream.oldest_wait_seconds()
 
     async def close(self) -> None:
         """Stop the heartbeat; conversations still held are handed back, signalled again so
@@ -408,11 +264,3 @@ class RedisQueue:
             await self._let_go(conversation_id, self._held.pop(conversation_id), hand_back=True)
         if self._owns_client:
             await self._client.aclose()
-
-
-def _why(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
