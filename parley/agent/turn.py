@@ -1,6 +1,6 @@
 """One agent turn: the customer's new messages in, one answer out.
 
-Every door (WhatsApp, Instagram, the Responses API) runs this same turn. It keeps no
+Every door (the channels' worker, the Responses API) runs this same turn. It keeps no
 transaction open while the model thinks; the caller stores the result.
 
 The turn's parts: its request parameters and prompt (`turn_params`), how the model remembers
