@@ -1,21 +1,22 @@
 """Parley's exceptions: one tree, no HTTP status on any of them; each door maps them.
 
 ParleyError
-├── BadSignature            a webhook's X-Hub-Signature-256 is missing or wrong
+├── BadSignature            a webhook's signature is missing or wrong
 ├── BadPayload              a webhook body is not JSON or not of the channel's shape
-├── UpstreamError           OpenAI or the Graph API failed (retryable, retry_after)
+├── UnknownChannel          no channel is registered under that name
+├── UpstreamError           OpenAI or a channel's API failed (retryable, retry_after)
 │   ├── LLMError            the Responses API, after the SDK's own retries
-│   └── ChannelSendError    a Graph API send
+│   └── ChannelSendError    a channel's send or read receipt
 ├── LeaseLost               a worker's hold on a conversation expired mid-turn
 ├── ConfigurationError      a setting is missing or contradicts another
-│   └── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
+│   ├── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
+│   └── WebhookNotConfigured  no secret to verify a channel's webhooks with
 ├── SecretUnreadable        a stored secret does not decrypt (PARLEY_SECRET_KEY changed)
 ├── UserConflict            a user name is taken, or the last active admin would go
 ├── PromptError             a prompt registry request that cannot be done
 │   ├── PromptNotFound      no such prompt, version, profile or binding
 │   ├── PromptConflict      a prompt name is taken
 │   └── PromptInvalid       a prompt file or field, or an A/B percentage, is not valid
-├── UnknownChannel          no channel is registered under that name
 └── RequestError            a Responses API request that cannot be done (message, param, code)
     ├── InvalidRequest      a field is wrong (an unknown model, a response that can't be cancelled)
     ├── NotFound            no such object for this caller
@@ -37,7 +38,15 @@ class BadPayload(ParleyError):
     pass
 
 
+class UnknownChannel(ParleyError):
+    pass
+
+
 class ConfigurationError(ParleyError):
+    pass
+
+
+class WebhookNotConfigured(ConfigurationError):
     pass
 
 
@@ -70,10 +79,6 @@ class PromptInvalid(PromptError):
 
 
 class LeaseLost(ParleyError):
-    pass
-
-
-class UnknownChannel(ParleyError):
     pass
 
 

@@ -1,14 +1,23 @@
-"""What every channel hands the rest of Parley: plain, frozen facts parsed from a webhook.
+"""What a channel is to the rest of Parley: the `Channel` interface, and the plain, frozen
+values that cross it (facts parsed from a webhook, who a reply goes to, a text limit).
 
-A channel module turns its webhook bodies into these and knows how to send a reply; nothing
-above `channels/` sees a channel's own payload shapes.
+A channel package turns its webhook bodies into these and knows how to send a reply; nothing
+above `channels/` sees a channel's own payload shapes, and no channel sees a database row.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
+
+import httpx
+
+from parley.channels.text import CHARACTERS, Measure, split_text
+from parley.config import Settings
+from parley.errors import ChannelSendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +84,107 @@ class SendResult:
     """The channel accepted a message: its id for status tracking."""
 
     channel_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextLimit:
+    """The longest text one message may carry, counted as the channel counts it."""
+
+    size: int
+    measure: Measure = CHARACTERS
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Who a send goes to and on whose behalf, copied from the store's rows by delivery."""
+
+    account_external_id: str
+    """The business side, as in `InboundMessage.account_external_id`."""
+    phone: str | None
+    user_id: str | None
+    """The customer, as stored; both None for a read receipt, which names only the message."""
+    token: str = field(repr=False)
+    """The access token to send with; never logged, never put in an error."""
+
+
+SendFailure = httpx.Response | httpx.HTTPError | httpx.InvalidURL
+"""What a send can end in besides success: the channel's error answer, or no answer at all."""
+
+
+class Channel(ABC):
+    """One messaging channel: its webhooks in, its messages out.
+
+    One instance is registered per process and shared by every app in it, so what differs
+    between calls comes in as arguments: the settings, the HTTP client, the target.
+    """
+
+    name: ClassVar[str]
+    """The registry key, the ``/webhooks/{name}`` path and the stored ``channel`` column."""
+    text_limit: ClassVar[TextLimit]
+
+    # --- webhooks in ------------------------------------------------------------------
+    @abstractmethod
+    def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> None:
+        """Check that the raw `body` was signed by the channel.
+
+        Raises:
+            WebhookNotConfigured: the secret to check with is not set.
+            BadSignature: the signature is missing or wrong.
+        """
+
+    @abstractmethod
+    def handshake(self, params: Mapping[str, str], settings: Settings) -> str | None:
+        """The text to answer a subscription check (GET) with, or None to refuse it."""
+
+    @abstractmethod
+    def parse(self, body: bytes) -> ParsedWebhook:
+        """Every message and status a verified body carries; items that cannot be read are
+        skipped and counted. Raises `BadPayload` only when the body is not this channel's."""
+
+    # --- text ---------------------------------------------------------------------------
+    def format(self, text: str) -> str:
+        """The agent's Markdown in the channel's own formatting; plain text by default."""
+        return text
+
+    def render(self, text: str) -> list[str]:
+        """The messages to send for one answer, in order: formatted, each within the limit."""
+        return split_text(self.format(text), self.text_limit.size, self.text_limit.measure)
+
+    # --- messages out -----------------------------------------------------------------
+    @abstractmethod
+    async def send_text(
+        self,
+        client: httpx.AsyncClient,
+        target: Target,
+        text: str,
+        *,
+        reply_to: str | None,
+        settings: Settings,
+        timeout: float,
+    ) -> SendResult:
+        """Send one message, once (delivery owns retries).
+
+        Raises:
+            ChannelSendError: saying whether trying again may help (see `classify_error`).
+        """
+
+    @abstractmethod
+    async def mark_read(
+        self,
+        client: httpx.AsyncClient,
+        target: Target,
+        message_id: str,
+        *,
+        settings: Settings,
+        timeout: float,
+    ) -> None:
+        """Show the customer `message_id` was read and a reply is being typed.
+
+        Raises:
+            ChannelSendError: as `send_text`; the caller treats it as best effort.
+        """
+
+    @abstractmethod
+    def classify_error(self, failure: SendFailure, *, token: str) -> ChannelSendError:
+        """A failed call as an error that says whether it is retryable, when to retry, and why
+        (with `token` redacted from anything the channel quoted back)."""

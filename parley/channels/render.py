@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from parley.channels.text import markdown_to_whatsapp, split_text
+from parley.channels import registry
+from parley.channels.text import split_text
+from parley.errors import UnknownChannel
 
-TEXT_LIMITS = {"whatsapp": 4096, "instagram": 1000, "messenger": 2000}
 DEFAULT_LIMIT = 1000
+"""Characters a part may have for a channel nobody registered: short enough for any of them."""
 
 
-def render_text(channel: str, text: str) -> list[str]:
+def render_text(channel_name: str, text: str) -> list[str]:
     """The parts to send, in order; none longer than the channel allows, none empty."""
-    formatted = markdown_to_whatsapp(text) if channel == "whatsapp" else text
-    return split_text(formatted, TEXT_LIMITS.get(channel, DEFAULT_LIMIT))
+    try:
+        channel = registry.get(channel_name)
+    except UnknownChannel:
+        # The reply is still stored; delivery then records why it could not be sent.
+        return split_text(text, DEFAULT_LIMIT)
+    return channel.render(text)

@@ -1,12 +1,35 @@
-"""Channel-independent text shaping: split an answer to a length limit, and turn the agent's
-Markdown into WhatsApp's own formatting."""
+"""Channel-independent text shaping: split an answer within a channel's length limit, counted
+in whatever unit the channel counts (characters, UTF-8 bytes, …)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["markdown_to_whatsapp", "split_text"]
+__all__ = ["CHARACTERS", "UTF8_BYTES", "Measure", "split_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """How a channel counts a text against its limit.
+
+    `size` must add up over concatenation (the size of ``a + b`` is the sizes of ``a`` and ``b``
+    summed) and count every character at least 1 and at most `widest`: the splitter relies on
+    both to pack pieces without re-measuring and to cut a long word without overshooting.
+    """
+
+    unit: str
+    size: Callable[[str], int]
+    widest: int
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+CHARACTERS = Measure("characters", len, 1)
+UTF8_BYTES = Measure("bytes", _utf8_size, 4)
 
 # Coarsest first: a chunk should break where a reader expects a pause. Each pattern captures
 # its separator so packed pieces are rejoined with the whitespace they had.
@@ -18,151 +41,83 @@ _BOUNDARIES = (
 )
 
 
-def split_text(text: str, limit: int) -> list[str]:
-    """`text` in order as chunks of at most `limit` characters, none empty, none padded.
+def split_text(text: str, limit: int, measure: Measure = CHARACTERS) -> list[str]:
+    """`text` in order as chunks of at most `limit` (in `measure`'s unit), none empty, none
+    padded.
 
     Breaks at paragraphs, else lines, else sentence ends, else whitespace; only a single word
-    longer than `limit` is cut mid-word.
+    longer than `limit` is cut mid-word, and never inside a character.
     """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
-    return _split(text.strip(), limit, 0)
+    if limit < measure.widest:
+        # A character that could not fit anywhere would stall the cut.
+        raise ValueError(f"limit must be at least {measure.widest} {measure.unit}")
+    return _split(text.strip(), limit, 0, measure.size)
 
 
-def _split(text: str, limit: int, level: int) -> list[str]:
-    if len(text) <= limit:
+_Size = Callable[[str], int]
+
+
+def _split(text: str, limit: int, level: int, size: _Size) -> list[str]:
+    if size(text) <= limit:
         return [text] if text else []
     if level == len(_BOUNDARIES):
-        return _hard_cut(text, limit)
+        return _hard_cut(text, limit, size)
     parts = _BOUNDARIES[level].split(text)
     if len(parts) == 1:
-        return _split(text, limit, level + 1)
-    return _pack(parts, limit, level)
+        return _split(text, limit, level + 1, size)
+    return _pack(parts, limit, level, size)
 
 
-def _pack(parts: list[str], limit: int, level: int) -> list[str]:
+def _pack(parts: list[str], limit: int, level: int, size: _Size) -> list[str]:
     """Greedily join pieces (with their original separators) while they fit."""
     chunks: list[str] = []
-    current = ""
+    current, current_size = "", 0
     for index in range(0, len(parts), 2):
         piece = parts[index].strip()
         separator = parts[index - 1] if index else ""
         if not piece:
             continue
-        if current and len(current) + len(separator) + len(piece) <= limit:
-            current += separator + piece
+        piece_size = size(piece)
+        joined_size = current_size + size(separator) + piece_size
+        if current and joined_size <= limit:
+            current, current_size = current + separator + piece, joined_size
             continue
         if current:
             chunks.append(current)
-            current = ""
-        if len(piece) <= limit:
-            current = piece
+            current, current_size = "", 0
+        if piece_size <= limit:
+            current, current_size = piece, piece_size
         else:
-            chunks.extend(_split(piece, limit, level + 1))
+            chunks.extend(_split(piece, limit, level + 1, size))
     if current:
         chunks.append(current)
     return chunks
 
 
-def _hard_cut(text: str, limit: int) -> list[str]:
-    pieces = (text[start : start + limit].strip() for start in range(0, len(text), limit))
-    return [piece for piece in pieces if piece]
+def _hard_cut(text: str, limit: int, size: _Size) -> list[str]:
+    pieces = []
+    start = 0
+    while start < len(text):
+        end = _longest_fit(text, start, limit, size)
+        piece = text[start:end].strip()
+        if piece:
+            pieces.append(piece)
+        start = end
+    return pieces
 
 
-# --- Markdown → WhatsApp -------------------------------------------------------------------
-#
-# WhatsApp knows *bold*, _italic_, ~strike~, ```monospace```, `inline code`, "> " quotes and
-# "- " lists. Spans that must survive verbatim (code, URLs, escaped characters) are swapped
-# for NUL-delimited placeholders first, so the emphasis rules can never reach inside them.
-
-_HOLD = "\x00{}\x00"
-_HELD = re.compile(r"\x00(\d+)\x00")
-_BOLD = "\x01"  # stands for WhatsApp's bold "*" until single-star italics are converted
-
-_FENCE = re.compile(r"```[^\n`]*\n?(.*?)```", re.DOTALL)
-_INLINE_CODE = re.compile(r"`[^`\n]+`")
-_ESCAPE = re.compile(r"\\([\\`*_~#\[\]()>+\-.!|{}])")
-_IMAGE_OR_LINK = re.compile(r"!?\[([^\]\n]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
-_BARE_URL = re.compile(r"\b(?:https?://|www\.)[^\s<>()]+[^\s<>().,;:!?'\"]")
-_RULE = re.compile(r"[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*")
-_HEADING = re.compile(r"[ \t]{0,3}#{1,6}[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*")
-_BULLET = re.compile(r"([ \t]*)[-*+][ \t]+")
-# Stars glued to a word are arithmetic or globs ("2**10", "2*3*4", "*.py"), not emphasis.
-_BOLD_ITALIC = re.compile(r"(?<![\w*])\*\*\*(?=\S)([^\n]+?)(?<=\S)\*\*\*(?![\w*])")
-_BOLD_STARS = re.compile(r"(?<![\w*])\*\*(?=\S)([^\n]+?)(?<=\S)\*\*(?![\w*])")
-_BOLD_UNDERSCORES = re.compile(r"(?<![\w_])__(?=\S)([^\n]+?)(?<=\S)__(?![\w_])")
-_ITALIC_STARS = re.compile(r"(?<![\w*])\*(?=[^\s*])([^\n*]+?)(?<=[^\s*])\*(?![\w*])")
-_STRIKE = re.compile(r"~~(?=\S)([^\n]+?)(?<=\S)~~")
-
-
-class _Vault:
-    """Spans taken out of the text while it is rewritten, put back at the end."""
-
-    def __init__(self) -> None:
-        self._spans: list[str] = []
-
-    def hold(self, span: str) -> str:
-        self._spans.append(span)
-        return _HOLD.format(len(self._spans) - 1)
-
-    def release(self, text: str) -> str:
-        return _HELD.sub(lambda match: self._spans[int(match.group(1))], text)
-
-
-def markdown_to_whatsapp(text: str) -> str:
-    """The agent's Markdown as WhatsApp formats it; text without Markdown comes back unchanged."""
-    vault = _Vault()
-    text = text.replace("\x00", "").replace(_BOLD, "")
-    text = _hold_verbatim(text, vault)
-    text = "\n".join(_convert_line(line) for line in text.split("\n"))
-    text = _convert_inline(text)
-    return vault.release(text)
-
-
-def _hold_verbatim(text: str, vault: _Vault) -> str:
-    text = _FENCE.sub(lambda m: vault.hold(_fence(m.group(1))), text)
-    text = _INLINE_CODE.sub(lambda m: vault.hold(m.group(0)), text)
-    text = _ESCAPE.sub(lambda m: vault.hold(m.group(1)), text)
-    text = _IMAGE_OR_LINK.sub(lambda m: _link(m.group(1), m.group(2), vault), text)
-    text = _AUTOLINK.sub(lambda m: vault.hold(m.group(1)), text)
-    return _BARE_URL.sub(lambda m: vault.hold(m.group(0)), text)
-
-
-def _fence(code: str) -> str:
-    # WhatsApp would print a language tag ("```python") as part of the code.
-    return "```" + code.strip("\n") + "```"
-
-
-def _link(label: str, url: str, vault: _Vault) -> str:
-    held = vault.hold(url)
-    label = label.strip()
-    return held if not label or label == url else f"{label} ({held})"
-
-
-def _convert_line(line: str) -> str:
-    if _RULE.fullmatch(line):
-        return line
-    heading = _HEADING.fullmatch(line)
-    if heading:
-        title = re.sub(r"\*\*|__", "", heading.group(1))
-        return f"{_BOLD}{title}{_BOLD}"
-    bullet = _BULLET.match(line)
-    if bullet:
-        return f"{bullet.group(1)}• {line[bullet.end() :]}"
-    return line
-
-
-_INLINE_RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
-    (_BOLD_ITALIC, lambda m: f"{_BOLD}_{m.group(1)}_{_BOLD}"),
-    (_BOLD_STARS, lambda m: f"{_BOLD}{m.group(1)}{_BOLD}"),
-    (_BOLD_UNDERSCORES, lambda m: f"{_BOLD}{m.group(1)}{_BOLD}"),
-    (_ITALIC_STARS, lambda m: f"_{m.group(1)}_"),
-    (_STRIKE, lambda m: f"~{m.group(1)}~"),
-)
-
-
-def _convert_inline(text: str) -> str:
-    for pattern, replace in _INLINE_RULES:
-        text = pattern.sub(replace, text)
-    return text.replace(_BOLD, "*")
+def _longest_fit(text: str, start: int, limit: int, size: _Size) -> int:
+    """The end of the longest slice from `start` within `limit`: at least one character, since
+    `limit` is at least the widest character."""
+    # Every character counts at least 1, so no more than `limit` of them can fit.
+    high = min(len(text), start + limit)
+    if size(text[start:high]) <= limit:
+        return high
+    low = start + 1  # fits; `high` does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if size(text[start:middle]) <= limit:
+            low = middle
+        else:
+            high = middle
+    return low

@@ -1,15 +1,15 @@
-"""Sends through the channels with the account's credentials: the only code that knows which
-channel module serves which account, and which token it uses."""
+"""Sends through the channels with the account's credentials: the only code that turns the
+store's rows into what a channel sends with, and knows which token an account uses."""
 
 from __future__ import annotations
 
 import httpx
 import structlog
 
-from parley.channels import whatsapp
-from parley.channels.base import SendResult
+from parley.channels import registry
+from parley.channels.base import Channel, SendResult, Target
 from parley.config import Settings
-from parley.errors import ChannelSendError
+from parley.errors import ChannelSendError, UnknownChannel
 from parley.store.models import Account, Contact, Message
 
 log = structlog.get_logger(__name__)
@@ -19,48 +19,65 @@ RECEIPT_TIMEOUT = 5.0
 
 
 class ChannelGateway:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        channels: registry.Registry = registry.DEFAULT,
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._channels = channels
 
     async def send_text(
         self, *, account: Account, contact: Contact, text: str, reply_to: str | None
     ) -> SendResult:
-        if account.channel == whatsapp.CHANNEL:
-            return await whatsapp.send_text(
-                self._client,
-                base_url=self._settings.graph_api_base_url,
-                version=self._settings.graph_api_version,
-                phone_number_id=account.external_id,
-                token=self._token(account),
-                to=contact.phone,
-                recipient=None if contact.phone else contact.user_id,
-                text=text,
-                reply_to=reply_to,
-                timeout=self._settings.graph_timeout,
-            )
-        raise ChannelSendError(f"no sender for channel {account.channel}", retryable=False)
+        channel = self._channel(account)
+        if channel is None:
+            raise ChannelSendError(f"no sender for channel {account.channel}", retryable=False)
+        return await channel.send_text(
+            self._client,
+            self._target(account, contact),
+            text,
+            reply_to=reply_to,
+            settings=self._settings,
+            timeout=self._settings.graph_timeout,
+        )
 
     async def mark_read(self, account: Account, message: Message) -> None:
-        if account.channel != whatsapp.CHANNEL or not message.channel_message_id:
+        channel = self._channel(account)
+        if channel is None or not message.channel_message_id:
             return
         try:
-            await whatsapp.mark_read(
+            await channel.mark_read(
                 self._client,
-                base_url=self._settings.graph_api_base_url,
-                version=self._settings.graph_api_version,
-                phone_number_id=account.external_id,
-                token=self._token(account),
-                message_id=message.channel_message_id,
-                typing=True,
+                self._target(account, None),
+                message.channel_message_id,
+                settings=self._settings,
                 timeout=RECEIPT_TIMEOUT,
             )
         except ChannelSendError as exc:
             log.warning("delivery.receipt_failed", reason=str(exc))
 
+    def _channel(self, account: Account) -> Channel | None:
+        try:
+            return self._channels.get(account.channel)
+        except UnknownChannel:
+            return None
+
+    def _target(self, account: Account, contact: Contact | None) -> Target:
+        return Target(
+            account_external_id=account.external_id,
+            phone=contact.phone if contact else None,
+            user_id=contact.user_id if contact else None,
+            token=self._token(account),
+        )
+
     def _token(self, account: Account) -> str:
-        # Accounts without a token of their own use the environment's (CONTRACT.md).
-        token = self._settings.secret(f"{account.channel}_access_token")
+        # Accounts without a token of their own use the environment's, <CHANNEL>_ACCESS_TOKEN;
+        # a channel with no such setting has no token until it gets one.
+        name = f"{account.channel}_access_token"
+        token = self._settings.secret(name) if hasattr(self._settings, name) else None
         if not token:
             raise ChannelSendError(
                 f"no access token for {account.channel} account", retryable=False

@@ -1,78 +1,79 @@
-"""Meta's webhooks: the handshake, then signed POSTs stored before they are acknowledged."""
+"""Every channel's webhooks at ``/webhooks/{channel}``: the handshake, then signed POSTs stored
+before they are acknowledged."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import PlainTextResponse
 
-from parley.channels import whatsapp
-from parley.channels.signature import verify_signature
+from parley.channels import registry
+from parley.channels.base import Channel
 from parley.deps import QueueDep, SessionDep, SettingsDep
-from parley.errors import BadPayload, BadSignature
+from parley.errors import BadPayload, BadSignature, UnknownChannel, WebhookNotConfigured
 from parley.observability.metrics import WEBHOOK_MESSAGES
 from parley.store.queries.inbound import apply_statuses, record_inbound
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
-SIGNATURE_HEADER = "x-hub-signature-256"
+
+def get_channel(channel: str) -> Channel:
+    """The channel named by the path; a name nobody registered is a 404, like any unknown path."""
+    try:
+        return registry.get(channel)
+    except UnknownChannel:
+        raise HTTPException(status_code=404, detail="Not Found") from None
 
 
-@router.get("/whatsapp", response_class=PlainTextResponse)
-async def whatsapp_handshake(
-    settings: SettingsDep,
-    mode: Annotated[str | None, Query(alias="hub.mode")] = None,
-    token: Annotated[str | None, Query(alias="hub.verify_token")] = None,
-    challenge: Annotated[str | None, Query(alias="hub.challenge")] = None,
-) -> Response:
-    """Meta's verification: echo the challenge when the verify token is ours."""
-    expected = settings.secret("meta_verify_token")
-    if (
-        not expected
-        or mode != "subscribe"
-        or token is None
-        or challenge is None
-        or not hmac.compare_digest(token.encode(), expected.encode())
-    ):
-        log.warning("webhook.handshake_refused", channel="whatsapp")
+ChannelDep = Annotated[Channel, Depends(get_channel)]
+
+
+@router.get("/{channel}", response_class=PlainTextResponse)
+async def handshake(channel: ChannelDep, request: Request, settings: SettingsDep) -> Response:
+    """The channel's subscription check: echo what it asks for when the request is ours."""
+    answer = channel.handshake(request.query_params, settings)
+    if answer is None:
+        log.warning("webhook.handshake_refused", channel=channel.name)
         return PlainTextResponse("verification failed", status_code=403)
-    return PlainTextResponse(challenge)
+    return PlainTextResponse(answer)
 
 
-@router.post("/whatsapp")
-async def whatsapp_receive(
-    request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep
+@router.post("/{channel}")
+async def receive(
+    channel: ChannelDep,
+    request: Request,
+    session: SessionDep,
+    queue: QueueDep,
+    settings: SettingsDep,
 ) -> Response:
     body = await request.body()
-    secret = settings.secret("meta_app_secret")
-    if not secret:
-        log.error("webhook.no_app_secret", channel="whatsapp")
-        return PlainTextResponse("webhook signing is not configured", status_code=401)
     try:
-        verify_signature(body, request.headers.get(SIGNATURE_HEADER), secret)
+        channel.verify(body, request.headers, settings)
+    except WebhookNotConfigured:
+        log.error("webhook.no_app_secret", channel=channel.name)
+        return PlainTextResponse("webhook signing is not configured", status_code=401)
     except BadSignature:
-        log.warning("webhook.bad_signature", channel="whatsapp")
+        log.warning("webhook.bad_signature", channel=channel.name)
         return PlainTextResponse("invalid signature", status_code=401)
     try:
-        parsed = whatsapp.parse(body)
+        parsed = channel.parse(body)
     except BadPayload as exc:
-        log.warning("webhook.bad_payload", channel="whatsapp", reason=str(exc))
+        log.warning("webhook.bad_payload", channel=channel.name, reason=str(exc))
         return PlainTextResponse("invalid payload", status_code=400)
 
     waiting = await record_inbound(
         session, messages=parsed.messages, correlation_id=request.state.correlation_id
     )
     moved = await apply_statuses(session, statuses=parsed.statuses)
-    await session.commit()  # durable before Meta sees 200
+    await session.commit()  # durable before the channel sees 200
     await _signal(queue, waiting)
-    WEBHOOK_MESSAGES.labels("whatsapp").inc(len(parsed.messages))
+    WEBHOOK_MESSAGES.labels(channel.name).inc(len(parsed.messages))
     log.info(
         "webhook.accepted",
-        channel="whatsapp",
+        channel=channel.name,
         messages=len(parsed.messages),
         statuses=len(parsed.statuses),
         statuses_applied=moved,

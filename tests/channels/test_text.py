@@ -1,12 +1,14 @@
-"""split_text and markdown_to_whatsapp."""
+"""split_text: within a limit in characters or UTF-8 bytes, at natural boundaries."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from parley.channels.text import markdown_to_whatsapp, split_text
+from parley.channels.text import CHARACTERS, UTF8_BYTES, Measure, split_text
 
 
 def assert_well_formed(chunks: list[str], limit: int) -> None:
@@ -120,69 +122,77 @@ def test_order_is_kept() -> None:
     assert " ".join(chunks).split() == [f"w{n}" for n in range(500)]
 
 
-# --- markdown_to_whatsapp ------------------------------------------------------------------
+# --- limits in UTF-8 bytes -----------------------------------------------------------------
+
+
+def utf8(text: str) -> int:
+    return len(text.encode())
+
+
+def visible(text: str) -> str:
+    """What a reader sees of `text`, in order: splitting may only drop whitespace."""
+    return "".join(character for character in text if not character.isspace())
 
 
 @pytest.mark.parametrize(
-    ("markdown", "whatsapp"),
+    ("text", "limit", "expected"),
     [
-        ("**bold** and __bold__", "*bold* and *bold*"),
-        ("*italic* and _italic_", "_italic_ and _italic_"),
-        ("~~struck~~", "~struck~"),
-        ("***both***", "*_both_*"),
-        ("*italic with **bold** inside*", "_italic with *bold* inside_"),
-        ("# Heading", "*Heading*"),
-        ("### **Bold** heading ###", "*Bold heading*"),
-        ("[the docs](https://example.com/a_b_c)", "the docs (https://example.com/a_b_c)"),
-        ("[https://x.io](https://x.io)", "https://x.io"),
-        ("![a cat](https://img.example/cat.png)", "a cat (https://img.example/cat.png)"),
-        ("<https://example.com/x_y_z>", "https://example.com/x_y_z"),
-        ("- one\n- two\n* three\n  + nested", "• one\n• two\n• three\n  • nested"),
-        ("```python\nprint(a*b*c)\n```", "```print(a*b*c)```"),
-        ("use `*args*` and `__init__`", "use `*args*` and `__init__`"),
-        ("> quoted **word**", "> quoted *word*"),
-        ("Total:\n\n**42 €**", "Total:\n\n*42 €*"),
+        ("café naïve", 6, ["café", "naïve"]),  # 5 and 6 bytes: the words stay whole
+        ("ééééé", 5, ["éé", "éé", "é"]),  # a word cut between characters, never inside one
+        ("🙂🙂🙂", 4, ["🙂", "🙂", "🙂"]),
+        ("🙂🙂🙂", 7, ["🙂", "🙂", "🙂"]),
+        ("日本語 テキスト", 9, ["日本語", "テキスト"[:3], "テキスト"[3:]]),
+        ("ab 🙂 cd", 6, ["ab", "🙂", "cd"]),  # "ab 🙂" is 7 bytes
+        ("ab 🙂 cd", 7, ["ab 🙂", "cd"]),
     ],
 )
-def test_markdown_is_converted(markdown: str, whatsapp: str) -> None:
-    assert markdown_to_whatsapp(markdown) == whatsapp
+def test_bytes_are_counted_in_utf8(text: str, limit: int, expected: list[str]) -> None:
+    assert split_text(text, limit, UTF8_BYTES) == expected
 
 
-@pytest.mark.parametrize(
-    "plain",
-    [
-        "2*3*4 = 24",
-        "2**10 and 3**2",
-        "a * b * c",
-        "*.py and *.txt",
-        "snake_case_words and more_snake_case",
-        "https://example.com/_private_/path_with_underscores",
-        "see www.example.com/a_b_c_d for details",
-        "mail first_last@example.com",
-        "x_1 + y_2 = z_3",
-        "1. first\n2. second",
-        "---",
-        "* * *",
-        "#hashtag is not a heading",
-        "Price: $5 ~ $6, maybe ~7",
-        "Hello! How can I help you today?\n\nOur hours are 9–17.",
-        "Olá, tudo bem? 🙂 日本語",
-    ],
+def test_a_byte_limit_below_one_character_is_refused() -> None:
+    # Any character may take 4 bytes; a smaller limit could not always make progress.
+    with pytest.raises(ValueError, match="at least 4 bytes"):
+        split_text("abc", 3, UTF8_BYTES)
+
+
+def test_prose_at_a_thousand_bytes() -> None:
+    text = random_prose(3, 2500)
+    chunks = split_text(text, 1000, UTF8_BYTES)
+    assert all(0 < utf8(chunk) <= 1000 for chunk in chunks)
+    assert len(chunks) > len(split_text(text, 1000))  # multi-byte text needs more parts
+    assert " ".join(chunks).split() == text.split()
+
+
+def test_any_additive_measure_can_be_used() -> None:
+    # UTF-16 code units, as some channels count: an emoji is two of them.
+    utf16 = Measure("UTF-16 units", lambda text: len(text.encode("utf-16-le")) // 2, 2)
+    assert split_text("🙂🙂🙂", 4, utf16) == ["🙂🙂", "🙂"]
+    assert split_text("🙂🙂🙂", 4) == ["🙂🙂🙂"]
+
+
+_TEXT = st.text(
+    alphabet=st.sampled_from([*"ab ye.!?\n\t", "é", "ß", "€", "日", "🙂", "\u00a0", "…"]),
+    max_size=400,
 )
-def test_text_without_markdown_is_unchanged(plain: str) -> None:
-    assert markdown_to_whatsapp(plain) == plain
 
 
-def test_code_is_kept_verbatim() -> None:
-    code = "```\ndef f(x_y):\n    return **kwargs\n```"
-    assert markdown_to_whatsapp(code) == "```def f(x_y):\n    return **kwargs```"
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT, limit=st.integers(min_value=4, max_value=80))
+def test_byte_split_keeps_everything_in_order_within_the_limit(text: str, limit: int) -> None:
+    chunks = split_text(text, limit, UTF8_BYTES)
+    for chunk in chunks:
+        assert 0 < utf8(chunk) <= limit
+        assert chunk == chunk.strip()
+    assert visible("".join(chunks)) == visible(text)
 
 
-def test_converted_text_then_splits_within_limit() -> None:
-    text = "\n\n".join(
-        f"## Part {n}\n\n**Note** {n}: see [link](https://e.x/{n})" for n in range(50)
-    )
-    chunks = split_text(markdown_to_whatsapp(text), 100)
-    assert_well_formed(chunks, 100)
-    assert "*Part 0*" in chunks[0]
-    assert not any("**" in chunk or "](" in chunk for chunk in chunks)
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT, limit=st.integers(min_value=1, max_value=80))
+def test_character_split_keeps_everything_in_order_within_the_limit(text: str, limit: int) -> None:
+    chunks = split_text(text, limit, CHARACTERS)
+    assert chunks == split_text(text, limit)
+    for chunk in chunks:
+        assert 0 < len(chunk) <= limit
+        assert chunk == chunk.strip()
+    assert visible("".join(chunks)) == visible(text)

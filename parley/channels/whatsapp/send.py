@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import structlog
 
-from parley.channels.base import SendResult
+from parley.channels.base import SendFailure, SendResult
 from parley.errors import ChannelSendError
 
-__all__ = ["RETRYABLE_CODES", "TEXT_LIMIT", "mark_read", "send_text"]
+__all__ = ["RETRYABLE_CODES", "TEXT_LIMIT", "classify_error", "mark_read", "send_text"]
 
 log = structlog.get_logger(__name__)
 
@@ -125,10 +125,18 @@ async def _post(
             url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise _transport_error(exc) from exc
+        raise classify_error(exc, token) from exc
     if not response.is_success:
-        raise _http_error(response, token)
+        raise classify_error(response, token)
     return _json_or_none(response)
+
+
+def classify_error(failure: SendFailure, token: str) -> ChannelSendError:
+    """A Graph error answer or a failed transport as a `ChannelSendError`: throttling, 5xx and
+    network trouble are retryable (after Retry-After, within bounds); the rest is final."""
+    if isinstance(failure, httpx.Response):
+        return _http_error(failure, token)
+    return _transport_error(failure)
 
 
 def _transport_error(exc: Exception) -> ChannelSendError:

@@ -1,0 +1,113 @@
+"""What the webhook route answers, logs and counts for WhatsApp, pinned: the route serves every
+channel now, and none of this may change for the channel that was there first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from tests.conftest import MakeParley, Parley
+from tests.factories import VERIFY_TOKEN, body_bytes, signed_headers, whatsapp_texts
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+def accepted_count() -> float:
+    value = REGISTRY.get_sample_value("parley_webhook_messages_total", {"channel": "whatsapp"})
+    return value or 0.0
+
+
+async def test_handshake_refusal(parley: Parley) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": "wrong", "hub.challenge": "1"}
+    with capture_logs() as logs:
+        response = await parley.client.get("/webhooks/whatsapp", params=params)
+    assert (response.status_code, response.text) == (403, "verification failed")
+    assert response.headers["content-type"].startswith("text/plain")
+    (refused,) = events(logs, "webhook.handshake_refused")
+    assert refused["channel"] == "whatsapp" and refused["log_level"] == "warning"
+
+
+async def test_handshake_answer_is_plain_text(parley: Parley) -> None:
+    params = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "abc"}
+    response = await parley.client.get("/webhooks/whatsapp", params=params)
+    assert (response.status_code, response.text) == (200, "abc")
+    assert response.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "text", "event", "fields"),
+    [
+        (b"{}", {"X-Hub-Signature-256": "sha256=" + "0" * 64}, 401, "invalid signature",
+         "webhook.bad_signature", {}),
+        (b"{}", {}, 401, "invalid signature", "webhook.bad_signature", {}),
+        (b"[1]", None, 400, "invalid payload", "webhook.bad_payload",
+         {"reason": "body is not a JSON object"}),
+    ],
+)  # fmt: skip
+async def test_refused_posts(
+    parley: Parley,
+    body: bytes,
+    headers: dict[str, str] | None,
+    status: int,
+    text: str,
+    event: str,
+    fields: dict[str, str],
+) -> None:
+    sent_headers = signed_headers(body) if headers is None else headers
+    with capture_logs() as logs:
+        response = await parley.client.post(
+            "/webhooks/whatsapp", content=body, headers=sent_headers
+        )
+    assert (response.status_code, response.text) == (status, text)
+    (entry,) = events(logs, event)
+    assert entry["channel"] == "whatsapp" and entry["log_level"] == "warning"
+    assert {key: entry[key] for key in fields} == fields
+    assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_without_an_app_secret_nothing_is_accepted(make_parley: MakeParley) -> None:
+    parley = make_parley(meta_app_secret=None)
+    body = body_bytes(whatsapp_texts("34600000081", ["hello"]))
+    with capture_logs() as logs:
+        response = await parley.client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
+        )
+    assert (response.status_code, response.text) == (401, "webhook signing is not configured")
+    (entry,) = events(logs, "webhook.no_app_secret")
+    assert entry["channel"] == "whatsapp" and entry["log_level"] == "error"
+
+
+async def test_accepted_post_is_logged_and_counted(parley: Parley) -> None:
+    before = accepted_count()
+    body = body_bytes(whatsapp_texts("34600000082", ["one", "two"]))
+    with capture_logs() as logs:
+        response = await parley.client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
+        )
+    assert (response.status_code, response.content) == (200, b"")
+    (entry,) = events(logs, "webhook.accepted")
+    assert {key: value for key, value in entry.items() if key != "log_level"} == {
+        "event": "webhook.accepted",
+        "channel": "whatsapp",
+        "messages": 2,
+        "statuses": 0,
+        "statuses_applied": 0,
+        "skipped": 0,
+    }
+    assert accepted_count() == before + 2
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_channel_nobody_serves_is_not_found(parley: Parley, method: str) -> None:
+    body = body_bytes(whatsapp_texts("34600000083", ["hello"]))
+    response = await parley.client.request(
+        method, "/webhooks/instagram", content=body, headers=signed_headers(body)
+    )
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+    assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
