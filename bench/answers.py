@@ -54,12 +54,13 @@ class Tally:
 class AnswerBook:
     """Reads the Graph simulator's records incrementally (it holds tens of thousands)."""
 
-    def __init__(self, graph: GraphSimulator) -> None:
+    def __init__(self, graph: GraphSimulator, *, skip_existing: bool = False) -> None:
+        """`skip_existing`: count only what is sent from now on (after a warm-up)."""
         self.graph = graph
         self.counts: Counter[int] = Counter()
         self.unmarked = 0
         self.refused = 0
-        self._seen = 0
+        self._seen = len(graph.requests) if skip_existing else 0
 
     def refresh(self) -> Tally:
         records = self.graph.requests

@@ -36,13 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.answers import AnswerBook, BenchGraph, marker_reply
 from bench.measure import cpu_seconds, cpu_seconds_precise, peak_rss_mib, ratio
 from bench.serve import Served, load_average, parley_serve, server_stack, whatsapp_env
-from bench.wrk import signed_bodies
+from bench.wrk import WARM_UP_CUSTOMERS, WARM_UP_FROM, WEBHOOK, signed_bodies
 from parley.testing import OpenAISimulator, ServerThread
 from tests.factories import sample, signed_headers
 
-WEBHOOK = "/webhooks/whatsapp"
-WARM_UP_FROM = 10**8  # message numbers of the warm-up, apart from the measured ones
-WARM_UP_CUSTOMERS = 10**6  # and its customers
 ANSWER_TIMEOUT = 120.0
 
 

@@ -30,11 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.answers import AnswerBook, BenchGraph, Tally, marker_reply
 from bench.measure import cpu_seconds, peak_rss_mib, ratio
 from bench.serve import load_average, parley_serve, serve_process, server_stack, whatsapp_env
-from bench.wrk import WrkResult, run_wrk, write_bodies
+from bench.wrk import WEBHOOK, WrkResult, run_wrk, warm_up, write_bodies
 from parley.testing import OpenAISimulator, ServerThread
 from tests.servers import free_port
 
-WEBHOOK = "/webhooks/whatsapp"
 ACCEPTED = re.compile(r'^parley_webhook_messages_total\{channel="whatsapp"\} (\S+)$', re.M)
 
 
@@ -81,6 +80,7 @@ async def load_bare(bodies: Path, opts: Options) -> tuple[WrkResult, float]:
     port = free_port()
     argv = [sys.executable, str(Path(__file__).with_name("bare.py")), "--port", str(port)]
     async with serve_process("bare", argv, port=port) as bare:
+        await warm_up(bare.url)
         return await _wrk(bare.url, bare.pid, bodies, opts, wrap=True)
 
 
@@ -105,10 +105,13 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
     graph = BenchGraph()
     with ServerThread(openai_sim.app) as openai_server, ServerThread(graph.app) as graph_server:
         async with parley_serve(whatsapp_env(openai_server.url, graph_server.url, **env)) as p:
-            book = AnswerBook(graph)
+            if not await AnswerBook(graph).wait(await warm_up(p.url), timeout=60):
+                raise RuntimeError("Parley did not answer the warm-up messages within 60 s")
+            book = AnswerBook(graph, skip_existing=True)
+            before = await accepted_messages(p.url)
             load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
             ended = time.monotonic()
-            accepted = await accepted_messages(p.url)
+            accepted = await accepted_messages(p.url) - before
             drained = await book.wait(accepted, timeout=opts.drain_timeout)
             drain_s = time.monotonic() - ended if drained else None
             # A late duplicate (a turn run twice) would come after the first answer.
