@@ -8,15 +8,16 @@ backlog shows up in it). Every answer is checked: 200 and a completed response w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-MAX_IN_FLIGHT = 1000  # connections a fixed-rate run may open (more wait for one)
 REQUEST_TIMEOUT = 60.0
 
 
@@ -109,50 +110,95 @@ async def _measured(work: Callable[[], Awaitable[None]], phase: Phase) -> Phase:
     return phase
 
 
-def _client(connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT)
+# One TLS context for every client: httpx builds one per client otherwise (tens of ms each,
+# blocking the loop), although these URLs are plain HTTP.
+_TLS = ssl.create_default_context()
+
+
+class Connections:
+    """One httpx client per connection, each with a pool of one: a shared pool of many
+    connections costs httpx far more CPU per request as it grows (the client became the
+    bottleneck at 64 callers), and a private one keeps each caller on its own connection."""
+
+    def __init__(self) -> None:
+        self._idle: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+
+    def take(self) -> httpx.AsyncClient:
+        if self._idle:
+            return self._idle.pop()
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        client = httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT, verify=_TLS)
+        self._all.append(client)
+        return client
+
+    def give_back(self, client: httpx.AsyncClient) -> None:
+        self._idle.append(client)
+
+    async def open(self, target: Target, count: int) -> None:
+        """Open `count` connections with an untimed create each, before any clock starts."""
+        clients = [self.take() for _ in range(count)]
+        await asyncio.gather(*(create(c, target, -1, False) for c in clients))
+        for client in clients:
+            self.give_back(client)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self._all))
+
+
+@contextlib.asynccontextmanager
+async def connections(target: Target, count: int) -> AsyncIterator[Connections]:
+    pool = Connections()
+    try:
+        await pool.open(target, count)
+        yield pool
+    finally:
+        await pool.aclose()
 
 
 async def closed_loop(target: Target, callers: int, duration: float, stream: bool) -> Phase:
     """`callers` callers, each starting its next create when its last one is answered."""
     phase = Phase()
-    deadline = time.perf_counter() + duration
     counter = iter(range(10**9))
+    async with connections(target, callers) as pool:
 
-    async def caller(client: httpx.AsyncClient) -> None:
-        while time.perf_counter() < deadline:
-            phase.samples.append(await create(client, target, next(counter), stream))
+        async def caller(deadline: float) -> None:
+            client = pool.take()
+            while time.perf_counter() < deadline:
+                phase.samples.append(await create(client, target, next(counter), stream))
 
-    async def work() -> None:
-        async with _client(callers) as client:
-            await asyncio.gather(*(caller(client) for _ in range(callers)))
+        async def work() -> None:
+            deadline = time.perf_counter() + duration
+            await asyncio.gather(*(caller(deadline) for _ in range(callers)))
 
-    return await _measured(work, phase)
+        return await _measured(work, phase)
 
 
 async def fixed_rate(target: Target, rate: float, duration: float, stream: bool) -> Phase:
-    """`rate` creates per second for `duration`, each timed from when it was due."""
+    """`rate` creates per second for `duration`, each timed from when it was due. A create
+    due while every connection is busy opens a new one, as a new caller would."""
     phase = Phase()
     count = int(rate * duration)
+    async with connections(target, max(1, int(rate))) as pool:
 
-    async def one(client: httpx.AsyncClient, number: int, due: float) -> None:
-        sample = await create(client, target, number, stream)
-        if sample.error is None:
-            # From when it was due, not when it went out: a late start is the server's delay.
-            lag = time.perf_counter() - due - sample.total
-            sample.total += lag
-            sample.first = sample.first + lag if sample.first is not None else None
-        phase.samples.append(sample)
+        async def one(number: int, due: float) -> None:
+            client = pool.take()
+            sample = await create(client, target, number, stream)
+            pool.give_back(client)
+            if sample.error is None:
+                # From when it was due, not when it went out: a late start is the server's.
+                lag = time.perf_counter() - due - sample.total
+                sample.total += lag
+                sample.first = sample.first + lag if sample.first is not None else None
+            phase.samples.append(sample)
 
-    async def work() -> None:
-        async with _client(MAX_IN_FLIGHT) as client:
+        async def work() -> None:
             tasks: list[asyncio.Task[None]] = []
             start = time.perf_counter()
             for number in range(count):
                 due = start + number / rate
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                tasks.append(asyncio.create_task(one(client, number, due)))
+                tasks.append(asyncio.create_task(one(number, due)))
             await asyncio.gather(*tasks)
 
-    return await _measured(work, phase)
+        return await _measured(work, phase)

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.answers import AnswerBook, BenchGraph, Tally, marker_reply
 from bench.measure import cpu_seconds, peak_rss_mib, ratio
+from bench.profile import py_spy, summarize
 from bench.serve import load_average, parley_serve, serve_process, server_stack, whatsapp_env
 from bench.wrk import WEBHOOK, WrkResult, run_wrk, warm_up, write_bodies
 from parley.testing import OpenAISimulator, ServerThread
@@ -48,6 +49,7 @@ class Options:
     timeout: float = 10.0
     drain_timeout: float = 300.0
     settle: float = 2.0
+    profile: Path | None = None  # py-spy Parley during the load, into this file
 
 
 @dataclass
@@ -109,7 +111,8 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
                 raise RuntimeError("Parley did not answer the warm-up messages within 60 s")
             book = AnswerBook(graph, skip_existing=True)
             before = await accepted_messages(p.url)
-            load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
+            async with py_spy(p.pid, opts.profile):
+                load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
             ended = time.monotonic()
             accepted = await accepted_messages(p.url) - before
             drained = await book.wait(accepted, timeout=opts.drain_timeout)
@@ -193,6 +196,9 @@ async def run(opts: Options, *, bare: bool = True) -> bool:
         )
         summary["bare"] = asdict(ref)
     report_parley(parley)
+    if opts.profile is not None:
+        print(f"where Parley's CPU went during the load ({opts.profile}):")
+        print(summarize(opts.profile))
     print("BENCH_RESULT " + json.dumps(summary, default=str))
     return parley.clean and parley.drain_s is not None
 
@@ -206,6 +212,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=defaults.timeout, help="wrk's, s")
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout)
     parser.add_argument("--no-bare", action="store_true", help="Parley only")
+    parser.add_argument("--profile", type=Path, help="py-spy Parley under load into this file")
     args = parser.parse_args()
     bare = not args.no_bare
     del args.no_bare

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import Phase, Target, closed_loop, fixed_rate
 from bench.measure import cpu_seconds, pct, ratio
+from bench.profile import py_spy
+from bench.profile import summarize as summarize_profile
 from bench.serve import load_average, parley_serve, serve_process, server_stack
 from tests.servers import free_port
 
@@ -192,12 +194,15 @@ async def run(args: argparse.Namespace) -> bool:
     results: list[Result] = []
     async with upstream(args.latency, args.stream_delay, args.words) as up:
         results += await bench_target(up, loads, args.duration, up.url)
-        async with parley(up.url) as target:
+        async with parley(up.url) as target, py_spy(target.pid, args.profile):
             results += await bench_target(target, loads, args.duration, up.url)
         if not args.no_litellm:
             async with litellm(up.url) as target:
                 results += await bench_target(target, loads, args.duration, up.url)
     summarize(results)
+    if args.profile is not None:
+        print(f"\nwhere Parley's CPU went over its phases ({args.profile}):")
+        print(summarize_profile(args.profile))
     return not any(r.phase.errors for r in results)
 
 
@@ -210,6 +215,7 @@ def main() -> None:
     parser.add_argument("--stream-delay", type=float, default=0.005, help="between deltas, s")
     parser.add_argument("--words", type=int, default=24, help="words in each answer")
     parser.add_argument("--no-litellm", action="store_true", help="Parley and the upstream only")
+    parser.add_argument("--profile", type=Path, help="py-spy Parley's phases into this file")
     args = parser.parse_args()
     sys.exit(0 if _run_on_fastest_loop(run(args)) else 1)
 
