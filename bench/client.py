@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from bench.measure import cpu_seconds
+
 REQUEST_TIMEOUT = 60.0
 
 
@@ -41,6 +43,8 @@ class Phase:
     samples: list[Sample] = field(default_factory=list)
     wall_s: float = 0.0
     client_cpu_s: float = 0.0
+    untimed: int = 0  # creates that opened the connections before the clock started
+    server_cpu_s: float = 0.0  # the target's, from /proc
 
     @property
     def ok(self) -> list[Sample]:
@@ -102,11 +106,12 @@ async def _read_stream(answer: httpx.Response, started: float) -> Sample:
     return Sample(time.perf_counter() - started, first)
 
 
-async def _measured(work: Callable[[], Awaitable[None]], phase: Phase) -> Phase:
-    cpu, wall = time.process_time(), time.perf_counter()
+async def _measured(work: Callable[[], Awaitable[None]], phase: Phase, pid: int) -> Phase:
+    cpu, wall, server = time.process_time(), time.perf_counter(), cpu_seconds(pid)
     await work()
     phase.wall_s = time.perf_counter() - wall
     phase.client_cpu_s = time.process_time() - cpu
+    phase.server_cpu_s = cpu_seconds(pid) - server
     return phase
 
 
@@ -161,6 +166,7 @@ async def closed_loop(target: Target, callers: int, duration: float, stream: boo
     phase = Phase()
     counter = iter(range(10**9))
     async with connections(target, callers) as pool:
+        phase.untimed = callers
 
         async def caller(deadline: float) -> None:
             client = pool.take()
@@ -171,7 +177,7 @@ async def closed_loop(target: Target, callers: int, duration: float, stream: boo
             deadline = time.perf_counter() + duration
             await asyncio.gather(*(caller(deadline) for _ in range(callers)))
 
-        return await _measured(work, phase)
+        return await _measured(work, phase, target.pid)
 
 
 async def fixed_rate(target: Target, rate: float, duration: float, stream: bool) -> Phase:
@@ -180,6 +186,7 @@ async def fixed_rate(target: Target, rate: float, duration: float, stream: bool)
     phase = Phase()
     count = int(rate * duration)
     async with connections(target, max(1, int(rate))) as pool:
+        phase.untimed = max(1, int(rate))
 
         async def one(number: int, due: float) -> None:
             client = pool.take()
@@ -201,4 +208,4 @@ async def fixed_rate(target: Target, rate: float, duration: float, stream: bool)
                 tasks.append(asyncio.create_task(one(number, due)))
             await asyncio.gather(*tasks)
 
-        return await _measured(work, phase)
+        return await _measured(work, phase, target.pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import linecache
 import re
 import shutil
 import signal
@@ -19,11 +20,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+# A thread whose innermost Python line is one of these is blocked in C, not computing:
+# py-spy's own idle detection does not work in every container, so samples are sorted here.
+WAITING = re.compile(r"\.(get|wait|poll|select|acquire|join|sleep|recv|accept)\(|^\s*sleep\(")
 # The packages Parley's time is told apart by; anything else is "other".
 PACKAGES = (
     "parley", "sqlalchemy", "aiosqlite", "sqlite3", "pydantic", "pydantic_core", "fastapi",
     "starlette", "uvicorn", "h11", "httptools", "httpx", "httpcore", "openai", "anyio",
     "structlog", "logging", "json", "asyncio", "prometheus_client", "hmac", "ssl", "uvloop",
+    "selectors", "threading", "queue", "concurrent", "typing", "dataclasses", "enum",
 )  # fmt: skip
 
 
@@ -39,7 +44,8 @@ async def py_spy(pid: int, output: Path | None) -> AsyncIterator[None]:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
     process = await asyncio.create_subprocess_exec(
         *(exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw"),
-        *("--output", str(output), "--nonblocking"),
+        # Not pausing Parley to sample it; full paths, to read the line a thread waits on.
+        *("--output", str(output), "--nonblocking", "--full-filenames"),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -52,48 +58,64 @@ async def py_spy(pid: int, output: Path | None) -> AsyncIterator[None]:
 
 def package(frame: str) -> str:
     found = FRAME.match(frame)
-    path = found.group("file") if found else frame
-    parts = re.split(r"[/\\]", path.replace("site-packages/", "/"))
+    parts = re.split(r"[/\\]", found.group("file") if found else frame)
     for part in reversed(parts[:-1]):
         if part in PACKAGES:
             return part
-    stem = Path(path).stem
+    stem = Path(parts[-1]).stem
     return stem if stem in PACKAGES else "other"
 
 
-def summarize(path: Path, top: int = 15) -> str:
-    """Self time by package and by function, and inclusive time of Parley's own modules."""
+def waiting(frame: str) -> bool:
+    """Whether a thread stopped at `frame` waits (its line calls a blocking function)."""
+    found = FRAME.match(frame)
+    if not found or not found.group("line"):
+        return False
+    return bool(WAITING.search(linecache.getline(found.group("file"), int(found.group("line")))))
+
+
+def parley_function(frame: str) -> str | None:
+    found = FRAME.match(frame)
+    file = found.group("file") if found else ""
+    if "/parley/" not in file or file.endswith("/parley/cli.py"):  # cli.py: every stack's root
+        return None
+    return f"{found.group('func') if found else frame} (parley/{file.rsplit('/parley/', 1)[1]})"
+
+
+def summarize(path: Path, top: int = 12) -> str:
+    """Of the samples where a thread was busy (not waiting): self time by package and by
+    function, and the time inside Parley's own functions (inclusive)."""
     own: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
-    parley_inclusive: Counter[str] = Counter()
-    total = 0
+    inside: Counter[str] = Counter()
+    total = busy = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         frames, n = stack.split(";"), int(count)
         total += n
-        own[frames[-1]] += n
+        if waiting(frames[-1]):
+            continue
+        busy += n
+        own[_short(frames[-1])] += n
         by_package[package(frames[-1])] += n
-        for module in {_parley_module(f) for f in frames} - {None}:
-            parley_inclusive[str(module)] += n
-    if not total:
-        return f"{path}: no samples"
-    lines = [f"{total} samples; self time by package:"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in by_package.most_common(top)]
+        for name in {parley_function(f) for f in frames} - {None}:
+            inside[str(name)] += n
+    if not busy:
+        return f"{path}: no busy samples"
+    lines = [f"{busy} busy samples of {total} (the rest: threads waiting); self time by package:"]
+    lines += [f"  {n / busy:6.1%}  {name}" for name, n in by_package.most_common(top)]
     lines.append("self time by function:")
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
-    lines.append("inclusive time of Parley's modules:")
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in parley_inclusive.most_common(top)]
+    lines += [f"  {n / busy:6.1%}  {name}" for name, n in own.most_common(top)]
+    lines.append("time inside Parley's functions (inclusive):")
+    lines += [f"  {n / busy:6.1%}  {name}" for name, n in inside.most_common(top)]
     return "\n".join(lines)
 
 
-def _parley_module(frame: str) -> str | None:
-    found = FRAME.match(frame)
-    file = found.group("file") if found else ""
-    if file.startswith("parley/"):  # py-spy's short file names
-        return file
-    return "parley/" + file.rsplit("/parley/", 1)[1] if "/parley/" in file else None
+def _short(frame: str) -> str:
+    """`func (…/site-packages/pkg/mod.py:12)` as `func (pkg/mod.py:12)`."""
+    return re.sub(r"\(.*/(site-packages|python3\.\d+|bench)/", "(", frame)
 
 
 def main() -> None:

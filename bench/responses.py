@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.client import Phase, Target, closed_loop, fixed_rate
-from bench.measure import cpu_seconds, pct, ratio
+from bench.measure import pct, ratio
 from bench.profile import py_spy
 from bench.profile import summarize as summarize_profile
 from bench.serve import load_average, parley_serve, serve_process, server_stack
@@ -97,14 +97,12 @@ async def calls_since_last(upstream_url: str) -> int:
 
 
 async def run_phase(target: Target, load: Load, duration: float, upstream_url: str) -> Result:
-    before = cpu_seconds(target.pid)
     if load.kind == "closed":
         phase = await closed_loop(target, int(load.level), duration, load.stream)
     else:
         phase = await fixed_rate(target, load.level, duration, load.stream)
-    cores = (cpu_seconds(target.pid) - before) / phase.wall_s
     calls = await calls_since_last(upstream_url)
-    return Result(target.name, load, phase, cores, calls)
+    return Result(target.name, load, phase, phase.server_cpu_s / phase.wall_s, calls)
 
 
 async def bench_target(
@@ -130,7 +128,7 @@ def print_result(result: Result) -> None:
     firsts = [s.first * 1000 for s in ok if s.first is not None]
     first = f"  first delta p50 {pct(firsts, 50):6.1f} p99 {pct(firsts, 99):6.1f}" if firsts else ""
     cores = f"{result.server_cores * 100:.0f}%"
-    calls = result.upstream_calls / len(phase.samples) if phase.samples else 0
+    calls = result.upstream_calls / (len(phase.samples) + phase.untimed)
     print(
         f"{result.target:8} {result.load!s:16} {phase.rps:7.1f} req/s  p50 {pct(totals, 50):6.1f} "
         f"p99 {pct(totals, 99):6.1f} ms{first}  errors {len(phase.errors)}  "
