@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.answers import AnswerBook, BenchGraph, marker_reply
 from bench.measure import cpu_seconds, cpu_seconds_precise, peak_rss_mib, ratio
+from bench.profile import py_spy, summarize
 from bench.serve import Served, load_average, parley_serve, server_stack, whatsapp_env
 from bench.wrk import WARM_UP_CUSTOMERS, WARM_UP_FROM, WEBHOOK, signed_bodies
 from parley.testing import OpenAISimulator, ServerThread
@@ -218,26 +219,38 @@ async def run_turns(rig: Rig, first: int, last: int) -> float:
     return time.monotonic() - started
 
 
-async def measured_block(rig: Rig, first: int, turns: int) -> Block:
+async def measured_block(rig: Rig, first: int, turns: int, profile: Path | None) -> Block:
     # schedstat's nanoseconds: a block of a few turns is a few hundred ms of CPU at most.
     await asyncio.sleep(0.2)
-    before = cpu_seconds_precise(rig.parley.pid)
-    wall = await run_turns(rig, first, first + turns - 1)
-    await asyncio.sleep(0.1)  # the last turn's delivery bookkeeping
-    cpu = cpu_seconds_precise(rig.parley.pid) - before
+    async with py_spy(rig.parley.pid, profile):
+        before = cpu_seconds_precise(rig.parley.pid)
+        wall = await run_turns(rig, first, first + turns - 1)
+        await asyncio.sleep(0.1)  # the last turn's delivery bookkeeping
+        cpu = cpu_seconds_precise(rig.parley.pid) - before
     return Block(first, turns, cpu / turns * 1000, wall / turns * 1000)
 
 
-async def turn_cost(turns: int, sample_turns: int) -> tuple[list[Block], int]:
+def block_profiles(profile: Path | None) -> tuple[Path | None, Path | None]:
+    """Where the early and the late block's py-spy samples go, if profiling."""
+    if profile is None:
+        return None, None
+    early, late = (f"{profile.stem}-{block}{profile.suffix}" for block in ("early", "late"))
+    return profile.with_name(early), profile.with_name(late)
+
+
+async def turn_cost(
+    turns: int, sample_turns: int, profile: Path | None = None
+) -> tuple[list[Block], int]:
     early, late = 10, turns - sample_turns + 1
     if late < early + sample_turns:
         raise SystemExit(f"--turns must be at least {10 + 2 * sample_turns - 1}")
     async with open_rig(1) as rig:
         await warm_up(rig, [])
         await run_turns(rig, 1, early - 1)
-        blocks = [await measured_block(rig, early, sample_turns)]
+        early_profile, late_profile = block_profiles(profile)
+        blocks = [await measured_block(rig, early, sample_turns, early_profile)]
         await run_turns(rig, early + sample_turns, late - 1)
-        blocks.append(await measured_block(rig, late, sample_turns))
+        blocks.append(await measured_block(rig, late, sample_turns, late_profile))
         duplicated = rig.book.refresh().duplicated
     return blocks, duplicated
 
@@ -262,14 +275,20 @@ def main() -> None:
     parser.add_argument("--turn-cost", action="store_true")
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--sample", type=int, default=10, help="turns per measured block")
+    parser.add_argument(
+        "--profile", type=Path, help="--turn-cost: py-spy both blocks (FILE-early, FILE-late)"
+    )
     args = parser.parse_args()
     print(
         f"server stack: {server_stack()}; {load_average()} at start. The simulators (model "
         "answering at once) run in this process, on the same machine as Parley."
     )
     if args.turn_cost:
-        blocks, duplicated = asyncio.run(turn_cost(args.turns, args.sample))
+        blocks, duplicated = asyncio.run(turn_cost(args.turns, args.sample, args.profile))
         report_turns(blocks, duplicated)
+        for path in block_profiles(args.profile):
+            if path is not None:
+                print(f"\n{path}:\n{summarize(path)}")
         sys.exit(1 if duplicated else 0)
     statuses = [s for s in args.statuses.split(",") if s]
     run, reached = asyncio.run(

@@ -170,10 +170,9 @@ def summarize(results: list[Result]) -> None:
     for load in dict.fromkeys(r.load for r in results):
         up, par, lit = (by.get((t, load)) for t in ("upstream", "parley", "litellm"))
         if load.kind == "closed":
-            print(
-                f"{load!s:16} req/s: upstream {_rps(up):.0f}, Parley {_rps(par):.1f}, "
-                f"LiteLLM {_rps(lit):.1f}; Parley/LiteLLM {ratio(_rps(par), _rps(lit))}"
-            )
+            shown = [f"{r.target} {r.phase.rps:.1f}" for r in (up, par, lit) if r is not None]
+            versus = f"; Parley/LiteLLM {ratio(_rps(par), _rps(lit))}" if par and lit else ""
+            print(f"{load!s:16} req/s: " + ", ".join(shown) + versus)
         elif up is not None:
             added = [_added(r, up, load.stream) for r in (par, lit) if r is not None]
             print(f"{load!s:16} added over the upstream, p50 / p99: " + "; ".join(added))
