@@ -208,26 +208,47 @@ class Block:
     wall_ms: float  # from posting a message to its answer at the Graph API, averaged
 
 
-async def run_turns(rig: Rig, first: int, last: int) -> float:
-    """Messages `first`…`last` of customer 0, each once the previous one is answered;
+FRESH_FROM = 10**7  # message numbers of the fresh conversation paired with the long one
+
+
+async def run_turns(rig: Rig, first: int, last: int, customer: int = 0) -> float:
+    """Messages `first`…`last` of `customer`, each once the previous one is answered;
     returns the wall time they took."""
     started = time.monotonic()
     for number in range(first, last + 1):
-        await rig.messages(number, 1, 1)
+        await rig.messages(number, 1, 1, first_customer=customer)
         if number % 250 == 0:
             print(f"  … {number} turns", file=sys.stderr)
     return time.monotonic() - started
 
 
-async def measured_block(rig: Rig, first: int, turns: int, profile: Path | None) -> Block:
+async def measured_block(
+    rig: Rig, first: int, turns: int, customer: int = 0, profile: Path | None = None
+) -> Block:
     # schedstat's nanoseconds: a block of a few turns is a few hundred ms of CPU at most.
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.1)
     async with py_spy(rig.parley.pid, profile):
         before = cpu_seconds_precise(rig.parley.pid)
-        wall = await run_turns(rig, first, first + turns - 1)
-        await asyncio.sleep(0.1)  # the last turn's delivery bookkeeping
+        wall = await run_turns(rig, first, first + turns - 1, customer)
+        await asyncio.sleep(0.05)  # the last turn's delivery bookkeeping
         cpu = cpu_seconds_precise(rig.parley.pid) - before
-    return Block(first, turns, cpu / turns * 1000, wall / turns * 1000)
+    return Block(first % FRESH_FROM, turns, cpu / turns * 1000, wall / turns * 1000)
+
+
+async def paired(rig: Rig, long_from: int, turns: int) -> tuple[Block, Block]:
+    """Turns of the long conversation alternating with turns 10… of a fresh one, each
+    measured alone: the machine's load drifts (it is shared), and pairs see the same."""
+    await run_turns(rig, FRESH_FROM + 1, FRESH_FROM + 9, customer=1)
+    long_turns, fresh_turns = [], []
+    for k in range(turns):
+        long_turns.append(await measured_block(rig, long_from + k, 1))
+        fresh_turns.append(await measured_block(rig, FRESH_FROM + 10 + k, 1, customer=1))
+
+    def mean(blocks: list[Block], first: int) -> Block:
+        cpu, wall = (sum(getattr(b, f) for b in blocks) / turns for f in ("cpu_ms", "wall_ms"))
+        return Block(first, turns, cpu, wall)
+
+    return mean(long_turns, long_from), mean(fresh_turns, 10)
 
 
 def block_profiles(profile: Path | None) -> tuple[Path | None, Path | None]:
@@ -241,29 +262,37 @@ def block_profiles(profile: Path | None) -> tuple[Path | None, Path | None]:
 async def turn_cost(
     turns: int, sample_turns: int, profile: Path | None = None
 ) -> tuple[list[Block], int]:
+    """Blocks: the long conversation at message 10 and at `turns`, then its next turns
+    paired with a fresh conversation's turns from message 10."""
     early, late = 10, turns - sample_turns + 1
     if late < early + sample_turns:
         raise SystemExit(f"--turns must be at least {10 + 2 * sample_turns - 1}")
+    early_profile, late_profile = block_profiles(profile)
     async with open_rig(1) as rig:
         await warm_up(rig, [])
         await run_turns(rig, 1, early - 1)
-        early_profile, late_profile = block_profiles(profile)
-        blocks = [await measured_block(rig, early, sample_turns, early_profile)]
+        blocks = [await measured_block(rig, early, sample_turns, profile=early_profile)]
         await run_turns(rig, early + sample_turns, late - 1)
-        blocks.append(await measured_block(rig, late, sample_turns, late_profile))
+        blocks.append(await measured_block(rig, late, sample_turns, profile=late_profile))
+        blocks += await paired(rig, turns + 1, sample_turns)
         duplicated = rig.book.refresh().duplicated
     return blocks, duplicated
 
 
 def report_turns(blocks: list[Block], duplicated: int) -> None:
-    for block in blocks:
+    early, late, long_paired, fresh_paired = blocks
+    names = ["", "", " (alternating with the fresh one)", " of a fresh conversation"]
+    for block, name in zip(blocks, names, strict=True):
         print(
-            f"messages {block.first}-{block.first + block.turns - 1}: "
+            f"messages {block.first}-{block.first + block.turns - 1}{name}: "
             f"{block.cpu_ms:.1f} ms of Parley CPU per turn, {block.wall_ms:.1f} ms per turn"
         )
-    early, late = blocks
     cpu, wall = ratio(late.cpu_ms, early.cpu_ms), ratio(late.wall_ms, early.wall_ms)
-    print(f"late/early: CPU {cpu}, wall {wall}; duplicated answers {duplicated}")
+    print(f"late/early (measured minutes apart): CPU {cpu}, wall {wall}")
+    cpu = ratio(long_paired.cpu_ms, fresh_paired.cpu_ms)
+    wall = ratio(long_paired.wall_ms, fresh_paired.wall_ms)
+    print(f"long/fresh (paired, the steadier figure): CPU {cpu}, wall {wall}")
+    print(f"duplicated answers {duplicated}")
 
 
 def main() -> None:
