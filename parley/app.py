@@ -16,6 +16,7 @@ from parley.api import admin, errors, health, me, prompts, users
 from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
+from parley.ingress.door import Door, WebhookDoor, open_inbox
 from parley.observability.correlation import CorrelationIdMiddleware
 from parley.queue.ratelimit import build_rate_limiter
 from parley.responses.service import ResponsesService
@@ -27,9 +28,16 @@ log = structlog.get_logger(__name__)
 def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     """The ASGI app. `role` says which background loops run in this process besides HTTP."""
 
+    door = Door(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, role) as runtime:
+        # API processes stay cheap: they only append to the inbox, and `parley worker`
+        # processes file it. `serve` files in-process, woken by each commit.
+        async with (
+            open_runtime(settings, role) as runtime,
+            open_inbox(door, runtime, file_here=role == "serve"),
+        ):
             service = build_responses(runtime)
             limiter = build_rate_limiter(settings.parley_api_rate_limit, settings.redis_url)
             app.state.runtime = runtime
@@ -44,6 +52,8 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     app.add_middleware(CorrelationIdMiddleware)
+    # Outermost: signed webhook POSTs are answered before any other layer runs.
+    app.add_middleware(WebhookDoor, door=door)
     for router in (
         webhooks.router,
         health.router,

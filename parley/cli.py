@@ -47,10 +47,21 @@ def _run_http(settings: Settings, role: str, host: str, port: int) -> None:
         application,
         host=host,
         port=port,
+        # uvloop and httptools (dependencies) roughly double what one core can acknowledge;
+        # asyncio and h11 where they cannot be installed.
+        loop="uvloop" if _installed("uvloop") else "asyncio",
+        http="httptools" if _installed("httptools") else "h11",
         log_level="warning",
+        access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=25,
     )
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 @app.command()

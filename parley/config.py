@@ -258,6 +258,31 @@ class Settings(BaseSettings):
         description="Seconds of silence before a stream sends a `: keep-alive` comment.",
     )
 
+    # Webhook inbox: accept (group commit), then file.
+    parley_inbox_batch: int = Field(
+        default=256,
+        ge=1,
+        description="Most webhooks committed to the inbox in one transaction (group commit).",
+    )
+    parley_inbox_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a webhook waits for its inbox commit before it is answered 503 "
+        "(the channel delivers it again).",
+    )
+    parley_filer_batch: int = Field(
+        default=32,
+        ge=1,
+        description="Most inbox rows filed into messages and statuses in one transaction.",
+    )
+    parley_filer_poll_interval: float = Field(
+        default=0.1,
+        gt=0,
+        description="Seconds between looks at the inbox for webhooks other processes "
+        "accepted (`parley worker` files what `parley api` accepts); a process files what it "
+        "accepted itself at once.",
+    )
+
     # Worker.
     parley_worker_concurrency: int = Field(
         default=16, ge=1, description="Conversations answered at once per process."

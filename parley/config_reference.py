@@ -61,6 +61,15 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("Storage and queue", ("database_url", "redis_url")),
     (
+        "Webhook inbox",
+        (
+            "parley_inbox_batch",
+            "parley_inbox_timeout",
+            "parley_filer_batch",
+            "parley_filer_poll_interval",
+        ),
+    ),
+    (
         "Worker",
         (
             "parley_worker_concurrency",

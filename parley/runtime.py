@@ -1,5 +1,5 @@
 """What one Parley process owns: engine, sessions, queue, clients, the agent, and the
-background loops (worker, delivery, reconciler).
+background loops (filer, worker, delivery, reconciler).
 
 Built once per process (by the app's lifespan, or by `parley worker`), closed on exit, and
 passed down; nothing here is global. This is the composition root of `parley worker`, so it
@@ -26,6 +26,8 @@ from parley.agent.pricing import Price, load_prices
 from parley.agent.safety import Limits
 from parley.agent.tools import load_tools
 from parley.agent.turn import Agent, AgentConfig
+from parley.channels import registry
+from parley.channels.base import ParsedWebhook
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
@@ -36,6 +38,7 @@ from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
+from parley.worker.filer import Filer
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
 from parley.worker.runner import Worker
@@ -61,6 +64,8 @@ class Runtime:
     deliverer: Deliverer
     processor: ConversationProcessor
     worker: Worker
+    filer: Filer
+    """Files the inbox's webhooks; runs where the worker runs (`serve`, `worker`)."""
     secrets: SecretBox | None
     """Users' secrets' encryption (PARLEY_SECRET_KEY); None when secrets are off."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -110,8 +115,20 @@ def build_runtime(settings: Settings) -> Runtime:
         worker=Worker(
             queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
         ),
+        filer=Filer(
+            sessions=sessions,
+            queue=queue,
+            parse=parse_webhook,
+            batch=settings.parley_filer_batch,
+            poll_interval=settings.parley_filer_poll_interval,
+        ),
         secrets=secrets,
     )
+
+
+def parse_webhook(channel: str, body: bytes) -> ParsedWebhook:
+    """A stored webhook body read by the channel it came through."""
+    return registry.get(channel).parse(body)
 
 
 def build_llm(settings: Settings) -> LLM:
@@ -196,7 +213,8 @@ def build_processor(
 
 
 async def start_background(runtime: Runtime) -> None:
-    """Start the worker, delivery and reconciler, after picking up what the last run left."""
+    """Start the filer, worker, delivery and reconciler, after picking up what the last run
+    left (the filer begins with whatever is still in the inbox)."""
     settings = runtime.settings
     if settings.queue_backend == "memory":
         async with runtime.sessions() as session:
@@ -208,6 +226,7 @@ async def start_background(runtime: Runtime) -> None:
         # The queue (or the store) is not there yet: the reconciler signals again shortly.
         log.exception("runtime.resignal_failed")
     runtime.tasks = [
+        asyncio.create_task(runtime.filer.run(), name="filer"),
         asyncio.create_task(runtime.worker.run(), name="worker"),
         asyncio.create_task(runtime.deliverer.run(), name="delivery"),
         asyncio.create_task(

@@ -240,6 +240,12 @@ class Store:
                 raise AssertionError(f"{sql!r} gave {found!r}, expected {expected!r}")
             await asyncio.sleep(0.02)
 
+    async def wait_filed(self, timeout: float = 10.0) -> None:
+        """Wait until every acknowledged webhook is filed: the 200 comes before the filing."""
+        await self.wait_for_rows(
+            "SELECT count(*) FROM inbox WHERE failed_at IS NULL", [(0,)], timeout
+        )
+
     async def close(self) -> None:
         await self.engine.dispose()
 
@@ -274,6 +280,9 @@ class Parley:
         self, sql: str, expected: list[tuple[Any, ...]], timeout: float = 10.0
     ) -> None:
         await self.store.wait_for_rows(sql, expected, timeout)
+
+    async def wait_filed(self, timeout: float = 10.0) -> None:
+        await self.store.wait_filed(timeout)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ class CorrelationIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        correlation_id = _incoming(scope) or uuid.uuid4().hex
+        correlation_id = incoming_correlation_id(scope) or uuid.uuid4().hex
         scope.setdefault("state", {})["correlation_id"] = correlation_id
 
         async def send_with_id(message: Message) -> None:
@@ -36,7 +36,8 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send_with_id)
 
 
-def _incoming(scope: Scope) -> str | None:
+def incoming_correlation_id(scope: Scope) -> str | None:
+    """The caller's `X-Request-ID`, when it looks like an id."""
     for name, value in scope.get("headers", []):
         if name == HEADER:
             candidate = value.decode("latin-1")

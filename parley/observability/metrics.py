@@ -5,7 +5,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 WEBHOOK_MESSAGES = Counter(
-    "parley_webhook_messages_total", "Inbound messages accepted from webhooks", ["channel"]
+    "parley_webhook_messages_total",
+    "Inbound messages filed from acknowledged webhooks",
+    ["channel"],
 )
 TURNS = Counter("parley_turns_total", "Agent turns by outcome", ["outcome"])
 TURN_SECONDS = Histogram(
@@ -14,3 +16,12 @@ TURN_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
 )
 SENDS = Counter("parley_sends_total", "Channel sends by outcome", ["channel", "outcome"])
+WEBHOOKS_ACKNOWLEDGED = Counter(
+    "parley_webhooks_acknowledged_total",
+    "Webhook bodies committed to the inbox and answered 200",
+    ["channel"],
+)
+INBOX_COMMITS = Counter("parley_inbox_commits_total", "Group commits of webhook bodies")
+INBOX_UNREADABLE = Counter(
+    "parley_inbox_unreadable_total", "Inbox rows the filer could not read, kept for audit"
+)

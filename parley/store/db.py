@@ -15,13 +15,17 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, durable: bool = False) -> AsyncEngine:
     """An async engine tuned for its backend.
 
     SQLite gets WAL (readers never wait on the writer), a busy timeout so concurrent writers
     queue instead of failing, and foreign keys on. PostgreSQL gets a small pool per process
     and no server-side prepared-statement cache, so it also works behind PgBouncer in
     transaction mode.
+
+    `durable` (SQLite): every commit is synced to disk (synchronous=FULL), for the inbox's
+    group commits, which acknowledge webhooks; one sync per batch, and it also makes durable
+    whatever other connections committed before it in the WAL.
     """
     if url.startswith("sqlite"):
         # One connection, so that transactions queue in the pool (a fair asyncio wait) rather
@@ -31,7 +35,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(
             url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        pragmas = _sqlite_pragmas_durable if durable else _sqlite_pragmas
+        event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     connect_args: dict[str, Any] = {}
@@ -48,13 +53,23 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    _sqlite_setup(dbapi_connection, "NORMAL")
+
+
+def _sqlite_pragmas_durable(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+) -> None:
+    _sqlite_setup(dbapi_connection, "FULL")
+
+
+def _sqlite_setup(dbapi_connection: DBAPIConnection, synchronous: str) -> None:
     # Take transaction control from the driver so that `_sqlite_begin_immediate` can open
     # every transaction as a writer: a deferred transaction that reads and then writes fails
     # with "database is locked" when another writer got in between, whatever the timeout.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -190,6 +191,24 @@ class Outbox(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InboxEntry(Base):
+    """A signed webhook body as it arrived, committed before the channel got its 200.
+
+    The filer turns rows into messages and statuses oldest first and deletes them in the same
+    transaction; a row it cannot read stays, with `failed_at` and `error`, for audit.
+    """
+
+    __tablename__ = "inbox"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    correlation_id: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    failed_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class UsageSums:

@@ -96,6 +96,7 @@ async def test_message_is_stored_answered_and_sent_through_the_channel(
     assert str(mid).startswith("mid.")
     status = {"id": mid, "status": "delivered", "ts": int(time.time())}
     assert await post(parley, webhook(statuses=[status])) == 200
+    await parley.wait_filed()
     assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [
         ("delivered",)
     ]
@@ -125,6 +126,7 @@ async def test_a_bad_signature_is_refused_and_nothing_stored(
     assert await post(parley_with_echochat, body, forged) == 401
     assert await post(parley_with_echochat, b"[]") == 400  # signed, but not EchoChat's shape
     assert await parley_with_echochat.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley_with_echochat.rows("SELECT count(*) FROM inbox") == [(0,)]
 
 
 async def test_a_channel_nobody_registered_is_not_found(parley: Parley) -> None:

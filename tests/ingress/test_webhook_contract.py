@@ -68,6 +68,7 @@ async def test_refused_posts(
     assert entry["channel"] == "whatsapp" and entry["log_level"] == "warning"
     assert {key: entry[key] for key in fields} == fields
     assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM inbox") == [(0,)]
 
 
 async def test_without_an_app_secret_nothing_is_accepted(make_parley: MakeParley) -> None:
@@ -82,24 +83,37 @@ async def test_without_an_app_secret_nothing_is_accepted(make_parley: MakeParley
     assert entry["channel"] == "whatsapp" and entry["log_level"] == "error"
 
 
-async def test_accepted_post_is_logged_and_counted(parley: Parley) -> None:
+async def test_accepted_post_is_logged_at_the_ack_then_filed_and_counted(parley: Parley) -> None:
     before = accepted_count()
     body = body_bytes(whatsapp_texts("34600000082", ["one", "two"]))
+    headers = {**signed_headers(body), "X-Request-ID": "contract-test-0001"}
     with capture_logs() as logs:
-        response = await parley.client.post(
-            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
-        )
-    assert (response.status_code, response.content) == (200, b"")
-    (entry,) = events(logs, "webhook.accepted")
-    assert {key: value for key, value in entry.items() if key != "log_level"} == {
-        "event": "webhook.accepted",
+        response = await parley.client.post("/webhooks/whatsapp", content=body, headers=headers)
+        assert (response.status_code, response.content) == (200, b"")
+        assert response.headers["x-request-id"] == "contract-test-0001"
+        (entry,) = events(logs, "webhook.accepted")
+        assert {key: value for key, value in entry.items() if key != "log_level"} == {
+            "event": "webhook.accepted",
+            "channel": "whatsapp",
+            "bytes": len(body),
+            "correlation_id": "contract-test-0001",
+        }
+        await parley.wait_for_rows("SELECT count(*) FROM messages WHERE direction='in'", [(2,)])
+        await parley.wait_for_rows("SELECT count(*) FROM inbox", [(0,)])
+    (filed,) = events(logs, "webhook.filed")
+    assert {key: value for key, value in filed.items() if key != "log_level"} == {
+        "event": "webhook.filed",
         "channel": "whatsapp",
+        "correlation_id": "contract-test-0001",
         "messages": 2,
         "statuses": 0,
         "statuses_applied": 0,
         "skipped": 0,
     }
     assert accepted_count() == before + 2
+    # The id followed the messages from the webhook into the store.
+    metas = await parley.rows("SELECT meta FROM messages WHERE direction='in'")
+    assert all("contract-test-0001" in str(meta) for (meta,) in metas)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -111,3 +125,4 @@ async def test_a_channel_nobody_serves_is_not_found(parley: Parley, method: str)
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}
     assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM inbox") == [(0,)]

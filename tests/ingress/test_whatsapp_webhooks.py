@@ -161,6 +161,7 @@ async def test_bad_or_missing_signature_is_refused_and_nothing_stored(
 
     assert response.status_code == 401
     assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM inbox") == [(0,)]
     await asyncio.sleep(0.2)
     assert openai_sim.requests == [] and graph_sim.requests == []
 
@@ -172,6 +173,7 @@ async def test_signed_body_that_is_not_json_is_a_400(parley: Parley) -> None:
     )
     assert response.status_code == 400
     assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM inbox") == [(0,)]
 
 
 async def test_upstream_500_then_success_answers_normally(
@@ -236,16 +238,20 @@ async def test_status_webhooks_move_the_outbound_message_forward_only(
         return payload
 
     assert await post_signed(parley, status_payload("status_delivered")) == 200
+    await parley.wait_filed()
     assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [
         ("delivered",)
     ]
     assert await post_signed(parley, status_payload("status_sent")) == 200  # late, out of order
+    await parley.wait_filed()
     assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [
         ("delivered",)
     ]
     assert await post_signed(parley, status_payload("status_read")) == 200
+    await parley.wait_filed()
     assert await parley.rows("SELECT status FROM messages WHERE direction='out'") == [("read",)]
     assert await post_signed(parley, status_payload("status_failed_131026")) == 200
+    await parley.wait_filed()
     ((status, error),) = await parley.rows(
         "SELECT status, error FROM messages WHERE direction='out'"
     )
@@ -270,6 +276,7 @@ async def test_reactions_are_stored_but_not_answered(
     parley: Parley, graph_sim: GraphSimulator
 ) -> None:
     assert await post_signed(parley, sample("whatsapp/reaction.json")) == 200
+    await parley.wait_filed()
     await asyncio.sleep(0.5)
     assert graph_sim.sends == []
     assert await parley.rows("SELECT kind, status FROM messages") == [("reaction", "ignored")]

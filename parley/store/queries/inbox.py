@@ -1,0 +1,104 @@
+"""The inbox: raw webhook bodies appended by the door and taken, oldest first, by the filer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from parley.store.models import InboxEntry, utcnow
+
+# One PostgreSQL advisory lock key for "someone is filing": see `take_oldest`.
+FILER_LOCK = 0x50_61_72_6C_65_79  # "Parley"
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A webhook the door accepted, waiting to be appended."""
+
+    channel: str
+    body: bytes
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    id: int
+    channel: str
+    body: bytes
+    correlation_id: str
+    received_at: datetime
+
+
+async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> None:
+    """Insert every arrival in one statement (executemany); the caller commits."""
+    now = utcnow()
+    await connection.execute(
+        insert(InboxEntry),
+        [
+            {
+                "channel": a.channel,
+                "body": a.body,
+                "correlation_id": a.correlation_id,
+                "received_at": now,
+            }
+            for a in arrivals
+        ],
+    )
+
+
+async def take_oldest(session: AsyncSession, *, limit: int) -> list[InboxRow] | None:
+    """The oldest unfiled rows, in id order; None when another process is filing (PostgreSQL).
+
+    Order: a customer's message 2 is sent only after message 1 was acknowledged, that is after
+    its row committed, so row 2 gets a larger id and any snapshot that sees row 2 sees row 1.
+    Filing oldest first keeps order as long as ONE filer runs at a time: two filers taking
+    disjoint batches (SKIP LOCKED) could commit the later batch first and give message 2 the
+    lower sequence number. So the filing transaction takes a transaction-level advisory lock
+    and a process that does not get it files nothing this time. SQLite needs no lock: one
+    process owns the file and BEGIN IMMEDIATE serialises its writers.
+    """
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        got = await session.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": FILER_LOCK}
+        )
+        if not got:
+            return None
+    rows = await session.execute(
+        select(
+            InboxEntry.id,
+            InboxEntry.channel,
+            InboxEntry.body,
+            InboxEntry.correlation_id,
+            InboxEntry.received_at,
+        )
+        .where(InboxEntry.failed_at.is_(None))
+        .order_by(InboxEntry.id)
+        .limit(limit)
+    )
+    return [InboxRow(*row) for row in rows]
+
+
+async def remove(session: AsyncSession, ids: Sequence[int]) -> None:
+    if ids:
+        await session.execute(delete(InboxEntry).where(InboxEntry.id.in_(ids)))
+
+
+async def mark_unreadable(session: AsyncSession, *, row_id: int, error: str) -> None:
+    """Keep the row for audit, out of the filer's way."""
+    await session.execute(
+        update(InboxEntry)
+        .where(InboxEntry.id == row_id)
+        .values(failed_at=utcnow(), error=error[:2000])
+    )
+
+
+async def unfiled(session: AsyncSession) -> int:
+    """Rows still waiting to be filed (the unreadable ones are not waiting)."""
+    count = await session.scalar(
+        select(func.count()).select_from(InboxEntry).where(InboxEntry.failed_at.is_(None))
+    )
+    return int(count or 0)

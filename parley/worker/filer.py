@@ -1,0 +1,167 @@
+"""The filer: acknowledged webhook bodies from the inbox become messages and statuses.
+
+It runs off the acknowledgement path, in batches, oldest first, one filer at a time (see
+`take_oldest` for why that keeps each conversation in order). A batch's inbox rows are deleted
+in the transaction that files them, so a crash either filed a row or left it for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.channels.base import ParsedWebhook
+from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
+from parley.queue.base import Queue
+from parley.store.queries.inbound import apply_statuses, record_inbound
+from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
+
+log = structlog.get_logger(__name__)
+
+Parser = Callable[[str, bytes], ParsedWebhook]
+
+
+@dataclass
+class _Filed:
+    waiting: list[int] = field(default_factory=list)
+    rows: int = 0
+    done: list[int] = field(default_factory=list)  # filed inbox ids, deleted at commit
+    lines: list[dict[str, object]] = field(default_factory=list)  # logged once committed
+    messages: dict[str, int] = field(default_factory=dict)  # per channel, counted once committed
+
+
+class Filer:
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        queue: Queue,
+        parse: Parser,
+        batch: int,
+        poll_interval: float,
+    ) -> None:
+        self._sessions = sessions
+        self._queue = queue
+        self._parse = parse
+        self._batch = batch
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Rows were committed in this process: file them now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """File until cancelled; first whatever a previous run left in the inbox."""
+        while True:
+            self._wake.clear()
+            try:
+                taken = await self.file_batch()
+            except Exception:
+                log.exception("filer.failed")
+                taken = 0
+                await asyncio.sleep(self._poll)
+            if taken >= self._batch:
+                continue  # more is waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+
+    async def file_batch(self) -> int:
+        """File the oldest rows; returns how many rows were taken (0: none, or not our turn)."""
+        try:
+            filed = await self._file(limit=self._batch)
+        except (IntegrityError, DataError):
+            # One row the store refuses must not hold back the others: file one at a time,
+            # and keep the row that still fails, marked.
+            log.warning("filer.batch_refused", exc_info=True)
+            filed = await self._file_alone()
+        if filed.rows:
+            await self._signal(filed.waiting)
+        return filed.rows
+
+    async def _file(self, *, limit: int) -> _Filed:
+        filed = _Filed()
+        async with self._sessions() as session:
+            rows = await take_oldest(session, limit=limit)
+            if not rows:
+                return filed
+            for row in rows:
+                await self._file_row(session, row, filed)
+            await remove(session, filed.done)
+            await session.commit()
+        filed.rows = len(rows)
+        for channel, count in filed.messages.items():
+            WEBHOOK_MESSAGES.labels(channel).inc(count)
+        for line in filed.lines:
+            log.info("webhook.filed", **line)
+        return filed
+
+    async def _file_alone(self) -> _Filed:
+        filed = _Filed()
+        for _ in range(self._batch):
+            try:
+                one = await self._file(limit=1)
+            except (IntegrityError, DataError) as exc:
+                one = await self._set_aside(type(exc).__name__)
+            if not one.rows:
+                break
+            filed.rows += one.rows
+            filed.waiting += [c for c in one.waiting if c not in filed.waiting]
+        return filed
+
+    async def _set_aside(self, error: str) -> _Filed:
+        async with self._sessions() as session:
+            rows = await take_oldest(session, limit=1)
+            if not rows:
+                return _Filed()
+            await mark_unreadable(session, row_id=rows[0].id, error=f"store refused: {error}")
+            await session.commit()
+        INBOX_UNREADABLE.inc()
+        log.error("webhook.unfiled", inbox_id=rows[0].id, channel=rows[0].channel, error=error)
+        return _Filed(rows=1)
+
+    async def _file_row(self, session: AsyncSession, row: InboxRow, filed: _Filed) -> None:
+        try:
+            parsed = self._parse(row.channel, row.body)
+        except Exception as exc:
+            # Signed by the channel but not readable: kept for audit, never retried.
+            await mark_unreadable(session, row_id=row.id, error=f"{type(exc).__name__}: {exc}")
+            INBOX_UNREADABLE.inc()
+            log.warning(
+                "webhook.unreadable",
+                inbox_id=row.id,
+                channel=row.channel,
+                correlation_id=row.correlation_id,
+                reason=str(exc),
+            )
+            return
+        waiting = await record_inbound(
+            session, messages=parsed.messages, correlation_id=row.correlation_id
+        )
+        moved = await apply_statuses(session, statuses=parsed.statuses)
+        filed.waiting += [c for c in waiting if c not in filed.waiting]
+        filed.done.append(row.id)
+        filed.messages[row.channel] = filed.messages.get(row.channel, 0) + len(parsed.messages)
+        filed.lines.append(
+            {
+                "channel": row.channel,
+                "correlation_id": row.correlation_id,
+                "messages": len(parsed.messages),
+                "statuses": len(parsed.statuses),
+                "statuses_applied": moved,
+                "skipped": parsed.skipped,
+            }
+        )
+
+    async def _signal(self, conversation_ids: list[int]) -> None:
+        # The messages are stored: a lost signal only delays them until the reconciler runs.
+        try:
+            await self._queue.signal_many(conversation_ids)
+        except Exception:
+            log.exception("filer.signal_failed", conversations=len(conversation_ids))
