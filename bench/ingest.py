@@ -35,7 +35,9 @@ from bench.wrk import WEBHOOK, WrkResult, run_wrk, warm_up, write_bodies
 from parley.testing import OpenAISimulator, ServerThread
 from tests.servers import free_port
 
-ACCEPTED = re.compile(r'^parley_webhook_messages_total\{channel="whatsapp"\} (\S+)$', re.M)
+# Webhooks Parley acknowledged (each bench body carries one message). Not the filed-messages
+# metric: filing runs after the 200, so it lags the acknowledgements under load.
+ACCEPTED = re.compile(r'^parley_webhooks_acknowledged_total\{channel="whatsapp"\} (\S+)$', re.M)
 
 
 @dataclass
@@ -133,7 +135,7 @@ async def accepted_messages(url: str, timeout: float = 15) -> int:
         while time.monotonic() < deadline:
             found = ACCEPTED.search((await client.get("/metrics")).text)
             if found is None:
-                raise RuntimeError("parley_webhook_messages_total missing from /metrics")
+                raise RuntimeError("parley_webhooks_acknowledged_total missing from /metrics")
             count = int(float(found.group(1)))
             if count == last:
                 return count

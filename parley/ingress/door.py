@@ -49,13 +49,14 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
     after each commit.
 
     On SQLite the writer has a connection of its own, so an acknowledgement waits at most for
-    the one transaction holding the file's write lock, not behind every transaction queued for
-    the shared connection; it commits with synchronous=FULL, so a 200 survives a power cut.
+    the one transaction holding the file's write gate (`store/db.py`), not behind every
+    transaction queued for the shared connection; it commits with synchronous=FULL, so a 200
+    survives a power cut.
     """
     settings = runtime.settings
     own: AsyncEngine | None = None
     if settings.database_url.startswith("sqlite"):
-        own = create_engine(settings.database_url, durable=True)
+        own = create_engine(settings.database_url, durable=True, share_gate=runtime.engine)
     writer = InboxWriter(
         own or runtime.engine,
         max_batch=settings.parley_inbox_batch,
