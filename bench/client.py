@@ -102,7 +102,8 @@ async def _read_stream(answer: httpx.Response, started: float) -> Sample:
         seen_completed = seen_completed or b"response.completed" in window
         tail = window[-64:]
     if first is None or not seen_completed:
-        return Sample(0, None, "stream without a text delta or response.completed")
+        ending = tail[-100:].decode(errors="replace").replace("\n", "\\n")
+        return Sample(0, None, f"stream without a text delta or response.completed: …{ending}")
     return Sample(time.perf_counter() - started, first)
 
 

@@ -1,11 +1,11 @@
 """`/v1/responses` on `parley serve` against LiteLLM's proxy, in front of the same simulator.
 
-Three targets, one after another, each its own process: the OpenAI simulator itself (the
-upstream, bench/upstream.py: what no proxy can beat), `parley serve` on a fresh SQLite file,
-and LiteLLM's proxy (installed once into bench/.litellm-venv). For each, blocking and streamed
-creates from 16 and 64 callers in a closed loop (requests/s), then at a fixed 30 requests/s
-(latency added over the upstream, p50/p99; for streams the first text delta too). The client
-(bench/client.py) posts raw JSON with httpx and checks every answer.
+Three targets, each its own process: the OpenAI simulator itself (the upstream,
+bench/upstream.py: what no proxy can beat), `parley serve` on a fresh SQLite file, and LiteLLM's
+proxy (installed once into bench/.litellm-venv). They take turns at each load: blocking and
+streamed creates from 16 and 64 callers in a closed loop (requests/s), then at a fixed 30
+requests/s (latency added over the upstream, p50/p99; for streams the first text delta too).
+The client (bench/client.py) posts raw JSON with httpx and checks every answer.
 
     python bench/responses.py                    # about 4 minutes
     python bench/responses.py --no-litellm       # Parley and the upstream only
@@ -105,20 +105,13 @@ async def run_phase(target: Target, load: Load, duration: float, upstream_url: s
     return Result(target.name, load, phase, phase.server_cpu_s / phase.wall_s, calls)
 
 
-async def bench_target(
-    target: Target, loads: list[Load], duration: float, upstream_url: str
-) -> list[Result]:
-    # Warm-up: first connections, imports, the first user's caches.
+async def warm_up(target: Target, upstream_url: str) -> None:
+    """First connections, imports, the first user's caches; fails early on errors."""
     for stream in (False, True):
         warm = await closed_loop(target, 4, 2, stream)
         if warm.errors:
             raise RuntimeError(f"{target.name} fails already in the warm-up: {warm.errors[0]}")
     await calls_since_last(upstream_url)
-    results = []
-    for load in loads:
-        results.append(await run_phase(target, load, duration, upstream_url))
-        print_result(results[-1])
-    return results
 
 
 def print_result(result: Result) -> None:
@@ -189,13 +182,21 @@ async def run(args: argparse.Namespace) -> bool:
         "this client are separate processes sharing the machine."
     )
     results: list[Result] = []
-    async with upstream(args.latency, args.stream_delay, args.words) as up:
-        results += await bench_target(up, loads, args.duration, up.url)
-        async with parley(up.url) as target, py_spy(target.pid, args.profile):
-            results += await bench_target(target, loads, args.duration, up.url)
+    async with contextlib.AsyncExitStack() as servers:
+        simulator = upstream(args.latency, args.stream_delay, args.words)
+        up = await servers.enter_async_context(simulator)
+        targets = [up, await servers.enter_async_context(parley(up.url))]
         if not args.no_litellm:
-            async with litellm(up.url) as target:
-                results += await bench_target(target, loads, args.duration, up.url)
+            targets.append(await servers.enter_async_context(litellm(up.url)))
+        for target in targets:
+            await warm_up(target, up.url)
+        # Targets take turns at each load, so that a pair to compare is measured minutes
+        # apart at most, whatever the shared machine's load does meanwhile.
+        async with py_spy(targets[1].pid, args.profile):
+            for load in loads:
+                for target in targets:
+                    results.append(await run_phase(target, load, args.duration, up.url))
+                    print_result(results[-1])
     summarize(results)
     if args.profile is not None:
         print(f"\nwhere Parley's CPU went over its phases ({args.profile}):")
