@@ -120,7 +120,7 @@ def print_result(result: Result) -> None:
     totals = [s.total * 1000 for s in ok]
     firsts = [s.first * 1000 for s in ok if s.first is not None]
     first = f"  first delta p50 {pct(firsts, 50):6.1f} p99 {pct(firsts, 99):6.1f}" if firsts else ""
-    cores = f"{result.server_cores * 100:.0f}%"
+    cores = f"{result.server_cores * 100:.0f}% ({_cpu_ms(result):.1f} ms/req)"
     calls = result.upstream_calls / (len(phase.samples) + phase.untimed)
     print(
         f"{result.target:8} {result.load!s:16} {phase.rps:7.1f} req/s  p50 {pct(totals, 50):6.1f} "
@@ -131,7 +131,7 @@ def print_result(result: Result) -> None:
     )
     for error in sorted(set(phase.errors))[:3]:
         print(f"         error: {error}")
-    if result.load.kind == "rate" and phase.rps < 0.9 * result.load.level:
+    if result.load.kind == "rate" and phase.backlog_grew():
         print(
             f"         {result.target} did not keep up with {result.load.level:g}/s: a backlog "
             "grew through the phase, and these latencies are mostly its queueing"
@@ -141,6 +141,14 @@ def print_result(result: Result) -> None:
 def _ms(result: Result, p: float, first: bool = False) -> float:
     values = [(s.first if first else s.total) for s in result.phase.ok]
     return pct([v * 1000 for v in values if v is not None], p)
+
+
+def _cpu_ms(result: Result | None) -> float:
+    """The server's CPU per successful request: moves less than req/s when other processes
+    take the cores, though contention inflates it too."""
+    if result is None or not result.phase.ok:
+        return float("nan")
+    return result.phase.server_cpu_s / len(result.phase.ok) * 1000
 
 
 def _rps(result: Result | None) -> float:
@@ -163,8 +171,17 @@ def summarize(results: list[Result]) -> None:
     for load in dict.fromkeys(r.load for r in results):
         up, par, lit = (by.get((t, load)) for t in ("upstream", "parley", "litellm"))
         if load.kind == "closed":
-            shown = [f"{r.target} {r.phase.rps:.1f}" for r in (up, par, lit) if r is not None]
-            versus = f"; Parley/LiteLLM {ratio(_rps(par), _rps(lit))}" if par and lit else ""
+            shown = [
+                f"{r.target} {r.phase.rps:.1f} ({_cpu_ms(r):.1f} ms CPU/req)"
+                for r in (up, par, lit)
+                if r is not None
+            ]
+            versus = (
+                f"; Parley/LiteLLM req/s {ratio(_rps(par), _rps(lit))}, "
+                f"CPU/req {ratio(_cpu_ms(par), _cpu_ms(lit))}"
+                if par and lit
+                else ""
+            )
             print(f"{load!s:16} req/s: " + ", ".join(shown) + versus)
         elif up is not None:
             added = [_added(r, up, load.stream) for r in (par, lit) if r is not None]
