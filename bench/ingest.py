@@ -1,99 +1,223 @@
-"""Webhook acknowledgement latency and end-to-end throughput of `parley serve` (embedded mode).
+"""Signed WhatsApp webhooks into `parley serve`, against a bare reference on the same stack.
 
-Meta's target for a webhook endpoint: median ≤ 250 ms, under 1 % over 1 s. This starts
-`parley serve` as its own process on a temporary SQLite file, with the bundled simulators (in
-this process) as OpenAI and the Graph API, sends it signed WhatsApp webhooks (one message
-each), and reports the acknowledgement latency percentiles and how long until every customer
-was answered.
+wrk (one thread, bench/webhooks.lua) POSTs pre-signed bodies — one new message id per request,
+from `--conversations` customers — first to the bare reference (bench/bare.py: check the HMAC,
+answer 200), then to `parley serve` on a fresh SQLite file, and reports for each requests/s,
+p50/p99, non-2xx, socket errors and timeouts, and Parley/bare. Then it waits (bounded) until
+every message Parley accepted has been answered exactly once at the Graph simulator, and
+reports lost and duplicated answers and how long the backlog took to drain.
 
-    python bench/ingest.py --messages 2000 --conversations 200 --parallel 50
+    python bench/ingest.py                      # closed loop: as fast as 64 connections go
+    python bench/ingest.py --rate 500           # p99 at a fixed 500 requests/s
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import json
+import re
 import sys
+import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.serve import parley_serve
-from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
-from tests.factories import body_bytes, signed_headers, whatsapp_texts
+from bench.answers import AnswerBook, BenchGraph, Tally, marker_reply
+from bench.measure import cpu_seconds, peak_rss_mib, ratio
+from bench.profile import py_spy, summarize
+from bench.serve import load_average, parley_serve, serve_process, server_stack, whatsapp_env
+from bench.wrk import WEBHOOK, WrkResult, run_wrk, warm_up, write_bodies
+from parley.testing import OpenAISimulator, ServerThread
+from tests.servers import free_port
+
+ACCEPTED = re.compile(r'^parley_webhook_messages_total\{channel="whatsapp"\} (\S+)$', re.M)
 
 
-async def run(messages: int, conversations: int, parallel: int, latency: float) -> None:
-    openai_sim, graph_sim = OpenAISimulator(latency=latency), GraphSimulator()
-    with ServerThread(openai_sim.app) as openai_server, ServerThread(graph_sim.app) as graph_server:
-        env = {
-            "OPENAI_API_KEY": "sk-bench",
-            "OPENAI_BASE_URL": f"{openai_server.url}/v1",
-            "GRAPH_API_BASE_URL": graph_server.url,
-            "META_APP_SECRET": "test-app-secret",
-            "WHATSAPP_ACCESS_TOKEN": "bench",
-            "PARLEY_WORKER_CONCURRENCY": "32",
-        }
-        async with parley_serve(env) as url:
-            latencies = await _send(url, messages, conversations, parallel)
-            sent = time.perf_counter()
-            await _wait_answered(graph_sim, conversations)
-            drained = time.perf_counter() - sent
-    latencies.sort()
-    total = sum(latencies)
-    print(f"{messages} webhooks, {conversations} customers, {parallel} in flight")
-    print(
-        f"ack latency ms: p50 {_pct(latencies, 50):.1f}  p95 {_pct(latencies, 95):.1f}  "
-        f"p99 {_pct(latencies, 99):.1f}  max {latencies[-1] * 1000:.1f}  "
-        f"mean {statistics.mean(latencies) * 1000:.1f}"
+@dataclass
+class Options:
+    duration: float = 10.0
+    connections: int = 64
+    rate: float = 0.0
+    latency: float = 0.2
+    conversations: int = 1000
+    bodies: int = 0  # 0: enough for the run (see `body_count`)
+    timeout: float = 10.0
+    drain_timeout: float = 300.0
+    settle: float = 2.0
+    profile: Path | None = None  # py-spy Parley during the load, into this file
+
+
+@dataclass
+class ParleyRun:
+    load: WrkResult
+    cpu: float  # Parley's CPU during the load, in cores
+    accepted: int  # messages Parley stored and acknowledged, by its own metric
+    tally: Tally
+    lost: int  # accepted but never answered
+    extra: int  # answered though never accepted (should be impossible)
+    drain_s: float | None  # None: not drained within --drain-timeout
+    peak_rss_mib: float
+
+    @property
+    def clean(self) -> bool:
+        t = self.tally
+        return not (self.lost or self.extra or t.duplicated or t.unmarked or t.refused)
+
+
+def body_count(opts: Options) -> int:
+    """Distinct bodies for Parley: at a fixed rate the run's count, else a generous bound
+    (wrk stops early and says so if Parley outruns it)."""
+    if opts.bodies:
+        return opts.bodies
+    per_second = opts.rate * 1.2 if opts.rate else 2000
+    return int(per_second * opts.duration) + opts.connections
+
+
+async def load_bare(bodies: Path, opts: Options) -> tuple[WrkResult, float]:
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).with_name("bare.py")), "--port", str(port)]
+    async with serve_process("bare", argv, port=port) as bare:
+        await warm_up(bare.url)
+        return await _wrk(bare.url, bare.pid, bodies, opts, wrap=True)
+
+
+async def _wrk(
+    url: str, pid: int, bodies: Path, opts: Options, *, wrap: bool
+) -> tuple[WrkResult, float]:
+    before = cpu_seconds(pid)
+    load = await run_wrk(
+        url + WEBHOOK,
+        bodies,
+        duration=opts.duration,
+        connections=opts.connections,
+        rate=opts.rate,
+        timeout=opts.timeout,
+        wrap=wrap,
     )
-    print(f"over 1 s: {sum(1 for x in latencies if x > 1)}; summed ack time {total:.1f} s")
-    print(f"answers drained {drained:.1f} s after the last ack; {len(graph_sim.sends)} sends")
+    return load, (cpu_seconds(pid) - before) / load.duration_s
 
 
-def _pct(values: list[float], pct: int) -> float:
-    return values[min(len(values) - 1, len(values) * pct // 100)] * 1000
+async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
+    openai_sim = OpenAISimulator(latency=opts.latency, reply=marker_reply)
+    graph = BenchGraph()
+    with ServerThread(openai_sim.app) as openai_server, ServerThread(graph.app) as graph_server:
+        async with parley_serve(whatsapp_env(openai_server.url, graph_server.url, **env)) as p:
+            if not await AnswerBook(graph).wait(await warm_up(p.url), timeout=60):
+                raise RuntimeError("Parley did not answer the warm-up messages within 60 s")
+            book = AnswerBook(graph, skip_existing=True)
+            before = await accepted_messages(p.url)
+            async with py_spy(p.pid, opts.profile):
+                load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
+            ended = time.monotonic()
+            accepted = await accepted_messages(p.url) - before
+            drained = await book.wait(accepted, timeout=opts.drain_timeout)
+            drain_s = time.monotonic() - ended if drained else None
+            # A late duplicate (a turn run twice) would come after the first answer.
+            await asyncio.sleep(opts.settle)
+            tally = book.refresh()
+            rss = peak_rss_mib(p.pid)
+    lost, extra = max(0, accepted - tally.answered), max(0, tally.answered - accepted)
+    return ParleyRun(load, cpu, accepted, tally, lost, extra, drain_s, rss)
 
 
-async def _send(url: str, messages: int, conversations: int, parallel: int) -> list[float]:
-    gate = asyncio.Semaphore(parallel)
-    latencies: list[float] = []
-
-    async def one(client: httpx.AsyncClient, number: int) -> None:
-        body = body_bytes(whatsapp_texts(f"3471{number % conversations:07d}", [f"m{number}"]))
-        async with gate:
-            started = time.perf_counter()
-            response = await client.post(
-                "/webhooks/whatsapp", content=body, headers=signed_headers(body)
-            )
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        await asyncio.gather(*(one(client, n) for n in range(messages)))
-    return latencies
+async def accepted_messages(url: str, timeout: float = 15) -> int:
+    """Messages Parley accepted, from its metric, once it stops moving (requests wrk gave up
+    on at the end may still be committing)."""
+    last, deadline = -1, time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            found = ACCEPTED.search((await client.get("/metrics")).text)
+            if found is None:
+                raise RuntimeError("parley_webhook_messages_total missing from /metrics")
+            count = int(float(found.group(1)))
+            if count == last:
+                return count
+            last = count
+            await asyncio.sleep(0.5)
+    return last
 
 
-async def _wait_answered(graph_sim: GraphSimulator, conversations: int) -> None:
-    # Every customer gets at least one answer; coalescing may answer several messages at once.
-    def customers() -> list[object]:
-        return list({(s.json or {}).get("to") for s in graph_sim.sends})
+def describe(opts: Options) -> str:
+    pace = f"fixed {opts.rate:g} requests/s" if opts.rate else "closed loop"
+    return (
+        f"signed WhatsApp webhooks, wrk -t1 -c{opts.connections} -d{opts.duration:g}s, {pace}; "
+        f"{opts.conversations} customers, one new message id per request; "
+        f"model latency {opts.latency * 1000:.0f} ms\n"
+        f"server stack (Parley and bare): {server_stack()}; {load_average()} at start.\n"
+        "The OpenAI and Graph simulators run in this process, on the same machine as the "
+        "servers and wrk."
+    )
 
-    await graph_sim.wait_until(customers, conversations, timeout=600, what="customers answered")
+
+def report_load(name: str, load: WrkResult, cpu: float) -> None:
+    print(f"{name:7} {load.line()}  cpu {cpu * 100:.0f}% of a core")
+    if load.late:
+        print(
+            f"        {load.late} requests left more than 10 ms behind schedule (worst "
+            f"{load.late_max_ms:.0f} ms): the rate was not held, and the latencies miss that wait"
+        )
+    if load.exhausted:
+        print(f"        ran out of its {load.issued} bodies; rate over the load's own span")
+
+
+def report_parley(run: ParleyRun) -> None:
+    t = run.tally
+    drain = f"{run.drain_s:.1f} s" if run.drain_s is not None else "NOT within the timeout"
+    print(
+        f"answers: {run.accepted} accepted (Parley's metric), {t.answered} answered, "
+        f"lost {run.lost}, duplicated {t.duplicated}, answers to no message {t.unmarked}, "
+        f"sends refused {t.refused}, answered but never accepted {run.extra}"
+    )
+    print(f"drained {drain} after the load; Parley peak RSS {run.peak_rss_mib:.0f} MiB")
+
+
+async def run(opts: Options, *, bare: bool = True) -> bool:
+    print(describe(opts))
+    with tempfile.TemporaryDirectory() as folder:
+        bodies = Path(folder) / "bodies.txt"
+        write_bodies(bodies, body_count(opts), opts.conversations)
+        reference = await load_bare(bodies, opts) if bare else None
+        parley = await load_parley(bodies, opts)
+    if reference is not None:
+        report_load("bare", *reference)
+    report_load("parley", parley.load, parley.cpu)
+    summary: dict[str, object] = {"parley": asdict(parley)}
+    if reference is not None:
+        ref, par = reference[0], parley.load
+        print(
+            f"Parley/bare: req/s {ratio(par.rps, ref.rps)}, "
+            f"p50 {ratio(par.latency_ms['p50'], ref.latency_ms['p50'])}, "
+            f"p99 {ratio(par.latency_ms['p99'], ref.latency_ms['p99'])}"
+        )
+        summary["bare"] = asdict(ref)
+    report_parley(parley)
+    if opts.profile is not None:
+        print(f"where Parley's CPU went during the load ({opts.profile}):")
+        print(summarize(opts.profile))
+    print("BENCH_RESULT " + json.dumps(summary, default=str))
+    return parley.clean and parley.drain_s is not None
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--conversations", type=int, default=200)
-    parser.add_argument("--parallel", type=int, default=50)
-    parser.add_argument("--latency", type=float, default=0.2, help="model latency, seconds")
+    defaults = Options()
+    for name in ("duration", "connections", "rate", "latency", "conversations", "bodies"):
+        default = getattr(defaults, name)
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    parser.add_argument("--timeout", type=float, default=defaults.timeout, help="wrk's, s")
+    parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout)
+    parser.add_argument("--no-bare", action="store_true", help="Parley only")
+    parser.add_argument("--profile", type=Path, help="py-spy Parley under load into this file")
     args = parser.parse_args()
-    asyncio.run(run(args.messages, args.conversations, args.parallel, args.latency))
+    bare = not args.no_bare
+    del args.no_bare
+    ok = asyncio.run(run(Options(**vars(args)), bare=bare))
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,143 @@
-"""`parley serve` as its own process on a temporary SQLite file, for the benchmarks."""
+"""Servers under test as their own processes: `parley serve` on a temporary SQLite file, the
+bare reference, the OpenAI simulator, LiteLLM's proxy. Each is started, awaited until ready,
+and stopped (SIGTERM, then SIGKILL) whatever happens; its output goes to a log file whose tail
+is shown if it fails to start."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from parley.testing import wait_until_ready
+import httpx
+
 from tests.servers import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Served:
+    """A server process: its base URL and its pid (to read its CPU time and memory)."""
+
+    url: str
+    pid: int
+    name: str
+    db: Path | None = None  # Parley's SQLite file
 
 
 @contextlib.asynccontextmanager
-async def parley_serve(env: dict[str, str]) -> AsyncIterator[str]:
-    """Start `parley serve` with `env` over this environment; yields its base URL."""
+async def serve_process(
+    name: str,
+    argv: Sequence[str],
+    *,
+    port: int,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/readyz",
+    cwd: str | None = None,
+    timeout: float = 60.0,
+) -> AsyncIterator[Served]:
+    """Run `argv` (which listens on `port`) until the block ends; ready once `ready_path`
+    answers 200."""
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log") as log:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            if not await wait_ready(
+                url + ready_path, alive=lambda: process.returncode is None, timeout=timeout
+            ):
+                raise RuntimeError(f"{name} did not start; its log ends:\n{_tail(log.name)}")
+            yield Served(url, process.pid, name)
+        finally:
+            await _stop(process)
+
+
+def _tail(path: str, lines: int = 30) -> str:
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout=30)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def wait_ready(url: str, *, alive: Callable[[], bool], timeout: float) -> bool:
+    """Poll `url` until it answers 200 (True), or the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline and alive():
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(url)).status_code == 200:
+                    return True
+            await asyncio.sleep(0.1)
+    return False
+
+
+@contextlib.asynccontextmanager
+async def parley_serve(env: dict[str, str]) -> AsyncIterator[Served]:
+    """`parley serve` with `env` over this environment, on a fresh SQLite file."""
     with tempfile.TemporaryDirectory() as folder:
         full = {
-            **os.environ,
             "DATABASE_URL": f"sqlite+aiosqlite:///{Path(folder) / 'bench.db'}",
             "PARLEY_LOG_LEVEL": "WARNING",
             **env,
         }
         port = free_port()
-        parley = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).with_name("parley")),
-            "serve",
-            "--port",
-            str(port),
-            env=full,
-            cwd=folder,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            if not await wait_until_ready(url, alive=lambda: parley.returncode is None):
-                raise RuntimeError("parley serve did not start")
-            yield url
-        finally:
-            parley.terminate()
-            await asyncio.wait_for(parley.wait(), timeout=30)
+        argv = [str(BIN / "parley"), "serve", "--port", str(port)]
+        async with serve_process("parley", argv, port=port, env=full, cwd=folder) as served:
+            yield dataclasses.replace(served, db=Path(folder) / "bench.db")
+
+
+def server_stack() -> str:
+    """What uvicorn's "auto" picks in this environment, as `parley serve` and the bare
+    reference both run it: uvloop and httptools when installed, else asyncio and h11."""
+    import importlib.util
+
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"uvicorn on {loop} + {http}"
+
+
+def whatsapp_env(openai_url: str, graph_url: str, **extra: str) -> dict[str, str]:
+    """Parley's settings for the WhatsApp benchmarks, against the simulators. The customer
+    rate limit is lifted: benchmark customers write far faster than people, and a notice
+    instead of an answer would break the one-answer-per-message count."""
+    return {
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": f"{openai_url}/v1",
+        "GRAPH_API_BASE_URL": graph_url,
+        "META_APP_SECRET": "test-app-secret",
+        "WHATSAPP_ACCESS_TOKEN": "bench",
+        "PARLEY_CUSTOMER_MESSAGES_PER_MINUTE": "1000000",
+        **extra,
+    }
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average and cores, for the record of how busy it was."""
+    with open("/proc/loadavg") as f:
+        one = f.read().split()[0]
+    return f"load average {one} on {os.cpu_count()} cores"
