@@ -12,9 +12,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, event, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from parley.errors import SecretsDisabled, UserConflict
 from parley.store.crypto import SecretBox
@@ -26,6 +27,33 @@ TOKEN_PREFIX = "pk-"
 PREFIX_LENGTH = 12
 LAST_USED_EVERY = timedelta(minutes=1)
 """How stale `last_used_at` may get: a write per minute per token, not one per request."""
+_AUTH_CHANGED = "parley.auth_changed"
+_generation = 0
+
+
+def auth_generation() -> int:
+    """A number that grows whenever this process commits a change to who may call: a token
+    revoked, a user suspended, reactivated, made or unmade admin, deleted. A cache of callers
+    (`api.auth`) drops what it learnt under an older number."""
+    return _generation
+
+
+def _mark_auth_change(session: AsyncSession) -> None:
+    session.info[_AUTH_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _count_auth_change(session: Session) -> None:
+    # Counted once committed, not when flushed: a lookup racing the transaction would
+    # otherwise cache the old answer under the new number.
+    global _generation
+    if session.info.pop(_AUTH_CHANGED, False):
+        _generation += 1
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_auth_change(session: Session) -> None:
+    session.info.pop(_AUTH_CHANGED, None)
 
 
 def hash_token(token: str) -> str:
@@ -84,6 +112,7 @@ async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
     """Suspend (``suspended``: every token refused) or reactivate (``active``) a user."""
     if status != "active":
         await _keep_an_admin(session, user)
+    _mark_auth_change(session)
     user.status = status
     await session.flush()
     return user
@@ -92,6 +121,7 @@ async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
 async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> User:
     if not is_admin:
         await _keep_an_admin(session, user)
+    _mark_auth_change(session)
     user.is_admin = is_admin
     await session.flush()
     return user
@@ -100,6 +130,7 @@ async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> Use
 async def delete_user(session: AsyncSession, *, user: User) -> None:
     """Delete the user with their tokens, secrets and usage rows (the foreign keys cascade)."""
     await _keep_an_admin(session, user)
+    _mark_auth_change(session)
     await session.execute(delete(User).where(User.id == user.id))
 
 
@@ -147,6 +178,7 @@ async def revoke_token(session: AsyncSession, *, user_id: int, token_id: int) ->
         select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
     )
     if row is not None and row.revoked_at is None:
+        _mark_auth_change(session)
         row.revoked_at = utcnow()
         await session.flush()
     return row
