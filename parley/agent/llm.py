@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
+import orjson
 from openai import AsyncOpenAI
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
@@ -107,26 +108,18 @@ class LLM:
                 if on_delta is None:
                     raw = await self._client.responses.with_raw_response.create(**params)
                     self._limiter.observe(raw.headers)
-                    response = raw.parse()
+                    # Read as plain JSON: the SDK's models would be built only to be dumped
+                    # back into the dicts Parley stores.
+                    body = _without_none(orjson.loads(raw.http_response.content))
                 else:
-                    response = await self._streamed(on_delta, params)
-                usage = _usage(response.usage)
+                    final = await self._streamed(on_delta, params)
+                    body = final.model_dump(mode="json", exclude_none=True)
+                usage = _usage(body.get("usage"))
                 self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
         latency_ms = round((time.perf_counter() - started) * 1000)
-        incomplete = getattr(response, "incomplete_details", None)
-        return LLMResponse(
-            response_id=response.id,
-            model=response.model,
-            text=response.output_text,
-            usage=usage,
-            latency_ms=latency_ms,
-            tool_calls=_tool_calls(response.output),
-            output=[item.model_dump(mode="json", exclude_none=True) for item in response.output],
-            status=response.status or "completed",
-            incomplete_reason=getattr(incomplete, "reason", None),
-        )
+        return _llm_response(body, usage, latency_ms)
 
     async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> Any:
         """One streamed call: text deltas handed on, the final Response returned."""
@@ -167,24 +160,61 @@ class LLM:
         return _as_llm_error(exc)
 
 
-def _tool_calls(output: Any) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(call_id=item.call_id, name=item.name, arguments=item.arguments)
-        for item in output or ()
-        if getattr(item, "type", None) == "function_call"
+def _llm_response(body: dict[str, Any], usage: Usage, latency_ms: int) -> LLMResponse:
+    """A Response object's JSON as the turn reads it."""
+    output: list[dict[str, Any]] = body.get("output") or []
+    incomplete = body.get("incomplete_details") or {}
+    return LLMResponse(
+        response_id=body["id"],
+        model=body.get("model", ""),
+        text=_output_text(output),
+        usage=usage,
+        latency_ms=latency_ms,
+        tool_calls=_tool_calls(output),
+        output=output,
+        status=body.get("status") or "completed",
+        incomplete_reason=incomplete.get("reason"),
     )
 
 
-def _usage(usage: Any) -> Usage:
-    if usage is None:
+def _output_text(output: list[dict[str, Any]]) -> str:
+    """The text of every output message, joined (the SDK's `Response.output_text`)."""
+    return "".join(
+        part.get("text") or ""
+        for item in output
+        if item.get("type") == "message"
+        for part in item.get("content") or ()
+        if part.get("type") == "output_text"
+    )
+
+
+def _tool_calls(output: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(call_id=item["call_id"], name=item["name"], arguments=item["arguments"])
+        for item in output
+        if item.get("type") == "function_call"
+    )
+
+
+def _without_none(value: Any) -> Any:
+    """JSON with its null fields left out, as the SDK's `model_dump(exclude_none=True)`."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _usage(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
         return Usage()
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
     return Usage(
-        input_tokens=usage.input_tokens or 0,
-        cached_tokens=getattr(input_details, "cached_tokens", 0) or 0,
-        output_tokens=usage.output_tokens or 0,
-        reasoning_tokens=getattr(output_details, "reasoning_tokens", 0) or 0,
+        input_tokens=usage.get("input_tokens") or 0,
+        cached_tokens=input_details.get("cached_tokens") or 0,
+        output_tokens=usage.get("output_tokens") or 0,
+        reasoning_tokens=output_details.get("reasoning_tokens") or 0,
     )
 
 

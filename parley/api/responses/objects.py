@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse
 
 from parley.responses.items import message_item
 from parley.responses.request import new_id
@@ -18,6 +20,14 @@ FINAL_EVENTS = {
     "failed": "response.failed",
     "cancelled": "response.failed",
 }
+
+
+class FastJSON(JSONResponse):
+    """A JSON body encoded by orjson: the same compact JSON as Starlette's, several times
+    faster on a whole Response object."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def response_object(record: ResponseRecord) -> dict[str, Any]:
@@ -191,7 +201,7 @@ class EventStream:
             if event is _CLOSE:
                 return
             assert isinstance(event, dict)
-            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            yield b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
 
 
 def replay(record: ResponseRecord) -> EventStream:
