@@ -28,6 +28,7 @@ from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
 from parley.store.models import Account, Contact, ResponseRecord, utcnow
+from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
     Thread,
     api_parties,
@@ -88,6 +89,7 @@ class ResponsesService:
         # Each user's `api` account and contact, read once: they never change (see
         # `api_parties`). Kept only once the transaction that may have created them commits.
         self._parties: dict[int, tuple[Account, Contact]] = {}
+        self._prompts = PromptCache()
 
     async def start(
         self,
@@ -113,6 +115,7 @@ class ResponsesService:
                 account=thread.account,
                 contact=thread.contact,
                 defaults=self._agent.prompt_defaults,
+                cache=self._prompts,
             )
             record = _new_record(owner, request, thread, idempotency_key, request_hash)
             session.add(record)

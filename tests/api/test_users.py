@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from parley.api.auth import CALLER_TTL_S, Caller, CallerCache
 from parley.store.queries.usage import UsageAdd, add_user_usage
+from parley.store.queries.users import AUTH_CHANGES
 from tests.conftest import ADMIN_TOKEN, BACKENDS, MakeParley, Parley
 from tests.factories import fresh_window
 
@@ -155,11 +156,11 @@ def test_the_caller_cache_forgets_after_its_ttl_and_on_any_committed_change() ->
 
     cache.put("h", caller, since=cache.mark())
     session = Session()
-    session.info["parley.auth_changed"] = True
+    AUTH_CHANGES.mark(session)
     session.dispatch.after_commit(session)  # what committing a revocation does
     assert cache.get("h") is None
     stale = cache.mark()
-    session.info["parley.auth_changed"] = True
+    AUTH_CHANGES.mark(session)
     session.dispatch.after_commit(session)
     cache.put("h", caller, since=stale)  # looked up across a change: not remembered
     assert cache.get("h") is None

@@ -194,10 +194,15 @@ class EventStream:
         """The stream's bytes: each event as `event:`/`data:`, a comment on long silences."""
         while True:
             try:
-                event = await asyncio.wait_for(self._queue.get(), keepalive)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
+                # What is queued already goes out with no timer: a keep-alive only ever
+                # matters when the queue is empty.
+                event = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                try:
+                    event = await asyncio.wait_for(self._queue.get(), keepalive)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
             if event is _CLOSE:
                 return
             assert isinstance(event, dict)
