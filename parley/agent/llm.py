@@ -62,12 +62,16 @@ def create_client(
     *, api_key: str | None, base_url: str, timeout_s: float, max_retries: int
 ) -> AsyncOpenAI:
     # The SDK refuses to start without a key; a local OpenAI-compatible server needs none.
-    return AsyncOpenAI(
+    client = AsyncOpenAI(
         api_key=api_key or "not-set",
         base_url=base_url,
         timeout=timeout_s,
         max_retries=max_retries,
     )
+    # The SDK imports each resource's module on its first use: at start, not in the first
+    # caller's request (the Responses API's modules take a good part of a second to import).
+    _ = client.responses, client.conversations, client.moderations
+    return client
 
 
 class LLM:
