@@ -33,18 +33,9 @@ HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
-GIL_SWITCH_INTERVAL_S = 0.0005
-"""How long a thread may wait for the GIL before the running one is asked to hand it over.
-Every SQLite statement is a round trip to aiosqlite's thread, which needs the GIL to return
-its result: at Python's default 5 ms, a busy event loop made each statement wait up to 5 ms
-while holding the process's one SQLite connection, and that wait, not SQL, bounded how many
-responses a second a process served."""
-
-
 def _settings() -> Settings:
     settings = Settings()
     configure_logging(settings.parley_log_level, settings.parley_log_format)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     return settings
 
 

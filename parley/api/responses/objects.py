@@ -191,22 +191,30 @@ class EventStream:
         self.emit({"type": "response.output_item.done", "output_index": index, "item": item})
 
     async def frames(self, keepalive: float) -> Any:
-        """The stream's bytes: each event as `event:`/`data:`, a comment on long silences."""
+        """The stream's bytes: each event as `event:`/`data:`, a comment on long silences.
+        Events already queued go out together in one write; none waits for a later one."""
         while True:
-            try:
-                # What is queued already goes out with no timer: a keep-alive only ever
-                # matters when the queue is empty.
-                event = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            if self._queue.empty():
                 try:
-                    event = await asyncio.wait_for(self._queue.get(), keepalive)
+                    first = await asyncio.wait_for(self._queue.get(), keepalive)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-            if event is _CLOSE:
+            else:  # no timer when there is something to send already
+                first = self._queue.get_nowait()
+            events = [first]
+            while not self._queue.empty() and events[-1] is not _CLOSE:
+                events.append(self._queue.get_nowait())
+            frames = [_frame(event) for event in events if event is not _CLOSE]
+            if frames:
+                yield b"".join(frames)
+            if events[-1] is _CLOSE:
                 return
-            assert isinstance(event, dict)
-            yield b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
+
+
+def _frame(event: object) -> bytes:
+    assert isinstance(event, dict)
+    return b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
 
 
 def replay(record: ResponseRecord) -> EventStream:
