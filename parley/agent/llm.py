@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 import orjson
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
@@ -116,8 +116,7 @@ class LLM:
                     # back into the dicts Parley stores.
                     body = _without_none(orjson.loads(raw.http_response.content))
                 else:
-                    final = await self._streamed(on_delta, params)
-                    body = final.model_dump(mode="json", exclude_none=True)
+                    body = await self._streamed(on_delta, params)
                 usage = _usage(body.get("usage"))
                 self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
@@ -125,34 +124,39 @@ class LLM:
         latency_ms = round((time.perf_counter() - started) * 1000)
         return _llm_response(body, usage, latency_ms)
 
-    async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> Any:
-        """One streamed call: text deltas handed on, the final Response returned."""
+    async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> dict[str, Any]:
+        """One streamed call: text deltas handed on, the final Response's JSON returned.
+        The SDK decodes the stream and raises its errors; each event stays the JSON it came
+        as (`AsyncStream[object]`), not a model built per delta."""
         raw = await self._client.responses.with_raw_response.create(stream=True, **params)
         self._limiter.observe(raw.headers)
-        stream = raw.parse()
+        stream = raw.parse(to=AsyncStream[object])
         final = None
         try:
             async for event in stream:
-                if event.type == "response.output_text.delta":
-                    await on_delta(event.delta)
-                elif event.type in ("response.completed", "response.incomplete"):
-                    final = event.response
-                elif event.type == "response.failed":
-                    error = event.response.error
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "response.output_text.delta":
+                    await on_delta(event["delta"])
+                elif kind in ("response.completed", "response.incomplete"):
+                    final = event["response"]
+                elif kind == "response.failed":
+                    error = event["response"].get("error") or {}
                     raise LLMError(
-                        f"upstream response failed: {getattr(error, 'message', 'unknown')}",
+                        f"upstream response failed: {error.get('message', 'unknown')}",
                         retryable=False,
-                        code=getattr(error, "code", None),
+                        code=error.get("code"),
                     )
-                elif event.type == "error":
+                elif kind == "error":
                     raise LLMError(
-                        f"upstream stream error: {event.message}", retryable=False, code=event.code
+                        f"upstream stream error: {event.get('message')}",
+                        retryable=False,
+                        code=event.get("code"),
                     )
         finally:
             await stream.close()
         if final is None:
             raise LLMError("upstream stream ended without a response", retryable=True)
-        return final
+        return dict(_without_none(final))
 
     async def close(self) -> None:
         await self._client.close()
