@@ -36,6 +36,7 @@ class Sample:
     total: float  # seconds to the last byte
     first: float | None  # seconds to the first text delta (streams only)
     error: str | None = None
+    due: float = 0.0  # fixed rate: when it was due, in seconds from the phase's start
 
 
 @dataclass
@@ -57,6 +58,17 @@ class Phase:
     @property
     def rps(self) -> float:
         return len(self.ok) / self.wall_s if self.wall_s else 0.0
+
+    def backlog_grew(self) -> bool:
+        """At a fixed rate: whether the last fifth of the creates took much longer than the
+        first fifth (the server fell behind, and the latencies are mostly queueing)."""
+        ok = sorted(self.ok, key=lambda s: s.due)
+        fifth = len(ok) // 5
+        if fifth == 0:
+            return False
+        early = sorted(s.total for s in ok[:fifth])[fifth // 2]
+        late = sorted(s.total for s in ok[-fifth:])[fifth // 2]
+        return late > 2 * early + 0.1
 
 
 def completed_with_text(answer: Any) -> bool:
@@ -102,7 +114,8 @@ async def _read_stream(answer: httpx.Response, started: float) -> Sample:
         seen_completed = seen_completed or b"response.completed" in window
         tail = window[-64:]
     if first is None or not seen_completed:
-        return Sample(0, None, "stream without a text delta or response.completed")
+        ending = tail[-100:].decode(errors="replace").replace("\n", "\\n")
+        return Sample(0, None, f"stream without a text delta or response.completed: …{ending}")
     return Sample(time.perf_counter() - started, first)
 
 
@@ -192,6 +205,7 @@ async def fixed_rate(target: Target, rate: float, duration: float, stream: bool)
             client = pool.take()
             sample = await create(client, target, number, stream)
             pool.give_back(client)
+            sample.due = number / rate
             if sample.error is None:
                 # From when it was due, not when it went out: a late start is the server's.
                 lag = time.perf_counter() - due - sample.total

@@ -157,7 +157,10 @@ def describe(opts: Options) -> str:
 
 
 def report_load(name: str, load: WrkResult, cpu: float) -> None:
-    print(f"{name:7} {load.line()}  cpu {cpu * 100:.0f}% of a core")
+    # CPU per request moves less than req/s when other processes take the cores (Parley's
+    # includes the turns its worker runs meanwhile).
+    per_request = cpu * load.duration_s / load.completed * 1000 if load.completed else 0.0
+    print(f"{name:7} {load.line()}  cpu {cpu * 100:.0f}% of a core, {per_request:.2f} ms/req")
     if load.late:
         print(
             f"        {load.late} requests left more than 10 ms behind schedule (worst "

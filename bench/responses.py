@@ -1,11 +1,11 @@
 """`/v1/responses` on `parley serve` against LiteLLM's proxy, in front of the same simulator.
 
-Three targets, one after another, each its own process: the OpenAI simulator itself (the
-upstream, bench/upstream.py: what no proxy can beat), `parley serve` on a fresh SQLite file,
-and LiteLLM's proxy (installed once into bench/.litellm-venv). For each, blocking and streamed
-creates from 16 and 64 callers in a closed loop (requests/s), then at a fixed 30 requests/s
-(latency added over the upstream, p50/p99; for streams the first text delta too). The client
-(bench/client.py) posts raw JSON with httpx and checks every answer.
+Three targets, each its own process: the OpenAI simulator itself (the upstream,
+bench/upstream.py: what no proxy can beat), `parley serve` on a fresh SQLite file, and LiteLLM's
+proxy (installed once into bench/.litellm-venv). They take turns at each load: blocking and
+streamed creates from 16 and 64 callers in a closed loop (requests/s), then at a fixed 30
+requests/s (latency added over the upstream, p50/p99; for streams the first text delta too).
+The client (bench/client.py) posts raw JSON with httpx and checks every answer.
 
     python bench/responses.py                    # about 4 minutes
     python bench/responses.py --no-litellm       # Parley and the upstream only
@@ -105,20 +105,13 @@ async def run_phase(target: Target, load: Load, duration: float, upstream_url: s
     return Result(target.name, load, phase, phase.server_cpu_s / phase.wall_s, calls)
 
 
-async def bench_target(
-    target: Target, loads: list[Load], duration: float, upstream_url: str
-) -> list[Result]:
-    # Warm-up: first connections, imports, the first user's caches.
+async def warm_up(target: Target, upstream_url: str) -> None:
+    """First connections, imports, the first user's caches; fails early on errors."""
     for stream in (False, True):
         warm = await closed_loop(target, 4, 2, stream)
         if warm.errors:
             raise RuntimeError(f"{target.name} fails already in the warm-up: {warm.errors[0]}")
     await calls_since_last(upstream_url)
-    results = []
-    for load in loads:
-        results.append(await run_phase(target, load, duration, upstream_url))
-        print_result(results[-1])
-    return results
 
 
 def print_result(result: Result) -> None:
@@ -127,7 +120,7 @@ def print_result(result: Result) -> None:
     totals = [s.total * 1000 for s in ok]
     firsts = [s.first * 1000 for s in ok if s.first is not None]
     first = f"  first delta p50 {pct(firsts, 50):6.1f} p99 {pct(firsts, 99):6.1f}" if firsts else ""
-    cores = f"{result.server_cores * 100:.0f}%"
+    cores = f"{result.server_cores * 100:.0f}% ({_cpu_ms(result):.1f} ms/req)"
     calls = result.upstream_calls / (len(phase.samples) + phase.untimed)
     print(
         f"{result.target:8} {result.load!s:16} {phase.rps:7.1f} req/s  p50 {pct(totals, 50):6.1f} "
@@ -138,7 +131,7 @@ def print_result(result: Result) -> None:
     )
     for error in sorted(set(phase.errors))[:3]:
         print(f"         error: {error}")
-    if result.load.kind == "rate" and phase.rps < 0.9 * result.load.level:
+    if result.load.kind == "rate" and phase.backlog_grew():
         print(
             f"         {result.target} did not keep up with {result.load.level:g}/s: a backlog "
             "grew through the phase, and these latencies are mostly its queueing"
@@ -148,6 +141,14 @@ def print_result(result: Result) -> None:
 def _ms(result: Result, p: float, first: bool = False) -> float:
     values = [(s.first if first else s.total) for s in result.phase.ok]
     return pct([v * 1000 for v in values if v is not None], p)
+
+
+def _cpu_ms(result: Result | None) -> float:
+    """The server's CPU per successful request: moves less than req/s when other processes
+    take the cores, though contention inflates it too."""
+    if result is None or not result.phase.ok:
+        return float("nan")
+    return result.phase.server_cpu_s / len(result.phase.ok) * 1000
 
 
 def _rps(result: Result | None) -> float:
@@ -170,8 +171,17 @@ def summarize(results: list[Result]) -> None:
     for load in dict.fromkeys(r.load for r in results):
         up, par, lit = (by.get((t, load)) for t in ("upstream", "parley", "litellm"))
         if load.kind == "closed":
-            shown = [f"{r.target} {r.phase.rps:.1f}" for r in (up, par, lit) if r is not None]
-            versus = f"; Parley/LiteLLM {ratio(_rps(par), _rps(lit))}" if par and lit else ""
+            shown = [
+                f"{r.target} {r.phase.rps:.1f} ({_cpu_ms(r):.1f} ms CPU/req)"
+                for r in (up, par, lit)
+                if r is not None
+            ]
+            versus = (
+                f"; Parley/LiteLLM req/s {ratio(_rps(par), _rps(lit))}, "
+                f"CPU/req {ratio(_cpu_ms(par), _cpu_ms(lit))}"
+                if par and lit
+                else ""
+            )
             print(f"{load!s:16} req/s: " + ", ".join(shown) + versus)
         elif up is not None:
             added = [_added(r, up, load.stream) for r in (par, lit) if r is not None]
@@ -189,13 +199,21 @@ async def run(args: argparse.Namespace) -> bool:
         "this client are separate processes sharing the machine."
     )
     results: list[Result] = []
-    async with upstream(args.latency, args.stream_delay, args.words) as up:
-        results += await bench_target(up, loads, args.duration, up.url)
-        async with parley(up.url) as target, py_spy(target.pid, args.profile):
-            results += await bench_target(target, loads, args.duration, up.url)
+    async with contextlib.AsyncExitStack() as servers:
+        simulator = upstream(args.latency, args.stream_delay, args.words)
+        up = await servers.enter_async_context(simulator)
+        targets = [up, await servers.enter_async_context(parley(up.url))]
         if not args.no_litellm:
-            async with litellm(up.url) as target:
-                results += await bench_target(target, loads, args.duration, up.url)
+            targets.append(await servers.enter_async_context(litellm(up.url)))
+        for target in targets:
+            await warm_up(target, up.url)
+        # Targets take turns at each load, so that a pair to compare is measured minutes
+        # apart at most, whatever the shared machine's load does meanwhile.
+        async with py_spy(targets[1].pid, args.profile):
+            for load in loads:
+                for target in targets:
+                    results.append(await run_phase(target, load, args.duration, up.url))
+                    print_result(results[-1])
     summarize(results)
     if args.profile is not None:
         print(f"\nwhere Parley's CPU went over its phases ({args.profile}):")

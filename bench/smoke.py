@@ -24,7 +24,7 @@ from bench.responses import Load, parley, print_result, run_phase, upstream
 from bench.wrk import write_bodies
 
 INGEST = Options(
-    duration=4, connections=8, rate=30, latency=0.05, conversations=40, drain_timeout=60, settle=1
+    duration=4, connections=16, rate=20, latency=0.05, conversations=40, drain_timeout=60, settle=1
 )
 
 

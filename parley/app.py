@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parley.agent.prompts import profile_exists
 from parley.api import admin, errors, health, me, prompts, users
+from parley.api.auth import CallerCache
 from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
@@ -51,6 +52,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
                 await limiter.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app.state.callers = CallerCache()
     app.add_middleware(CorrelationIdMiddleware)
     # Outermost: signed webhook POSTs are answered before any other layer runs.
     app.add_middleware(WebhookDoor, door=door)

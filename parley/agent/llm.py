@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
+import orjson
+from openai import AsyncOpenAI, AsyncStream
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
@@ -61,12 +62,16 @@ def create_client(
     *, api_key: str | None, base_url: str, timeout_s: float, max_retries: int
 ) -> AsyncOpenAI:
     # The SDK refuses to start without a key; a local OpenAI-compatible server needs none.
-    return AsyncOpenAI(
+    client = AsyncOpenAI(
         api_key=api_key or "not-set",
         base_url=base_url,
         timeout=timeout_s,
         max_retries=max_retries,
     )
+    # The SDK imports each resource's module on its first use: at start, not in the first
+    # caller's request (the Responses API's modules take a good part of a second to import).
+    _ = client.responses, client.conversations, client.moderations
+    return client
 
 
 class LLM:
@@ -107,55 +112,51 @@ class LLM:
                 if on_delta is None:
                     raw = await self._client.responses.with_raw_response.create(**params)
                     self._limiter.observe(raw.headers)
-                    response = raw.parse()
+                    # Read as plain JSON: the SDK's models would be built only to be dumped
+                    # back into the dicts Parley stores.
+                    body = _without_none(orjson.loads(raw.http_response.content))
                 else:
-                    response = await self._streamed(on_delta, params)
-                usage = _usage(response.usage)
+                    body = await self._streamed(on_delta, params)
+                usage = _usage(body.get("usage"))
                 self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
         latency_ms = round((time.perf_counter() - started) * 1000)
-        incomplete = getattr(response, "incomplete_details", None)
-        return LLMResponse(
-            response_id=response.id,
-            model=response.model,
-            text=response.output_text,
-            usage=usage,
-            latency_ms=latency_ms,
-            tool_calls=_tool_calls(response.output),
-            output=[item.model_dump(mode="json", exclude_none=True) for item in response.output],
-            status=response.status or "completed",
-            incomplete_reason=getattr(incomplete, "reason", None),
-        )
+        return _llm_response(body, usage, latency_ms)
 
-    async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> Any:
-        """One streamed call: text deltas handed on, the final Response returned."""
+    async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> dict[str, Any]:
+        """One streamed call: text deltas handed on, the final Response's JSON returned.
+        The SDK decodes the stream and raises its errors; each event stays the JSON it came
+        as (`AsyncStream[object]`), not a model built per delta."""
         raw = await self._client.responses.with_raw_response.create(stream=True, **params)
         self._limiter.observe(raw.headers)
-        stream = raw.parse()
+        stream = raw.parse(to=AsyncStream[object])
         final = None
         try:
             async for event in stream:
-                if event.type == "response.output_text.delta":
-                    await on_delta(event.delta)
-                elif event.type in ("response.completed", "response.incomplete"):
-                    final = event.response
-                elif event.type == "response.failed":
-                    error = event.response.error
+                kind = event.get("type") if isinstance(event, dict) else None
+                if kind == "response.output_text.delta":
+                    await on_delta(event["delta"])
+                elif kind in ("response.completed", "response.incomplete"):
+                    final = event["response"]
+                elif kind == "response.failed":
+                    error = event["response"].get("error") or {}
                     raise LLMError(
-                        f"upstream response failed: {getattr(error, 'message', 'unknown')}",
+                        f"upstream response failed: {error.get('message', 'unknown')}",
                         retryable=False,
-                        code=getattr(error, "code", None),
+                        code=error.get("code"),
                     )
-                elif event.type == "error":
+                elif kind == "error":
                     raise LLMError(
-                        f"upstream stream error: {event.message}", retryable=False, code=event.code
+                        f"upstream stream error: {event.get('message')}",
+                        retryable=False,
+                        code=event.get("code"),
                     )
         finally:
             await stream.close()
         if final is None:
             raise LLMError("upstream stream ended without a response", retryable=True)
-        return final
+        return dict(_without_none(final))
 
     async def close(self) -> None:
         await self._client.close()
@@ -167,24 +168,61 @@ class LLM:
         return _as_llm_error(exc)
 
 
-def _tool_calls(output: Any) -> tuple[ToolCall, ...]:
-    return tuple(
-        ToolCall(call_id=item.call_id, name=item.name, arguments=item.arguments)
-        for item in output or ()
-        if getattr(item, "type", None) == "function_call"
+def _llm_response(body: dict[str, Any], usage: Usage, latency_ms: int) -> LLMResponse:
+    """A Response object's JSON as the turn reads it."""
+    output: list[dict[str, Any]] = body.get("output") or []
+    incomplete = body.get("incomplete_details") or {}
+    return LLMResponse(
+        response_id=body["id"],
+        model=body.get("model", ""),
+        text=_output_text(output),
+        usage=usage,
+        latency_ms=latency_ms,
+        tool_calls=_tool_calls(output),
+        output=output,
+        status=body.get("status") or "completed",
+        incomplete_reason=incomplete.get("reason"),
     )
 
 
-def _usage(usage: Any) -> Usage:
-    if usage is None:
+def _output_text(output: list[dict[str, Any]]) -> str:
+    """The text of every output message, joined (the SDK's `Response.output_text`)."""
+    return "".join(
+        part.get("text") or ""
+        for item in output
+        if item.get("type") == "message"
+        for part in item.get("content") or ()
+        if part.get("type") == "output_text"
+    )
+
+
+def _tool_calls(output: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
+    return tuple(
+        ToolCall(call_id=item["call_id"], name=item["name"], arguments=item["arguments"])
+        for item in output
+        if item.get("type") == "function_call"
+    )
+
+
+def _without_none(value: Any) -> Any:
+    """JSON with its null fields left out, as the SDK's `model_dump(exclude_none=True)`."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+def _usage(usage: dict[str, Any] | None) -> Usage:
+    if not usage:
         return Usage()
-    input_details = getattr(usage, "input_tokens_details", None)
-    output_details = getattr(usage, "output_tokens_details", None)
+    input_details = usage.get("input_tokens_details") or {}
+    output_details = usage.get("output_tokens_details") or {}
     return Usage(
-        input_tokens=usage.input_tokens or 0,
-        cached_tokens=getattr(input_details, "cached_tokens", 0) or 0,
-        output_tokens=usage.output_tokens or 0,
-        reasoning_tokens=getattr(output_details, "reasoning_tokens", 0) or 0,
+        input_tokens=usage.get("input_tokens") or 0,
+        cached_tokens=input_details.get("cached_tokens") or 0,
+        output_tokens=usage.get("output_tokens") or 0,
+        reasoning_tokens=output_details.get("reasoning_tokens") or 0,
     )
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, PromptBinding
+from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.prompts import (
     DEFAULT_PROFILE,
     binding_for,
@@ -77,9 +78,11 @@ async def choose_prompt(
     contact: Contact | None,
     defaults: PromptDefaults,
     now: datetime | None = None,
+    cache: PromptCache | None = None,
 ) -> PromptChoice:
     """The prompt for the conversation's next turn. Records the version on the conversation
-    when it changes (in the caller's transaction, which the caller commits)."""
+    when it changes (in the caller's transaction, which the caller commits). With `cache`,
+    bindings and versions are read through it (see `store.queries.prompt_cache`)."""
     values = conversation_variables(
         conversation=conversation,
         account=account,
@@ -87,7 +90,8 @@ async def choose_prompt(
         timezone=defaults.timezone,
         now=now,
     )
-    binding = await binding_for(session, account_id=account.id, profile=conversation.profile)
+    lookup = cache or _Uncached
+    binding = await lookup.binding_for(session, account_id=account.id, profile=conversation.profile)
     if binding is None:
         return PromptChoice(
             name=None,
@@ -104,7 +108,7 @@ async def choose_prompt(
             .where(Conversation.id == conversation.id)
             .values(prompt_version_id=version_id)
         )
-    name, version = await version_named(session, version_id=version_id)
+    name, version = await lookup.version_named(session, version_id=version_id)
     # The conversation's own facts win; a version's defaults fill what is empty or extra.
     values = {**values, **version.variables, **{k: v for k, v in values.items() if v}}
     return PromptChoice(
@@ -116,6 +120,11 @@ async def choose_prompt(
         settings=dict(version.settings),
         variables=values,
     )
+
+
+class _Uncached:
+    binding_for = staticmethod(binding_for)
+    version_named = staticmethod(version_named)
 
 
 async def profile_exists(session: AsyncSession, name: str) -> bool:

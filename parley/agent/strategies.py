@@ -107,6 +107,8 @@ class Strategies:
         return max(0, self._config.context_tokens - items_tokens(params["input"]))
 
     async def _history(self, request: TurnRequest) -> History:
+        if request.fresh:  # nothing said yet: a read would only hold the store's connection
+            return History()
         # Read and closed before the model is called: no transaction spans an LLM call.
         async with self._sessions() as session:
             return await load_history(session, conversation_id=request.conversation_id)

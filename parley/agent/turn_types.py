@@ -57,6 +57,8 @@ class TurnRequest:
     """The context strategy for this turn, instead of the configured one."""
     on_delta: OnDelta | None = None
     """Streams the answer's text as it comes."""
+    fresh: bool = False
+    """The conversation was created for this turn and has no history to read yet."""
     prompt: PromptChoice | None = None
     """Parley's prompt for this turn (`agent.prompts.choose_prompt`); None: the built-in one.
     With OPENAI_PROMPT_ID set, its variables go with the dashboard prompt, and it answers

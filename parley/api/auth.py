@@ -4,11 +4,19 @@ token's rate limit (PARLEY_API_RATE_LIMIT requests per minute).
 The bootstrap PARLEY_ADMIN_TOKEN is accepted too, as the built-in admin user `_admin` (created
 on its first use), so that an operator can try the API before creating users. Tokens are never
 logged: only the token's id once it is known.
+
+A token found valid is remembered for `CALLER_TTL_S` (`CallerCache`), so that a busy caller
+costs one lookup a second, not one a request. A change committed in this process (a token
+revoked, a user suspended, demoted or deleted) drops every remembered caller at once; one
+committed by another process (the CLI, another `parley api`) is seen within `CALLER_TTL_S`.
+Unknown tokens are never remembered: they are looked up every time.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -21,7 +29,7 @@ from parley.config import Settings
 from parley.deps import ApiLimiterDep, RuntimeDep
 from parley.queue.ratelimit import RateLimiter
 from parley.runtime import Runtime
-from parley.store.queries.users import authenticate, ensure_user
+from parley.store.queries.users import auth_generation, authenticate, ensure_user, hash_token
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +44,46 @@ class Caller:
     is_admin: bool
     token_id: int | None
     """None when the caller used PARLEY_ADMIN_TOKEN rather than a user's token."""
+
+
+CALLER_TTL_S = 1.0
+"""How long a valid token's caller is remembered: the bound on seeing a revocation or a
+suspension committed by another process."""
+MAX_REMEMBERED = 10_000
+
+
+class CallerCache:
+    """Callers by token hash, each valid for `ttl` seconds and until this process commits a
+    change to users or tokens (`auth_generation`)."""
+
+    def __init__(
+        self, ttl: float = CALLER_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[str, tuple[float, int, Caller]] = {}
+
+    def get(self, key: str) -> Caller | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        at, generation, caller = entry
+        if generation != auth_generation() or self._clock() - at >= self._ttl:
+            del self._entries[key]
+            return None
+        return caller
+
+    def put(self, key: str, caller: Caller, *, since: tuple[float, int]) -> None:
+        """Remember `caller`, as looked up from `since` (`mark()` taken before the lookup, so
+        that a change committed during the lookup is not hidden for a whole `ttl`)."""
+        if self._ttl <= 0 or since[1] != auth_generation():
+            return
+        if len(self._entries) >= MAX_REMEMBERED:
+            self._entries.clear()  # many live tokens at once: start over rather than grow
+        self._entries[key] = (since[0], since[1], caller)
+
+    def mark(self) -> tuple[float, int]:
+        return self._clock(), auth_generation()
 
 
 def bearer_token(request: Request) -> str | None:
@@ -84,11 +132,18 @@ async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimi
     token = bearer_token(request)
     if token is None:
         raise invalid_key(None)
-    # A session of its own, closed before the endpoint runs: on SQLite the process has one
-    # connection, which the endpoint's own session will need.
-    async with runtime.sessions() as session:
-        caller = await find_caller(session, runtime, token)
-        await session.commit()
+    cache: CallerCache = request.app.state.callers
+    key = hash_token(token)
+    caller = cache.get(key)
+    if caller is None:
+        since = cache.mark()
+        # A session of its own, closed before the endpoint runs: on SQLite the process has
+        # one connection, which the endpoint's own session will need.
+        async with runtime.sessions() as session:
+            caller = await find_caller(session, runtime, token)
+            await session.commit()
+        if caller is not None:
+            cache.put(key, caller, since=since)
     if caller is None:
         log.info("auth.refused", path=request.url.path)
         raise invalid_key(token)

@@ -27,9 +27,11 @@ from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
-from parley.store.models import ResponseRecord, utcnow
+from parley.store.models import Account, Contact, ResponseRecord, utcnow
+from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
     Thread,
+    api_parties,
     find_idempotent,
     get_response,
     new_thread,
@@ -39,6 +41,7 @@ from parley.store.queries.responses import (
 
 log = structlog.get_logger(__name__)
 
+MAX_REMEMBERED_USERS = 10_000
 ProfileCheck = Callable[[AsyncSession, str], Awaitable[bool]]
 
 
@@ -83,6 +86,10 @@ class ResponsesService:
             refusal=refusal,
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Each user's `api` account and contact, read once: they never change (see
+        # `api_parties`). Kept only once the transaction that may have created them commits.
+        self._parties: dict[int, tuple[Account, Contact]] = {}
+        self._prompts = PromptCache()
 
     async def start(
         self,
@@ -108,11 +115,13 @@ class ResponsesService:
                 account=thread.account,
                 contact=thread.contact,
                 defaults=self._agent.prompt_defaults,
+                cache=self._prompts,
             )
             record = _new_record(owner, request, thread, idempotency_key, request_hash)
             session.add(record)
             try:
                 await session.commit()
+                self._remember(owner.user_id, thread)
             except IntegrityError:
                 # The same Idempotency-Key raced in from a retry: the first one stands.
                 await session.rollback()
@@ -130,6 +139,11 @@ class ResponsesService:
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
         return Started(record, task)
 
+    def _remember(self, user_id: int, thread: Thread) -> None:
+        if len(self._parties) >= MAX_REMEMBERED_USERS:
+            self._parties.clear()
+        self._parties[user_id] = (thread.account, thread.contact)
+
     async def _check_model(self, session: AsyncSession, model: str) -> None:
         if model == "default":
             return
@@ -145,8 +159,12 @@ class ResponsesService:
         self, session: AsyncSession, owner: Owner, request: CreateRequest
     ) -> tuple[ResponseRecord | None, Thread]:
         if request.previous_response_id is None:
+            parties = self._parties.get(owner.user_id)
+            if parties is None:
+                parties = await api_parties(session, user_id=owner.user_id, user_name=owner.name)
+            account, contact = parties
             fresh = await new_thread(
-                session, user_id=owner.user_id, user_name=owner.name, profile=request.model
+                session, account=account, contact=contact, profile=request.model
             )
             return None, fresh
         previous = await get_response(

@@ -139,6 +139,7 @@ class TurnRunner:
             previous_response_id=previous.upstream_response_id if previous else None,
             user_id=job.user_id,
             on_delta=job.stream.delta if job.stream else None,
+            fresh=previous is None,
             prompt=job.prompt,
         )
 

@@ -3,6 +3,7 @@ the per-token rate limit and usage per user, on both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from decimal import Decimal
 from typing import Any
@@ -10,9 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import Session
 
+from parley.api.auth import CALLER_TTL_S, Caller, CallerCache
 from parley.store.queries.usage import UsageAdd, add_user_usage
+from parley.store.queries.users import AUTH_CHANGES
 from tests.conftest import ADMIN_TOKEN, BACKENDS, MakeParley, Parley
 from tests.factories import fresh_window
 
@@ -111,6 +116,54 @@ async def test_revoked_tokens_and_suspended_users_are_refused(parley: Parley) ->
     )
     await parley.client.post(f"/admin/users/{user['id']}/reactivate", headers=ADMIN)
     assert (await parley.client.get("/v1/me", headers=bearer(first))).status_code == 200
+
+
+async def test_a_revocation_by_another_process_is_seen_within_the_cache_bound(
+    parley: Parley,
+) -> None:
+    """A token revoked or a user suspended behind this process's back (the CLI, another API
+    process) is refused at most `CALLER_TTL_S` later; in this process, at once (above)."""
+    user = await create_user(parley, "alice")
+    token = user["token"]["token"]
+    assert (await parley.client.get("/v1/me", headers=bearer(token))).status_code == 200
+
+    async with parley.store.engine.begin() as connection:
+        await connection.execute(text("UPDATE users SET status = 'suspended'"))
+    await asyncio.sleep(CALLER_TTL_S + 0.1)
+    refused = await parley.client.get("/v1/me", headers=bearer(token))
+    assert_openai_error(refused, 401, "invalid_api_key")
+
+    async with parley.store.engine.begin() as connection:
+        await connection.execute(text("UPDATE users SET status = 'active'"))
+    assert (await parley.client.get("/v1/me", headers=bearer(token))).status_code == 200
+    async with parley.store.engine.begin() as connection:
+        await connection.execute(text("UPDATE api_tokens SET revoked_at = CURRENT_TIMESTAMP"))
+    await asyncio.sleep(CALLER_TTL_S + 0.1)
+    refused = await parley.client.get("/v1/me", headers=bearer(token))
+    assert_openai_error(refused, 401, "invalid_api_key")
+
+
+def test_the_caller_cache_forgets_after_its_ttl_and_on_any_committed_change() -> None:
+    now = [100.0]
+    cache = CallerCache(ttl=1.0, clock=lambda: now[0])
+    caller = Caller(user_id=1, name="alice", is_admin=False, token_id=7)
+    cache.put("h", caller, since=cache.mark())
+    assert cache.get("h") == caller and cache.get("other") is None
+    now[0] += 0.99
+    assert cache.get("h") == caller
+    now[0] += 0.01
+    assert cache.get("h") is None
+
+    cache.put("h", caller, since=cache.mark())
+    session = Session()
+    AUTH_CHANGES.mark(session)
+    session.dispatch.after_commit(session)  # what committing a revocation does
+    assert cache.get("h") is None
+    stale = cache.mark()
+    AUTH_CHANGES.mark(session)
+    session.dispatch.after_commit(session)
+    cache.put("h", caller, since=stale)  # looked up across a change: not remembered
+    assert cache.get("h") is None
 
 
 async def test_the_last_active_admin_cannot_be_removed(parley: Parley) -> None:

@@ -46,7 +46,8 @@ async def test_a_worker_killed_mid_turn_is_taken_over(
         victim.process.send_signal(signal.SIGKILL)
 
     await asyncio.gather(send_load(cluster, **FAULT_LOAD), kill_when_busy())
-    assert victim.process.returncode == -signal.SIGKILL
+    # Acknowledging is fast now: the load can end before the killed process is reaped.
+    assert await asyncio.wait_for(victim.process.wait(), timeout=10) == -signal.SIGKILL
     # A reply whose send was under way when the worker died may go out again: the one
     # documented window (docs/queue.md). The victim ran at most 16 sends at once.
     await assert_all_answered_once_in_order(graph_sim, **FAULT_LOAD, resends=16)

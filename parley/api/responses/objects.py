@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse
 
 from parley.responses.items import message_item
 from parley.responses.request import new_id
@@ -18,6 +20,14 @@ FINAL_EVENTS = {
     "failed": "response.failed",
     "cancelled": "response.failed",
 }
+
+
+class FastJSON(JSONResponse):
+    """A JSON body encoded by orjson: the same compact JSON as Starlette's, several times
+    faster on a whole Response object."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def response_object(record: ResponseRecord) -> dict[str, Any]:
@@ -181,17 +191,30 @@ class EventStream:
         self.emit({"type": "response.output_item.done", "output_index": index, "item": item})
 
     async def frames(self, keepalive: float) -> Any:
-        """The stream's bytes: each event as `event:`/`data:`, a comment on long silences."""
+        """The stream's bytes: each event as `event:`/`data:`, a comment on long silences.
+        Events already queued go out together in one write; none waits for a later one."""
         while True:
-            try:
-                event = await asyncio.wait_for(self._queue.get(), keepalive)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if event is _CLOSE:
+            if self._queue.empty():
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), keepalive)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+            else:  # no timer when there is something to send already
+                first = self._queue.get_nowait()
+            events = [first]
+            while not self._queue.empty() and events[-1] is not _CLOSE:
+                events.append(self._queue.get_nowait())
+            frames = [_frame(event) for event in events if event is not _CLOSE]
+            if frames:
+                yield b"".join(frames)
+            if events[-1] is _CLOSE:
                 return
-            assert isinstance(event, dict)
-            yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _frame(event: object) -> bytes:
+    assert isinstance(event, dict)
+    return b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
 
 
 def replay(record: ResponseRecord) -> EventStream:

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from parley.api.auth import CallerDep
 from parley.api.errors import bad_request, not_found
-from parley.api.responses.objects import EventStream, list_object, replay, response_object
+from parley.api.responses.objects import (
+    EventStream,
+    FastJSON,
+    list_object,
+    replay,
+    response_object,
+)
 from parley.api.responses.request import body_hash, parse_create, parse_json
 from parley.deps import ResponsesDep, SessionDep, SettingsDep
 from parley.store.queries.responses import delete_response, get_response
@@ -28,14 +34,14 @@ async def create_response(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Create a model response (OpenAI's `POST /v1/responses`), answered by Parley's agent."""
-    raw = await request.body()
-    create = parse_create(parse_json(raw))
+    body = parse_json(await request.body())
+    create = parse_create(body)
     stream = EventStream() if create.stream else None
     started = await service.start(
         caller,
         create,
         idempotency_key=idempotency_key,
-        request_hash=body_hash(raw),
+        request_hash=body_hash(body),
         stream=stream,
     )
     if started.replayed and stream is not None:
@@ -49,7 +55,7 @@ async def create_response(
     if not create.background and not started.replayed:
         await service.wait(started, settings.parley_responses_wait)
     # As the turn left it: final, or still in progress past the wait.
-    return JSONResponse(response_object(started.record))
+    return FastJSON(response_object(started.record))
 
 
 @router.get("/responses/{response_id}")
@@ -57,7 +63,7 @@ async def retrieve_response(response_id: str, caller: CallerDep, session: Sessio
     record = await get_response(session, response_id=response_id, user_id=caller.user_id)
     if record is None:
         raise not_found("response", response_id)
-    return JSONResponse(response_object(record))
+    return FastJSON(response_object(record))
 
 
 @router.delete("/responses/{response_id}")
@@ -65,13 +71,13 @@ async def remove_response(response_id: str, caller: CallerDep, session: SessionD
     if not await delete_response(session, response_id=response_id, user_id=caller.user_id):
         raise not_found("response", response_id)
     await session.commit()
-    return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+    return FastJSON({"id": response_id, "object": "response.deleted", "deleted": True})
 
 
 @router.post("/responses/{response_id}/cancel")
 async def cancel_response(response_id: str, caller: CallerDep, service: ResponsesDep) -> Response:
     record = await service.cancel(caller, response_id)
-    return JSONResponse(response_object(record))
+    return FastJSON(response_object(record))
 
 
 @router.get("/responses/{response_id}/input_items")
@@ -98,4 +104,4 @@ async def list_input_items(
         items = items[ids.index(after) + 1 :]
     if before is not None:
         items = items[: [item["id"] for item in items].index(before)]
-    return JSONResponse(list_object(items[:limit], has_more=len(items) > limit))
+    return FastJSON(list_object(items[:limit], has_more=len(items) > limit))

@@ -25,6 +25,7 @@ from parley.store.models import (
     PromptVersion,
     utcnow,
 )
+from parley.store.queries.changes import ChangeCounter
 
 DEFAULT_PROFILE = "default"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -45,6 +46,9 @@ MODEL_SETTINGS = frozenset(
     }
 )
 """Responses API parameters a version may set; anything else is refused when it is added."""
+
+BINDING_CHANGES = ChangeCounter("prompt_bindings")
+"""Which version answers an account or profile (`prompt_cache` remembers bindings under it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +264,7 @@ async def activate(
         _check_name(target.profile, "profile name", limit=64)
     elif await session.get(Account, target.account_id) is None:
         raise PromptNotFound(f"no account with id {target.account_id}")
+    BINDING_CHANGES.mark(session)
     binding = await _binding(session, target)
     if binding is None:
         binding = PromptBinding(
@@ -315,6 +320,7 @@ async def start_ab(
     """New conversations of `target` get `candidate` with probability `percent`/100."""
     if not 0 <= percent <= 100:
         raise PromptInvalid(f"percent must be between 0 and 100, not {percent}")
+    BINDING_CHANGES.mark(session)
     binding = await _required(session, target)
     if candidate.id == binding.version_id:
         raise PromptInvalid("the candidate is the active version already")
@@ -325,6 +331,7 @@ async def start_ab(
 
 
 async def stop_ab(session: AsyncSession, *, target: Target) -> PromptBinding:
+    BINDING_CHANGES.mark(session)
     binding = await _required(session, target)
     binding.candidate_version_id, binding.candidate_percent = None, 0
     binding.updated_at = utcnow()

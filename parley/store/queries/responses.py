@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
@@ -29,10 +29,11 @@ class Thread:
     contact: Contact
 
 
-async def new_thread(
-    session: AsyncSession, *, user_id: int, user_name: str, profile: str
-) -> Thread:
-    """A new conversation for the user, under their `api` account and contact."""
+async def api_parties(
+    session: AsyncSession, *, user_id: int, user_name: str
+) -> tuple[Account, Contact]:
+    """The user's `api` account and contact, created on first use. Neither ever changes nor
+    goes away while the user exists, so a process may keep them (`ResponsesService`)."""
     account = await get_account(session, channel=API_CHANNEL, external_id=str(user_id))
     key = f"user:{user_id}"
     await insert_ignore(
@@ -51,11 +52,28 @@ async def new_thread(
         select(Contact).where(Contact.account_id == account.id, Contact.external_id == key)
     )
     assert contact is not None
-    conversation = Conversation(
-        account_id=account.id, contact_id=contact.id, channel=API_CHANNEL, profile=profile
+    return account, contact
+
+
+async def new_thread(
+    session: AsyncSession, *, account: Account, contact: Contact, profile: str
+) -> Thread:
+    """A new conversation for the user, under their `api` account and contact: one
+    INSERT … RETURNING, the row as the ORM reads it."""
+    now = utcnow()
+    conversation = await session.scalar(
+        insert(Conversation)
+        .values(
+            account_id=account.id,
+            contact_id=contact.id,
+            channel=API_CHANNEL,
+            profile=profile,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(Conversation)
     )
-    session.add(conversation)
-    await session.flush()
+    assert conversation is not None
     return Thread(conversation, account, contact)
 
 

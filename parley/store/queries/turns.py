@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import LeaseLost
@@ -140,13 +140,24 @@ async def record_turn(
     await _mark_answered(session, answered, inbound_status, inbound_error)
     reply_to = answered[-1] if answered else None
     ids: list[int] = []
-    for offset, reply in enumerate(replies):
-        message = reply_row(conversation_id, account_id, first + offset, reply, reply_to)
-        session.add(message)
-        await session.flush()
-        if reply.deliver:
-            session.add(Outbox(message_id=message.id, conversation_id=conversation_id))
-        ids.append(message.id)
+    if replies:
+        # One multi-row INSERT … RETURNING for the messages and one for their outbox rows,
+        # not a flush per row: on SQLite every statement holds the process's one connection.
+        values = [
+            reply_values(conversation_id, account_id, first + offset, reply, reply_to)
+            for offset, reply in enumerate(replies)
+        ]
+        inserted = await session.scalars(
+            insert(Message).returning(Message.id, sort_by_parameter_order=True), values
+        )
+        ids = list(inserted)
+        outbox = [
+            {"message_id": message_id, "conversation_id": conversation_id}
+            for message_id, reply in zip(ids, replies, strict=True)
+            if reply.deliver
+        ]
+        if outbox:
+            await session.execute(insert(Outbox), outbox)
     if usage is not None:
         await add_usage(session, account_id=account_id, usage=usage)
         if user_id is not None:
@@ -172,32 +183,37 @@ async def _mark_answered(
         raise LeaseLost("the turn's messages were answered by another worker")
 
 
-def reply_row(
+def reply_values(
     conversation_id: int, account_id: int, sequence_no: int, reply: Reply, reply_to: int | None
-) -> Message:
-    return Message(
-        conversation_id=conversation_id,
-        account_id=account_id,
-        sequence_no=sequence_no,
-        direction=reply.direction or ("out" if reply.deliver else "internal"),
-        sender=reply.sender,
-        kind=reply.kind,
-        text=reply.text,
-        payload=reply.payload,
-        error=reply.error,
-        status=reply.status or ("queued" if reply.deliver else "done"),
-        reply_to_id=reply_to,
-        response_id=reply.response_id,
-        model=reply.model,
-        input_tokens=reply.input_tokens,
-        cached_tokens=reply.cached_tokens,
-        output_tokens=reply.output_tokens,
-        reasoning_tokens=reply.reasoning_tokens,
-        cost_usd=reply.cost_usd,
-        latency_ms=reply.latency_ms,
-        prompt_version_id=reply.prompt_version_id,
-        meta=reply.meta or {},
-    )
+) -> dict[str, Any]:
+    """A reply's `messages` row, as the values of an INSERT (every row has the same keys)."""
+    now = utcnow()
+    return {
+        "conversation_id": conversation_id,
+        "account_id": account_id,
+        "sequence_no": sequence_no,
+        "direction": reply.direction or ("out" if reply.deliver else "internal"),
+        "sender": reply.sender,
+        "kind": reply.kind,
+        "text": reply.text,
+        "payload": reply.payload,
+        "error": reply.error,
+        "status": reply.status or ("queued" if reply.deliver else "done"),
+        "reply_to_id": reply_to,
+        "response_id": reply.response_id,
+        "model": reply.model,
+        "input_tokens": reply.input_tokens,
+        "cached_tokens": reply.cached_tokens,
+        "output_tokens": reply.output_tokens,
+        "reasoning_tokens": reply.reasoning_tokens,
+        "cost_usd": reply.cost_usd,
+        "latency_ms": reply.latency_ms,
+        "prompt_version_id": reply.prompt_version_id,
+        "meta": reply.meta or {},
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def conversations_waiting(

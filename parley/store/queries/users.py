@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.errors import SecretsDisabled, UserConflict
 from parley.store.crypto import SecretBox
 from parley.store.models import ApiToken, User, UserSecret, utcnow
+from parley.store.queries.changes import ChangeCounter
 
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 """Letters, digits and `_.@-`, not starting with `_` (kept for built-in users)."""
@@ -26,6 +27,13 @@ TOKEN_PREFIX = "pk-"
 PREFIX_LENGTH = 12
 LAST_USED_EVERY = timedelta(minutes=1)
 """How stale `last_used_at` may get: a write per minute per token, not one per request."""
+AUTH_CHANGES = ChangeCounter("auth")
+"""Who may call: a token revoked, a user suspended, reactivated, made or unmade admin, deleted
+(`api.auth` caches callers under it)."""
+
+
+def auth_generation() -> int:
+    return AUTH_CHANGES.generation()
 
 
 def hash_token(token: str) -> str:
@@ -84,6 +92,7 @@ async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
     """Suspend (``suspended``: every token refused) or reactivate (``active``) a user."""
     if status != "active":
         await _keep_an_admin(session, user)
+    AUTH_CHANGES.mark(session)
     user.status = status
     await session.flush()
     return user
@@ -92,6 +101,7 @@ async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
 async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> User:
     if not is_admin:
         await _keep_an_admin(session, user)
+    AUTH_CHANGES.mark(session)
     user.is_admin = is_admin
     await session.flush()
     return user
@@ -100,6 +110,7 @@ async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> Use
 async def delete_user(session: AsyncSession, *, user: User) -> None:
     """Delete the user with their tokens, secrets and usage rows (the foreign keys cascade)."""
     await _keep_an_admin(session, user)
+    AUTH_CHANGES.mark(session)
     await session.execute(delete(User).where(User.id == user.id))
 
 
@@ -147,6 +158,7 @@ async def revoke_token(session: AsyncSession, *, user_id: int, token_id: int) ->
         select(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user_id)
     )
     if row is not None and row.revoked_at is None:
+        AUTH_CHANGES.mark(session)
         row.revoked_at = utcnow()
         await session.flush()
     return row

@@ -1,0 +1,63 @@
+"""What answers a conversation, remembered by a process for a turn's hot path.
+
+A binding (which prompt version answers an account or profile) is kept for `BINDING_TTL_S`
+and dropped at once when this process commits a binding change (`BINDING_CHANGES`); a change
+made by another process (`parley prompts activate`, another API process) reaches new turns
+within `BINDING_TTL_S`. A prompt version never changes once written, so it is kept as read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.models import PromptBinding, PromptVersion
+from parley.store.queries.prompts import BINDING_CHANGES, binding_for, version_named
+
+BINDING_TTL_S = 1.0
+MAX_ENTRIES = 10_000
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class PromptCache:
+    def __init__(
+        self, ttl: float = BINDING_TTL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._bindings: dict[tuple[int, str | None], tuple[float, int, PromptBinding | None]] = {}
+        self._versions: dict[int, tuple[str, PromptVersion]] = {}
+
+    async def binding_for(
+        self, session: AsyncSession, *, account_id: int, profile: str | None
+    ) -> PromptBinding | None:
+        key = (account_id, profile)
+        entry = self._bindings.get(key)
+        if entry is not None:
+            at, generation, binding = entry
+            if generation == BINDING_CHANGES.generation() and self._clock() - at < self._ttl:
+                return binding
+        at, generation = self._clock(), BINDING_CHANGES.generation()
+        binding = await binding_for(session, account_id=account_id, profile=profile)
+        if generation == BINDING_CHANGES.generation():
+            _bounded(self._bindings)[key] = (at, generation, binding)
+        return binding
+
+    async def version_named(
+        self, session: AsyncSession, *, version_id: int
+    ) -> tuple[str, PromptVersion]:
+        found = self._versions.get(version_id)
+        if found is None:
+            found = await version_named(session, version_id=version_id)
+            _bounded(self._versions)[version_id] = found
+        return found
+
+
+def _bounded(entries: dict[K, V]) -> dict[K, V]:
+    if len(entries) >= MAX_ENTRIES:
+        entries.clear()
+    return entries
