@@ -21,6 +21,7 @@ from parley.ingress.door import Door, WebhookDoor, open_inbox
 from parley.observability.correlation import CorrelationIdMiddleware
 from parley.queue.ratelimit import build_rate_limiter
 from parley.responses.service import ResponsesService
+from parley.responses.turn import TurnRunner
 from parley.runtime import Role, Runtime, open_runtime
 
 log = structlog.get_logger(__name__)
@@ -75,14 +76,16 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
 def build_responses(runtime: Runtime) -> ResponsesService:
     """The Responses API's turns, on the same agent and input checks as the channels."""
     settings = runtime.settings
-    return ResponsesService(
+    runner = TurnRunner(
         sessions=runtime.sessions,
         agent=runtime.agent,
         gate=runtime.gate,
         prices=runtime.prices,
         context=settings.parley_context,
-        profiles=profile_exists,
         refusal=settings.parley_moderation_reply,
+    )
+    return ResponsesService(
+        sessions=runtime.sessions, agent=runtime.agent, runner=runner, profiles=profile_exists
     )
 
 

@@ -21,6 +21,23 @@ from parley.errors import ChannelSendError
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """A file a customer sent, as the channel names it; downloaded only when a turn needs it."""
+
+    kind: str
+    """``image``, ``audio``, ``video``, ``document``, ``sticker``, ``file``."""
+    media_id: str | None = None
+    """The channel's media id, fetched through its API (WhatsApp)."""
+    url: str | None = None
+    """A direct URL on the channel's CDN (Instagram and Messenger attachments)."""
+    mime_type: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool = False
+    """A voice note recorded in the app, as opposed to an audio file."""
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One message a customer sent to a business account."""
 
@@ -50,6 +67,8 @@ class InboundMessage:
     """The channel's raw message object, stored for audit."""
     reply_to: str | None = None
     """The channel message id this one quotes, if any."""
+    media: tuple[Media, ...] = ()
+    """Files attached to the message, in the order the channel listed them."""
 
     @property
     def contact_key(self) -> str:
@@ -105,6 +124,9 @@ class Target:
     """The customer, as stored; both None for a read receipt, which names only the message."""
     token: str = field(repr=False)
     """The access token to send with; never logged, never put in an error."""
+    tag: str | None = None
+    """A message tag for a send outside the channel's standard window (Messenger and
+    Instagram ``HUMAN_AGENT``); None for an ordinary reply."""
 
 
 SendFailure = httpx.Response | httpx.HTTPError | httpx.InvalidURL

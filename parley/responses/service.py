@@ -20,8 +20,6 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.agent.outcome import InputGate
-from parley.agent.pricing import Price
 from parley.agent.prompts import choose_prompt
 from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
@@ -68,23 +66,13 @@ class ResponsesService:
         *,
         sessions: async_sessionmaker[AsyncSession],
         agent: Agent,
-        gate: InputGate,
-        prices: dict[str, Price],
-        context: str,
+        runner: TurnRunner,
         profiles: ProfileCheck | None = None,
-        refusal: str = "",
     ) -> None:
         self._sessions = sessions
         self._agent = agent
         self._profiles = profiles
-        self._runner = TurnRunner(
-            sessions=sessions,
-            agent=agent,
-            gate=gate,
-            prices=prices,
-            context=context,
-            refusal=refusal,
-        )
+        self._runner = runner
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Each user's `api` account and contact, read once: they never change (see
         # `api_parties`). Kept only once the transaction that may have created them commits.

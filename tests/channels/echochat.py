@@ -5,6 +5,7 @@ through the Graph API's Messenger-style send, 1,000 UTF-8 bytes a message."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,8 @@ class EchoChat(Channel):
 
     def __init__(self) -> None:
         self.receipts: list[str] = []
+        # Parley marks messages read in its own server thread; a test waits on this.
+        self.receipt_arrived = threading.Condition()
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> None:
         verify_request(body, headers, settings.secret("meta_app_secret"))
@@ -88,7 +91,9 @@ class EchoChat(Channel):
         settings: Settings,
         timeout: float,
     ) -> None:
-        self.receipts.append(message_id)  # EchoChat has no read ticks; tests read these
+        with self.receipt_arrived:  # EchoChat has no read ticks; tests read these
+            self.receipts.append(message_id)
+            self.receipt_arrived.notify_all()
 
     def classify_error(self, failure: SendFailure, *, token: str) -> ChannelSendError:
         if isinstance(failure, httpx.Response):

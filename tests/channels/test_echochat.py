@@ -53,12 +53,14 @@ async def post(parley: Parley, body: bytes, headers: dict[str, str] | None = Non
 
 
 async def wait_for_receipts(channel: EchoChat, n: int, timeout: float = 10.0) -> list[str]:
-    # Parley appends from its own server thread; a list append is atomic.
-    deadline = time.monotonic() + timeout
-    while len(channel.receipts) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"expected {n} receipts, got {channel.receipts}")
-        await asyncio.sleep(0.02)
+    """The receipts once `n` have arrived (Parley records them from its own thread)."""
+
+    def wait() -> bool:
+        with channel.receipt_arrived:
+            return channel.receipt_arrived.wait_for(lambda: len(channel.receipts) >= n, timeout)
+
+    if not await asyncio.to_thread(wait):
+        raise TimeoutError(f"expected {n} receipts, got {channel.receipts}")
     return channel.receipts
 
 

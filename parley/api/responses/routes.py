@@ -52,7 +52,7 @@ async def create_response(
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    if not create.background and not started.replayed:
+    if not create.background:  # a replay has no turn to wait for
         await service.wait(started, settings.parley_responses_wait)
     # As the turn left it: final, or still in progress past the wait.
     return FastJSON(response_object(started.record))
