@@ -186,8 +186,24 @@ def phone(conversation: int) -> str:
     return f"3470{conversation:07d}"
 
 
+@dataclass
+class Checkpoint:
+    """Holds the load once `after` webhooks are acknowledged, until the test sets `resume`:
+    so that a fault is injected while webhooks are still to come, however fast they are
+    acknowledged."""
+
+    after: int
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def send_load(
-    cluster: Cluster, *, conversations: int, per_conversation: int, parallel: int = 64
+    cluster: Cluster,
+    *,
+    conversations: int,
+    per_conversation: int,
+    parallel: int = 64,
+    checkpoint: Checkpoint | None = None,
 ) -> int:
     """Each customer writes their messages one after another (each webhook acknowledged
     before the next, as a phone does); customers write at the same time. Webhooks go to the
@@ -198,7 +214,15 @@ async def send_load(
     """
     gate = asyncio.Semaphore(parallel)
     retries = 0
+    acknowledged = 0
     turn = itertools.count()
+
+    async def hold() -> None:
+        nonlocal acknowledged
+        acknowledged += 1
+        if checkpoint is not None and acknowledged >= checkpoint.after:
+            checkpoint.reached.set()
+            await asyncio.wait_for(checkpoint.resume.wait(), timeout=60)
 
     async def customer(client: httpx.AsyncClient, number: int) -> None:
         nonlocal retries
@@ -218,6 +242,7 @@ async def send_load(
                         pass
                     retries += 1
                     await asyncio.sleep(0.2)
+            await hold()
 
     async with httpx.AsyncClient(timeout=15) as client:
         await asyncio.gather(*(customer(client, n) for n in range(conversations)))

@@ -12,6 +12,7 @@ import pytest
 from parley.testing import GraphSimulator, OpenAISimulator
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 from tests.scaleout.conftest import (
+    Checkpoint,
     Cluster,
     assert_all_answered_once_in_order,
     send_load,
@@ -85,10 +86,15 @@ async def test_postgres_restarted_under_load(
     openai_sim.latency = 0.1
     await cluster.start(apis=2, workers=2)
     outage: list[int] = []
+    # A quarter of the webhooks in, turns running: the database goes away while the rest
+    # are still to come.
+    checkpoint = Checkpoint(after=FAULT_LOAD["conversations"] * FAULT_LOAD["per_conversation"] // 4)
 
     async def restart_when_busy() -> None:
-        await openai_sim.wait_for_requests(60, path="/v1/responses", timeout=60)
+        await asyncio.wait_for(checkpoint.reached.wait(), timeout=60)
+        await openai_sim.wait_for_requests(1, path="/v1/responses", timeout=60)
         await asyncio.to_thread(cluster_postgres.stop)
+        checkpoint.resume.set()
         # Meta keeps delivering during the outage: Parley must answer 5xx, never 200.
         body = body_bytes(whatsapp_texts("34799999999", ["during the outage"]))
         async with httpx.AsyncClient(timeout=10) as client:
@@ -101,7 +107,11 @@ async def test_postgres_restarted_under_load(
         await asyncio.sleep(1)
         await asyncio.to_thread(cluster_postgres.start)
 
-    retries = (await asyncio.gather(send_load(cluster, **FAULT_LOAD), restart_when_busy()))[0]
+    retries = (
+        await asyncio.gather(
+            send_load(cluster, **FAULT_LOAD, checkpoint=checkpoint), restart_when_busy()
+        )
+    )[0]
     assert outage and outage[0] >= 500
     assert retries > 0  # the load generator saw the outage too, and re-delivered
     await assert_all_answered_once_in_order(graph_sim, **FAULT_LOAD)
