@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import orjson
 import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.channels import registry
@@ -25,6 +26,7 @@ from parley.ingress.inbox import InboxUnavailable, InboxWriter
 from parley.observability.correlation import HEADER, incoming_correlation_id
 from parley.observability.metrics import WEBHOOKS_ACKNOWLEDGED
 from parley.runtime import Runtime
+from parley.store.db import create_engine
 from parley.store.queries.inbox import Arrival
 
 log = structlog.get_logger(__name__)
@@ -46,14 +48,17 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
     """Run the inbox writer for the app's lifetime; `file_here` wakes this process's filer
     after each commit.
 
-    The writer shares the process's engine. On SQLite that is one connection, and a group
-    commit queues for it with every other transaction (fairly, in the pool's FIFO); since no
-    transaction holds it across a network call, an acknowledgement waits for a few short
-    transactions at most.
+    On SQLite the writer has a connection of its own that goes ahead of the shared one
+    (`store/db.py`), so an acknowledgement waits for at most one transaction of the shared
+    connection, not behind every turn queued for it; it commits with synchronous=FULL, so a
+    200 survives a power cut.
     """
     settings = runtime.settings
+    own: AsyncEngine | None = None
+    if settings.database_url.startswith("sqlite"):
+        own = create_engine(settings.database_url, durable=True, ahead_of=runtime.engine)
     writer = InboxWriter(
-        runtime.engine,
+        own or runtime.engine,
         max_batch=settings.parley_inbox_batch,
         timeout=settings.parley_inbox_timeout,
         on_commit=runtime.filer.wake if file_here else None,
@@ -65,6 +70,8 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
     finally:
         door.writer = None
         await writer.close()
+        if own is not None:
+            await own.dispose()
 
 
 class WebhookDoor:

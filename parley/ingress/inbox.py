@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.observability.metrics import INBOX_COMMITS
+from parley.store.db import priority_commit
 from parley.store.queries.inbox import Arrival, append
 
 log = structlog.get_logger(__name__)
@@ -94,7 +95,7 @@ class InboxWriter:
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
-            async with self._engine.begin() as connection:
+            async with priority_commit(self._engine), self._engine.begin() as connection:
                 await append(connection, [w.arrival for w in batch])
         except Exception as exc:
             log.error("inbox.commit_failed", webhooks=len(batch), error=type(exc).__name__)

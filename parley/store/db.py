@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -13,15 +17,42 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+class _Turn:
+    """An SQLite engine's promise to let a priority writer in between two of its transactions.
+
+    Set while no priority commit waits; the engine's BEGIN waits for it (bounded) first.
+    """
+
+    def __init__(self) -> None:
+        self.clear = asyncio.Event()
+        self.clear.set()
+
+
+_TURNS: WeakKeyDictionary[Engine, _Turn] = WeakKeyDictionary()
+_YIELD_TIMEOUT = 5.0
+"""The longest a transaction of the shared connection waits for a priority commit; only a
+stuck priority writer makes it matter, and then transactions go on without it."""
+
+
+def create_engine(
+    url: str, *, pool_size: int = 10, durable: bool = False, ahead_of: AsyncEngine | None = None
+) -> AsyncEngine:
     """An async engine tuned for its backend.
 
     SQLite gets WAL (readers never wait on the writer), a busy timeout so concurrent writers
     queue instead of failing, and foreign keys on. PostgreSQL gets a small pool per process
     and no server-side prepared-statement cache, so it also works behind PgBouncer in
     transaction mode.
+
+    SQLite only: `ahead_of` makes this a priority writer of `ahead_of`'s file, a second
+    connection whose commits (see `priority_commit`) go in before `ahead_of`'s next
+    transaction, and `durable` syncs each of its commits to disk (synchronous=FULL), which
+    also makes durable whatever was committed before it. The inbox writer is one: an
+    acknowledgement then waits for at most one transaction of the shared connection, not for
+    every transaction queued for it.
     """
     if url.startswith("sqlite"):
         # One connection, so that transactions queue in the pool (a fair asyncio wait) rather
@@ -31,8 +62,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(
             url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        pragmas = _sqlite_pragmas_durable if durable else _sqlite_pragmas
+        event.listen(engine.sync_engine, "connect", pragmas)
+        if ahead_of is None:
+            _TURNS[engine.sync_engine] = turn = _Turn()
+            event.listen(engine.sync_engine, "begin", _begin_after_priority(turn))
+        else:
+            _TURNS[engine.sync_engine] = _TURNS[ahead_of.sync_engine]
+            event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     connect_args: dict[str, Any] = {}
     if "+asyncpg" in url:
@@ -47,14 +84,53 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     )
 
 
+@contextlib.asynccontextmanager
+async def priority_commit(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Around a priority writer's transaction: the shared connection begins nothing new until
+    it ends. A no-op for an engine that is not a priority writer (PostgreSQL)."""
+    turn = _TURNS.get(engine.sync_engine)
+    if turn is None:
+        yield
+        return
+    turn.clear.clear()
+    try:
+        yield
+    finally:
+        turn.clear.set()
+
+
+def _begin_after_priority(turn: _Turn) -> Any:
+    def begin(connection: Connection) -> None:
+        if not turn.clear.is_set():
+            # SQLAlchemy runs this in its greenlet, where awaiting is allowed. No lock is
+            # taken, so nothing can be left held: a waiter woken by `set` goes on even if the
+            # next priority commit has already cleared the event again, which keeps the two
+            # connections taking turns under a steady stream of webhooks.
+            with contextlib.suppress(TimeoutError):
+                await_only(asyncio.wait_for(turn.clear.wait(), timeout=_YIELD_TIMEOUT))
+        _sqlite_begin_immediate(connection)
+
+    return begin
+
+
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    _sqlite_setup(dbapi_connection, "NORMAL")
+
+
+def _sqlite_pragmas_durable(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+) -> None:
+    _sqlite_setup(dbapi_connection, "FULL")
+
+
+def _sqlite_setup(dbapi_connection: DBAPIConnection, synchronous: str) -> None:
     # Take transaction control from the driver so that `_sqlite_begin_immediate` can open
     # every transaction as a writer: a deferred transaction that reads and then writes fails
     # with "database is locked" when another writer got in between, whatever the timeout.
     dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
