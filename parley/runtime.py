@@ -35,6 +35,7 @@ from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
+from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
@@ -62,7 +63,10 @@ class Runtime:
     processor: ConversationProcessor
     worker: Worker
     secrets: SecretBox | None
-    """Users' secrets' encryption (PARLEY_SECRET_KEY); None when secrets are off."""
+    """Users' secrets' and accounts' credentials' encryption (PARLEY_SECRET_KEY); None when
+    secrets are off."""
+    accounts: AccountDirectory
+    """The configured accounts' credentials, remembered for the webhook door and sends."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -86,14 +90,17 @@ def build_runtime(settings: Settings) -> Runtime:
     agent = build_agent(settings, llm, sessions, http, secrets)
     gate = InputGate(build_limits(settings), agent)
     prices = load_prices(settings.parley_prices)
-    gateway = ChannelGateway(http, settings)
+    accounts = AccountDirectory(sessions, secrets)
+    gateway = ChannelGateway(http, settings, accounts=accounts)
     deliverer = Deliverer(
         sessions=sessions,
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
     )
-    processor = build_processor(settings, sessions, agent, gate, prices, gateway, deliverer)
+    processor = build_processor(
+        settings, sessions, agent, gate, prices, gateway, deliverer, accounts
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -111,6 +118,7 @@ def build_runtime(settings: Settings) -> Runtime:
             queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
         ),
         secrets=secrets,
+        accounts=accounts,
     )
 
 
@@ -176,6 +184,7 @@ def build_processor(
     prices: dict[str, Price],
     gateway: ChannelGateway,
     deliverer: Deliverer,
+    accounts: AccountDirectory | None = None,
 ) -> ConversationProcessor:
     replies = Replies(
         fallback=settings.parley_fallback_reply,
@@ -192,6 +201,7 @@ def build_processor(
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,
         prices=prices,
+        accounts=accounts,
     )
 
 

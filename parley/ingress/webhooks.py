@@ -11,8 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 from parley.channels import registry
 from parley.channels.base import Channel
-from parley.deps import QueueDep, SessionDep, SettingsDep
+from parley.deps import AccountsDep, QueueDep, SessionDep, SettingsDep
 from parley.errors import BadPayload, BadSignature, UnknownChannel, WebhookNotConfigured
+from parley.ingress import verification
 from parley.observability.metrics import WEBHOOK_MESSAGES
 from parley.store.queries.inbound import apply_statuses, record_inbound
 
@@ -32,9 +33,12 @@ ChannelDep = Annotated[Channel, Depends(get_channel)]
 
 
 @router.get("/{channel}", response_class=PlainTextResponse)
-async def handshake(channel: ChannelDep, request: Request, settings: SettingsDep) -> Response:
+async def handshake(
+    channel: ChannelDep, request: Request, settings: SettingsDep, accounts: AccountsDep
+) -> Response:
     """The channel's subscription check: echo what it asks for when the request is ours."""
-    answer = channel.handshake(request.query_params, settings)
+    directory = await accounts.snapshot()
+    answer = verification.challenge(channel, request.query_params, settings, directory)
     if answer is None:
         log.warning("webhook.handshake_refused", channel=channel.name)
         return PlainTextResponse("verification failed", status_code=403)
@@ -48,10 +52,12 @@ async def receive(
     session: SessionDep,
     queue: QueueDep,
     settings: SettingsDep,
+    accounts: AccountsDep,
 ) -> Response:
     body = await request.body()
+    directory = await accounts.snapshot()  # remembered: no query per webhook
     try:
-        channel.verify(body, request.headers, settings)
+        signer = verification.verify(channel, body, request.headers, settings, directory)
     except WebhookNotConfigured:
         log.error("webhook.no_app_secret", channel=channel.name)
         return PlainTextResponse("webhook signing is not configured", status_code=401)
@@ -63,6 +69,17 @@ async def receive(
     except BadPayload as exc:
         log.warning("webhook.bad_payload", channel=channel.name, reason=str(exc))
         return PlainTextResponse("invalid payload", status_code=400)
+    foreign = verification.foreign_accounts(
+        channel, body, request.headers, signer, parsed, directory
+    )
+    if foreign:
+        log.warning("webhook.wrong_app_secret", channel=channel.name, accounts=foreign)
+        return PlainTextResponse("invalid signature", status_code=401)
+    for external_id in verification.unknown_accounts(channel, parsed, directory):
+        # Stored for the record; the worker will not answer it (see account_directory).
+        log.warning(
+            "webhook.unknown_account", channel=channel.name, account_external_id=external_id
+        )
 
     waiting = await record_inbound(
         session, messages=parsed.messages, correlation_id=request.state.correlation_id

@@ -15,6 +15,9 @@ SENSITIVE_KEYS = re.compile(
     r"(token|secret|password|authorization|api_key|signature)", re.IGNORECASE
 )
 BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+IDENTIFIERS = frozenset({"account_external_id"})
+"""Fields that hold a business's own ids (a phone_number_id looks like a phone number), not a
+customer's: logged as they are, so that an operator can tell which account a line is about."""
 
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -34,7 +37,7 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     for key, value in list(event.items()):
         if SENSITIVE_KEYS.search(key):
             event[key] = "[redacted]"
-        elif isinstance(value, str):
+        elif isinstance(value, str) and key not in IDENTIFIERS:
             if "bearer" in value.lower():
                 value = BEARER.sub(r"\1[redacted]", value)
             event[key] = mask_pii(value)
