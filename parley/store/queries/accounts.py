@@ -174,6 +174,13 @@ async def list_accounts(
     return list(await session.scalars(query.order_by(Account.channel, Account.external_id)))
 
 
+async def account_by_id(session: AsyncSession, *, account_id: int) -> Account:
+    found = await session.get(Account, account_id)
+    if found is None or found.channel == API_CHANNEL:
+        raise AccountNotFound(f"no account with id {account_id}")
+    return found
+
+
 async def find_account(session: AsyncSession, *, ref: str) -> Account:
     """An account by ``channel:external_id``, by its channel's id (phone_number_id, page id…),
     or by Parley's own id, in that order.
