@@ -332,17 +332,18 @@ def list_accounts(
     if as_json:
         _json(views)
         return
-    table = Table(
-        "id", "channel", "external id", "name", "status", "profile", "token", "app secret",
-        caption=shown_url(settings.database_url),
-    )  # fmt: skip
+    table = Table(caption=shown_url(settings.database_url))
+    for column in ("id", "channel", "external id", "status"):
+        table.add_column(column, no_wrap=True)
+    for column in ("name", "profile", "token", "app secret"):
+        table.add_column(column)
     for v in views:
         table.add_row(
             str(v.id),
             v.channel,
             v.external_id,
-            v.name or "",
             v.status,
+            v.name or "",
             v.profile or "default",
             _mark(v.access_token),
             _mark(v.app_secret),

@@ -44,6 +44,13 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr as it is when the line is written, not when logging was configured: a command
+    # run under a test runner (or any caller) that swaps stderr for a while leaves no logger
+    # pointing at a stream that is closed afterwards.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -60,7 +67,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library; keep their noise at warnings.
