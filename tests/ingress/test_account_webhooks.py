@@ -187,3 +187,20 @@ async def test_an_account_without_a_token_sends_with_the_environment_s(
     assert await post(parley, SHOP_B, "34600000909", "hi", APP_SECRET) == 200
     (send,) = await graph_sim.wait_for_sends(1, timeout=10)
     assert send.headers["authorization"] == f"Bearer {WHATSAPP_TOKEN}"
+
+
+async def test_an_account_s_profile_and_model_choose_its_prompt(
+    parley: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+) -> None:
+    await admin(
+        parley,
+        "POST",
+        "/admin/accounts",
+        {"channel": "whatsapp", "external_id": SHOP_A, "profile": "sales", "model": "gpt-5-nano"},
+    )
+    await admin(parley, "POST", "/admin/prompts", {"name": "sales", "instructions": "Sell."})
+    await admin(parley, "PUT", "/admin/profiles/sales", {"prompt": "sales"})
+    assert await post(parley, SHOP_A, "34600000910", "hi", APP_SECRET) == 200
+    await graph_sim.wait_for_sends(1, timeout=10)
+    (request,) = openai_sim.response_requests
+    assert (request.json["instructions"], request.json["model"]) == ("Sell.", "gpt-5-nano")

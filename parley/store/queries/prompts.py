@@ -17,7 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from parley.errors import AccountError, PromptConflict, PromptInvalid, PromptNotFound
+from parley.errors import (
+    AccountError,
+    AccountNotFound,
+    PromptConflict,
+    PromptInvalid,
+    PromptNotFound,
+)
 from parley.store.models import (
     Account,
     Prompt,
@@ -244,9 +250,13 @@ async def binding_for(
 
 async def account_id_for(session: AsyncSession, *, ref: str) -> int:
     """An account's id from ``channel:id``, its channel id (phone_number_id, page id) or its
-    own id (see `accounts.find_account`)."""
+    own id (see `accounts.find_account`; by its own id, a Responses API user's account too)."""
     try:
         return (await find_account(session, ref=ref)).id
+    except AccountNotFound as exc:
+        if ref.isdigit() and await session.get(Account, int(ref)) is not None:
+            return int(ref)
+        raise PromptNotFound(str(exc)) from exc
     except AccountError as exc:
         raise PromptNotFound(str(exc)) from exc
 
