@@ -14,6 +14,7 @@ import typer
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.account_commands import accounts_app
 from parley.config import Settings
 from parley.errors import SecretsDisabled, UserConflict
 from parley.observability.logging import configure_logging
@@ -28,6 +29,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(accounts_app, name="accounts")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]

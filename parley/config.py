@@ -186,12 +186,14 @@ class Settings(BaseSettings):
     # Meta.
     meta_app_secret: SecretStr | None = Field(
         default=None,
-        description="The Meta app secret that signs webhooks; unset, every webhook is refused.",
+        description="The Meta app secret that signs webhooks (an account added with its own "
+        "app secret is checked with that instead); unset, webhooks are refused unless signed "
+        "with an account's own.",
     )
     meta_verify_token: SecretStr | None = Field(
         default=None,
-        description="Any string you choose, for the webhook GET handshake; unset, the "
-        "handshake is refused.",
+        description="Any string you choose, for the webhook GET handshake (accounts' own verify "
+        "tokens are accepted too); unset, the handshake is refused unless one matches.",
     )
     graph_api_base_url: str = Field(
         default="https://graph.facebook.com", description="Graph API base URL."
@@ -207,7 +209,8 @@ class Settings(BaseSettings):
     )
     whatsapp_access_token: SecretStr | None = Field(
         default=None,
-        description="Access token for sending on WhatsApp (a system user token in production).",
+        description="Access token for sending on WhatsApp (a system user token in production), "
+        "for numbers without a token of their own (`parley accounts`).",
     )
     instagram_access_token: SecretStr | None = Field(
         default=None,
@@ -234,7 +237,8 @@ class Settings(BaseSettings):
     )
     parley_secret_key: SecretStr | None = Field(
         default=None,
-        description="Key that encrypts users' stored secrets (unset, storing one is refused); "
+        description="Key that encrypts stored secrets: users' secrets and accounts' tokens and "
+        "app secrets (unset, storing one is refused); "
         "also keys the customer hash sent upstream as `safety_identifier` (`META_APP_SECRET` "
         "when unset).",
     )

@@ -14,6 +14,7 @@ from parley.queue.base import Queue
 from parley.queue.ratelimit import RateLimiter
 from parley.responses.service import ResponsesService
 from parley.runtime import Runtime
+from parley.store.queries.account_directory import AccountDirectory
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -37,6 +38,10 @@ def get_queue(runtime: RuntimeDep) -> Queue:
     return runtime.queue
 
 
+def get_accounts(runtime: RuntimeDep) -> AccountDirectory:
+    return runtime.accounts
+
+
 def get_responses(request: Request) -> ResponsesService:
     service: ResponsesService = request.app.state.responses
     return service
@@ -50,5 +55,6 @@ def get_api_limiter(request: Request) -> RateLimiter:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueueDep = Annotated[Queue, Depends(get_queue)]
+AccountsDep = Annotated[AccountDirectory, Depends(get_accounts)]
 ResponsesDep = Annotated[ResponsesService, Depends(get_responses)]
 ApiLimiterDep = Annotated[RateLimiter, Depends(get_api_limiter)]

@@ -13,6 +13,10 @@ ParleyError
 │   └── WebhookNotConfigured  no secret to verify a channel's webhooks with
 ├── SecretUnreadable        a stored secret does not decrypt (PARLEY_SECRET_KEY changed)
 ├── UserConflict            a user name is taken, or the last active admin would go
+├── AccountError            an accounts request that cannot be done
+│   ├── AccountNotFound     no such account
+│   ├── AccountConflict     the channel's id is already a configured account
+│   └── AccountInvalid      a field is not valid (an unknown channel, a malformed id…)
 ├── PromptError             a prompt registry request that cannot be done
 │   ├── PromptNotFound      no such prompt, version, profile or binding
 │   ├── PromptConflict      a prompt name is taken
@@ -59,6 +63,22 @@ class SecretUnreadable(ParleyError):
 
 
 class UserConflict(ParleyError):
+    pass
+
+
+class AccountError(ParleyError):
+    pass
+
+
+class AccountNotFound(AccountError):
+    pass
+
+
+class AccountConflict(AccountError):
+    pass
+
+
+class AccountInvalid(AccountError):
     pass
 
 

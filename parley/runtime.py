@@ -37,6 +37,7 @@ from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
+from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
 from parley.worker.filer import Filer
 from parley.worker.process import ConversationProcessor, Replies
@@ -67,7 +68,10 @@ class Runtime:
     filer: Filer
     """Files the inbox's webhooks; runs where the worker runs (`serve`, `worker`)."""
     secrets: SecretBox | None
-    """Users' secrets' encryption (PARLEY_SECRET_KEY); None when secrets are off."""
+    """Users' secrets' and accounts' credentials' encryption (PARLEY_SECRET_KEY); None when
+    secrets are off."""
+    accounts: AccountDirectory
+    """The configured accounts' credentials, remembered for the webhook door and sends."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -91,14 +95,17 @@ def build_runtime(settings: Settings) -> Runtime:
     agent = build_agent(settings, llm, sessions, http, secrets)
     gate = InputGate(build_limits(settings), agent)
     prices = load_prices(settings.parley_prices)
-    gateway = ChannelGateway(http, settings)
+    accounts = AccountDirectory(sessions, secrets)
+    gateway = ChannelGateway(http, settings, accounts=accounts)
     deliverer = Deliverer(
         sessions=sessions,
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
     )
-    processor = build_processor(settings, sessions, agent, gate, prices, gateway, deliverer)
+    processor = build_processor(
+        settings, sessions, agent, gate, prices, gateway, deliverer, accounts
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -119,10 +126,12 @@ def build_runtime(settings: Settings) -> Runtime:
             sessions=sessions,
             queue=queue,
             parse=parse_webhook,
+            accounts=accounts,
             batch=settings.parley_filer_batch,
             poll_interval=settings.parley_filer_poll_interval,
         ),
         secrets=secrets,
+        accounts=accounts,
     )
 
 
@@ -193,6 +202,7 @@ def build_processor(
     prices: dict[str, Price],
     gateway: ChannelGateway,
     deliverer: Deliverer,
+    accounts: AccountDirectory | None = None,
 ) -> ConversationProcessor:
     replies = Replies(
         fallback=settings.parley_fallback_reply,
@@ -209,6 +219,7 @@ def build_processor(
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,
         prices=prices,
+        accounts=accounts,
     )
 
 
@@ -255,6 +266,7 @@ async def close(runtime: Runtime) -> None:
     await runtime.queue.close()
     await runtime.llm.close()
     await runtime.http.aclose()
+    await runtime.accounts.close()
     await runtime.engine.dispose()
 
 

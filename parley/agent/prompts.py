@@ -1,8 +1,9 @@
 """Which prompt answers a conversation, with its variables filled in.
 
 Both the worker (channels) and the Responses API ask `choose_prompt` before a turn. The order:
-the account's own binding, else the binding of the conversation's profile (``default`` when it
-has none), else the built-in prompt from the environment (PARLEY_INSTRUCTIONS, OPENAI_MODEL).
+the account's own binding, else the binding of the conversation's profile (else the account's,
+else ``default``), else the built-in prompt from the environment (PARLEY_INSTRUCTIONS). The model
+is the version's, else the account's, else OPENAI_MODEL.
 While a binding runs an A/B test, a conversation keeps the version it was first given (stored
 as `conversations.prompt_version_id`); new ones are split by a stable hash of their id.
 
@@ -91,14 +92,16 @@ async def choose_prompt(
         now=now,
     )
     lookup = cache or _Uncached
-    binding = await lookup.binding_for(session, account_id=account.id, profile=conversation.profile)
+    profile = conversation.profile or account.profile
+    binding = await lookup.binding_for(session, account_id=account.id, profile=profile)
+    model = account.model or defaults.model
     if binding is None:
         return PromptChoice(
             name=None,
             version=None,
             version_id=None,
             instructions=fill(defaults.instructions, values),
-            model=defaults.model,
+            model=model,
             variables=values,
         )
     version_id = assigned_version(binding, conversation)
@@ -116,7 +119,7 @@ async def choose_prompt(
         version=version.version,
         version_id=version.id,
         instructions=fill(version.instructions, values),
-        model=version.model or defaults.model,
+        model=version.model or model,
         settings=dict(version.settings),
         variables=values,
     )

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from parley.channels.signature import hub_challenge, verify_request
 from parley.channels.text import CHARACTERS, Measure, split_text
 from parley.config import Settings
 from parley.errors import ChannelSendError
@@ -157,6 +158,20 @@ class Channel(ABC):
     @abstractmethod
     def handshake(self, params: Mapping[str, str], settings: Settings) -> str | None:
         """The text to answer a subscription check (GET) with, or None to refuse it."""
+
+    def verify_with(self, body: bytes, headers: Mapping[str, str], secret: str) -> None:
+        """Check the raw `body`'s signature with one account's own app secret, for accounts
+        whose Meta app is not the channel's default. Meta's channels all sign with
+        ``X-Hub-Signature-256``; a channel that signs otherwise overrides this.
+
+        Raises:
+            BadSignature: the signature is missing or wrong.
+        """
+        verify_request(body, headers, secret)
+
+    def handshake_with(self, params: Mapping[str, str], verify_token: str) -> str | None:
+        """As `handshake`, with one account's own verify token."""
+        return hub_challenge(params, verify_token)
 
     @abstractmethod
     def parse(self, body: bytes) -> ParsedWebhook:

@@ -1,5 +1,7 @@
 """Sends through the channels with the account's credentials: the only code that turns the
-store's rows into what a channel sends with, and knows which token an account uses."""
+store's rows into what a channel sends with, and knows which token an account uses: its own
+when it has one, else the environment's `<CHANNEL>_ACCESS_TOKEN`, and none for an account that
+must not be answered (see `store.queries.account_directory`)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import structlog
 from parley.channels import registry
 from parley.channels.base import Channel, SendResult, Target
 from parley.config import Settings
-from parley.errors import ChannelSendError, UnknownChannel
+from parley.errors import ChannelSendError, SecretsDisabled, SecretUnreadable, UnknownChannel
 from parley.store.models import Account, Contact, Message
+from parley.store.queries.account_directory import AccountDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -24,10 +27,12 @@ class ChannelGateway:
         client: httpx.AsyncClient,
         settings: Settings,
         channels: registry.Registry = registry.DEFAULT,
+        accounts: AccountDirectory | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._channels = channels
+        self._accounts = accounts
 
     async def send_text(
         self, *, account: Account, contact: Contact, text: str, reply_to: str | None
@@ -37,7 +42,7 @@ class ChannelGateway:
             raise ChannelSendError(f"no sender for channel {account.channel}", retryable=False)
         return await channel.send_text(
             self._client,
-            self._target(account, contact),
+            await self._target(account, contact),
             text,
             reply_to=reply_to,
             settings=self._settings,
@@ -51,7 +56,7 @@ class ChannelGateway:
         try:
             await channel.mark_read(
                 self._client,
-                self._target(account, None),
+                await self._target(account, None),
                 message.channel_message_id,
                 settings=self._settings,
                 timeout=RECEIPT_TIMEOUT,
@@ -65,15 +70,22 @@ class ChannelGateway:
         except UnknownChannel:
             return None
 
-    def _target(self, account: Account, contact: Contact | None) -> Target:
+    async def _target(self, account: Account, contact: Contact | None) -> Target:
         return Target(
             account_external_id=account.external_id,
             phone=contact.phone if contact else None,
             user_id=contact.user_id if contact else None,
-            token=self._token(account),
+            token=await self._token(account),
         )
 
-    def _token(self, account: Account) -> str:
+    async def _token(self, account: Account) -> str:
+        if self._accounts is not None:
+            refusal = await self._accounts.refusal(account)
+            if refusal is not None:
+                raise ChannelSendError(f"not sent: {refusal}", retryable=False)
+            own = self._own_token(self._accounts, account)
+            if own is not None:
+                return own
         # Accounts without a token of their own use the environment's, <CHANNEL>_ACCESS_TOKEN;
         # a channel with no such setting has no token until it gets one.
         name = f"{account.channel}_access_token"
@@ -83,3 +95,15 @@ class ChannelGateway:
                 f"no access token for {account.channel} account", retryable=False
             )
         return token
+
+    @staticmethod
+    def _own_token(accounts: AccountDirectory, account: Account) -> str | None:
+        try:
+            return accounts.access_token(account)
+        except (SecretsDisabled, SecretUnreadable) as exc:
+            # Never the environment's token instead: that would answer as another business.
+            log.error("delivery.token_unreadable", account_id=account.id, reason=str(exc))
+            raise ChannelSendError(
+                "the account's access token cannot be decrypted (PARLEY_SECRET_KEY changed?)",
+                retryable=False,
+            ) from exc

@@ -22,11 +22,13 @@ from parley.channels import registry
 from parley.channels.base import Channel
 from parley.config import Settings
 from parley.errors import BadSignature, UnknownChannel, WebhookNotConfigured
+from parley.ingress import verification
 from parley.ingress.inbox import InboxUnavailable, InboxWriter
 from parley.observability.correlation import HEADER, incoming_correlation_id
 from parley.observability.metrics import WEBHOOKS_ACKNOWLEDGED
 from parley.runtime import Runtime
 from parley.store.db import create_engine
+from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.inbox import Arrival
 
 log = structlog.get_logger(__name__)
@@ -37,10 +39,12 @@ TEXT = b"text/plain; charset=utf-8"
 
 @dataclass
 class Door:
-    """What the webhook door needs; `writer` is set while the app's lifespan runs."""
+    """What the webhook door needs; `writer` and `accounts` are set while the app's lifespan
+    runs."""
 
     settings: Settings
     writer: InboxWriter | None = None
+    accounts: AccountDirectory | None = None
 
 
 @contextlib.asynccontextmanager
@@ -64,11 +68,11 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
         on_commit=runtime.filer.wake if file_here else None,
     )
     writer.start()
-    door.writer = writer
+    door.writer, door.accounts = writer, runtime.accounts
     try:
         yield
     finally:
-        door.writer = None
+        door.writer = door.accounts = None
         await writer.close()
         if own is not None:
             await own.dispose()
@@ -104,8 +108,16 @@ class WebhookDoor:
     ) -> tuple[int, bytes]:
         body = await _read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        accounts = self.door.accounts
+        if accounts is None:
+            return 503, b"store unavailable"
         try:
-            channel.verify(body, headers, self.door.settings)
+            directory = await accounts.snapshot()  # remembered: no query per webhook
+        except Exception as exc:  # only on a first read, with the store down
+            log.error("store.unavailable", path=scope["path"], error=type(exc).__name__)
+            return 503, b"store unavailable"
+        try:
+            signer = verification.verify(channel, body, headers, self.door.settings, directory)
         except WebhookNotConfigured:
             log.error("webhook.no_app_secret", channel=channel.name, correlation_id=correlation_id)
             return 401, b"webhook signing is not configured"
@@ -123,6 +135,15 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
             return 400, b"invalid payload"
+        foreign = _foreign_accounts(channel, body, headers, signer, directory)
+        if foreign:
+            log.warning(
+                "webhook.wrong_app_secret",
+                channel=channel.name,
+                accounts=foreign,
+                correlation_id=correlation_id,
+            )
+            return 401, b"invalid signature"
         writer = self.door.writer
         try:
             if writer is None:
@@ -142,6 +163,28 @@ class WebhookDoor:
             "webhook.accepted", channel=channel.name, bytes=len(body), correlation_id=correlation_id
         )
         return 200, b""
+
+
+def _foreign_accounts(
+    channel: Channel,
+    body: bytes,
+    headers: dict[str, str],
+    signer: verification.Signer,
+    directory: Directory,
+) -> list[str]:
+    """The accounts the body names that its signer does not sign for.
+
+    Only a deployment whose accounts have app secrets of their own needs to know which
+    accounts a body names, so only there does the door parse it; a body the channel cannot
+    read names none, and is kept for the filer to mark.
+    """
+    if signer.secret is None and not directory.app_secrets(channel.name):
+        return []
+    try:
+        parsed = channel.parse(body)
+    except Exception:
+        return []
+    return verification.foreign_accounts(channel, body, headers, signer, parsed, directory)
 
 
 def _not_an_object(body: bytes) -> str | None:

@@ -11,8 +11,9 @@ from fastapi.responses import PlainTextResponse
 
 from parley.channels import registry
 from parley.channels.base import Channel
-from parley.deps import SettingsDep
+from parley.deps import AccountsDep, SettingsDep
 from parley.errors import UnknownChannel
+from parley.ingress import verification
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -30,9 +31,12 @@ ChannelDep = Annotated[Channel, Depends(get_channel)]
 
 
 @router.get("/{channel}", response_class=PlainTextResponse)
-async def handshake(channel: ChannelDep, request: Request, settings: SettingsDep) -> Response:
+async def handshake(
+    channel: ChannelDep, request: Request, settings: SettingsDep, accounts: AccountsDep
+) -> Response:
     """The channel's subscription check: echo what it asks for when the request is ours."""
-    answer = channel.handshake(request.query_params, settings)
+    directory = await accounts.snapshot()
+    answer = verification.challenge(channel, request.query_params, settings, directory)
     if answer is None:
         log.warning("webhook.handshake_refused", channel=channel.name)
         return PlainTextResponse("verification failed", status_code=403)

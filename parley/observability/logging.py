@@ -15,6 +15,9 @@ SENSITIVE_KEYS = re.compile(
     r"(token|secret|password|authorization|api_key|signature)", re.IGNORECASE
 )
 BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+IDENTIFIERS = frozenset({"account_external_id"})
+"""Fields that hold a business's own ids (a phone_number_id looks like a phone number), not a
+customer's: logged as they are, so that an operator can tell which account a line is about."""
 
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -34,11 +37,18 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     for key, value in list(event.items()):
         if SENSITIVE_KEYS.search(key):
             event[key] = "[redacted]"
-        elif isinstance(value, str):
+        elif isinstance(value, str) and key not in IDENTIFIERS:
             if "bearer" in value.lower():
                 value = BEARER.sub(r"\1[redacted]", value)
             event[key] = mask_pii(value)
     return event
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    # sys.stderr as it is when the line is written, not when logging was configured: a command
+    # run under a test runner (or any caller) that swaps stderr for a while leaves no logger
+    # pointing at a stream that is closed afterwards.
+    return structlog.PrintLogger(sys.stderr)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
@@ -57,7 +67,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library; keep their noise at warnings.

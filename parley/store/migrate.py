@@ -7,6 +7,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -26,3 +31,35 @@ def upgrade_sync(url: str, revision: str = "head") -> None:
 async def upgrade(url: str, revision: str = "head") -> None:
     """Migrate to `revision`; Alembic is synchronous, so it runs off the event loop."""
     await asyncio.to_thread(upgrade_sync, url, revision)
+
+
+def shown_url(url: str) -> str:
+    """The database URL as it may be printed: without its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether `url` names a SQLite file that does not exist (connecting would create it)."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return False
+    return not Path(database).expanduser().exists()
+
+
+async def schema_problem(engine: AsyncEngine, url: str) -> str | None:
+    """Why commands that neither create nor migrate a database cannot use this one, or None."""
+    if sqlite_file_missing(url):
+        return f"no Parley database at {shown_url(url)}"
+    heads = set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    async with engine.connect() as connection:
+        current = set(await connection.run_sync(_current_heads))
+    if not current:
+        return f"no Parley database at {shown_url(url)}"
+    if current != heads:
+        return f"the database at {shown_url(url)} is not up to date"
+    return None
+
+
+def _current_heads(connection: Connection) -> tuple[str, ...]:
+    return MigrationContext.configure(connection).get_current_heads()

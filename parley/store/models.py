@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +25,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -71,7 +74,13 @@ class Base(DeclarativeBase):
 
 
 class Account(Base):
-    """A business number (WhatsApp phone_number_id) or page/Instagram account."""
+    """A business number (WhatsApp phone_number_id), Instagram account or Facebook page.
+
+    A row is made on first sight of a webhook (`configured` false: served with the environment's
+    defaults while its channel has no configured account), or by `parley accounts add` and the
+    admin API (`configured` true: its own credentials and settings). Removing a configured
+    account keeps the row (`removed_at`), so its conversations and messages stay for audit.
+    """
 
     __tablename__ = "accounts"
     __table_args__ = (UniqueConstraint("channel", "external_id"),)
@@ -80,10 +89,28 @@ class Account(Base):
     channel: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str | None] = mapped_column(String(255))
+    """The display name (the prompts' ``{{account}}``); None shows the external id."""
     access_token: Mapped[str | None] = mapped_column(Text)
-    """Encrypted with PARLEY_SECRET_KEY; None means the environment's default token."""
+    """Encrypted with PARLEY_SECRET_KEY; None means the environment's <CHANNEL>_ACCESS_TOKEN."""
+    app_secret: Mapped[str | None] = mapped_column(Text)
+    """Encrypted; the app secret that signs this account's webhooks when it is not the
+    channel's default (META_APP_SECRET); None means the default."""
+    verify_token: Mapped[str | None] = mapped_column(Text)
+    """Encrypted; accepted in the webhook handshake besides META_VERIFY_TOKEN."""
+    configured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """False: its webhooks are stored, never answered."""
+    profile: Mapped[str | None] = mapped_column(String(64))
+    """The agent profile that answers its conversations; None means ``default``."""
+    model: Mapped[str | None] = mapped_column(String(128))
+    """The model where the prompt version names none; None means OPENAI_MODEL."""
+    send_rate: Mapped[float | None] = mapped_column(Float)
+    """Messages per second it may send; None means the channel's default."""
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column()
+    """Set by `parley accounts remove`: never answered again; its credentials are erased."""
 
 
 class Contact(Base):

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from parley.channels.base import ParsedWebhook
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.queue.base import Queue
+from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.inbound import apply_statuses, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
 
@@ -43,12 +44,14 @@ class Filer:
         sessions: async_sessionmaker[AsyncSession],
         queue: Queue,
         parse: Parser,
+        accounts: AccountDirectory,
         batch: int,
         poll_interval: float,
     ) -> None:
         self._sessions = sessions
         self._queue = queue
         self._parse = parse
+        self._accounts = accounts
         self._batch = batch
         self._poll = poll_interval
         self._wake = asyncio.Event()
@@ -87,12 +90,15 @@ class Filer:
 
     async def _file(self, *, limit: int) -> _Filed:
         filed = _Filed()
+        # Read before the session opens: on SQLite the session holds the process's one
+        # connection, which a snapshot read would wait for.
+        directory = await self._accounts.snapshot()
         async with self._sessions() as session:
             rows = await take_oldest(session, limit=limit)
             if not rows:
                 return filed
             for row in rows:
-                await self._file_row(session, row, filed)
+                await self._file_row(session, row, filed, directory)
             await remove(session, filed.done)
             await session.commit()
         filed.rows = len(rows)
@@ -126,7 +132,9 @@ class Filer:
         log.error("webhook.unfiled", inbox_id=rows[0].id, channel=rows[0].channel, error=error)
         return _Filed(rows=1)
 
-    async def _file_row(self, session: AsyncSession, row: InboxRow, filed: _Filed) -> None:
+    async def _file_row(
+        self, session: AsyncSession, row: InboxRow, filed: _Filed, directory: Directory
+    ) -> None:
         try:
             parsed = self._parse(row.channel, row.body)
         except Exception as exc:
@@ -141,6 +149,7 @@ class Filer:
                 reason=str(exc),
             )
             return
+        _warn_unknown(row, parsed, directory)
         waiting = await record_inbound(
             session, messages=parsed.messages, correlation_id=row.correlation_id
         )
@@ -165,3 +174,19 @@ class Filer:
             await self._queue.signal_many(conversation_ids)
         except Exception:
             log.exception("filer.signal_failed", conversations=len(conversation_ids))
+
+
+def _warn_unknown(row: InboxRow, parsed: ParsedWebhook, directory: Directory) -> None:
+    """Accounts customers wrote to that will not be answered: the channel has configured
+    accounts and these are not among them. Their messages are stored for the record (see
+    `account_directory`)."""
+    if not directory.is_configured(row.channel):
+        return
+    named = {m.account_external_id for m in parsed.messages}
+    for external_id in sorted(x for x in named if directory.lookup(row.channel, x) is None):
+        log.warning(
+            "webhook.unknown_account",
+            channel=row.channel,
+            account_external_id=external_id,
+            correlation_id=row.correlation_id,
+        )

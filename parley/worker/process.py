@@ -21,6 +21,7 @@ from parley.agent.turn import Agent, TurnRequest
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
 from parley.store.models import Account, Message, utcnow
+from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
     Reply,
     TurnWork,
@@ -68,6 +69,7 @@ class ConversationProcessor:
         on_outbox: Callable[[], None],
         max_attempts: int = 3,
         prices: dict[str, Price] | None = None,
+        accounts: AccountDirectory | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -77,6 +79,7 @@ class ConversationProcessor:
         self._max_attempts = max_attempts
         self._prices = prices if prices is not None else DEFAULT_PRICES
         self._gate = gate
+        self._accounts = accounts
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -86,11 +89,30 @@ class ConversationProcessor:
                 work = await load_work(session, conversation_id=conversation_id)
             if work is None or work.conversation.status != "active":
                 return turns
-            if await self._dead_letter(work):
+            if await self._not_served(work) or await self._dead_letter(work):
                 continue
             await self._start(work)
             await self._turn(work)
             turns += 1
+
+    async def _not_served(self, work: TurnWork) -> bool:
+        """Messages to an account that must not be answered (unknown on a channel with
+        configured accounts, disabled, removed) are kept as `ignored`, with the reason, and
+        cost no model call, receipt or send."""
+        if self._accounts is None:
+            return False
+        reason = await self._accounts.refusal(work.account)
+        if reason is None:
+            return False
+        log.warning(
+            "turn.not_answered",
+            reason=reason,
+            channel=work.account.channel,
+            account_external_id=work.account.external_id,
+            messages=len(work.pending),
+        )
+        await self._store(work, [], status="ignored", error=reason)
+        return True
 
     async def _dead_letter(self, work: TurnWork) -> bool:
         """Give up on messages whose turns keep dying (a crash, a kill, a poison input): the

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from parley.runtime import parse_webhook
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
+from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.inbox import Arrival, append
 from parley.worker.filer import Filer
 from tests.factories import body_bytes, whatsapp_texts
@@ -39,6 +40,7 @@ def filer(sessions: async_sessionmaker[AsyncSession], queue: RecordingQueue, bat
         sessions=sessions,
         queue=queue,  # type: ignore[arg-type]
         parse=parse_webhook,
+        accounts=AccountDirectory(sessions, None, ttl=0),
         batch=batch,
         poll_interval=0.05,
     )

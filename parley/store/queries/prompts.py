@@ -17,7 +17,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from parley.errors import PromptConflict, PromptInvalid, PromptNotFound
+from parley.errors import (
+    AccountError,
+    AccountNotFound,
+    PromptConflict,
+    PromptInvalid,
+    PromptNotFound,
+)
 from parley.store.models import (
     Account,
     Prompt,
@@ -25,6 +31,7 @@ from parley.store.models import (
     PromptVersion,
     utcnow,
 )
+from parley.store.queries.accounts import find_account
 from parley.store.queries.changes import ChangeCounter
 
 DEFAULT_PROFILE = "default"
@@ -242,13 +249,16 @@ async def binding_for(
 
 
 async def account_id_for(session: AsyncSession, *, ref: str) -> int:
-    """An account's id from its channel id (phone_number_id, page id) or its own id."""
-    found = await session.scalar(select(Account.id).where(Account.external_id == ref).limit(1))
-    if found is None and ref.isdigit() and await session.get(Account, int(ref)) is not None:
-        found = int(ref)
-    if found is None:
-        raise PromptNotFound(f"no account {ref!r} (by channel id or id)")
-    return int(found)
+    """An account's id from ``channel:id``, its channel id (phone_number_id, page id) or its
+    own id (see `accounts.find_account`; by its own id, a Responses API user's account too)."""
+    try:
+        return (await find_account(session, ref=ref)).id
+    except AccountNotFound as exc:
+        if ref.isdigit() and await session.get(Account, int(ref)) is not None:
+            return int(ref)
+        raise PromptNotFound(str(exc)) from exc
+    except AccountError as exc:
+        raise PromptNotFound(str(exc)) from exc
 
 
 async def profile_bound(session: AsyncSession, *, profile: str) -> bool:
