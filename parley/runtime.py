@@ -36,6 +36,7 @@ from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.outbox import release_holds
+from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
 from parley.worker.runner import Worker
@@ -183,6 +184,16 @@ def build_processor(
         rate_limited=settings.parley_rate_limit_reply,
         refusal=settings.parley_moderation_reply,
     )
+    media = MediaReader(
+        source=gateway,
+        agent=agent,
+        sessions=sessions,
+        config=MediaConfig(
+            transcribe=settings.parley_transcribe,
+            transcribe_model=settings.parley_transcribe_model,
+        ),
+        concurrency=settings.parley_media_concurrency,
+    )
     return ConversationProcessor(
         sessions=sessions,
         agent=agent,
@@ -192,6 +203,7 @@ def build_processor(
         on_outbox=deliverer.wake,
         max_attempts=settings.parley_max_turn_attempts,
         prices=prices,
+        media=media,
     )
 
 
