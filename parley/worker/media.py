@@ -56,6 +56,14 @@ _EXTENSIONS = {
 """The transcription API tells a file's format by its name's extension."""
 
 
+_WHY = {
+    "too_large": "the file is larger than we accept",
+    "wrong_type": "the file is not of a type we can read",
+}
+"""A refusal the customer can act on, in words the agent may pass on; any other failure
+(gone, timeout, a host off the allow-list) is just "the download failed"."""
+
+
 class MediaSource(Protocol):
     async def fetch_media(self, account: Account, media: Media) -> Downloaded:
         """`media`, downloaded with `account`'s credentials.
@@ -151,7 +159,7 @@ class MediaReader:
         try:
             file = await self._fetch(account, media)
         except MediaUnavailable as exc:
-            return _described(media, exc.reason)
+            return _described(media, _WHY.get(exc.reason, "the download failed"))
         encoded = base64.b64encode(file.data).decode("ascii")
         return ReadMessage(text=None, images=(f"data:{file.content_type};base64,{encoded}",))
 
@@ -167,9 +175,9 @@ class MediaReader:
             file = await self._fetch(account, media)
             transcript = await self._transcribe(file, media)
         except (MediaUnavailable, LLMError) as exc:
-            reason = exc.reason if isinstance(exc, MediaUnavailable) else "transcription failed"
             log.warning("media.not_transcribed", kind=media.kind, reason=str(exc))
-            return _add(read, _unheard(what, f"it could not be transcribed: {reason}"))
+            why = _WHY.get(exc.reason, "") if isinstance(exc, MediaUnavailable) else ""
+            return _add(read, _unheard(what, f"it could not be transcribed{why and ': ' + why}"))
         if not transcript:
             return _add(read, _unheard(what, "nothing could be made out in it"))
         await self._save(message, transcript)
@@ -230,7 +238,7 @@ def _described(media: Media, failure: str | None = None) -> ReadMessage:
     if kind == "image":
         return ReadMessage(
             text=None,
-            notes=(f"[The customer sent an image, but it could not be loaded ({failure}).]",),
+            notes=(f"[The customer sent an image, but it could not be loaded: {failure}.]",),
             unreadable=("an image that could not be loaded",),
         )
     if kind in ("document", "file"):
