@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import structlog
@@ -35,6 +35,10 @@ log = structlog.get_logger(__name__)
 MAX_IMAGES_PER_TURN = 4
 """Images one turn sends the model; more in one burst are described, not sent (each is up
 to `PARLEY_MEDIA_MAX_BYTES`, and a request carries them all)."""
+
+MAX_IMAGE_CHARS_PER_TURN = 40_000_000
+"""Characters of image data URLs one request may carry: OpenAI takes at most 50 MB a request,
+and base64 makes a file a third larger, so four photos at the size cap would not fit."""
 
 _EXTENSIONS = {
     "audio/ogg": "ogg",
@@ -137,7 +141,7 @@ class MediaReader:
             images = sum(1 for m in media if m.kind == "image")
             reads.append(self._read(work.account, message, media, images_left))
             images_left = max(0, images_left - images)
-        return list(await asyncio.gather(*reads))
+        return _within_budget(list(await asyncio.gather(*reads)))
 
     async def _read(
         self, account: Account, message: Message, media: list[Media], images_left: int
@@ -209,6 +213,23 @@ class MediaReader:
             await save_transcript(session, message_id=message.id, text=transcript, meta=meta)
             await session.commit()
         log.info("media.transcribed", chars=len(transcript))
+
+
+def _within_budget(reads: list[ReadMessage]) -> list[ReadMessage]:
+    """The reads with the images past `MAX_IMAGE_CHARS_PER_TURN` described instead."""
+    used = 0
+    kept = []
+    for read in reads:
+        images = []
+        notes = read.notes
+        for url in read.images:
+            if used + len(url) <= MAX_IMAGE_CHARS_PER_TURN:
+                used += len(url)
+                images.append(url)
+            else:
+                notes += (_described(Media("image"), "too many images at once").notes[0],)
+        kept.append(replace(read, images=tuple(images), notes=notes))
+    return kept
 
 
 def _add(read: ReadMessage, more: ReadMessage) -> ReadMessage:

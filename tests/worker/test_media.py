@@ -3,6 +3,7 @@ files its messages carry, below the HTTP door."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from parley.store.migrate import upgrade
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.turns import TurnWork, load_work
 from parley.testing import GraphSimulator, OpenAISimulator
+from parley.worker import media
 from parley.worker.media import MAX_IMAGES_PER_TURN, MediaConfig, MediaReader
 from tests.factories import PHONE_NUMBER_ID
 
@@ -110,3 +112,23 @@ async def test_a_burst_of_images_sends_only_the_first_few(
         "[The customer sent an image, but it could not be loaded: too many images at once.]",
     )
     assert len(graph_sim.media_downloads) == MAX_IMAGES_PER_TURN
+
+
+async def test_images_past_the_request_budget_are_described(
+    runtime: Runtime, graph_sim: GraphSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_image = len("data:image/jpeg;base64,") + len(base64.b64encode(JPEG))
+    monkeypatch.setattr(media, "MAX_IMAGE_CHARS_PER_TURN", one_image + 10)
+    first, second = (graph_sim.media.add(JPEG, "image/jpeg") for _ in range(2))
+    work = await stored_work(
+        runtime,
+        [
+            inbound("wamid.a", Media("image", media_id=first)),
+            inbound("wamid.b", Media("image", media_id=second)),
+        ],
+    )
+
+    read = await reader(runtime).read(work)
+
+    assert [len(r.images) for r in read] == [1, 0]
+    assert "too many images at once" in read[1].notes[0]
