@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     )
     parley_unsupported_reply: str = Field(
         default=DEFAULT_UNSUPPORTED_REPLY,
-        description="What a customer gets for content the agent cannot read yet (media…).",
+        description="What a customer gets when nothing they sent can be read or described "
+        "to the agent (an unsupported message type, an order).",
     )
     parley_rate_limit_reply: str = Field(
         default=DEFAULT_RATE_LIMIT_REPLY,
@@ -222,6 +223,35 @@ class Settings(BaseSettings):
     )
     graph_timeout: float = Field(
         default=15.0, gt=0, description="Timeout of one Graph API call, in seconds."
+    )
+
+    # Media customers send.
+    parley_media_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="Largest file downloaded from a channel (an image for the model, a voice "
+        "note to transcribe), in bytes; enforced while it streams in, and larger files are "
+        "described to the agent as not loaded.",
+    )
+    parley_media_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="Seconds one file may take to download, its URL lookup included.",
+    )
+    parley_media_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Files downloaded or transcribed at once per process.",
+    )
+    parley_transcribe: bool = Field(
+        default=False,
+        description="Transcribe voice notes and audio with the upstream's audio API "
+        "(`/v1/audio/transcriptions`) and answer them like text; off, the agent is told the "
+        "customer sent a voice note it cannot listen to.",
+    )
+    parley_transcribe_model: str = Field(
+        default="gpt-4o-mini-transcribe",
+        description="Model for `PARLEY_TRANSCRIBE` (`gpt-4o-transcribe`, `whisper-1`, …).",
     )
     graph_max_attempts: int = Field(
         default=6,

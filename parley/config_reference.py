@@ -59,6 +59,16 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "messenger_access_token",
         ),
     ),
+    (
+        "Media customers send",
+        (
+            "parley_media_max_bytes",
+            "parley_media_timeout",
+            "parley_media_concurrency",
+            "parley_transcribe",
+            "parley_transcribe_model",
+        ),
+    ),
     ("Storage and queue", ("database_url", "redis_url")),
     (
         "Webhook inbox",

@@ -7,6 +7,7 @@ ParleyError
 ├── UpstreamError           OpenAI or a channel's API failed (retryable, retry_after)
 │   ├── LLMError            the Responses API, after the SDK's own retries
 │   └── ChannelSendError    a channel's send or read receipt
+├── MediaUnavailable        a customer's file could not be fetched or is refused (reason)
 ├── LeaseLost               a worker's hold on a conversation expired mid-turn
 ├── ConfigurationError      a setting is missing or contradicts another
 │   ├── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
@@ -100,6 +101,21 @@ class PromptInvalid(PromptError):
 
 class LeaseLost(ParleyError):
     pass
+
+
+class MediaUnavailable(ParleyError):
+    """A file a customer sent that Parley could not fetch, or refused to.
+
+    Args:
+        reason: a short, stable word for logs and for the agent (``too_large``,
+            ``wrong_type``, ``host_not_allowed``, ``not_found``, ``timeout``,
+            ``unavailable``, ``no_token``); never a URL or a token.
+        detail: more for the log line, equally free of URLs and tokens.
+    """
+
+    def __init__(self, reason: str, detail: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
 
 
 class RequestError(ParleyError):

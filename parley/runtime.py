@@ -40,6 +40,7 @@ from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
 from parley.worker.filer import Filer
+from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
 from parley.worker.runner import Worker
@@ -210,6 +211,16 @@ def build_processor(
         rate_limited=settings.parley_rate_limit_reply,
         refusal=settings.parley_moderation_reply,
     )
+    media = MediaReader(
+        source=gateway,
+        agent=agent,
+        sessions=sessions,
+        config=MediaConfig(
+            transcribe=settings.parley_transcribe,
+            transcribe_model=settings.parley_transcribe_model,
+        ),
+        concurrency=settings.parley_media_concurrency,
+    )
     return ConversationProcessor(
         sessions=sessions,
         agent=agent,
@@ -220,6 +231,7 @@ def build_processor(
         max_attempts=settings.parley_max_turn_attempts,
         prices=prices,
         accounts=accounts,
+        media=media,
     )
 
 

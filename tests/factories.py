@@ -58,6 +58,28 @@ def whatsapp_texts(
     return payload
 
 
+def whatsapp_sample_from(
+    name: str, phone: str, *, media_id: str | None = None, **content: Any
+) -> dict[str, Any]:
+    """The real sample `whatsapp/<name>` sent by `phone` with a fresh message id; its file's
+    media id set to `media_id` (one the Graph simulator serves), other fields of its
+    content (`caption`, `filename`…) overridden by `content`."""
+    payload = sample(f"whatsapp/{name}")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = PHONE_NUMBER_ID
+    value["contacts"] = [{"profile": {"name": "Ana"}, "wa_id": phone}]
+    message = value["messages"][0]
+    message["from"], message["id"] = phone, new_wamid()
+    message["timestamp"] = str(int(time.time()))
+    file = message[message["type"]]
+    if media_id is not None:
+        file["id"] = media_id
+        file.pop("url", None)  # the media id is what Parley downloads by
+    if content:
+        file.update(content)
+    return payload
+
+
 def inbound_text(
     channel_message_id: str, body: str = "hi", *, phone: str | None, user_id: str | None = None
 ) -> InboundMessage:

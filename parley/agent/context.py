@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from parley.agent.limiter import IMAGE_TOKENS
 from parley.store.queries.history import History, HistoryEntry
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
@@ -28,7 +29,20 @@ def estimate_tokens(text: str) -> int:
 
 def item_tokens(item: Item) -> int:
     content = item.get("content")
-    return ITEM_OVERHEAD + (estimate_tokens(content) if isinstance(content, str) else 0)
+    if isinstance(content, str):
+        return ITEM_OVERHEAD + estimate_tokens(content)
+    if isinstance(content, list):
+        return ITEM_OVERHEAD + sum(_part_tokens(part) for part in content)
+    return ITEM_OVERHEAD
+
+
+def _part_tokens(part: Any) -> int:
+    if not isinstance(part, dict):
+        return 0
+    if part.get("type") == "input_image":
+        return IMAGE_TOKENS
+    text = part.get("text")
+    return estimate_tokens(text) if isinstance(text, str) else 0
 
 
 def items_tokens(items: list[Item]) -> int:

@@ -70,7 +70,7 @@ def create_client(
     )
     # The SDK imports each resource's module on its first use: at start, not in the first
     # caller's request (the Responses API's modules take a good part of a second to import).
-    _ = client.responses, client.conversations, client.moderations
+    _ = client.responses, client.conversations, client.moderations, client.audio
     return client
 
 
@@ -100,6 +100,19 @@ class LLM:
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
         return any(item.flagged for item in result.results)
+
+    async def transcribe(
+        self, *, audio: bytes, filename: str, content_type: str, model: str
+    ) -> str:
+        """The text spoken in `audio` (`audio.transcriptions.create`, multipart upload)."""
+        try:
+            async with self._limiter.slot(tokens=0):
+                result = await self._client.audio.transcriptions.create(
+                    model=model, file=(filename, audio, content_type)
+                )
+        except openai.OpenAIError as exc:
+            raise self._failed(exc) from exc
+        return result.text.strip()
 
     async def respond(self, on_delta: OnDelta | None = None, **params: Any) -> LLMResponse:
         """`responses.create` with `params`; the text of every output message, joined. With

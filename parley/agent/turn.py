@@ -71,6 +71,14 @@ class Agent:
             return await self._strategies.chained_turn(request, params)
         return await self._strategies.conversation_turn(request, params)
 
+    async def transcribe(
+        self, *, audio: bytes, filename: str, content_type: str, model: str
+    ) -> str:
+        """What a customer said in a voice note or audio file (`LLMError` if it failed)."""
+        return await self._llm.transcribe(
+            audio=audio, filename=filename, content_type=content_type, model=model
+        )
+
     async def flagged(self, texts: list[str]) -> bool:
         return await self._llm.flagged(texts)
 

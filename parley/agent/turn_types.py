@@ -42,10 +42,10 @@ class TurnRequest:
     previous_response_id: str | None = None
     user_id: int | None = None
     """The Responses API caller, when the turn comes through `/v1`."""
-    # What only the Responses API sets:
     items: list[dict[str, Any]] | None = None
     """The new input as Responses API items (parts, images, function outputs), instead of
-    `inputs`."""
+    `inputs`: the Responses API's caller's, or a channel's messages that carry images."""
+    # What only the Responses API sets:
     instructions: str | None = None
     """The caller's instructions, added after the agent's own (never replacing them)."""
     tools: list[dict[str, Any]] = field(default_factory=list)

@@ -39,6 +39,15 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class Downloaded:
+    """A customer's file, fetched within Parley's limits (`channels.download`)."""
+
+    data: bytes = field(repr=False)
+    content_type: str
+    """The file's type as checked: ``image/jpeg``, ``audio/ogg``…, without parameters."""
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One message a customer sent to a business account."""
 
@@ -220,6 +229,25 @@ class Channel(ABC):
         Raises:
             ChannelSendError: as `send_text`; the caller treats it as best effort.
         """
+
+    # --- media in ---------------------------------------------------------------------
+    async def media_url(
+        self,
+        client: httpx.AsyncClient,
+        media: Media,
+        *,
+        token: str | None,
+        settings: Settings,
+        timeout: float,
+    ) -> str | None:
+        """Where `media` can be downloaded: its attachment URL by default (Instagram,
+        Messenger). A channel whose webhooks carry media ids (WhatsApp) asks its API here.
+        `channels.download.fetch_media` checks the host and downloads within the limits.
+
+        Raises:
+            MediaUnavailable: the channel's API would not say (unknown id, expired, refused).
+        """
+        return media.url
 
     @abstractmethod
     def classify_error(self, failure: SendFailure, *, token: str) -> ChannelSendError:

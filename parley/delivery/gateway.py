@@ -1,7 +1,8 @@
-"""Sends through the channels with the account's credentials: the only code that turns the
-store's rows into what a channel sends with, and knows which token an account uses: its own
-when it has one, else the environment's `<CHANNEL>_ACCESS_TOKEN`, and none for an account that
-must not be answered (see `store.queries.account_directory`)."""
+"""Sends through the channels with the account's credentials, and fetches the files customers
+sent with them: the only code that turns the store's rows into what a channel calls with, and
+knows which token an account uses: its own when it has one, else the environment's
+`<CHANNEL>_ACCESS_TOKEN`, and none for an account that must not be answered (see
+`store.queries.account_directory`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ import httpx
 import structlog
 
 from parley.channels import registry
-from parley.channels.base import Channel, SendResult, Target
+from parley.channels.base import Channel, Downloaded, Media, SendResult, Target
+from parley.channels.download import fetch_media
 from parley.config import Settings
-from parley.errors import ChannelSendError, SecretsDisabled, SecretUnreadable, UnknownChannel
+from parley.errors import (
+    ChannelSendError,
+    MediaUnavailable,
+    SecretsDisabled,
+    SecretUnreadable,
+    UnknownChannel,
+)
 from parley.store.models import Account, Contact, Message
 from parley.store.queries.account_directory import AccountDirectory
 
@@ -63,6 +71,23 @@ class ChannelGateway:
             )
         except ChannelSendError as exc:
             log.warning("delivery.receipt_failed", reason=str(exc))
+
+    async def fetch_media(self, account: Account, media: Media) -> Downloaded:
+        """A file a customer of `account` sent, downloaded with the account's token.
+
+        Raises:
+            MediaUnavailable: refused or not fetched (`channels.download`).
+        """
+        channel = self._channel(account)
+        if channel is None:
+            raise MediaUnavailable("unavailable", f"no channel {account.channel}")
+        try:
+            token: str | None = await self._token(account)
+        except ChannelSendError:
+            # An attachment URL is signed and may still be fetched; a media id needs a token,
+            # and the channel says so.
+            token = None
+        return await fetch_media(channel, self._client, media, token=token, settings=self._settings)
 
     def _channel(self, account: Account) -> Channel | None:
         try:

@@ -1,5 +1,6 @@
 """A stand-in for Meta's Graph API send endpoint (`POST /{version}/{id}/messages`), for
-WhatsApp Cloud API, Instagram and Messenger sends, served over real HTTP.
+WhatsApp Cloud API, Instagram and Messenger sends, served over real HTTP; and for the files
+customers send (`GET /{version}/{media_id}` and a loopback CDN, see `graph_media`).
 
 It checks what Meta checks before accepting a send (token, recipient, text length), answers
 with Meta's shapes and ids, and records every request so tests can read what a customer
@@ -23,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from parley.testing.faults import ApiError, Recorded, Simulator, bearer_token
+from parley.testing.graph_media import MediaFiles
 
 __all__ = ["GraphSimulator"]
 
@@ -63,11 +65,15 @@ class GraphSimulator(Simulator):
         self._ids = itertools.count(1)
         self._sent_at: dict[str, deque[float]] = defaultdict(deque)
         self._rate_lock = threading.Lock()
+        self.media = MediaFiles()
+        """Files customers sent: `media.add(data, mime_type)` gives a WhatsApp media id."""
         self.app = Starlette(
             routes=[
                 Route(
                     "/{version}/{node}/messages", self.endpoint(self._messages), methods=["POST"]
                 ),
+                Route("/cdn/media/{key}", self.endpoint(self.media.download), methods=["GET"]),
+                Route("/{version}/{node}", self.endpoint(self._media_lookup), methods=["GET"]),
                 Route(
                     "/{path:path}",
                     self.endpoint(self._unknown),
@@ -95,6 +101,11 @@ class GraphSimulator(Simulator):
             if recipient in _recipients(r.json) and (text := _text(r.json)) is not None
         ]
 
+    @property
+    def media_downloads(self) -> list[Recorded]:
+        """Files served by the CDN path (whatever their fault)."""
+        return [r for r in self.requests if r.path.startswith("/cdn/media/")]
+
     async def wait_for_sends(self, n: int, timeout: float = 5.0) -> list[Recorded]:
         return await self.wait_until(lambda: self.sends, n, timeout, "accepted sends")
 
@@ -104,6 +115,7 @@ class GraphSimulator(Simulator):
     def reset_state(self) -> None:
         with self._rate_lock:
             self._sent_at = defaultdict(deque)
+        self.media.reset()
 
     # --- API shape ---------------------------------------------------------------------
     def error_body(
@@ -124,6 +136,12 @@ class GraphSimulator(Simulator):
         raise ApiError(
             400, f"Unknown path components: {request.url.path}", code=2500, type="OAuthException"
         )
+
+    async def _media_lookup(self, request: Request, record: Recorded) -> Response:
+        if not VERSION.match(request.path_params["version"]):
+            return await self._unknown(request, record)
+        self._authorize(request)
+        return await self.media.lookup(request, record)
 
     async def _messages(self, request: Request, record: Recorded) -> Response:
         self._authorize(request)

@@ -7,9 +7,11 @@ require those fields, so everything is normalized on the way in.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import math
+import re
 import secrets
 from typing import Any
 
@@ -90,19 +92,43 @@ def _normalize_message(item: Item, param: str) -> Item:
         "type": "message",
         "role": role,
         "status": item.get("status") or "completed",
-        "content": [_normalize_part(part, role) for part in content],
+        "content": [
+            _normalize_part(part, role, f"{param}.content[{i}]") for i, part in enumerate(content)
+        ],
     }
 
 
-def _normalize_part(part: Any, role: str) -> Any:
+_DATA_URL = re.compile(r"data:image/(jpeg|png|gif|webp);base64,([A-Za-z0-9+/=]+)", re.ASCII)
+
+
+def _normalize_part(part: Any, role: str, param: str) -> Any:
     if not isinstance(part, dict):
         return part
     kind = part.get("type")
     if kind == "input_image":
+        _check_image(part.get("image_url"), param)
         return {"detail": "auto", **part}
     if kind == "output_text" or (role == "assistant" and kind == "text"):
         return {"annotations": [], **part, "type": "output_text"}
     return part
+
+
+def _check_image(url: Any, param: str) -> None:
+    """An inline image must be a base64 data URL of a type the model reads, as OpenAI
+    checks; an http(s) URL is taken as it is (OpenAI would fetch it)."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return
+    match = _DATA_URL.fullmatch(url)
+    try:
+        valid = match is not None and bool(base64.b64decode(match.group(2), validate=True))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidInput(
+            "Invalid image_url: expected a base64-encoded data URL of an image "
+            "(image/jpeg, image/png, image/gif or image/webp).",
+            f"{param}.image_url",
+        )
 
 
 def message_texts(items: list[Item], role: str | None = None) -> list[str]:

@@ -1,4 +1,5 @@
-"""A faithful stand-in for OpenAI's Responses and Conversations APIs, served over real HTTP.
+"""A faithful stand-in for OpenAI's Responses, Conversations and audio transcription APIs,
+served over real HTTP.
 
 Answers are decided by plain Python callables (`reply`, `tool_calls`) so tests can prove what
 the upstream was asked and what it remembered; everything else (ids, usage, errors, streaming,
@@ -16,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from parley.testing.faults import ApiError, Handler, Recorded, Simulator, bearer_token
+from parley.testing.openai_audio import Transcribed, Transcripts
 from parley.testing.openai_build import (
     Reply,
     SimTurn,
@@ -61,6 +63,8 @@ class OpenAISimulator(Simulator):
         self.prompts: dict[str, list[str]] | None = None
         """Dashboard prompts that exist, each with its versions; None accepts any prompt id."""
         self._state = SimState()
+        self.transcripts = Transcripts()
+        """What `/v1/audio/transcriptions` hears: `transcripts.register(data, text)`."""
         self.app = Starlette(routes=self._routes())
 
     # --- public helpers for tests ------------------------------------------------------
@@ -81,10 +85,27 @@ class OpenAISimulator(Simulator):
     def response_requests(self) -> list[Recorded]:
         return self.requests_to("/v1/responses", method="POST")
 
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        """Every `input_image` part the Responses API was sent, in order."""
+        return [
+            part
+            for record in self.response_requests
+            if isinstance(record.json, dict)
+            for part in _parts(record.json.get("input"))
+            if part.get("type") == "input_image"
+        ]
+
+    @property
+    def transcribed(self) -> list[Transcribed]:
+        """Every file `/v1/audio/transcriptions` transcribed, in order."""
+        return self.transcripts.heard
+
     def reset_state(self) -> None:
         with self._state.lock:
             self._state.reset()
             self.prompts = None
+        self.transcripts.reset()
 
     # --- API shape ---------------------------------------------------------------------
     def error_body(
@@ -124,6 +145,7 @@ class OpenAISimulator(Simulator):
             route("/v1/conversations/{id}/items", conversations.add_items, "POST"),
             route("/v1/conversations/{id}/items/{item_id}", conversations.get_item, "GET"),
             route("/v1/moderations", self._moderate, "POST"),
+            route("/v1/audio/transcriptions", self.transcripts.create, "POST"),
             route("/{path:path}", self._unknown, "GET", "POST", "PUT", "PATCH", "DELETE"),
         ]
 
@@ -148,3 +170,16 @@ class OpenAISimulator(Simulator):
 
     async def _unknown(self, request: Request, record: Recorded) -> Response:
         raise ApiError(404, f"Invalid URL ({request.method} {request.url.path})")
+
+
+def _parts(value: Any) -> list[dict[str, Any]]:
+    """The content parts of a request's `input` (a string has none)."""
+    if not isinstance(value, list):
+        return []
+    return [
+        part
+        for item in value
+        if isinstance(item, dict) and isinstance(item.get("content"), list)
+        for part in item["content"]
+        if isinstance(part, dict)
+    ]

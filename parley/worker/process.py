@@ -32,6 +32,7 @@ from parley.store.queries.turns import (
     start_attempt,
 )
 from parley.store.queries.usage import UsageAdd
+from parley.worker.media import MediaReader, ReadMessage, plain
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +71,7 @@ class ConversationProcessor:
         max_attempts: int = 3,
         prices: dict[str, Price] | None = None,
         accounts: AccountDirectory | None = None,
+        media: MediaReader | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -80,6 +82,8 @@ class ConversationProcessor:
         self._prices = prices if prices is not None else DEFAULT_PRICES
         self._gate = gate
         self._accounts = accounts
+        self._media = media
+        """Reads the files messages carry; None: they are only named to the agent."""
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -177,23 +181,33 @@ class ConversationProcessor:
             work = await self._within_rate(work)
             if not work.pending:
                 return
-            texts = self._gate.prepare(m.text for m in work.pending if m.text)
-            if not texts:
+            read = await self._read(work)
+            texts = [r.text for r in read if r.text]
+            if all(r.empty for r in read):
                 await self._unsupported(work)
             elif await self._gate.refuses(texts):
                 await self._refuse(work)
             else:
-                await self._answer(work, texts)
+                await self._answer(work, read)
+
+    async def _read(self, work: TurnWork) -> list[ReadMessage]:
+        """The waiting messages as the model gets them: files read, the customer's words
+        gated (cut to length, cards masked)."""
+        if self._media is None:
+            read = [plain(m) for m in work.pending]
+        else:
+            read = await self._media.read(work)
+        return [replace(r, text=self._gate.prepare([r.text])[0]) if r.text else r for r in read]
 
     async def _unsupported(self, work: TurnWork) -> None:
         reply = Reply(self._replies.unsupported, sender="system", meta={"auto": "unsupported"})
         await self._store(work, [reply], status="answered")
         log.info("turn.unsupported", messages=len(work.pending))
 
-    async def _answer(self, work: TurnWork, texts: list[str]) -> None:
+    async def _answer(self, work: TurnWork, read: list[ReadMessage]) -> None:
         prompt = await self._agent.prompt_for(work.conversation, work.account, work.contact)
         try:
-            result = await self._agent.run_turn(_request(work, texts, prompt))
+            result = await self._agent.run_turn(_request(work, read, prompt))
         except LLMError as exc:
             await self._fail(work, str(exc))
             return
@@ -264,20 +278,22 @@ class ConversationProcessor:
             await session.commit()
 
 
-def _request(work: TurnWork, texts: list[str], prompt: PromptChoice | None = None) -> TurnRequest:
-    unreadable = [m.kind for m in work.pending if not m.text]
+def _request(
+    work: TurnWork, read: list[ReadMessage], prompt: PromptChoice | None = None
+) -> TurnRequest:
+    unreadable = list(dict.fromkeys(what for r in read for what in r.unreadable))
     notes = []
     if unreadable:
-        kinds = ", ".join(sorted(set(unreadable)))
         notes.append(
-            f"The customer also sent something you cannot open yet ({kinds}); "
-            "ask them to describe it in text if it matters."
+            f"The customer also sent what you cannot open: {'; '.join(unreadable)}. "
+            "Say so briefly, and ask them to type it or send it again if it matters."
         )
     return TurnRequest(
         conversation_id=work.conversation.id,
         channel=work.conversation.channel,
         customer_key=f"{work.account.channel}:{work.account.external_id}:{work.contact.external_id}",
-        inputs=texts,
+        inputs=[r.text for r in read if r.text],
+        items=[r.item() for r in read if not r.empty],
         notes=notes,
         remote_conversation_id=work.conversation.remote_conversation_id,
         previous_response_id=work.conversation.last_response_id,

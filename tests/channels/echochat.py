@@ -15,6 +15,7 @@ import httpx
 from parley.channels.base import (
     Channel,
     InboundMessage,
+    Media,
     ParsedWebhook,
     SendFailure,
     SendResult,
@@ -103,6 +104,8 @@ class EchoChat(Channel):
 
 
 def _message(account: str, item: dict[str, Any]) -> InboundMessage:
+    # Attachments as Instagram and Messenger send them: a type and a CDN URL, no media id.
+    media = tuple(Media(a["type"], url=a["url"]) for a in item.get("attachments", []))
     return InboundMessage(
         channel=NAME,
         account_external_id=account,
@@ -111,11 +114,12 @@ def _message(account: str, item: dict[str, Any]) -> InboundMessage:
         phone=None,
         contact_name=item.get("name"),
         contact_username=None,
-        kind="text",
-        text=item["text"],
+        kind=media[0].kind if media else "text",
+        text=item.get("text"),
         needs_reply=True,
         timestamp=datetime.fromtimestamp(item["ts"], UTC),
         payload=item,
+        media=media,
     )
 
 

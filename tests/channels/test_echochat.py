@@ -5,6 +5,7 @@ change anywhere else."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pydantic import SecretStr
 
 from parley.channels import registry
 from parley.channels.text import UTF8_BYTES, split_text
-from parley.testing import GraphSimulator, OpenAISimulator
+from parley.testing import GraphSimulator, OpenAISimulator, ServerThread
 from tests.channels.echochat import NAME, EchoChat
 from tests.conftest import MakeParley, Parley
 from tests.factories import VERIFY_TOKEN, signed_headers
@@ -138,3 +139,42 @@ async def test_a_channel_nobody_registered_is_not_found(parley: Parley) -> None:
     assert await post(parley, body) == 404
     assert (await parley.client.get(f"/webhooks/{NAME}")).status_code == 404
     assert NAME not in registry.names()
+
+
+async def test_attachment_urls_are_downloaded_from_allowed_hosts_only(
+    parley_with_echochat: Parley,
+    openai_sim: OpenAISimulator,
+    graph_sim: GraphSimulator,
+    graph_server: tuple[GraphSimulator, ServerThread],
+) -> None:
+    # Instagram and Messenger send attachment URLs, not media ids: a channel that names one
+    # gets it downloaded with no code of its own, and only from Meta's (or the configured) hosts.
+    image = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    cdn = graph_server[1].url + graph_sim.media.path_of(
+        graph_sim.media.add(image, "image/png", needs_token=False)
+    )
+    items = [
+        {**text_from("user-11", "", "ec-5"), "attachments": [{"type": "image", "url": cdn}]},
+        {
+            **text_from("user-11", "", "ec-6"),
+            # The Messenger sample's URL: not a Meta host, never asked.
+            "attachments": [{"type": "image", "url": "https://image-url/foo.png"}],
+        },
+    ]
+    assert await post(parley_with_echochat, webhook(messages=items)) == 200
+    await graph_sim.wait_for_sends(1, timeout=10)
+
+    data_url = "data:image/png;base64," + base64.b64encode(image).decode()
+    assert openai_sim.images == [{"type": "input_image", "image_url": data_url}]
+    (request,) = openai_sim.response_requests
+    assert request.json is not None
+    second = request.json["input"][1]["content"]
+    assert second == [
+        {
+            "type": "input_text",
+            "text": "[The customer sent an image, but it could not be loaded: the download "
+            "failed.]",
+        }
+    ]
+    (download,) = graph_sim.media_downloads
+    assert download.headers["authorization"] == f"Bearer {TOKEN}"

@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from parley.channels import whatsapp
-from parley.channels.base import InboundMessage, ParsedWebhook, StatusUpdate
+from parley.channels.base import InboundMessage, Media, ParsedWebhook, StatusUpdate
 from parley.errors import BadPayload
 
 SAMPLES = Path(__file__).parent.parent / "fixtures" / "payloads" / "whatsapp"
@@ -238,20 +238,63 @@ def test_system_message_needs_no_reply() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "kind"),
+    ("name", "media"),
     [
-        ("image.json", "image"),
-        ("video.json", "video"),
-        ("audio_voice.json", "audio"),
-        ("document.json", "document"),
-        ("sticker.json", "sticker"),
-        ("contacts.json", "contacts"),
-        ("order.json", "order"),
+        ("image.json", Media("image", media_id="65463453", mime_type="image/jpeg")),
+        (
+            "audio_voice.json",
+            Media(
+                "audio",
+                media_id="1234567890987654321",
+                mime_type="audio/ogg; codecs=opus",
+                voice=True,
+            ),
+        ),
+        (
+            "video.json",
+            Media("video", media_id="765756756", mime_type="video/mp4", caption="caption"),
+        ),
+        (
+            "document.json",
+            Media(
+                "document",
+                media_id="622684793477189",
+                url="https://lookaside.fbsbx.com/whatsapp_business/attachments/?mid=133...",
+                mime_type="application/pdf",
+                caption="my receipt",
+                filename="receipt.pdf",
+            ),
+        ),
+        ("sticker.json", Media("sticker", media_id="1234567890987654321", mime_type="image/webp")),
     ],
 )
-def test_media_and_other_content_have_no_text_yet(name: str, kind: str) -> None:
+def test_media_messages_carry_their_file_and_caption_as_text(name: str, media: Media) -> None:
     message = only_message(name)
-    assert (message.kind, message.text, message.needs_reply) == (kind, None, True)
+    assert (message.kind, message.needs_reply) == (media.kind, True)
+    assert message.media == (media,)
+    # A caption is what the customer wrote: the agent reads it as the message's text.
+    assert message.text == media.caption
+
+
+def test_a_media_message_without_an_id_or_url_carries_no_file() -> None:
+    payload = load("image.json")
+    del first_value(payload)["messages"][0]["image"]["id"]
+    message = parse(payload).messages[0]
+    assert (message.kind, message.media, message.text) == ("image", (), None)
+
+
+def test_contacts_are_described_with_names_and_phones() -> None:
+    message = only_message("contacts.json")
+    assert message.kind == "contacts"
+    assert message.text == (
+        "[Contacts shared: Chandler Bing (+1 555-555-5555); Monica (+1 666-666-6666); "
+        "Rachel Green (+1 777-777-7777)]"
+    )
+
+
+def test_order_has_no_text_yet() -> None:
+    message = only_message("order.json")
+    assert (message.kind, message.text, message.media) == ("order", None, ())
 
 
 def test_caption_stays_in_payload() -> None:

@@ -258,20 +258,6 @@ async def test_status_webhooks_move_the_outbound_message_forward_only(
     assert status == "failed" and "131026" in error
 
 
-async def test_media_gets_the_unsupported_reply_without_the_model(
-    parley: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
-) -> None:
-    payload = sample("whatsapp/image.json")
-    assert await post_signed(parley, payload) == 200
-    await graph_sim.wait_for_sends(1, timeout=10)
-
-    assert graph_sim.sends[0].json["text"]["body"] == parley.settings.parley_unsupported_reply
-    assert responses_requests(openai_sim) == []
-    await parley.wait_for_rows(
-        "SELECT kind, status FROM messages WHERE direction='in'", [("image", "answered")]
-    )
-
-
 async def test_reactions_are_stored_but_not_answered(
     parley: Parley, graph_sim: GraphSimulator
 ) -> None:

@@ -215,3 +215,46 @@ async def test_server_thread_runs_an_app_with_lifespan() -> None:
             assert (await client.get(server.url)).text == "hi"
         assert events == ["startup"]
     assert events == ["startup", "shutdown"]
+
+
+# --- media ----------------------------------------------------------------------------------
+
+
+async def test_media_id_lookup_then_download_with_the_token(
+    sim: GraphSimulator, http: httpx.AsyncClient
+) -> None:
+    media_id = sim.media.add(b"\xff\xd8\xff" + b"jpeg", "image/jpeg")
+
+    lookup = await http.get(f"/v26.0/{media_id}")
+    assert lookup.status_code == 200
+    info = lookup.json()
+    assert (info["id"], info["mime_type"], info["file_size"]) == (media_id, "image/jpeg", 7)
+    assert info["messaging_product"] == "whatsapp" and info["sha256"]
+    assert info["url"].startswith(f"{http.base_url}".rstrip("/") + sim.media.path_of(media_id))
+
+    file = await http.get(info["url"])
+    assert (file.status_code, file.content) == (200, b"\xff\xd8\xff" + b"jpeg")
+    assert file.headers["content-type"] == "image/jpeg"
+    assert len(sim.media_downloads) == 1
+
+    anonymous = await http.get(info["url"], headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    unknown = await http.get("/v26.0/404404")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == 100
+
+
+async def test_media_faults_are_set_per_file(sim: GraphSimulator, http: httpx.AsyncClient) -> None:
+    chunked = sim.media.add(b"x" * 200_000, "image/png", chunked=True)
+    html = sim.media.add(b"<html>", "image/jpeg", content_type="text/html")
+    moved = sim.media.add(b"", "image/jpeg", redirect_to="https://example.com/x.jpg")
+    elsewhere = sim.media.add(b"", "image/jpeg", url="https://example.com/y.jpg")
+
+    streamed = await http.get(sim.media.path_of(chunked))
+    assert "content-length" not in streamed.headers and len(streamed.content) == 200_000
+    assert (await http.get(sim.media.path_of(html))).headers["content-type"].startswith("text/html")
+    redirect = await http.get(sim.media.path_of(moved))
+    assert (redirect.status_code, redirect.headers["location"]) == (
+        302,
+        "https://example.com/x.jpg",
+    )
+    assert (await http.get(f"/v26.0/{elsewhere}")).json()["url"] == "https://example.com/y.jpg"

@@ -3,6 +3,7 @@ parses it, Parley's client code will see what it would see from OpenAI."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -401,3 +402,61 @@ async def test_moderation_flags_only_the_marker(sim: OpenAISimulator, client: As
     assert [r.flagged for r in result.results] == [False, True]
     assert result.results[1].categories.harassment
     assert not result.results[0].categories.violence
+
+
+# --- images and audio -----------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+
+
+async def test_inline_images_are_recorded_and_bad_ones_refused(
+    sim: OpenAISimulator, client: AsyncOpenAI
+) -> None:
+    url = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    image: Any = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "what is this?"},
+                {"type": "input_image", "image_url": url},
+            ],
+        }
+    ]
+    response = await client.responses.create(model="gpt-5-mini", input=image)
+    assert response.output_text == "Echo: what is this?"
+    assert sim.images == [{"type": "input_image", "image_url": url}]
+
+    image[0]["content"][1]["image_url"] = "data:text/html;base64,PGh0bWw+"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(model="gpt-5-mini", input=image)
+    assert refused.value.param == "input[0].content[1].image_url"
+
+
+async def test_transcription_hears_what_the_test_registered_for_those_bytes(
+    sim: OpenAISimulator, client: AsyncOpenAI
+) -> None:
+    voice = b"OggS" + bytes(range(64))
+    sim.transcripts.register(voice, "Where is my order?")
+
+    heard = await client.audio.transcriptions.create(
+        model="gpt-4o-mini-transcribe", file=("voice.ogg", voice, "audio/ogg")
+    )
+    other = await client.audio.transcriptions.create(
+        model="whisper-1", file=("other.mp3", b"ID3" + b"\x01" * 10, "audio/mpeg")
+    )
+
+    assert heard.text == "Where is my order?"
+    assert other.text.startswith("audio ") and other.text == sim.transcripts.text_for(
+        b"ID3" + b"\x01" * 10
+    )
+    first = sim.transcribed[0]
+    assert (first.filename, first.content_type, first.model, first.data) == (
+        "voice.ogg",
+        "audio/ogg",
+        "gpt-4o-mini-transcribe",
+        voice,
+    )
+    with pytest.raises(openai.BadRequestError):
+        await client.audio.transcriptions.create(
+            model="whisper-1", file=("voice.amr", b"#!AMR\n", "audio/amr")
+        )

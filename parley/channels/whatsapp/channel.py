@@ -7,10 +7,19 @@ from collections.abc import Mapping
 
 import httpx
 
-from parley.channels.base import Channel, ParsedWebhook, SendFailure, SendResult, Target, TextLimit
+from parley.channels.base import (
+    Channel,
+    Media,
+    ParsedWebhook,
+    SendFailure,
+    SendResult,
+    Target,
+    TextLimit,
+)
 from parley.channels.signature import hub_challenge, verify_request
 from parley.channels.whatsapp import send
 from parley.channels.whatsapp.format import markdown_to_whatsapp
+from parley.channels.whatsapp.media import media_url as media_lookup
 from parley.channels.whatsapp.models import CHANNEL
 from parley.channels.whatsapp.parse import parse
 from parley.config import Settings
@@ -76,6 +85,28 @@ class WhatsAppChannel(Channel):
             token=target.token,
             message_id=message_id,
             typing=True,
+            timeout=timeout,
+        )
+
+    async def media_url(
+        self,
+        client: httpx.AsyncClient,
+        media: Media,
+        *,
+        token: str | None,
+        settings: Settings,
+        timeout: float,
+    ) -> str | None:
+        # The media id is asked each time: the webhook's own `url` (newer payloads) may have
+        # expired by the time a turn reads it, the id lasts 7 days.
+        if not media.media_id:
+            return media.url
+        return await media_lookup(
+            client,
+            base_url=settings.graph_api_base_url,
+            version=settings.graph_api_version,
+            media_id=media.media_id,
+            token=token,
             timeout=timeout,
         )
 

@@ -151,6 +151,39 @@ class Location(_Lenient):
     url: str | None = None
 
 
+class MediaContent(_Lenient):
+    """An ``image``, ``audio``, ``video``, ``document`` or ``sticker`` message's file."""
+
+    id: str | None = None
+    mime_type: str | None = None
+    sha256: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    voice: bool = False
+    animated: bool = False
+    url: str | None = None
+    """Newer payloads (from November 2025) add a direct URL; it needs the token too."""
+
+
+class ContactName(_Lenient):
+    formatted_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class ContactPhone(_Lenient):
+    phone: str | None = None
+    wa_id: str | None = None
+    type: str | None = None
+
+
+class SharedContact(_Lenient):
+    """One card of a ``contacts`` message (vCard-like)."""
+
+    name: ContactName | None = None
+    phones: list[ContactPhone] = Field(default_factory=list)
+
+
 class Message(_Lenient):
     id: NonEmpty
     timestamp: UnixTime
@@ -162,6 +195,13 @@ class Message(_Lenient):
     interactive: Interactive | None = None
     button: Button | None = None
     location: Location | None = None
+    image: MediaContent | None = None
+    audio: MediaContent | None = None
+    video: MediaContent | None = None
+    document: MediaContent | None = None
+    sticker: MediaContent | None = None
+    contacts: list[Any] = Field(default_factory=list)
+    """Shared contact cards, each read on its own (`SharedContact`)."""
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from parley.channels.base import InboundMessage, ParsedWebhook, StatusUpdate
+from parley.channels.base import InboundMessage, Media, ParsedWebhook, StatusUpdate
 from parley.channels.whatsapp.models import (
     CHANNEL,
     MESSAGES_FIELD,
@@ -28,7 +28,9 @@ from parley.channels.whatsapp.models import (
     Envelope,
     Interactive,
     Location,
+    MediaContent,
     Message,
+    SharedContact,
     Status,
     Value,
 )
@@ -191,6 +193,7 @@ def _inbound(raw: Any, account: str, contacts: list[Contact]) -> InboundMessage:
         timestamp=message.timestamp,
         payload=raw,
         reply_to=message.context.id if message.context else None,
+        media=_media(message, kind),
     )
 
 
@@ -231,13 +234,49 @@ def _location_text(message: Message) -> str | None:
     return _describe_location(message.location) if message.location else None
 
 
+def _contacts_text(message: Message) -> str | None:
+    return _describe_contacts(message.contacts) if message.contacts else None
+
+
+def _caption(message: Message) -> str | None:
+    content = next((c for k in _MEDIA_KINDS if (c := _media_content(message, k))), None)
+    return (content.caption or None) if content else None
+
+
+_MEDIA_KINDS = ("image", "audio", "video", "document", "sticker")
+
 _TEXT_OF: dict[str, Callable[[Message], str | None]] = {
     "text": _plain_text,
     "button": _button_text,
     "interactive": _interactive_text,
     "location": _location_text,
+    "contacts": _contacts_text,
+    # A file's caption is what the customer wrote with it; the file is in `media`.
+    **{kind: _caption for kind in _MEDIA_KINDS},
 }
-"""How the agent reads each kind; kinds not listed (media, orders, reactions…) have no text."""
+"""How the agent reads each kind; kinds not listed (orders, reactions…) have no text."""
+
+
+def _media_content(message: Message, kind: str) -> MediaContent | None:
+    content = getattr(message, kind, None) if kind in _MEDIA_KINDS else None
+    return content if isinstance(content, MediaContent) else None
+
+
+def _media(message: Message, kind: str) -> tuple[Media, ...]:
+    content = _media_content(message, kind)
+    if content is None or not (content.id or content.url):
+        return ()
+    return (
+        Media(
+            kind=kind,
+            media_id=content.id or None,
+            url=content.url or None,
+            mime_type=content.mime_type or None,
+            caption=content.caption or None,
+            filename=content.filename or None,
+            voice=bool(content.voice),
+        ),
+    )
 
 
 def _describe_interactive(interactive: Interactive) -> str | None:
@@ -261,6 +300,26 @@ def _describe_location(location: Location) -> str:
     )
     described = " ".join(part for part in (label, coordinates) if part)
     return f"[Location: {described}]" if described else "[Location]"
+
+
+def _describe_contacts(raw_cards: list[Any]) -> str | None:
+    cards = []
+    for raw in raw_cards:
+        try:
+            card = SharedContact.model_validate(raw)
+        except ValidationError:
+            continue
+        name = card.name
+        label = (
+            (name.formatted_name or " ".join(p for p in (name.first_name, name.last_name) if p))
+            if name
+            else ""
+        )
+        phones = ", ".join(p.phone or p.wa_id or "" for p in card.phones if p.phone or p.wa_id)
+        described = f"{label} ({phones})" if label and phones else label or phones
+        if described:
+            cards.append(described)
+    return f"[Contacts shared: {'; '.join(cards)}]" if cards else "[Contacts shared]"
 
 
 # --- statuses ------------------------------------------------------------------------------

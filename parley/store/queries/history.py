@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import and_, not_, select, update
+from sqlalchemy import and_, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.channels.media import MEDIA_KINDS, history_label, media_from_stored
 from parley.store.models import Conversation, Message
 
 HISTORY_LIMIT = 400
@@ -51,18 +52,20 @@ async def load_history(
     """Everything said in the conversation that a turn has not yet to answer.
 
     Inbound messages still `received` are left out: they are this turn's new input (or the
-    next turn's). Messages without text (media, reactions) and tool messages are left out too.
+    next turn's). Messages without text (reactions) and tool messages are left out too. A
+    file stands as its label (``[image] caption``, ``[voice note] transcript``): its bytes
+    went upstream once, in the turn that answered it.
     """
     stored = await session.scalar(
         select(Conversation.summary).where(Conversation.id == conversation_id)
     )
     summary, through = parse_summary(stored)
     rows = await session.execute(
-        select(Message.sequence_no, Message.sender, Message.text)
+        select(Message.sequence_no, Message.sender, Message.kind, Message.text, Message.meta)
         .where(
             Message.conversation_id == conversation_id,
             Message.sequence_no > through,
-            Message.text.is_not(None),
+            or_(Message.text.is_not(None), Message.kind.in_(sorted(MEDIA_KINDS))),
             Message.sender.in_(list(_ROLES)),
             not_(and_(Message.direction == "in", Message.status == "received")),
         )
@@ -70,12 +73,20 @@ async def load_history(
         .limit(limit)
     )
     entries = [
-        HistoryEntry(sequence_no=seq, role=_ROLES[sender], text=text)
-        for seq, sender, text in rows
-        if text
+        HistoryEntry(sequence_no=seq, role=_ROLES[sender], text=read)
+        for seq, sender, kind, text, meta in rows
+        if (read := _entry_text(kind, text, meta))
     ]
     entries.reverse()
     return History(summary=summary, summary_through=through, entries=entries)
+
+
+def _entry_text(kind: str, text: str | None, meta: dict[str, Any] | None) -> str | None:
+    stored_media = meta.get("media") if isinstance(meta, dict) else None
+    label = history_label(kind, media_from_stored(stored_media))
+    if label is None:
+        return text
+    return f"{label} {text}" if text else label
 
 
 async def save_summary(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from parley.channels.base import InboundMessage, StatusUpdate
+from parley.channels.media import media_to_stored
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
 from parley.store.queries.upsert import insert_ignore
 
@@ -257,6 +258,9 @@ def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, obj
     }
     if message.reply_to:
         meta["reply_to_channel_id"] = message.reply_to
+    if message.media:
+        # The neutral facts a turn downloads the files by (the payload is the channel's own).
+        meta["media"] = [media_to_stored(m) for m in message.media]
     return meta
 
 

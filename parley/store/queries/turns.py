@@ -98,6 +98,19 @@ async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> Non
     )
 
 
+async def save_transcript(
+    session: AsyncSession, *, message_id: int, text: str, meta: dict[str, Any]
+) -> None:
+    """A voice note's transcript as the message's text (what the agent, the history and an
+    operator read of it), with `meta` saying how it was made; only while the message still
+    waits for its turn, so a redone turn reuses it instead of transcribing again."""
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == "received")
+        .values(text=text, meta=meta, updated_at=utcnow())
+    )
+
+
 async def set_remote_conversation(
     session: AsyncSession, *, conversation_id: int, remote_id: str | None
 ) -> None:
