@@ -29,6 +29,7 @@ from parley.agent.turn import Agent, AgentConfig
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
+from parley.delivery.pacing import build_pacer
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue
@@ -92,6 +93,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
+        pacer=build_pacer(settings.redis_url),
     )
     processor = build_processor(settings, sessions, agent, gate, prices, gateway, deliverer)
     return Runtime(
@@ -233,6 +235,7 @@ async def stop_background(runtime: Runtime) -> None:
 
 
 async def close(runtime: Runtime) -> None:
+    await runtime.deliverer.close()
     await runtime.queue.close()
     await runtime.llm.close()
     await runtime.http.aclose()

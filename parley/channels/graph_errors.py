@@ -65,9 +65,7 @@ def classify(
         return FailureKind.WINDOW_CLOSED
     if code in UNDELIVERABLE_CODES:
         return FailureKind.UNDELIVERABLE
-    if code in INVALID_RECIPIENT_CODES or (
-        code == "100" and subcode in INVALID_RECIPIENT_SUBCODES
-    ):
+    if code in INVALID_RECIPIENT_CODES or (code == "100" and subcode in INVALID_RECIPIENT_SUBCODES):
         return FailureKind.INVALID_RECIPIENT
     if code in TRANSIENT_CODES or (status is not None and status in RETRYABLE_STATUSES):
         return FailureKind.TRANSIENT

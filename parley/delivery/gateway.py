@@ -3,11 +3,15 @@ store's rows into what a channel sends with, and knows which token an account us
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
 import httpx
 import structlog
 
 from parley.channels import registry
-from parley.channels.base import Channel, SendResult, Target
+from parley.channels.base import Channel, ReplyWindow, SendResult, Target
 from parley.config import Settings
 from parley.errors import ChannelSendError, UnknownChannel
 from parley.store.models import Account, Contact, Message
@@ -30,14 +34,21 @@ class ChannelGateway:
         self._channels = channels
 
     async def send_text(
-        self, *, account: Account, contact: Contact, text: str, reply_to: str | None
+        self,
+        *,
+        account: Account,
+        contact: Contact,
+        text: str,
+        reply_to: str | None,
+        tag: str | None = None,
     ) -> SendResult:
         channel = self._channel(account)
         if channel is None:
             raise ChannelSendError(f"no sender for channel {account.channel}", retryable=False)
+        target = self._target(account, contact)
         return await channel.send_text(
             self._client,
-            self._target(account, contact),
+            replace(target, tag=tag) if tag else target,
             text,
             reply_to=reply_to,
             settings=self._settings,
@@ -58,6 +69,30 @@ class ChannelGateway:
             )
         except ChannelSendError as exc:
             log.warning("delivery.receipt_failed", reason=str(exc))
+
+    def reply_window(self, account: Account) -> ReplyWindow | None:
+        """The account's channel's window for replies; None when it has none (or is unknown:
+        the send then fails with its own reason)."""
+        channel = self._channel(account)
+        return channel.reply_window if channel is not None else None
+
+    def classify_status(
+        self, account: Account, errors: Sequence[Mapping[str, Any]]
+    ) -> ChannelSendError:
+        """A failed status report's errors, as the account's channel reads them."""
+        channel = self._channel(account)
+        if channel is None:
+            return ChannelSendError(f"no channel {account.channel}", retryable=False)
+        return channel.classify_status(errors)
+
+    def send_rate(self, account: Account) -> float | None:
+        """Messages per second the account may send: its own `send_rate` setting, else
+        `PARLEY_<CHANNEL>_SEND_RATE`; None for no limit."""
+        own = (account.settings or {}).get("send_rate")
+        if isinstance(own, int | float) and own > 0:
+            return float(own)
+        rate = getattr(self._settings, f"parley_{account.channel}_send_rate", None)
+        return float(rate) if isinstance(rate, int | float) and rate > 0 else None
 
     def _channel(self, account: Account) -> Channel | None:
         try:
