@@ -223,8 +223,9 @@ class Settings(BaseSettings):
     graph_max_attempts: int = Field(
         default=6,
         ge=1,
-        description="Tries per outbound message before it is marked `failed` (sends the channel "
-        "refused or never answered, and sends it reported failed later, together).",
+        description="Tries per outbound message before it is marked `failed`; a message the "
+        "channel reports failed later (a status webhook) is sent again at most this many times "
+        "minus one.",
     )
     parley_whatsapp_send_rate: float = Field(
         default=80,

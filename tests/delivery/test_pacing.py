@@ -39,12 +39,12 @@ async def test_memory_pause_holds_the_account() -> None:
 
 
 @pytest.fixture
-async def redis_pacer(redis_url: str) -> RedisPacer:
+async def redis_pacer(redis_url: str) -> AsyncIterator[RedisPacer]:
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
     await client.flushall()
     await client.aclose()
     pacer = RedisPacer.from_url(redis_url)
-    yield pacer  # type: ignore[misc]
+    yield pacer
     await pacer.close()
 
 
