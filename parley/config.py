@@ -256,7 +256,30 @@ class Settings(BaseSettings):
     graph_max_attempts: int = Field(
         default=6,
         ge=1,
-        description="Tries per outbound message before it is marked `failed`.",
+        description="Tries per outbound message before it is marked `failed`; a message the "
+        "channel reports failed later (a status webhook) is sent again at most this many times "
+        "minus one.",
+    )
+    parley_whatsapp_send_rate: float = Field(
+        default=80,
+        ge=0,
+        description="Messages per second one WhatsApp number sends at most (Meta's default "
+        "throughput; raise it for a number Meta upgraded to 1,000), shared by every process "
+        "through Redis when `REDIS_URL` is set; an account's `send_rate` setting wins; `0` for "
+        "no limit.",
+    )
+    parley_messenger_send_rate: float = Field(
+        default=300,
+        ge=0,
+        description="Messages per second one Facebook page sends at most on Messenger (the Send "
+        "API's documented 300 a second for text); as `PARLEY_WHATSAPP_SEND_RATE`.",
+    )
+    parley_instagram_send_rate: float = Field(
+        default=300,
+        ge=0,
+        description="Messages per second one Instagram account sends at most (300 a second for "
+        "text, as documented for the Messenger API for Instagram); as "
+        "`PARLEY_WHATSAPP_SEND_RATE`.",
     )
 
     # Admin and secrets.

@@ -6,7 +6,7 @@ ParleyError
 ├── UnknownChannel          no channel is registered under that name
 ├── UpstreamError           OpenAI or a channel's API failed (retryable, retry_after)
 │   ├── LLMError            the Responses API, after the SDK's own retries
-│   └── ChannelSendError    a channel's send or read receipt
+│   └── ChannelSendError    a channel's send or read receipt (its `FailureKind`)
 ├── MediaUnavailable        a customer's file could not be fetched or is refused (reason)
 ├── LeaseLost               a worker's hold on a conversation expired mid-turn
 ├── ConfigurationError      a setting is missing or contradicts another
@@ -29,6 +29,8 @@ ParleyError
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 
 class ParleyError(Exception):
@@ -178,5 +180,53 @@ class LLMError(UpstreamError):
     pass
 
 
+class FailureKind(StrEnum):
+    """What a failed send means for what delivery does next."""
+
+    THROTTLED = "throttled"
+    """The account's send rate was exceeded: retried, and the account's sends slow down."""
+    RECIPIENT_THROTTLED = "recipient_throttled"
+    """Too many messages to this one customer: only their conversation waits, then retries."""
+    TRANSIENT = "transient"
+    """An outage or unknown error on the channel's side, or no answer: retried with backoff."""
+    WINDOW_CLOSED = "window_closed"
+    """The customer last wrote too long ago for a free-text reply: not retried."""
+    UNDELIVERABLE = "undeliverable"
+    """The customer cannot receive it (not on the app, blocked, unavailable): not retried."""
+    INVALID_RECIPIENT = "invalid_recipient"
+    """No such customer for this account: not retried."""
+    TOKEN = "token"
+    """The account's access token is expired or invalid: nothing goes out until it is fixed."""
+    REJECTED = "rejected"
+    """Any other refusal (bad request, permission, policy): not retried."""
+
+
+RETRYABLE_KINDS = frozenset(
+    {FailureKind.THROTTLED, FailureKind.RECIPIENT_THROTTLED, FailureKind.TRANSIENT}
+)
+
+
 class ChannelSendError(UpstreamError):
-    pass
+    """A send the channel refused or never answered.
+
+    Args:
+        kind: what the failure means (`FailureKind`); by default `TRANSIENT` when `retryable`,
+            else `REJECTED`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+        kind: FailureKind | None = None,
+    ) -> None:
+        super().__init__(
+            message, retryable=retryable, retry_after=retry_after, status=status, code=code
+        )
+        if kind is None:
+            kind = FailureKind.TRANSIENT if retryable else FailureKind.REJECTED
+        self.kind = kind

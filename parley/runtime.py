@@ -31,6 +31,7 @@ from parley.channels.base import ParsedWebhook
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
+from parley.delivery.pacing import build_pacer
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue
@@ -103,6 +104,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
+        pacer=build_pacer(settings.redis_url),
     )
     processor = build_processor(
         settings, sessions, agent, gate, prices, gateway, deliverer, accounts
@@ -275,6 +277,7 @@ async def stop_background(runtime: Runtime) -> None:
 
 
 async def close(runtime: Runtime) -> None:
+    await runtime.deliverer.close()
     await runtime.queue.close()
     await runtime.llm.close()
     await runtime.http.aclose()

@@ -8,9 +8,9 @@ above `channels/` sees a channel's own payload shapes, and no channel sees a dat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
@@ -139,6 +139,22 @@ class Target:
     Instagram ``HUMAN_AGENT``); None for an ordinary reply."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReplyWindow:
+    """How long after a customer's last message the business may still write to them."""
+
+    standard: timedelta
+    """Any reply, the agent's or an operator's, within this long."""
+    human_agent: timedelta | None = None
+    """An operator's reply (sent tagged ``HUMAN_AGENT``) within this long; None: no such tag."""
+
+
+META_WINDOW = ReplyWindow(timedelta(hours=24))
+"""WhatsApp's customer-service window: after 24 hours only templates."""
+META_WINDOW_WITH_HUMAN_AGENT = ReplyWindow(timedelta(hours=24), human_agent=timedelta(days=7))
+"""Messenger's and Instagram's: 24 hours, and 7 days for a person's reply tagged HUMAN_AGENT."""
+
+
 SendFailure = httpx.Response | httpx.HTTPError | httpx.InvalidURL
 """What a send can end in besides success: the channel's error answer, or no answer at all."""
 
@@ -153,6 +169,9 @@ class Channel(ABC):
     name: ClassVar[str]
     """The registry key, the ``/webhooks/{name}`` path and the stored ``channel`` column."""
     text_limit: ClassVar[TextLimit]
+    reply_window: ClassVar[ReplyWindow | None] = None
+    """How long after the customer's last message a reply may go out; None for no limit.
+    Delivery sends nothing outside it (`META_WINDOW`, `META_WINDOW_WITH_HUMAN_AGENT`)."""
 
     # --- webhooks in ------------------------------------------------------------------
     @abstractmethod
@@ -253,3 +272,11 @@ class Channel(ABC):
     def classify_error(self, failure: SendFailure, *, token: str) -> ChannelSendError:
         """A failed call as an error that says whether it is retryable, when to retry, and why
         (with `token` redacted from anything the channel quoted back)."""
+
+    def classify_status(self, errors: Sequence[Mapping[str, Any]]) -> ChannelSendError:
+        """The errors of a ``failed`` status report on a sent message, as `classify_error` would
+        have called them in the send's answer; by default final, with the channel's words.
+        Meta's channels use `graph_errors.status_error`."""
+        first = errors[0] if errors else {}
+        reason = first.get("title") or first.get("message") or "failed, no reason given"
+        return ChannelSendError(f"{self.name} reported: {reason}"[:300], retryable=False)

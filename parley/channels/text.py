@@ -4,6 +4,7 @@ in whatever unit the channel counts (characters, UTF-8 bytes, …)."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,93 +32,103 @@ def _utf8_size(text: str) -> int:
 CHARACTERS = Measure("characters", len, 1)
 UTF8_BYTES = Measure("bytes", _utf8_size, 4)
 
-# Coarsest first: a chunk should break where a reader expects a pause. Each pattern captures
-# its separator so packed pieces are rejoined with the whitespace they had.
+# Coarsest first: a part should end where a reader expects a pause. Each pattern matches the
+# whitespace a part may end before; that whitespace is dropped at the cut, nothing else.
 _BOUNDARIES = (
-    re.compile(r"(\n\s*\n)"),  # paragraphs
-    re.compile(r"(\n)"),  # lines: list items, addresses
-    re.compile(r"(?<=[.!?…。！？])(\s+)"),  # sentences
-    re.compile(r"(\s+)"),  # words
+    re.compile(r"\n[^\S\n]*\n\s*"),  # paragraphs
+    re.compile(r"\n\s*"),  # lines: list items, addresses
+    re.compile(r"(?<=[.!?…。！？:;])\s+"),  # sentences (and clauses ending a list's lead-in)
+    re.compile(r"\s+"),  # words
 )
+
+_ZWJ = "\u200d"
 
 
 def split_text(text: str, limit: int, measure: Measure = CHARACTERS) -> list[str]:
-    """`text` in order as chunks of at most `limit` (in `measure`'s unit), none empty, none
-    padded.
+    """`text` in order as parts of at most `limit` (in `measure`'s unit), none empty, none
+    starting or ending with whitespace.
 
-    Breaks at paragraphs, else lines, else sentence ends, else whitespace; only a single word
-    longer than `limit` is cut mid-word, and never inside a character.
+    Each part is as long as it can be and ends at the coarsest boundary that fits: a paragraph,
+    else a line, else a sentence, else a word. Only a word longer than `limit` is cut inside,
+    between characters and, where the part has room for it, between graphemes (an emoji with
+    its skin tone or ZWJ family, a letter with its accents). Joining the parts with the
+    whitespace removed between them gives back `text` without its surrounding whitespace.
     """
     if limit < measure.widest:
         # A character that could not fit anywhere would stall the cut.
         raise ValueError(f"limit must be at least {measure.widest} {measure.unit}")
-    return _split(text.strip(), limit, 0, measure.size)
+    parts: list[str] = []
+    rest = text.strip()
+    while rest:
+        cut = _cut(rest, limit, measure.size)
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return parts
 
 
 _Size = Callable[[str], int]
 
 
-def _split(text: str, limit: int, level: int, size: _Size) -> list[str]:
-    if size(text) <= limit:
-        return [text] if text else []
-    if level == len(_BOUNDARIES):
-        return _hard_cut(text, limit, size)
-    parts = _BOUNDARIES[level].split(text)
-    if len(parts) == 1:
-        return _split(text, limit, level + 1, size)
-    return _pack(parts, limit, level, size)
+def _cut(text: str, limit: int, size: _Size) -> int:
+    """Where the first part of `text` (which starts with no whitespace) ends."""
+    end = _longest_fit(text, limit, size)
+    if end == len(text):
+        return end
+    for boundary in _BOUNDARIES:
+        # A boundary right at `end` counts: the part before it fits whole.
+        last = None
+        for match in boundary.finditer(text, 0, min(len(text), end + 2)):
+            if 0 < match.start() <= end:
+                last = match.start()
+        if last is not None:
+            return last
+    return _grapheme_start(text, end)
 
 
-def _pack(parts: list[str], limit: int, level: int, size: _Size) -> list[str]:
-    """Greedily join pieces (with their original separators) while they fit."""
-    chunks: list[str] = []
-    current, current_size = "", 0
-    for index in range(0, len(parts), 2):
-        piece = parts[index].strip()
-        separator = parts[index - 1] if index else ""
-        if not piece:
-            continue
-        piece_size = size(piece)
-        joined_size = current_size + size(separator) + piece_size
-        if current and joined_size <= limit:
-            current, current_size = current + separator + piece, joined_size
-            continue
-        if current:
-            chunks.append(current)
-            current, current_size = "", 0
-        if piece_size <= limit:
-            current, current_size = piece, piece_size
-        else:
-            chunks.extend(_split(piece, limit, level + 1, size))
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-def _hard_cut(text: str, limit: int, size: _Size) -> list[str]:
-    pieces = []
-    start = 0
-    while start < len(text):
-        end = _longest_fit(text, start, limit, size)
-        piece = text[start:end].strip()
-        if piece:
-            pieces.append(piece)
-        start = end
-    return pieces
-
-
-def _longest_fit(text: str, start: int, limit: int, size: _Size) -> int:
-    """The end of the longest slice from `start` within `limit`: at least one character, since
+def _longest_fit(text: str, limit: int, size: _Size) -> int:
+    """The end of the longest prefix of `text` within `limit`: at least one character, since
     `limit` is at least the widest character."""
     # Every character counts at least 1, so no more than `limit` of them can fit.
-    high = min(len(text), start + limit)
-    if size(text[start:high]) <= limit:
+    high = min(len(text), limit)
+    if size(text[:high]) <= limit:
         return high
-    low = start + 1  # fits; `high` does not
+    low = 1  # fits; `high` does not
     while high - low > 1:
         middle = (low + high) // 2
-        if size(text[start:middle]) <= limit:
+        if size(text[:middle]) <= limit:
             low = middle
         else:
             high = middle
     return low
+
+
+def _grapheme_start(text: str, end: int) -> int:
+    """`end`, moved back to the start of the grapheme it falls in, unless that grapheme fills
+    the whole part (then it is cut, as nothing else would fit)."""
+    cut = end
+    while cut > 0 and _continues(text, cut):
+        cut -= 1
+    return cut if cut > 0 else end
+
+
+def _continues(text: str, index: int) -> bool:
+    """Whether `text[index]` belongs to the grapheme of the character before it."""
+    char, before = text[index], text[index - 1]
+    code = ord(char)
+    if char == _ZWJ or before == _ZWJ or unicodedata.category(char) in ("Mn", "Mc", "Me"):
+        return True
+    if 0xFE00 <= code <= 0xFE0F or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE01EF:
+        return True  # variation selectors, skin tones, tag sequences (flags of regions)
+    if before == "\r" and char == "\n":
+        return True
+    if _regional(char) and _regional(before):
+        # Flags are pairs of regional indicators: an odd run before this one opens a pair.
+        run = 0
+        while index - run - 1 >= 0 and _regional(text[index - run - 1]):
+            run += 1
+        return run % 2 == 1
+    return False
+
+
+def _regional(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF

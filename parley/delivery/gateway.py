@@ -6,11 +6,15 @@ knows which token an account uses: its own when it has one, else the environment
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
 import httpx
 import structlog
 
 from parley.channels import registry
-from parley.channels.base import Channel, Downloaded, Media, SendResult, Target
+from parley.channels.base import Channel, Downloaded, Media, ReplyWindow, SendResult, Target
 from parley.channels.download import fetch_media
 from parley.config import Settings
 from parley.errors import (
@@ -43,14 +47,21 @@ class ChannelGateway:
         self._accounts = accounts
 
     async def send_text(
-        self, *, account: Account, contact: Contact, text: str, reply_to: str | None
+        self,
+        *,
+        account: Account,
+        contact: Contact,
+        text: str,
+        reply_to: str | None,
+        tag: str | None = None,
     ) -> SendResult:
         channel = self._channel(account)
         if channel is None:
             raise ChannelSendError(f"no sender for channel {account.channel}", retryable=False)
+        target = await self._target(account, contact)
         return await channel.send_text(
             self._client,
-            await self._target(account, contact),
+            replace(target, tag=tag) if tag else target,
             text,
             reply_to=reply_to,
             settings=self._settings,
@@ -88,6 +99,30 @@ class ChannelGateway:
             # and the channel says so.
             token = None
         return await fetch_media(channel, self._client, media, token=token, settings=self._settings)
+
+    def reply_window(self, account: Account) -> ReplyWindow | None:
+        """The account's channel's window for replies; None when it has none (or is unknown:
+        the send then fails with its own reason)."""
+        channel = self._channel(account)
+        return channel.reply_window if channel is not None else None
+
+    def classify_status(
+        self, account: Account, errors: Sequence[Mapping[str, Any]]
+    ) -> ChannelSendError:
+        """A failed status report's errors, as the account's channel reads them."""
+        channel = self._channel(account)
+        if channel is None:
+            return ChannelSendError(f"no channel {account.channel}", retryable=False)
+        return channel.classify_status(errors)
+
+    def send_rate(self, account: Account) -> float | None:
+        """Messages per second the account may send: its own `send_rate` setting, else
+        `PARLEY_<CHANNEL>_SEND_RATE`; None for no limit."""
+        own = account.send_rate
+        if own is not None:
+            return float(own) if own > 0 else None
+        rate = getattr(self._settings, f"parley_{account.channel}_send_rate", None)
+        return float(rate) if isinstance(rate, int | float) and rate > 0 else None
 
     def _channel(self, account: Account) -> Channel | None:
         try:

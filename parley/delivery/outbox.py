@@ -20,8 +20,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.delivery.alarms import TokenAlarm
 from parley.delivery.gateway import ChannelGateway
-from parley.errors import ChannelSendError
+from parley.delivery.pacing import MemoryPacer, Pacer
+from parley.delivery.window import may_send
+from parley.errors import ChannelSendError, FailureKind
 from parley.observability.metrics import SENDS
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
@@ -31,12 +34,17 @@ from parley.store.queries.outbox import (
     mark_failed,
     mark_sent,
     next_due_at,
+    requeue_reported,
     schedule_retry,
 )
 
 log = structlog.get_logger(__name__)
 
 MAX_BACKOFF = 300.0
+PAIR_RATE_BASE = 4.0
+"""Seconds, to the power of the attempt: the wait after one customer got too many messages."""
+THROTTLE_PAUSE = 1.0
+"""Seconds an account sends nothing after the channel said it sends too fast (no Retry-After)."""
 RECORD_RETRY = 0.5
 IDLE_POLL = 1.0
 """The longest delivery sleeps without a wake-up: another process may have written the outbox."""
@@ -51,9 +59,12 @@ class Deliverer:
         max_attempts: int,
         send_timeout: float,
         concurrency: int = 16,
+        pacer: Pacer | None = None,
     ) -> None:
         self._sessions = sessions
         self._gateway = gateway
+        self._pacer: Pacer = pacer or MemoryPacer()
+        self._tokens = TokenAlarm()
         self._max_attempts = max_attempts
         # Longer than one send can take, so a row is never sent by two senders at once; short,
         # because a crashed sender's rows wait this long before another takes them.
@@ -125,19 +136,55 @@ class Deliverer:
             channel=channel,
             correlation_id=message.meta.get("correlation_id"),
         ):
+            if delivery.reported_failed:
+                return await self._review(delivery)
+            permission = may_send(
+                window=self._gateway.reply_window(delivery.account),
+                sender=message.sender,
+                last_customer_at=delivery.last_customer_at,
+                now=utcnow(),
+            )
+            if not permission.allowed:
+                return await self._refuse(delivery, permission.reason or "not sent")
+            if not await self._pace(delivery):
+                return False
             try:
                 result = await self._gateway.send_text(
                     account=delivery.account,
                     contact=delivery.contact,
                     text=message.text or "",
                     reply_to=delivery.reply_to_channel_id,
+                    tag=permission.tag,
                 )
             except ChannelSendError as exc:
                 return await self._failed(delivery, exc)
+            self._tokens.worked(account_id=delivery.account.id)
             await self._record_sent(delivery, result.channel_message_id)
             SENDS.labels(channel, "sent").inc()
             log.info("delivery.sent", channel_message_id=result.channel_message_id)
             return True
+
+    async def _pace(self, delivery: Delivery) -> bool:
+        """Wait for the account's next send slot; False when it is too far off, the row then
+        going back to the outbox until it (no attempt counted)."""
+        rate = self._gateway.send_rate(delivery.account)
+        if rate is None:
+            return True
+        slot = await self._pacer.reserve(str(delivery.account.id), rate)
+        if slot.granted:
+            if slot.wait > 0:
+                await asyncio.sleep(slot.wait)  # at most pacing.MAX_WAIT_S
+            return True
+        async with self._sessions() as session:
+            await schedule_retry(
+                session,
+                outbox_id=delivery.outbox_id,
+                at=utcnow() + timedelta(seconds=slot.wait),
+                error=None,
+                count=False,
+            )
+            await session.commit()
+        return False
 
     async def _record_sent(self, delivery: Delivery, channel_message_id: str | None) -> None:
         """Record a send the channel accepted. The store may be briefly down (a failover, a
@@ -162,31 +209,112 @@ class Deliverer:
                 await asyncio.sleep(RECORD_RETRY)
 
     async def _failed(self, delivery: Delivery, exc: ChannelSendError) -> bool:
+        """What a failed send leads to, by its kind: a retry after backoff, a hold while the
+        account's token is refused, or `failed` with the reason."""
         attempts = delivery.attempts + 1
-        channel = delivery.account.channel
+        if exc.kind == FailureKind.TOKEN:
+            return await self._hold_for_token(delivery, exc, attempts)
+        if exc.kind == FailureKind.THROTTLED:
+            # The whole account sends too fast: every conversation of it waits, not only this.
+            await self._pacer.pause(str(delivery.account.id), exc.retry_after or THROTTLE_PAUSE)
+        if exc.retryable and attempts < self._max_attempts:
+            await self._retry(delivery, exc, attempts)
+            return False
+        await self._give_up(delivery, str(exc), attempts)
+        return True
+
+    async def _retry(self, delivery: Delivery, exc: ChannelSendError, attempts: int) -> None:
+        delay = _backoff(attempts, exc.retry_after)
+        if exc.kind == FailureKind.RECIPIENT_THROTTLED and exc.retry_after is None:
+            # Meta's advice for its pair rate: 4^n seconds. Only this conversation waits.
+            delay = min(PAIR_RATE_BASE**attempts, MAX_BACKOFF)
         async with self._sessions() as session:
-            if exc.retryable and attempts < self._max_attempts:
-                delay = _backoff(attempts, exc.retry_after)
-                await schedule_retry(
-                    session,
-                    outbox_id=delivery.outbox_id,
-                    at=utcnow() + timedelta(seconds=delay),
-                    error=str(exc),
-                )
-                SENDS.labels(channel, "retry").inc()
-                log.warning("delivery.retry", reason=str(exc), attempts=attempts, delay_s=delay)
-            else:
-                await mark_failed(
-                    session,
-                    outbox_id=delivery.outbox_id,
-                    message_id=delivery.message.id,
-                    error=str(exc),
-                )
-                SENDS.labels(channel, "failed").inc()
-                log.error("delivery.failed", reason=str(exc), attempts=attempts)
+            await schedule_retry(
+                session,
+                outbox_id=delivery.outbox_id,
+                at=utcnow() + timedelta(seconds=delay),
+                error=str(exc),
+            )
             await session.commit()
-        # A failed part is dropped and the next goes out; one in backoff holds the rest back.
-        return not exc.retryable or attempts >= self._max_attempts
+        SENDS.labels(delivery.account.channel, "retry").inc()
+        log.warning("delivery.retry", reason=str(exc), attempts=attempts, delay_s=delay)
+
+    async def _hold_for_token(
+        self, delivery: Delivery, exc: ChannelSendError, attempts: int
+    ) -> bool:
+        """Nothing of the account goes out until its token is replaced, so the reply waits
+        (retried with backoff, without an end of its own: the reply window ends it) instead of
+        failing for a fault that is the business's to fix. Logged once per account."""
+        account = delivery.account
+        self._tokens.failed(
+            account_id=account.id,
+            channel=account.channel,
+            external_id=account.external_id,
+            reason=str(exc),
+        )
+        delay = _backoff(attempts, None)
+        async with self._sessions() as session:
+            await schedule_retry(
+                session,
+                outbox_id=delivery.outbox_id,
+                at=utcnow() + timedelta(seconds=delay),
+                error=f"{exc} (held until the token is replaced)",
+            )
+            await session.commit()
+        SENDS.labels(account.channel, "held").inc()
+        log.debug("delivery.held_for_token", attempts=attempts, delay_s=delay)
+        return False
+
+    async def _review(self, delivery: Delivery) -> bool:
+        """The channel reported a sent message failed: send it again if its code is retryable
+        and attempts remain, else leave it failed with the reason. Only this one report leads
+        to this one new send; the report's message id no longer names the message after it."""
+        failures = delivery.message.meta.get("reported_failures") or [{}]
+        exc = self._gateway.classify_status(delivery.account, failures[-1].get("errors") or [])
+        attempts = delivery.attempts + 1
+        if not (exc.retryable and attempts < self._max_attempts):
+            await self._give_up(delivery, f"reported failed: {exc}", attempts)
+            return True
+        if exc.kind == FailureKind.THROTTLED:
+            await self._pacer.pause(str(delivery.account.id), THROTTLE_PAUSE)
+        delay = _backoff(attempts, None)
+        if exc.kind == FailureKind.RECIPIENT_THROTTLED:
+            delay = min(PAIR_RATE_BASE**attempts, MAX_BACKOFF)
+        async with self._sessions() as session:
+            await requeue_reported(
+                session,
+                outbox_id=delivery.outbox_id,
+                message_id=delivery.message.id,
+                at=utcnow() + timedelta(seconds=delay),
+                error=f"reported failed, sending again: {exc}",
+            )
+            await session.commit()
+        SENDS.labels(delivery.account.channel, "retry").inc()
+        log.warning("delivery.resend_reported", reason=str(exc), attempts=attempts, delay_s=delay)
+        return False
+
+    async def _refuse(self, delivery: Delivery, reason: str) -> bool:
+        """Not tried at all (outside the reply window): failed with the reason, and the
+        conversation goes on to the next, which is refused likewise."""
+        await self._give_up(delivery, reason, delivery.attempts, event="delivery.not_sent")
+        return True
+
+    async def _give_up(
+        self, delivery: Delivery, reason: str, attempts: int, event: str = "delivery.failed"
+    ) -> None:
+        async with self._sessions() as session:
+            await mark_failed(
+                session,
+                outbox_id=delivery.outbox_id,
+                message_id=delivery.message.id,
+                error=reason,
+            )
+            await session.commit()
+        SENDS.labels(delivery.account.channel, "failed").inc()
+        log.error(event, reason=reason, attempts=attempts)
+
+    async def close(self) -> None:
+        await self._pacer.close()
 
     async def stop(self, grace: float) -> None:
         self._stopping = True

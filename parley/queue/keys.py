@@ -97,3 +97,38 @@ def api_rate(token_key: str, window: int) -> str:
     """Requests one token made in one fixed window (a counter with a TTL); the hash tag keeps
     a token's counters on one Cluster slot."""
     return f"{PREFIX}ratelimit:{{token:{token_key}}}:{window}"
+
+
+def send_pace(account_key: str) -> str:
+    """When an account's next send may go (its theoretical arrival time, in microseconds of
+    Redis's clock); one key per account, on its own Cluster slot."""
+    return f"{PREFIX}pace:{{account:{account_key}}}"
+
+
+# KEYS[1] = send_pace(account). ARGV: interval_us, max_wait_us, pause_us.
+# With pause_us = 0, reserve the account's next slot if it is at most max_wait_us away and
+# return {1, wait_us}; else reserve nothing and return {0, wait_us}. With pause_us > 0, push
+# the next slot to at least now + pause_us (the channel said the account sends too fast).
+# Redis's own clock, so every process agrees on "now".
+PACE_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[2])
+local pause = tonumber(ARGV[3])
+local next_at = tonumber(redis.call('GET', KEYS[1]) or '0')
+if pause > 0 then
+  next_at = math.max(next_at, now + pause)
+  redis.call('SET', KEYS[1], string.format('%.0f', next_at), 'PX', math.ceil(pause / 1000) + 1000)
+  return {1, 0}
+end
+local start = math.max(next_at, now)
+local wait = start - now
+if wait > max_wait then
+  return {0, wait}
+end
+local after = start + interval
+local ttl = math.ceil((after - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', after), 'PX', ttl)
+return {1, wait}
+"""

@@ -9,15 +9,20 @@ would have received.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
+import json
 import re
 import secrets
 import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -36,6 +41,18 @@ SENDER_ACTIONS = {"typing_on", "typing_off", "mark_seen", "react", "unreact"}
 
 # Graph codes per HTTP status when a test injects a status without naming a code.
 DEFAULT_CODES = {400: 100, 401: 190, 403: 10, 404: 100, 429: 130429, 500: 2, 502: 2, 503: 2}
+STATUS_TITLES = {
+    130429: "Rate limit hit",
+    131056: "(Business Account, Consumer Account) pair rate limit hit",
+    131000: "Something went wrong",
+    131026: "Message undeliverable",
+    131047: "Re-engagement message",
+    131049: "This message was not delivered to maintain healthy ecosystem engagement.",
+    131030: "Recipient phone number not in allowed list",
+    2: "Service temporarily unavailable",
+    4: "Too many calls",
+    190: "Access token has expired",
+}
 DEFAULT_MESSAGES = {
     100: "(#100) Invalid parameter",
     190: "Error validating access token: Session has expired.",
@@ -43,6 +60,17 @@ DEFAULT_MESSAGES = {
     130429: "(#130429) Rate limit hit",
     2: "An unexpected error has occurred. Please retry your request later.",
 }
+
+
+@dataclass
+class StatusFault:
+    """Accept the next sends, then report them `failed` with this error in a status webhook."""
+
+    code: int
+    title: str
+    details: str | None
+    subcode: int | None
+    remaining: int | None
 
 
 class GraphSimulator(Simulator):
@@ -67,6 +95,11 @@ class GraphSimulator(Simulator):
         self._rate_lock = threading.Lock()
         self.media = MediaFiles()
         """Files customers sent: `media.add(data, mime_type)` gives a WhatsApp media id."""
+        self._status_faults: list[StatusFault] = []
+        self._send_faults: list[tuple[ApiError, list[int | None]]] = []
+        self._pending_statuses: list[dict[str, Any]] = []
+        self.failed_later: list[str] = []
+        """Ids of accepted sends reported (or to be reported) failed by a status webhook."""
         self.app = Starlette(
             routes=[
                 Route(
@@ -115,7 +148,107 @@ class GraphSimulator(Simulator):
     def reset_state(self) -> None:
         with self._rate_lock:
             self._sent_at = defaultdict(deque)
+            self._status_faults = []
+            self._send_faults = []
+            self._pending_statuses = []
+            self.failed_later = []
         self.media.reset()
+
+    # --- failures of message sends only --------------------------------------------------
+    def fail_sends(
+        self,
+        status: int,
+        code: int,
+        *,
+        times: int | None = 1,
+        message: str | None = None,
+        **fields: Any,
+    ) -> None:
+        """The next `times` message sends (not read receipts or sender actions, which share
+        the path) are refused with `status` and Graph error `code` (extra error `fields` such
+        as ``error_subcode``). `times=None` means until `reset()`."""
+        text = (
+            message or DEFAULT_MESSAGES.get(code) or f"(#{code}) {STATUS_TITLES.get(code, 'Error')}"
+        )
+        error = ApiError(status, text, code=code, **fields)
+        with self._rate_lock:
+            self._send_faults.append((error, [times]))
+
+    def clear_send_faults(self) -> None:
+        with self._rate_lock:
+            self._send_faults = []
+
+    def _take_send_fault(self, record: Recorded) -> None:
+        with self._rate_lock:
+            if not self._send_faults:
+                return
+            error, remaining = self._send_faults[0]
+            if remaining[0] is not None:
+                remaining[0] -= 1
+                if remaining[0] <= 0:
+                    self._send_faults.pop(0)
+        record.kind = "message"  # a refused send is still an attempt to send
+        raise error
+
+    def attempts_to(self, recipient: str) -> list[Recorded]:
+        """Every message send to `recipient`, accepted or refused, in order."""
+        return [
+            r for r in self.requests if r.kind == "message" and recipient in _recipients(r.json)
+        ]
+
+    # --- failures reported later, as WhatsApp does -------------------------------------
+    def fail_later(
+        self,
+        code: int,
+        *,
+        times: int | None = 1,
+        title: str | None = None,
+        details: str | None = None,
+        error_subcode: int | None = None,
+    ) -> None:
+        """The next `times` WhatsApp sends are accepted (200, a wamid), then reported `failed`
+        with `code` by a status webhook, which `deliver_statuses` posts: how WhatsApp reports
+        most 131047, 131026 and 131049 failures. `times=None` means until `reset()`."""
+        fault = StatusFault(
+            code, title or STATUS_TITLES.get(code, "Error"), details, error_subcode, times
+        )
+        with self._rate_lock:
+            self._status_faults.append(fault)
+
+    @property
+    def pending_statuses(self) -> list[dict[str, Any]]:
+        """Status webhook bodies waiting for `deliver_statuses`, oldest first."""
+        with self._rate_lock:
+            return list(self._pending_statuses)
+
+    async def deliver_statuses(self, url: str, app_secret: str, timeout: float = 5.0) -> list[int]:
+        """POST every pending status webhook to `url`, signed with `app_secret` as Meta signs
+        (``X-Hub-Signature-256``); returns the HTTP statuses Parley answered."""
+        with self._rate_lock:
+            pending, self._pending_statuses = self._pending_statuses, []
+        answers = []
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            for payload in pending:
+                body = json.dumps(payload).encode()
+                digest = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Hub-Signature-256": f"sha256={digest}",
+                }
+                answers.append((await client.post(url, content=body, headers=headers)).status_code)
+        return answers
+
+    def _report_later(self, node: str, wamid: str, recipient: str) -> None:
+        with self._rate_lock:
+            fault = next(iter(self._status_faults), None)
+            if fault is None:
+                return
+            if fault.remaining is not None:
+                fault.remaining -= 1
+                if fault.remaining <= 0:
+                    self._status_faults.remove(fault)
+            self.failed_later.append(wamid)
+            self._pending_statuses.append(_failed_status(node, wamid, recipient, fault))
 
     # --- API shape ---------------------------------------------------------------------
     def error_body(
@@ -180,6 +313,7 @@ class GraphSimulator(Simulator):
         if not to and not bsuid:
             raise ApiError(400, "(#100) The parameter to is required.", code=100)
         _check_whatsapp_content(body)
+        self._take_send_fault(record)
         self._check_rate(node)
         record.kind = "message"
         contact: dict[str, Any] = {"input": to or bsuid}
@@ -188,6 +322,7 @@ class GraphSimulator(Simulator):
         if bsuid:
             contact["user_id"] = bsuid
         wamid = f"wamid.HBgL{next(self._ids):010d}{secrets.token_hex(10).upper()}"
+        self._report_later(node, wamid, str(to or bsuid))
         return {"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": wamid}]}
 
     def _messenger(self, node: str, body: dict[str, Any], record: Recorded) -> dict[str, Any]:
@@ -201,6 +336,7 @@ class GraphSimulator(Simulator):
             record.kind = "receipt"
             return {"recipient_id": recipient["id"]}
         self._check_message(node, body.get("message"))
+        self._take_send_fault(record)
         self._check_rate(node)
         record.kind = "message"
         mid = f"mid.${next(self._ids):010d}{secrets.token_hex(12)}"
@@ -243,6 +379,36 @@ class GraphSimulator(Simulator):
                     error_data={"messaging_product": "whatsapp", "details": "Throughput reached"},
                 )
             sent.append(now)
+
+
+def _failed_status(node: str, wamid: str, recipient: str, fault: StatusFault) -> dict[str, Any]:
+    """WhatsApp's ``failed`` status webhook for `wamid`, in the shape of Meta's samples."""
+    error: dict[str, Any] = {"code": fault.code, "title": fault.title, "message": fault.title}
+    if fault.details:
+        error["error_data"] = {"details": fault.details}
+    if fault.subcode is not None:
+        error["error_subcode"] = fault.subcode
+    recipient_key = (
+        "recipient_user_id"
+        if recipient.count(".") == 1 and recipient[:2].isalpha()
+        else "recipient_id"
+    )
+    status = {
+        "id": wamid,
+        "status": "failed",
+        "timestamp": str(int(time.time())),
+        recipient_key: recipient,
+        "errors": [error],
+    }
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550000000", "phone_number_id": node},
+        "statuses": [status],
+    }
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}],
+    }
 
 
 def _check_whatsapp_content(body: dict[str, Any]) -> None:

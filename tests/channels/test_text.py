@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -196,3 +197,110 @@ def test_character_split_keeps_everything_in_order_within_the_limit(text: str, l
         assert 0 < len(chunk) <= limit
         assert chunk == chunk.strip()
     assert visible("".join(chunks)) == visible(text)
+
+
+# --- the channels' limits, as properties ----------------------------------------------------
+
+CHANNEL_LIMITS = [
+    pytest.param(4096, CHARACTERS, id="whatsapp-4096-characters"),
+    pytest.param(1000, UTF8_BYTES, id="instagram-1000-bytes"),
+    pytest.param(2000, CHARACTERS, id="messenger-2000-characters"),
+]
+
+# Words of every width in UTF-8 (1 to 4 bytes a character, emoji with modifiers and ZWJ), now
+# and then one longer than any limit, joined by spaces, sentence ends, lines and paragraphs.
+_WORD = st.lists(
+    st.sampled_from([*"abcxyz019", "é", "ß", "€", "日", "🙂", "👍🏽", "e\u0301", "-"]),
+    min_size=1,
+    max_size=12,
+).map("".join)
+_GIANT = st.lists(
+    st.sampled_from(["x", "日", "🙂", "👨\u200d👩\u200d👧"]), min_size=300, max_size=1200
+).map("".join)
+_SEPARATOR = st.sampled_from([" ", " ", " ", ". ", "! ", "\n", "\n\n", "\n \n\t", "  "])
+_ANSWER = st.lists(
+    st.tuples(st.one_of(_WORD, _WORD, _WORD, _GIANT), _SEPARATOR), min_size=1, max_size=900
+).map(lambda pairs: "".join(word + separator for word, separator in pairs))
+
+
+def spans(text: str, parts: list[str]) -> list[tuple[int, int]]:
+    """Where each part lies in `text`, asserting that each is the next stretch of it and that
+    only whitespace lies between them (and around them)."""
+    found, position = [], 0
+    for part in parts:
+        start = position
+        while start < len(text) and text[start].isspace():
+            start += 1
+        assert text.startswith(part, start), (position, part[:40])
+        position = start + len(part)
+        found.append((start, position))
+    assert not text[position:].strip()
+    return found
+
+
+def assert_whole_and_in_order(text: str, parts: list[str]) -> None:
+    spans(text, parts)
+
+
+@pytest.mark.parametrize(("limit", "measure"), CHANNEL_LIMITS)
+@settings(max_examples=60, deadline=None)
+@given(text=_ANSWER)
+def test_channel_limits_hold_and_nothing_is_lost(limit: int, measure: Measure, text: str) -> None:
+    parts = split_text(text, limit, measure)
+    for part in parts:
+        assert 0 < measure.size(part) <= limit
+        assert part == part.strip()
+    assert_whole_and_in_order(text, parts)
+    if measure.size(text.strip()) <= limit:
+        assert parts == [text.strip()]
+
+
+@pytest.mark.parametrize(("limit", "measure"), CHANNEL_LIMITS)
+@settings(max_examples=60, deadline=None)
+@given(text=_ANSWER)
+def test_words_are_only_cut_when_longer_than_the_limit(
+    limit: int, measure: Measure, text: str
+) -> None:
+    parts = split_text(text, limit, measure)
+    places = spans(text, parts)
+    for (_, end), (start, _) in itertools.pairwise(places):
+        if start == end:  # no whitespace between: a word was cut here
+            word_start = max(text.rfind(c, 0, end) for c in " \n\t") + 1
+            word_end = min((i for c in " \n\t" if (i := text.find(c, end)) >= 0), default=len(text))
+            assert measure.size(text[word_start:word_end]) > limit
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=_TEXT, limit=st.integers(min_value=4, max_value=80))
+def test_small_byte_limits_keep_the_text_whole(text: str, limit: int) -> None:
+    assert_whole_and_in_order(text, split_text(text, limit, UTF8_BYTES))
+
+
+@pytest.mark.parametrize(
+    ("grapheme", "limit"),
+    [("👍🏽", 10), ("👨\u200d👩\u200d👧", 20), ("e\u0301", 5), ("🇵🇹", 10), ("❤\ufe0f", 7)],
+)
+def test_a_cut_word_is_cut_between_graphemes(grapheme: str, limit: int) -> None:
+    text = grapheme * 50
+    parts = split_text(text, limit, UTF8_BYTES)
+    assert "".join(parts) == text
+    for part in parts:
+        assert utf8(part) <= limit
+        assert len(part) % len(grapheme) == 0  # whole graphemes only
+
+
+def test_a_grapheme_wider_than_the_limit_is_still_cut() -> None:
+    family = "👨\u200d👩\u200d👧"  # 18 bytes
+    parts = split_text(family, 8, UTF8_BYTES)
+    assert "".join(parts) == family
+    assert all(utf8(part) <= 8 for part in parts)
+
+
+def test_a_paragraph_break_ends_a_part_before_a_line_or_a_sentence() -> None:
+    text = "Intro line.\nSecond line.\n\nNext paragraph. " + "More words here. " * 3
+    assert split_text(text, 40)[0] == "Intro line.\nSecond line."
+
+
+def test_indentation_inside_a_part_is_kept() -> None:
+    text = "Steps:\n\n  1. one\n     detail\n\n" + "tail " * 20
+    assert split_text(text, 40)[0] == "Steps:\n\n  1. one\n     detail"

@@ -24,7 +24,7 @@ def assert_well_formed(chunks: list[str], limit: int) -> None:
         ("**bold** and __bold__", "*bold* and *bold*"),
         ("*italic* and _italic_", "_italic_ and _italic_"),
         ("~~struck~~", "~struck~"),
-        ("***both***", "*_both_*"),
+        ("***both***", "_*both*_"),
         ("*italic with **bold** inside*", "_italic with *bold* inside_"),
         ("# Heading", "*Heading*"),
         ("### **Bold** heading ###", "*Bold heading*"),
@@ -32,11 +32,14 @@ def assert_well_formed(chunks: list[str], limit: int) -> None:
         ("[https://x.io](https://x.io)", "https://x.io"),
         ("![a cat](https://img.example/cat.png)", "a cat (https://img.example/cat.png)"),
         ("<https://example.com/x_y_z>", "https://example.com/x_y_z"),
-        ("- one\n- two\n* three\n  + nested", "• one\n• two\n• three\n  • nested"),
+        ("- one\n- two\n* three\n  + nested", "- one\n- two\n\n- three\n  - nested"),
         ("```python\nprint(a*b*c)\n```", "```print(a*b*c)```"),
         ("use `*args*` and `__init__`", "use `*args*` and `__init__`"),
         ("> quoted **word**", "> quoted *word*"),
         ("Total:\n\n**42 €**", "Total:\n\n*42 €*"),
+        ("1. **Pay**\n2. Wait", "1. *Pay*\n2. Wait"),
+        ("**two\nlines**", "*two*\n*lines*"),
+        ("## Plans\n\n| plan | € |\n|---|---|\n| *Pro* | 9 |", "*Plans*\n\nplan | €\n_Pro_ | 9"),
     ],
 )
 def test_markdown_is_converted(markdown: str, whatsapp: str) -> None:
@@ -62,6 +65,9 @@ def test_markdown_is_converted(markdown: str, whatsapp: str) -> None:
         "Price: $5 ~ $6, maybe ~7",
         "Hello! How can I help you today?\n\nOur hours are 9–17.",
         "Olá, tudo bem? 🙂 日本語",
+        "https://example.com/_private_/x and http://a.b/**c**/d",
+        "AT&amp;T &copy; <b>not html</b>",
+        "[ref]: https://example.com/not-a-definition",
     ],
 )
 def test_text_without_markdown_is_unchanged(plain: str) -> None:

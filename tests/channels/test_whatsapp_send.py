@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from parley.channels import whatsapp
 from parley.channels.base import SendResult
-from parley.errors import ChannelSendError
+from parley.errors import ChannelSendError, FailureKind
 
 TOKEN = "EAAG-secret-token"
 VERSION = "v26.0"
@@ -213,7 +213,10 @@ async def test_phone_wins_over_bsuid(
 async def test_server_error_is_retryable(client: httpx.AsyncClient, base_url: str) -> None:
     error = await send_error(client, base_url, "500")
     assert (error.retryable, error.status, error.code) == (True, 500, "1")
-    assert str(error) == "graph 500 1: An unknown error occurred"
+    assert (
+        str(error) == "the channel had a temporary problem (graph 500 1: An unknown error occurred)"
+    )
+    assert error.kind == FailureKind.TRANSIENT
 
 
 async def test_429_is_retryable_after_what_the_server_asked(
@@ -236,7 +239,11 @@ async def test_undeliverable_is_final(client: httpx.AsyncClient, base_url: str) 
         400,
         "131026",
     )
-    assert str(error) == "graph 400 131026: Message undeliverable"
+    assert str(error) == (
+        "the customer cannot receive messages from this account "
+        "(graph 400 131026: Message undeliverable)"
+    )
+    assert error.kind == FailureKind.UNDELIVERABLE
 
 
 async def test_throughput_limit_is_retryable_despite_400(
@@ -267,7 +274,7 @@ async def test_non_json_gateway_error_is_retryable(
 ) -> None:
     error = await send_error(client, base_url, "502-html")
     assert (error.retryable, error.status, error.code) == (True, 502, None)
-    assert str(error) == "graph 502: Bad Gateway"
+    assert str(error) == "the channel had a temporary problem (graph 502: Bad Gateway)"
 
 
 async def test_accepted_without_id_is_still_success(
@@ -279,7 +286,7 @@ async def test_accepted_without_id_is_still_success(
 async def test_timeout_is_retryable(client: httpx.AsyncClient, base_url: str) -> None:
     error = await send_error(client, base_url, "slow", timeout=0.2)
     assert error.retryable is True and error.status is None
-    assert str(error).startswith("graph timeout")
+    assert "(graph timeout: ReadTimeout)" in str(error)
 
 
 async def test_refused_connection_is_retryable(client: httpx.AsyncClient) -> None:

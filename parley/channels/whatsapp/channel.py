@@ -3,11 +3,13 @@ formatting, 4,096 characters a message."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
 from parley.channels.base import (
+    META_WINDOW,
     Channel,
     Media,
     ParsedWebhook,
@@ -16,6 +18,7 @@ from parley.channels.base import (
     Target,
     TextLimit,
 )
+from parley.channels.graph_errors import status_error
 from parley.channels.signature import hub_challenge, verify_request
 from parley.channels.whatsapp import send
 from parley.channels.whatsapp.format import markdown_to_whatsapp
@@ -31,6 +34,7 @@ __all__ = ["WhatsAppChannel"]
 class WhatsAppChannel(Channel):
     name = CHANNEL
     text_limit = TextLimit(send.TEXT_LIMIT)
+    reply_window = META_WINDOW
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> None:
         verify_request(body, headers, settings.secret("meta_app_secret"))
@@ -112,3 +116,6 @@ class WhatsAppChannel(Channel):
 
     def classify_error(self, failure: SendFailure, *, token: str) -> ChannelSendError:
         return send.classify_error(failure, token)
+
+    def classify_status(self, errors: Sequence[Mapping[str, Any]]) -> ChannelSendError:
+        return status_error(errors)

@@ -16,9 +16,10 @@ import httpx
 import structlog
 
 from parley.channels.base import SendFailure, SendResult
-from parley.errors import ChannelSendError
+from parley.channels.graph_errors import READABLE, graph_error
+from parley.errors import ChannelSendError, FailureKind
 
-__all__ = ["RETRYABLE_CODES", "TEXT_LIMIT", "classify_error", "mark_read", "send_text"]
+__all__ = ["TEXT_LIMIT", "classify_error", "mark_read", "send_text"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,11 +29,6 @@ TEXT_LIMIT = 4096
 MAX_RETRY_AFTER = 60.0
 """Seconds: a longer Retry-After would park a conversation; the delivery layer backs off."""
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-RETRYABLE_CODES = frozenset(
-    {"130429", "131056", "131000", "131016", "1", "2", "131057", "4", "80007"}
-)
-"""Graph error codes for throttling and transient outages: the same request may succeed later."""
 
 _RETRYABLE_TRANSPORT = (
     httpx.TimeoutException,
@@ -132,8 +128,9 @@ async def _post(
 
 
 def classify_error(failure: SendFailure, token: str) -> ChannelSendError:
-    """A Graph error answer or a failed transport as a `ChannelSendError`: throttling, 5xx and
-    network trouble are retryable (after Retry-After, within bounds); the rest is final."""
+    """A Graph error answer or a failed transport as a `ChannelSendError` of the kind its code
+    means (`graph_errors.classify`): throttling, 5xx and network trouble are retryable (after
+    Retry-After, within bounds); the rest is final."""
     if isinstance(failure, httpx.Response):
         return _http_error(failure, token)
     return _transport_error(failure)
@@ -141,24 +138,18 @@ def classify_error(failure: SendFailure, token: str) -> ChannelSendError:
 
 def _transport_error(exc: Exception) -> ChannelSendError:
     what = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport error"
+    retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
+    kind = FailureKind.TRANSIENT if retryable else FailureKind.REJECTED
     return ChannelSendError(
-        f"graph {what}: {type(exc).__name__}", retryable=isinstance(exc, _RETRYABLE_TRANSPORT)
+        f"{READABLE[kind]} (graph {what}: {type(exc).__name__})", retryable=retryable, kind=kind
     )
 
 
 def _http_error(response: httpx.Response, token: str) -> ChannelSendError:
     error = _graph_error(response)
-    code = None if error.get("code") is None else str(error["code"])
     detail = _redact(str(error.get("message") or response.reason_phrase or "error"), token)
-    status = response.status_code
-    retryable = status in RETRYABLE_STATUSES or status >= 500 or code in RETRYABLE_CODES
-    return ChannelSendError(
-        f"graph {status} {code}: {detail}" if code else f"graph {status}: {detail}",
-        retryable=retryable,
-        retry_after=_retry_after(response.headers.get("retry-after")) if retryable else None,
-        status=status,
-        code=code,
-    )
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    return graph_error(error, status=response.status_code, detail=detail, retry_after=retry_after)
 
 
 def _graph_error(response: httpx.Response) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from parley.channels.base import InboundMessage, StatusUpdate
 from parley.channels.media import media_to_stored
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
+from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.upsert import insert_ignore
 
 # A status only moves forward: Meta may deliver "read" before "delivered", or twice.
@@ -283,6 +284,8 @@ async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate])
         )
         if message is not None and _advance(message, report):
             moved += 1
+            if report.status == "failed":
+                await queue_reported_failure(session, message=message)
     await session.flush()
     return moved
 
@@ -293,6 +296,16 @@ def _advance(message: Message, report: StatusUpdate) -> bool:
             return False
         message.status = "failed"
         message.error = _status_error(report)
+        # Kept for delivery, which reads the channel's codes and may send the message again.
+        failures = [
+            *message.meta.get("reported_failures", []),
+            {
+                "channel_message_id": report.channel_message_id,
+                "at": report.timestamp.isoformat(),
+                "errors": [dict(error) for error in report.errors],
+            },
+        ]
+        message.meta = {**message.meta, "reported_failures": failures}
         return True
     new_rank = STATUS_RANK.get(report.status)
     if new_rank is None or message.status == "failed":

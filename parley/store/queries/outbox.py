@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
+from parley.store.queries.upsert import insert_ignore
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,14 @@ class Delivery:
     account: Account
     contact: Contact
     reply_to_channel_id: str | None
+    last_customer_at: datetime | None = None
+    """When Parley received the customer's latest message in this conversation; None if never."""
+
+    @property
+    def reported_failed(self) -> bool:
+        """The channel reported this sent message failed (a status webhook): delivery decides
+        whether to send it again, instead of sending it."""
+        return self.message.status == "failed"
 
 
 async def conversations_with_due_heads(
@@ -91,7 +100,14 @@ async def _delivery(session: AsyncSession, row: Outbox) -> Delivery:
         reply_to = await session.scalar(
             select(Message.channel_message_id).where(Message.id == message.reply_to_id)
         )
-    return Delivery(row.id, row.attempts, message, account, contact, reply_to)
+    last_customer_at = await session.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.conversation_id == message.conversation_id,
+            Message.direction == "in",
+            Message.sender == "customer",
+        )
+    )
+    return Delivery(row.id, row.attempts, message, account, contact, reply_to, last_customer_at)
 
 
 async def mark_sent(
@@ -117,16 +133,54 @@ async def mark_failed(
 
 
 async def schedule_retry(
-    session: AsyncSession, *, outbox_id: int, at: datetime, error: str
+    session: AsyncSession, *, outbox_id: int, at: datetime, error: str | None, count: bool = True
 ) -> None:
+    """Put the row back until `at`; `count` it as an attempt, and note `error` on the message.
+    Uncounted: a send that never reached the channel (its account's rate said later)."""
+    attempts = Outbox.attempts + 1 if count else Outbox.attempts
     await session.execute(
         update(Outbox)
         .where(Outbox.id == outbox_id)
-        .values(attempts=Outbox.attempts + 1, next_attempt_at=at, locked_until=None)
+        .values(attempts=attempts, next_attempt_at=at, locked_until=None)
     )
+    if error is None:
+        return
     message_id = select(Outbox.message_id).where(Outbox.id == outbox_id).scalar_subquery()
     await session.execute(
         update(Message).where(Message.id == message_id).values(error=error, updated_at=utcnow())
+    )
+
+
+async def requeue_reported(
+    session: AsyncSession, *, outbox_id: int, message_id: int, at: datetime, error: str
+) -> None:
+    """Send a message again that the channel reported failed with a retryable error: it is
+    `queued` again, with no channel id, so a repeated report of the old send finds nothing and
+    cannot queue it a second time."""
+    await schedule_retry(session, outbox_id=outbox_id, at=at, error=None)
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status == "failed")
+        .values(status="queued", channel_message_id=None, error=error, updated_at=utcnow())
+    )
+
+
+async def queue_reported_failure(session: AsyncSession, *, message: Message) -> None:
+    """Hand a sent message that the channel reported failed to delivery, which reads the
+    report's error and sends it again or leaves it failed. Its earlier reported failures count
+    as attempts, so a message that keeps failing is not sent forever."""
+    await insert_ignore(
+        session,
+        Outbox,
+        {
+            "message_id": message.id,
+            "conversation_id": message.conversation_id,
+            "attempts": len(message.meta.get("reported_failures", [])) - 1,
+            "next_attempt_at": utcnow(),
+            "locked_until": None,
+            "created_at": utcnow(),
+        },
+        ["message_id"],
     )
 
 
