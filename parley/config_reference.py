@@ -55,6 +55,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "graph_max_attempts",
             "instagram_api_base_url",
             "instagram_app_secret",
+            "instagram_setup",
+            "instagram_page_id",
             "instagram_access_token",
             "messenger_access_token",
         ),
