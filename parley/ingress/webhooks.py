@@ -14,6 +14,7 @@ from parley.channels.base import Channel
 from parley.deps import QueueDep, SessionDep, SettingsDep
 from parley.errors import BadPayload, BadSignature, UnknownChannel, WebhookNotConfigured
 from parley.observability.metrics import WEBHOOK_MESSAGES
+from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import apply_statuses, record_inbound
 
 log = structlog.get_logger(__name__)
@@ -68,6 +69,9 @@ async def receive(
         session, messages=parsed.messages, correlation_id=request.state.correlation_id
     )
     moved = await apply_statuses(session, statuses=parsed.statuses)
+    events = await apply_events(
+        session, events=parsed.events, correlation_id=request.state.correlation_id
+    )
     await session.commit()  # durable before the channel sees 200
     await _signal(queue, waiting)
     WEBHOOK_MESSAGES.labels(channel.name).inc(len(parsed.messages))
@@ -78,6 +82,7 @@ async def receive(
         statuses=len(parsed.statuses),
         statuses_applied=moved,
         skipped=parsed.skipped,
+        **({"events": len(parsed.events), "events_applied": events} if parsed.events else {}),
     )
     return Response(status_code=200)
 
