@@ -101,21 +101,7 @@ async def _echo(
         return False  # Parley's send, echoed before its answer was recorded
     contact = await _contact(session, cache, account, _EventCustomer(event.user_id))
     conversation = await _active_conversation(session, cache, account, contact)
-    handed_off_at = conversation.handed_off_at
-    if conversation.status != "handoff":
-        handed_off_at = utcnow()
-        log.info(
-            "conversation.handoff",
-            reason=HANDOFF_BY_APP,
-            conversation_id=conversation.id,
-            channel=event.channel,
-        )
-    # One UPDATE of the conversation per transaction (see allocate_sequence); the cached row
-    # learns the new status without being written again.
-    sequence_no = await allocate_sequence(
-        session, conversation_id=conversation.id, status="handoff", handed_off_at=handed_off_at
-    )
-    set_committed_value(conversation, "status", "handoff")
+    sequence_no = await _hand_off(session, conversation, event.channel)
     await insert_ignore(
         session,
         Message,
@@ -141,6 +127,28 @@ async def _echo(
         ["account_id", "channel_message_id"],
     )
     return True
+
+
+async def _hand_off(session: AsyncSession, conversation: Conversation, channel: str) -> int:
+    """Put the conversation in ``handoff`` (if it is not yet) in the statement that reserves
+    the echo's sequence number; returns that number."""
+    if conversation.status == "handoff":
+        return await allocate_sequence(session, conversation_id=conversation.id)
+    now = utcnow()
+    log.info(
+        "conversation.handoff",
+        reason=HANDOFF_BY_APP,
+        conversation_id=conversation.id,
+        channel=channel,
+    )
+    # One UPDATE of the conversation per transaction (see allocate_sequence); the cached row
+    # learns what changed without being written again.
+    sequence_no = await allocate_sequence(
+        session, conversation_id=conversation.id, status="handoff", handed_off_at=now
+    )
+    set_committed_value(conversation, "status", "handoff")
+    set_committed_value(conversation, "handed_off_at", now)
+    return sequence_no
 
 
 async def _in_flight(session: AsyncSession, account_id: int, event: ConversationEvent) -> bool:
