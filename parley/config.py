@@ -202,11 +202,30 @@ class Settings(BaseSettings):
     graph_api_version: str = Field(default="v26.0", description="Graph API version.")
     instagram_api_base_url: str = Field(
         default="https://graph.instagram.com",
-        description="Instagram API base URL; not used yet (Instagram is not served yet).",
+        description="Instagram API base URL: sends of Instagram accounts connected with "
+        "Instagram Login go to `{INSTAGRAM_API_BASE_URL}/{GRAPH_API_VERSION}/{account id}"
+        "/messages`.",
     )
     instagram_app_secret: SecretStr | None = Field(
         default=None,
-        description="Instagram app secret; not used yet (Instagram is not served yet).",
+        description="The Instagram app secret (App Dashboard, Instagram product settings) that "
+        "signs Instagram Login webhooks; an Instagram webhook is accepted when it verifies with "
+        "this or `META_APP_SECRET` (Facebook-page setups sign with that). Unset: "
+        "`META_APP_SECRET` only.",
+    )
+    instagram_setup: Literal["instagram_login", "facebook_page"] = Field(
+        default="instagram_login",
+        description="How the Instagram account is connected: `instagram_login` (Instagram API "
+        "with Instagram Login: sends through `INSTAGRAM_API_BASE_URL` with an Instagram user "
+        "token) or `facebook_page` (linked to a Facebook page: sends through "
+        "`GRAPH_API_BASE_URL` to the page, with the page's token in "
+        "`INSTAGRAM_ACCESS_TOKEN`). An account's own `instagram_setup` setting wins.",
+    )
+    instagram_page_id: str | None = Field(
+        default=None,
+        description="With `INSTAGRAM_SETUP=facebook_page`: the id of the Facebook page the "
+        "Instagram account is linked to, which sends go to; unset, they go to `/me/messages`, "
+        "the page the token belongs to. An account's own `page_id` setting wins.",
     )
     whatsapp_access_token: SecretStr | None = Field(
         default=None,
@@ -215,11 +234,13 @@ class Settings(BaseSettings):
     )
     instagram_access_token: SecretStr | None = Field(
         default=None,
-        description="Access token for Instagram; not used yet (Instagram is not served yet).",
+        description="Access token for sending on Instagram: an Instagram user token with "
+        "Instagram Login, the linked page's token with `INSTAGRAM_SETUP=facebook_page`.",
     )
     messenger_access_token: SecretStr | None = Field(
         default=None,
-        description="Access token for Messenger; not used yet (Messenger is not served yet).",
+        description="Page access token for sending on Messenger (every page without a token of "
+        "its own).",
     )
     graph_timeout: float = Field(
         default=15.0, gt=0, description="Timeout of one Graph API call, in seconds."

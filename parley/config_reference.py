@@ -58,6 +58,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_instagram_send_rate",
             "instagram_api_base_url",
             "instagram_app_secret",
+            "instagram_setup",
+            "instagram_page_id",
             "instagram_access_token",
             "messenger_access_token",
         ),

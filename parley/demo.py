@@ -2,7 +2,8 @@
 
 It starts the bundled OpenAI and Graph API simulators on loopback, runs Parley on a temporary
 SQLite file against them, plays a short WhatsApp conversation as signed webhooks, and prints
-what the customer would see on their phone. Then a program talks to the same agent through
+what the customer would see on their phone; a customer then writes to the same business on
+Messenger. Then a program talks to the same agent through
 Parley's Responses API with the official `openai` SDK, streaming, in a two-turn thread.
 """
 
@@ -36,6 +37,9 @@ SCRIPT = [
     "Do you ship to Lisbon?",
     "Great. And do you remember my name?",
 ]
+PAGE_ID = "109029271668032"
+MESSENGER_CUSTOMER = ("4714860478621687", "Ravi")
+MESSENGER_TEXT = "Hi! Do you ship to Lisbon too?"
 API_SCRIPT = ["Hello from the web shop. My name is Ana.", "Do you remember my name?"]
 
 
@@ -92,7 +96,7 @@ def _webhook(text: str) -> bytes:
 async def run_demo(*, latency: float = 0.2) -> None:
     console = Console()
     openai_sim = OpenAISimulator(latency=latency, reply=demo_agent)
-    graph_sim = GraphSimulator()
+    graph_sim = GraphSimulator(messenger_pages=[PAGE_ID])
     with (
         ServerThread(openai_sim.app) as openai_server,
         ServerThread(graph_sim.app) as graph_server,
@@ -107,6 +111,7 @@ async def run_demo(*, latency: float = 0.2) -> None:
                 "graph_api_base_url": graph_server.url,
                 "meta_app_secret": SECRET,
                 "whatsapp_access_token": "demo-token",
+                "messenger_access_token": "demo-page-token",
                 "parley_admin_token": ADMIN_TOKEN,
                 "parley_log_level": "WARNING",
                 "redis_url": None,
@@ -123,9 +128,31 @@ async def run_demo(*, latency: float = 0.2) -> None:
                     await graph_sim.wait_for_sends(number, timeout=30)
                     reply = graph_sim.sends[number - 1].json or {}
                     console.print(f"[green]Shop  ›[/] {reply.get('text', {}).get('body')}\n")
+                await _on_messenger(client, console, graph_sim)
                 await _over_the_api(client, console, parley.url)
             usage = sum(1 for r in openai_sim.requests if r.path == "/v1/responses")
             console.print(f"[dim]{usage} model calls, {len(graph_sim.sends)} replies sent.[/]")
+
+
+async def _on_messenger(
+    client: httpx.AsyncClient, console: Console, graph_sim: GraphSimulator
+) -> None:
+    """The same business's Facebook page: a Messenger webhook in, the Send API out."""
+    console.print("[bold]Messenger[/], the same agent on the business's Facebook page")
+    user, name = MESSENGER_CUSTOMER
+    console.print(f"[cyan]{name} ›[/] {MESSENGER_TEXT}")
+    item = {
+        "sender": {"id": user},
+        "recipient": {"id": PAGE_ID},
+        "timestamp": int(time.time() * 1000),
+        "message": {"mid": f"m_demo{uuid.uuid4().hex}", "text": MESSENGER_TEXT},
+    }
+    entry = {"id": PAGE_ID, "time": int(time.time() * 1000), "messaging": [item]}
+    before = len(graph_sim.sends)
+    await _post(client, "messenger", {"object": "page", "entry": [entry]})
+    sends = await graph_sim.wait_for_sends(before + 1, timeout=30)
+    reply = (sends[-1].json or {}).get("message", {})
+    console.print(f"[green]Shop ›[/] {reply.get('text')}\n")
 
 
 async def _over_the_api(client: httpx.AsyncClient, console: Console, url: str) -> None:
@@ -158,9 +185,13 @@ async def _over_the_api(client: httpx.AsyncClient, console: Console, url: str) -
 
 async def _say(client: httpx.AsyncClient, console: Console, text: str) -> None:
     console.print(f"[cyan]{CUSTOMER[1]} ›[/] {text}")
-    body = _webhook(text)
+    await _post(client, "whatsapp", json.loads(_webhook(text)))
+
+
+async def _post(client: httpx.AsyncClient, channel: str, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
     response = await client.post(
-        "/webhooks/whatsapp",
+        f"/webhooks/{channel}",
         content=body,
         headers={"Content-Type": "application/json", "X-Hub-Signature-256": sign(body, SECRET)},
     )

@@ -30,10 +30,12 @@ from parley.app import create_app
 from parley.config import Settings
 from parley.store.migrate import upgrade
 from parley.testing import GraphSimulator, OpenAISimulator, ServerThread, echo_reply
-from tests.factories import APP_SECRET, VERIFY_TOKEN
+from tests.factories import APP_SECRET, INSTAGRAM_APP_SECRET, VERIFY_TOKEN
 from tests.servers import PostgresServer, RedisServer
 
 WHATSAPP_TOKEN = "test-whatsapp-token"
+INSTAGRAM_TOKEN = "test-instagram-token"
+MESSENGER_TOKEN = "test-messenger-page-token"
 ADMIN_TOKEN = "test-admin-token"
 BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgres").split(",")
 TEMPLATE_DB = "parley_template"
@@ -61,6 +63,16 @@ def graph_server() -> Iterator[tuple[GraphSimulator, ServerThread]]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def instagram_server() -> Iterator[tuple[GraphSimulator, ServerThread]]:
+    """graph.instagram.com, where Instagram Login accounts send: a host of its own."""
+    sim = GraphSimulator(instagram_login=True)
+    server = ServerThread(sim.app)
+    server.start()
+    yield sim, server
+    server.stop()
+
+
 @pytest.fixture
 def openai_sim(openai_server: tuple[OpenAISimulator, ServerThread]) -> Iterator[OpenAISimulator]:
     """The session's OpenAI simulator, with no records, faults or settings left by others."""
@@ -80,6 +92,18 @@ def graph_sim(graph_server: tuple[GraphSimulator, ServerThread]) -> Iterator[Gra
     sim.reset()
     sim.latency = 0.0
     sim.send_rate = None
+    sim.messenger_pages = set()
+
+
+@pytest.fixture
+def instagram_sim(
+    instagram_server: tuple[GraphSimulator, ServerThread],
+) -> Iterator[GraphSimulator]:
+    sim, _ = instagram_server
+    sim.reset()
+    yield sim
+    sim.reset()
+    sim.latency = 0.0
 
 
 # --- PostgreSQL and Redis -----------------------------------------------------------------
@@ -185,6 +209,7 @@ async def queue_url(backend: str, request: pytest.FixtureRequest) -> str | None:
 def settings_env(
     openai_server: tuple[OpenAISimulator, ServerThread],
     graph_server: tuple[GraphSimulator, ServerThread],
+    instagram_server: tuple[GraphSimulator, ServerThread],
     database_url: str,
     queue_url: str | None,
 ) -> dict[str, str]:
@@ -198,8 +223,12 @@ def settings_env(
         "OPENAI_MODEL": "gpt-5-mini",
         "GRAPH_API_BASE_URL": graph_server[1].url,
         "META_APP_SECRET": APP_SECRET,
+        "INSTAGRAM_APP_SECRET": INSTAGRAM_APP_SECRET,
         "META_VERIFY_TOKEN": VERIFY_TOKEN,
         "WHATSAPP_ACCESS_TOKEN": WHATSAPP_TOKEN,
+        "INSTAGRAM_API_BASE_URL": instagram_server[1].url,
+        "INSTAGRAM_ACCESS_TOKEN": INSTAGRAM_TOKEN,
+        "MESSENGER_ACCESS_TOKEN": MESSENGER_TOKEN,
         "PARLEY_RECONCILE_INTERVAL": "1",
         "PARLEY_RECONCILE_AFTER": "2",
         "PARLEY_SHUTDOWN_GRACE": "1",

@@ -16,6 +16,7 @@ from parley.channels.signature import sign
 
 FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
 APP_SECRET = "test-app-secret"
+INSTAGRAM_APP_SECRET = "test-instagram-app-secret"
 VERIFY_TOKEN = "test-verify-token"
 PHONE_NUMBER_ID = "106540352242922"
 
@@ -97,6 +98,32 @@ def inbound_text(
         needs_reply=True,
         timestamp=datetime.now(UTC),
     )
+
+
+def new_mid() -> str:
+    return f"m_test{uuid.uuid4().hex}"
+
+
+def messaging_text(
+    channel: str, account: str, user: str, text: str, *, mid: str | None = None
+) -> dict[str, Any]:
+    """A Messenger (``page``) or Instagram text from `user` to `account`, shaped as the real
+    samples are."""
+    item = {
+        "sender": {"id": user},
+        "recipient": {"id": account},
+        "timestamp": int(time.time() * 1000),
+        "message": {"mid": mid or new_mid(), "text": text},
+    }
+    return messaging_body(channel, account, [item])
+
+
+def messaging_body(channel: str, account: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A webhook body of one entry carrying `items` as its ``messaging``."""
+    return {
+        "object": "page" if channel == "messenger" else "instagram",
+        "entry": [{"id": account, "time": int(time.time() * 1000), "messaging": items}],
+    }
 
 
 def message_ids(payload: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -26,7 +26,9 @@ class Media:
     """A file a customer sent, as the channel names it; downloaded only when a turn needs it."""
 
     kind: str
-    """``image``, ``audio``, ``video``, ``document``, ``sticker``, ``file``."""
+    """``image``, ``audio``, ``video``, ``document``, ``sticker``, ``file``; and links to a post
+    rather than files, which Instagram sends: ``share``, ``ig_reel``, ``reel``,
+    ``story_mention`` and ``story`` (the story a customer replied to)."""
     media_id: str | None = None
     """The channel's media id, fetched through its API (WhatsApp)."""
     url: str | None = None
@@ -58,7 +60,8 @@ class InboundMessage:
     channel_message_id: str
     """The channel's id of this message (WhatsApp ``wamid``); unique per account."""
     user_id: str | None
-    """The channel's stable user id (WhatsApp BSUID ``CC.…``, Instagram IGSID), when present."""
+    """The channel's stable user id (WhatsApp BSUID ``CC.…``, Instagram IGSID, Messenger PSID),
+    when present."""
     phone: str | None
     """The customer's phone number (WhatsApp ``wa_id``/``from``), when present."""
     contact_name: str | None
@@ -66,7 +69,8 @@ class InboundMessage:
     kind: str
     """``text``, ``image``, ``audio``, ``video``, ``document``, ``sticker``, ``location``,
     ``contacts``, ``interactive``, ``button``, ``reaction``, ``order``, ``system``,
-    ``unsupported``."""
+    ``unsupported``; Messenger and Instagram add ``quick_reply``, ``postback``, ``file``,
+    ``story_reply``, ``story_mention``, ``share``, ``ig_reel`` and ``reel``."""
     text: str | None
     """What the agent can read of it: the body, a button's title, a location described; None
     for content the agent cannot understand yet (media, orders)."""
@@ -99,6 +103,45 @@ class StatusUpdate:
     errors: tuple[dict[str, Any], ...] = ()
 
 
+EventKind = Literal["echo", "edit", "delete", "reaction", "read"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationEvent:
+    """Something that happened in a conversation other than a customer writing a new message.
+    It is filed (a message changed, stored or marked), never answered.
+
+    What `kind` says, and the fields it uses besides the account and the customer:
+
+    - ``echo``: the business sent `channel_message_id` to the customer, with `text` and
+      `media`: either Parley's own send coming back, or a person answering from the channel's
+      app (then the agent steps back from the conversation).
+    - ``edit``: the customer changed their message `channel_message_id`; `text` is the new text,
+      None when the channel did not say.
+    - ``delete``: the customer unsent their message `channel_message_id`.
+    - ``reaction``: the customer reacted to `channel_message_id` with `reaction` (an emoji, else
+      the channel's name for it), or took their reaction back (`reaction` None).
+    - ``read``: the customer read `channel_message_id` and what came before it, or everything
+      sent to them up to `watermark` (Messenger names no message).
+    """
+
+    channel: str
+    account_external_id: str
+    kind: EventKind
+    channel_message_id: str | None
+    """The message the event is about (for an echo, the message itself)."""
+    user_id: str | None
+    """The customer (IGSID, PSID); None when the channel left it out, as Instagram's reads
+    and edits sometimes do: the message id then says whose it was."""
+    timestamp: datetime
+    text: str | None = None
+    reaction: str | None = None
+    watermark: datetime | None = None
+    media: tuple[Media, ...] = ()
+    payload: dict[str, Any] = field(default_factory=dict)
+    """The channel's raw event, stored for audit."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedWebhook:
     """Everything one webhook POST carried; items that could not be read are counted, not fatal."""
@@ -106,6 +149,8 @@ class ParsedWebhook:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     skipped: int = 0
+    events: list[ConversationEvent] = field(default_factory=list)
+    """What is not a new message: echoes, edits, deletions, reactions, reads, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +176,16 @@ class Target:
     """The business side, as in `InboundMessage.account_external_id`."""
     phone: str | None
     user_id: str | None
-    """The customer, as stored; both None for a read receipt, which names only the message."""
+    """The customer, as stored (a read receipt on Messenger and Instagram is addressed to them);
+    both None only when the customer is not known."""
     token: str = field(repr=False)
     """The access token to send with; never logged, never put in an error."""
     tag: str | None = None
     """A message tag for a send outside the channel's standard window (Messenger and
     Instagram ``HUMAN_AGENT``); None for an ordinary reply."""
+    account_settings: Mapping[str, Any] = field(default_factory=dict)
+    """The account's own settings, over the environment's where a channel reads them (such as
+    how an Instagram account is connected: ``instagram_setup``, ``page_id``)."""
 
 
 @dataclass(frozen=True, slots=True)

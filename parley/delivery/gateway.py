@@ -68,14 +68,18 @@ class ChannelGateway:
             timeout=self._settings.graph_timeout,
         )
 
-    async def mark_read(self, account: Account, message: Message) -> None:
+    async def mark_read(
+        self, account: Account, message: Message, contact: Contact | None = None
+    ) -> None:
+        """Show `contact` their `message` read and a reply being typed (best effort): WhatsApp
+        names the message, Messenger and Instagram the customer."""
         channel = self._channel(account)
         if channel is None or not message.channel_message_id:
             return
         try:
             await channel.mark_read(
                 self._client,
-                await self._target(account, None),
+                await self._target(account, contact),
                 message.channel_message_id,
                 settings=self._settings,
                 timeout=RECEIPT_TIMEOUT,
@@ -136,6 +140,7 @@ class ChannelGateway:
             phone=contact.phone if contact else None,
             user_id=contact.user_id if contact else None,
             token=await self._token(account),
+            account_settings=account.settings or {},
         )
 
     async def _token(self, account: Account) -> str:

@@ -1,6 +1,8 @@
 """A stand-in for Meta's Graph API send endpoint (`POST /{version}/{id}/messages`), for
 WhatsApp Cloud API, Instagram and Messenger sends, served over real HTTP; and for the files
-customers send (`GET /{version}/{media_id}` and a loopback CDN, see `graph_media`).
+customers send (`GET /{version}/{media_id}` and a loopback CDN, see `graph_media`). With
+``instagram_login=True`` it stands for graph.instagram.com instead, which serves only
+Instagram's sends (run one of each to tell the two Instagram setups apart).
 
 It checks what Meta checks before accepting a send (token, recipient, text length), answers
 with Meta's shapes and ids, and records every request so tests can read what a customer
@@ -38,6 +40,8 @@ WHATSAPP_TEXT_LIMIT = 4096  # characters
 INSTAGRAM_TEXT_LIMIT = 1000  # UTF-8 bytes
 MESSENGER_TEXT_LIMIT = 2000  # characters
 SENDER_ACTIONS = {"typing_on", "typing_off", "mark_seen", "react", "unreact"}
+MESSAGING_TYPES = {"RESPONSE", "UPDATE", "MESSAGE_TAG"}
+MESSAGE_TAGS = {"HUMAN_AGENT", "CONFIRMED_EVENT_UPDATE", "POST_PURCHASE_UPDATE", "ACCOUNT_UPDATE"}
 
 # Graph codes per HTTP status when a test injects a status without naming a code.
 DEFAULT_CODES = {400: 100, 401: 190, 403: 10, 404: 100, 429: 130429, 500: 2, 502: 2, 503: 2}
@@ -81,15 +85,18 @@ class GraphSimulator(Simulator):
         tokens: Collection[str] | None = None,
         send_rate: float | None = None,
         messenger_pages: Collection[str] = (),
+        instagram_login: bool = False,
     ) -> None:
         """`tokens`, when given, are the only access tokens accepted. `send_rate` limits
         messages per second per sending id (WhatsApp throughput, error 130429).
         Sends from ids in `messenger_pages` get Messenger's 2000-character text limit;
-        other `recipient.id` sends get Instagram's 1000-byte limit."""
+        other `recipient.id` sends get Instagram's 1000-byte limit. `instagram_login`: be
+        graph.instagram.com, which knows no WhatsApp and no pages."""
         super().__init__(latency=latency)
         self.tokens = set(tokens) if tokens is not None else None
         self.send_rate = send_rate
         self.messenger_pages = set(messenger_pages)
+        self.instagram_login = instagram_login
         self._ids = itertools.count(1)
         self._sent_at: dict[str, deque[float]] = defaultdict(deque)
         self._rate_lock = threading.Lock()
@@ -285,6 +292,8 @@ class GraphSimulator(Simulator):
         if not isinstance(body, dict):
             raise ApiError(400, "(#100) The parameter messaging_product is required.", code=100)
         node = request.path_params["node"]
+        if self.instagram_login and "messaging_product" in body:
+            raise ApiError(400, "(#100) Param messaging_product is not supported", code=100)
         if body.get("messaging_product") == "whatsapp":
             answer = self._whatsapp(node, body, record)
         elif "messaging_product" in body:
@@ -335,6 +344,7 @@ class GraphSimulator(Simulator):
                 raise ApiError(400, f"(#100) Invalid sender_action: {action}", code=100)
             record.kind = "receipt"
             return {"recipient_id": recipient["id"]}
+        _check_messaging_type(body)
         self._check_message(node, body.get("message"))
         self._take_send_fault(record)
         self._check_rate(node)
@@ -352,7 +362,7 @@ class GraphSimulator(Simulator):
             return
         if not isinstance(text, str):
             raise ApiError(400, "(#100) Param message[text] must be a string", code=100)
-        if node in self.messenger_pages:
+        if node in self.messenger_pages and not self.instagram_login:
             too_long = len(text) > MESSENGER_TEXT_LIMIT
             limit = f"{MESSENGER_TEXT_LIMIT} characters"
         else:
@@ -409,6 +419,21 @@ def _failed_status(node: str, wamid: str, recipient: str, fault: StatusFault) ->
         "object": "whatsapp_business_account",
         "entry": [{"id": "102290129340398", "changes": [{"value": value, "field": "messages"}]}],
     }
+
+
+def _check_messaging_type(body: dict[str, Any]) -> None:
+    """The Send API's envelope around a message: its type, tag and quoted message."""
+    kind = body.get("messaging_type")
+    if kind is not None and kind not in MESSAGING_TYPES:
+        raise ApiError(400, f"(#100) Invalid messaging_type: {kind}", code=100)
+    tag = body.get("tag")
+    if kind == "MESSAGE_TAG" and tag not in MESSAGE_TAGS:
+        raise ApiError(400, "(#100) Param tag must be a valid message tag", code=100)
+    if tag is not None and kind != "MESSAGE_TAG":
+        raise ApiError(400, "(#100) Param tag requires messaging_type MESSAGE_TAG", code=100)
+    reply_to = body.get("reply_to")
+    if reply_to is not None and not (isinstance(reply_to, dict) and reply_to.get("mid")):
+        raise ApiError(400, "(#100) The parameter reply_to[mid] is required", code=100)
 
 
 def _check_whatsapp_content(body: dict[str, Any]) -> None:

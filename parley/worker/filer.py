@@ -20,6 +20,7 @@ from parley.channels.base import ParsedWebhook
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
+from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import apply_statuses, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
 
@@ -154,11 +155,16 @@ class Filer:
             session, messages=parsed.messages, correlation_id=row.correlation_id
         )
         moved = await apply_statuses(session, statuses=parsed.statuses)
+        events = await apply_events(
+            session, events=parsed.events, correlation_id=row.correlation_id
+        )
         filed.waiting += [c for c in waiting if c not in filed.waiting]
         filed.done.append(row.id)
         filed.messages[row.channel] = filed.messages.get(row.channel, 0) + len(parsed.messages)
+        extra = {"events": len(parsed.events), "events_applied": events} if parsed.events else {}
         filed.lines.append(
             {
+                **extra,
                 "channel": row.channel,
                 "correlation_id": row.correlation_id,
                 "messages": len(parsed.messages),

@@ -20,7 +20,7 @@ from parley.agent.prompts import PromptChoice
 from parley.agent.turn import Agent, TurnRequest
 from parley.channels.render import render_text
 from parley.errors import LeaseLost, LLMError
-from parley.store.models import Account, Message, utcnow
+from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
     Reply,
@@ -38,7 +38,9 @@ log = structlog.get_logger(__name__)
 
 
 class Receipts(Protocol):
-    async def mark_read(self, account: Account, message: Message) -> None:
+    async def mark_read(
+        self, account: Account, message: Message, contact: Contact | None = None
+    ) -> None:
         """Show the customer their message was read and a reply is being typed (best effort)."""
 
 
@@ -177,7 +179,7 @@ class ConversationProcessor:
             channel=work.conversation.channel,
             correlation_id=correlation_ids[-1],
         ):
-            await self._receipts.mark_read(work.account, work.pending[-1])
+            await self._receipts.mark_read(work.account, work.pending[-1], work.contact)
             work = await self._within_rate(work)
             if not work.pending:
                 return

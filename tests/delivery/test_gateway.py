@@ -64,6 +64,7 @@ async def test_the_tag_reaches_the_channels_target() -> None:
     gateway = ChannelGateway(httpx.AsyncClient(), SETTINGS, channels)
     account = Account(id=1, channel="recording", external_id="page-1", settings={})
     contact = Contact(phone=None, user_id="psid-1")
+
     # The recording channel has no access-token setting: give the gateway one to find.
     async def token(_account: Account) -> str:
         return "page-token"

@@ -120,7 +120,7 @@ async def test_accepted_post_is_logged_at_the_ack_then_filed_and_counted(parley:
 async def test_a_channel_nobody_serves_is_not_found(parley: Parley, method: str) -> None:
     body = body_bytes(whatsapp_texts("34600000083", ["hello"]))
     response = await parley.client.request(
-        method, "/webhooks/instagram", content=body, headers=signed_headers(body)
+        method, "/webhooks/telegram", content=body, headers=signed_headers(body)
     )
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}

@@ -185,6 +185,53 @@ async def test_instagram_send_and_sender_actions(
     assert len(sim.receipts) == 1
 
 
+async def test_messenger_envelope_is_checked(sim: GraphSimulator, http: httpx.AsyncClient) -> None:
+    page = "109029271668032"
+    sim.messenger_pages.add(page)
+    path = f"/v26.0/{page}/messages"
+    base = {"recipient": {"id": "PSID1"}, "message": {"text": "é" * 1500}}
+
+    ok = await http.post(path, json={**base, "messaging_type": "RESPONSE"})
+    tagged = await http.post(
+        path, json={**base, "messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"}
+    )
+    refused = [
+        await http.post(path, json={**base, "messaging_type": "WHENEVER"}),
+        await http.post(path, json={**base, "messaging_type": "MESSAGE_TAG"}),
+        await http.post(path, json={**base, "messaging_type": "RESPONSE", "tag": "HUMAN_AGENT"}),
+        await http.post(path, json={**base, "reply_to": {"id": "x"}}),
+        await http.post(path, json={**base, "message": {"text": "e" * 2001}}),
+    ]
+
+    assert (ok.status_code, tagged.status_code) == (200, 200)  # 1,500 characters, 3,000 bytes
+    assert [r.status_code for r in refused] == [400] * 5
+    assert {r.json()["error"]["code"] for r in refused} == {100}
+    assert len(sim.texts_to("PSID1")) == 2
+
+
+async def test_graph_instagram_serves_instagram_only(
+    instagram_sim: GraphSimulator, instagram_server: tuple[GraphSimulator, ServerThread]
+) -> None:
+    instagram_sim.messenger_pages.add("17841400000000000")  # no pages on this host
+    async with httpx.AsyncClient(base_url=instagram_server[1].url, headers=AUTH) as http:
+        path = "/v26.0/17841400000000000/messages"
+        quoted = {
+            "recipient": {"id": "IGSID1"},
+            "message": {"text": "hi"},
+            "reply_to": {"mid": "m"},
+        }
+        sent = await http.post(path, json=quoted)
+        too_long = await http.post(
+            path, json={"recipient": {"id": "IGSID1"}, "message": {"text": "é" * 501}}
+        )
+        whatsapp = await http.post(path, json=text("34600000004", "hi"))
+    instagram_sim.messenger_pages.clear()
+
+    assert sent.status_code == 200
+    assert (too_long.status_code, whatsapp.status_code) == (400, 400)
+    assert instagram_sim.texts_to("IGSID1") == ["hi"]
+
+
 async def test_send_rate_answers_130429(sim: GraphSimulator, http: httpx.AsyncClient) -> None:
     sim.send_rate = 2
     statuses = [

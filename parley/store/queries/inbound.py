@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,22 @@ from parley.store.queries.upsert import insert_ignore
 
 # A status only moves forward: Meta may deliver "read" before "delivered", or twice.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
+
+
+class Customer(Protocol):
+    """Who a contact is found or created by: an `InboundMessage`, or the customer an event
+    names."""
+
+    @property
+    def contact_key(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def contact_name(self) -> str | None: ...
+    @property
+    def contact_username(self) -> str | None: ...
 
 
 @dataclass
@@ -105,7 +122,7 @@ async def _account(
 
 
 async def _contact(
-    session: AsyncSession, cache: _BatchCache, account: Account, message: InboundMessage
+    session: AsyncSession, cache: _BatchCache, account: Account, message: Customer
 ) -> Contact:
     key = (account.id, message.contact_key)
     contact = cache.contacts.get(key)
@@ -135,7 +152,7 @@ async def _contact(
 
 
 async def _find_contact(
-    session: AsyncSession, account_id: int, message: InboundMessage
+    session: AsyncSession, account_id: int, message: Customer
 ) -> Contact | None:
     """By the stable user id first, then the phone: WhatsApp's 2026 BSUIDs arrive for customers
     first known by phone number, and a customer with a username may have no phone at all."""
@@ -160,7 +177,7 @@ async def _find_contact(
     return None
 
 
-def _refresh_contact(contact: Contact, message: InboundMessage) -> None:
+def _refresh_contact(contact: Contact, message: Customer) -> None:
     if message.user_id and contact.user_id != message.user_id:
         contact.user_id = message.user_id
     if message.phone and contact.phone != message.phone:

@@ -1,0 +1,197 @@
+"""Sending through Meta's Send API (Messenger, Instagram with either login): a text message, and
+sender actions (seen, typing).
+
+One attempt per call: the delivery layer owns retries, so every failure becomes a
+`ChannelSendError` saying whether trying again can help and when. The access token goes only
+into the Authorization header, never into an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from parley.channels.base import SendFailure, SendResult, TextLimit
+from parley.channels.graph_errors import READABLE, graph_error
+from parley.errors import ChannelSendError, FailureKind
+
+__all__ = ["classify_error", "messages_url", "send_action", "send_text"]
+
+log = structlog.get_logger(__name__)
+
+MAX_RETRY_AFTER = 60.0
+"""Seconds: a longer Retry-After would park a conversation; the delivery layer backs off."""
+
+_RETRYABLE_TRANSPORT = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+_MAX_DETAIL = 300
+
+
+def messages_url(base_url: str, version: str, node: str) -> str:
+    """``{base}/{version}/{node}/messages``: a page, an Instagram account, or ``me``."""
+    return f"{base_url.rstrip('/')}/{version.strip('/')}/{node}/messages"
+
+
+async def send_text(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    token: str,
+    recipient: str | None,
+    text: str,
+    limit: TextLimit,
+    tag: str | None = None,
+    reply_to: str | None = None,
+    timeout: float,
+) -> SendResult:
+    """Send `text` to the customer `recipient` (their PSID or IGSID).
+
+    Args:
+        tag: a message tag (``HUMAN_AGENT``) for a send outside the 24-hour window; without one
+            the message is a ``RESPONSE``.
+        reply_to: a message id of the customer's to quote (Instagram only).
+    """
+    body = text_body(recipient=recipient, text=text, limit=limit, tag=tag, reply_to=reply_to)
+    answer = await _post(client, url, token, body, timeout)
+    return SendResult(channel_message_id=_sent_id(answer))
+
+
+async def send_action(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    token: str,
+    recipient: str | None,
+    action: str,
+    timeout: float,
+) -> None:
+    """One sender action (``mark_seen``, ``typing_on``, ``typing_off``) in the customer's
+    thread."""
+    if not recipient:
+        raise ChannelSendError("no recipient for a sender action", retryable=False)
+    body = {"recipient": {"id": recipient}, "sender_action": action}
+    await _post(client, url, token, body, timeout)
+
+
+def text_body(
+    *, recipient: str | None, text: str, limit: TextLimit, tag: str | None, reply_to: str | None
+) -> dict[str, Any]:
+    """The Send API body for a text message; refuses what Graph would refuse anyway."""
+    if not recipient:
+        raise ChannelSendError("no recipient: the customer has no user id", retryable=False)
+    size = limit.measure.size(text)
+    if not text.strip() or size > limit.size:
+        raise ChannelSendError(
+            f"text must be 1..{limit.size} {limit.measure.unit}, got {size}", retryable=False
+        )
+    body: dict[str, Any] = {
+        "recipient": {"id": recipient},
+        "messaging_type": "MESSAGE_TAG" if tag else "RESPONSE",
+        "message": {"text": text},
+    }
+    if tag:
+        body["tag"] = tag
+    if reply_to:
+        body["reply_to"] = {"mid": reply_to}
+    return body
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, token: str, body: dict[str, Any], timeout: float
+) -> Any:
+    try:
+        response = await client.post(
+            url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise classify_error(exc, token) from exc
+    if not response.is_success:
+        raise classify_error(response, token)
+    return _json_or_none(response)
+
+
+def classify_error(failure: SendFailure, token: str) -> ChannelSendError:
+    """A Graph error answer or a failed transport as a `ChannelSendError` of the kind its code
+    means (`graph_errors.classify`, shared with WhatsApp): throttling, temporary codes, 5xx and
+    network trouble are retryable (after Retry-After, within bounds); the window, an
+    unavailable customer, a bad token and the rest are final."""
+    if isinstance(failure, httpx.Response):
+        return _http_error(failure, token)
+    what = "timeout" if isinstance(failure, httpx.TimeoutException) else "transport error"
+    retryable = isinstance(failure, _RETRYABLE_TRANSPORT)
+    kind = FailureKind.TRANSIENT if retryable else FailureKind.REJECTED
+    return ChannelSendError(
+        f"{READABLE[kind]} (graph {what}: {type(failure).__name__})",
+        retryable=retryable,
+        kind=kind,
+    )
+
+
+def _http_error(response: httpx.Response, token: str) -> ChannelSendError:
+    error = _graph_error(response)
+    detail = _redact(str(error.get("message") or response.reason_phrase or "error"), token)
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    return graph_error(error, status=response.status_code, detail=detail, retry_after=retry_after)
+
+
+def _graph_error(response: httpx.Response) -> dict[str, Any]:
+    """Graph's ``{"error": {code, error_subcode, message, …}}``, or nothing when a proxy
+    answered instead."""
+    answer = _json_or_none(response)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _redact(detail: str, token: str) -> str:
+    # Graph may quote a malformed token back; it must not reach a stored error.
+    if token:
+        detail = detail.replace(token, "[token]")
+    return detail[:_MAX_DETAIL]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), within 0..MAX_RETRY_AFTER."""
+    if not value:
+        return None
+    try:
+        seconds: float | None = float(value)
+    except ValueError:
+        seconds = _seconds_until(value)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()
+
+
+def _sent_id(answer: Any) -> str | None:
+    message_id = answer.get("message_id") if isinstance(answer, dict) else None
+    if not message_id:
+        # Accepted all the same: retrying would send the text twice.
+        log.warning("messenger_platform.send_without_id")
+        return None
+    return str(message_id)
