@@ -9,10 +9,16 @@ arrives.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx
+
+from parley.channels.base import SendFailure
 from parley.errors import RETRYABLE_KINDS, ChannelSendError, FailureKind
 
 __all__ = ["READABLE", "classify", "graph_error", "status_error"]
@@ -114,3 +120,86 @@ def status_error(errors: Sequence[Mapping[str, Any]]) -> ChannelSendError:
 
 def _text(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
+
+
+MAX_RETRY_AFTER = 60.0
+"""Seconds: a longer Retry-After would park a conversation; the delivery layer backs off."""
+
+
+_RETRYABLE_TRANSPORT = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+_MAX_DETAIL = 300
+
+
+def classify_failure(failure: SendFailure, token: str) -> ChannelSendError:
+    """A Graph error answer or a failed transport as a `ChannelSendError` of the kind its code
+    means (`classify`), for every Meta channel's sends: throttling, 5xx and network trouble
+    are retryable (after Retry-After, within bounds); the rest is final. The token is cut out
+    of Graph's words, which sometimes quote it."""
+    if isinstance(failure, httpx.Response):
+        return _http_error(failure, token)
+    return _transport_error(failure)
+
+
+def _transport_error(exc: Exception) -> ChannelSendError:
+    what = "timeout" if isinstance(exc, httpx.TimeoutException) else "transport error"
+    retryable = isinstance(exc, _RETRYABLE_TRANSPORT)
+    kind = FailureKind.TRANSIENT if retryable else FailureKind.REJECTED
+    return ChannelSendError(
+        f"{READABLE[kind]} (graph {what}: {type(exc).__name__})", retryable=retryable, kind=kind
+    )
+
+
+def _http_error(response: httpx.Response, token: str) -> ChannelSendError:
+    error = _graph_error(response)
+    detail = _redact(str(error.get("message") or response.reason_phrase or "error"), token)
+    retry_after = _retry_after(response.headers.get("retry-after"))
+    return graph_error(error, status=response.status_code, detail=detail, retry_after=retry_after)
+
+
+def _graph_error(response: httpx.Response) -> dict[str, Any]:
+    """Graph's ``{"error": {code, message, …}}``, or nothing when a proxy answered instead."""
+    answer = json_or_none(response)
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _redact(detail: str, token: str) -> str:
+    # Graph may quote a malformed token back; it must not reach a stored error.
+    if token:
+        detail = detail.replace(token, "[token]")
+    return detail[:_MAX_DETAIL]
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), within 0..MAX_RETRY_AFTER."""
+    if not value:
+        return None
+    try:
+        seconds: float | None = float(value)
+    except ValueError:
+        seconds = _seconds_until(value)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - datetime.now(UTC)).total_seconds()

@@ -8,32 +8,19 @@ into the Authorization header, never into an error message or a log line.
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import structlog
 
-from parley.channels.base import SendFailure, SendResult, TextLimit
-from parley.channels.graph_errors import READABLE, graph_error
-from parley.errors import ChannelSendError, FailureKind
+from parley.channels.base import SendResult, TextLimit
+from parley.channels.graph_errors import classify_failure as classify_error
+from parley.channels.graph_errors import json_or_none
+from parley.errors import ChannelSendError
 
 __all__ = ["classify_error", "messages_url", "send_action", "send_text"]
 
 log = structlog.get_logger(__name__)
-
-MAX_RETRY_AFTER = 60.0
-"""Seconds: a longer Retry-After would park a conversation; the delivery layer backs off."""
-
-_RETRYABLE_TRANSPORT = (
-    httpx.TimeoutException,
-    httpx.NetworkError,
-    httpx.RemoteProtocolError,
-    httpx.ProxyError,
-)
-_MAX_DETAIL = 300
 
 
 def messages_url(base_url: str, version: str, node: str) -> str:
@@ -116,76 +103,7 @@ async def _post(
         raise classify_error(exc, token) from exc
     if not response.is_success:
         raise classify_error(response, token)
-    return _json_or_none(response)
-
-
-def classify_error(failure: SendFailure, token: str) -> ChannelSendError:
-    """A Graph error answer or a failed transport as a `ChannelSendError` of the kind its code
-    means (`graph_errors.classify`, shared with WhatsApp): throttling, temporary codes, 5xx and
-    network trouble are retryable (after Retry-After, within bounds); the window, an
-    unavailable customer, a bad token and the rest are final."""
-    if isinstance(failure, httpx.Response):
-        return _http_error(failure, token)
-    what = "timeout" if isinstance(failure, httpx.TimeoutException) else "transport error"
-    retryable = isinstance(failure, _RETRYABLE_TRANSPORT)
-    kind = FailureKind.TRANSIENT if retryable else FailureKind.REJECTED
-    return ChannelSendError(
-        f"{READABLE[kind]} (graph {what}: {type(failure).__name__})",
-        retryable=retryable,
-        kind=kind,
-    )
-
-
-def _http_error(response: httpx.Response, token: str) -> ChannelSendError:
-    error = _graph_error(response)
-    detail = _redact(str(error.get("message") or response.reason_phrase or "error"), token)
-    retry_after = _retry_after(response.headers.get("retry-after"))
-    return graph_error(error, status=response.status_code, detail=detail, retry_after=retry_after)
-
-
-def _graph_error(response: httpx.Response) -> dict[str, Any]:
-    """Graph's ``{"error": {code, error_subcode, message, …}}``, or nothing when a proxy
-    answered instead."""
-    answer = _json_or_none(response)
-    error = answer.get("error") if isinstance(answer, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _redact(detail: str, token: str) -> str:
-    # Graph may quote a malformed token back; it must not reach a stored error.
-    if token:
-        detail = detail.replace(token, "[token]")
-    return detail[:_MAX_DETAIL]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds (delta or HTTP date), within 0..MAX_RETRY_AFTER."""
-    if not value:
-        return None
-    try:
-        seconds: float | None = float(value)
-    except ValueError:
-        seconds = _seconds_until(value)
-    if seconds is None or not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
-def _seconds_until(http_date: str) -> float | None:
-    try:
-        when = parsedate_to_datetime(http_date)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime.now(UTC)).total_seconds()
+    return json_or_none(response)
 
 
 def _sent_id(answer: Any) -> str | None:
