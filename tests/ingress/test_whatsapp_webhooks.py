@@ -102,7 +102,9 @@ async def test_batch_for_one_customer_is_answered_in_one_turn_in_order(
     texts = ["first question", "second question", "third question"]
     assert await post_signed(parley, whatsapp_texts("34600000001", texts)) == 200
     await graph_sim.wait_for_sends(1, timeout=10)
-    await asyncio.sleep(0.3)  # a second, wrong send would show up here
+    # Nothing left to answer or to send: a second, wrong send could no longer happen.
+    await parley.wait_for_rows("SELECT count(*) FROM messages WHERE status='received'", [(0,)])
+    await parley.wait_for_rows("SELECT count(*) FROM outbox", [(0,)])
 
     requests = responses_requests(openai_sim)
     assert len(requests) == 1
