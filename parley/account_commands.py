@@ -11,8 +11,6 @@ out of the shell's history. Errors go to stderr with exit status 1.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels import registry
+from parley.cli_output import JsonOpt, print_json
 from parley.config import Settings
 from parley.errors import AccountError, SecretsDisabled
 from parley.observability.logging import configure_logging
@@ -47,7 +46,6 @@ console = Console()
 AccountArg = Annotated[
     str, typer.Argument(help="The account: channel:id, its channel id, or Parley's id.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 NameOpt = Annotated[str | None, typer.Option(help="Display name (the prompts' {{account}}).")]
 TokenOpt = Annotated[
     str | None, typer.Option("--token", help="Access token to send with; '-' reads stdin.")
@@ -203,19 +201,6 @@ def _when(moment: datetime | None) -> str:
     return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
 
 
-def _json(views: AccountView | list[AccountView]) -> None:
-    data = (
-        [dataclasses.asdict(v) for v in views]
-        if isinstance(views, list)
-        else (dataclasses.asdict(views))
-    )
-    typer.echo(json.dumps(data, default=_json_value, indent=2))
-
-
-def _json_value(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 def _print_account(view: AccountView) -> None:
     token_default = f"{view.channel.upper()}_ACCESS_TOKEN"
     table = Table("", "", show_header=False, box=None)
@@ -300,7 +285,7 @@ def add(
 
     view, existed = _run(work)
     if as_json:
-        _json(view)
+        print_json(view)
         return
     kept = "; its earlier conversations are kept" if existed else ""
     typer.echo(f"added {view.channel} account {view.external_id} (id {view.id}){kept}")
@@ -330,7 +315,7 @@ def list_accounts(
     settings = Settings()
     views = _run(work, settings)
     if as_json:
-        _json(views)
+        print_json(views)
         return
     table = Table(caption=shown_url(settings.database_url))
     for column in ("id", "channel", "external id", "status"):
@@ -360,7 +345,7 @@ def show(account: AccountArg, as_json: JsonOpt = False) -> None:
 
     view = _run(work)
     if as_json:
-        _json(view)
+        print_json(view)
     else:
         _print_account(view)
 
@@ -413,7 +398,7 @@ def set_(
 
     view = _run(work)
     if as_json:
-        _json(view)
+        print_json(view)
         return
     typer.echo(f"changed {view.channel} account {view.external_id} (id {view.id})")
     _print_account(view)
