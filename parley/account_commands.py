@@ -10,27 +10,24 @@ out of the shell's history. Errors go to stderr with exit status 1.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels import registry
 from parley.cli_output import JsonOpt, print_json
+from parley.cli_store import fail, in_store
 from parley.config import Settings
 from parley.errors import AccountError, SecretsDisabled
-from parley.observability.logging import configure_logging
 from parley.store.crypto import SecretBox, secret_box
-from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import schema_problem, shown_url
+from parley.store.migrate import shown_url
 from parley.store.queries import accounts as queries
 from parley.store.queries.accounts import UNSET, AccountFields, AccountView, SecretState, Unset
 
@@ -93,41 +90,16 @@ UNSETTABLE = {
 # --- running in the store -------------------------------------------------------------------
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _run(
     work: Callable[[AsyncSession, SecretBox | None], Awaitable[T]],
     settings: Settings | None = None,
 ) -> T:
     """Run `work` in one transaction on DATABASE_URL, committed if it returns."""
-    settings = settings or Settings()
-    configure_logging(settings.parley_log_level, settings.parley_log_format)
-    try:
-        return asyncio.run(_in_session(settings, work))
-    except (AccountError, SecretsDisabled) as exc:
-        _fail(str(exc))
-    except (DBAPIError, OSError) as exc:
-        _fail(f"cannot use the database at {shown_url(settings.database_url)}: {exc}")
 
+    async def with_box(session: AsyncSession, settings: Settings) -> T:
+        return await work(session, secret_box(settings.secret("parley_secret_key")))
 
-async def _in_session(
-    settings: Settings, work: Callable[[AsyncSession, SecretBox | None], Awaitable[T]]
-) -> T:
-    engine = create_engine(settings.database_url)
-    try:
-        problem = await schema_problem(engine, settings.database_url)
-        if problem is not None:
-            _fail(f"{problem}: run `parley db upgrade` (or `parley serve`) first")
-        box = secret_box(settings.secret("parley_secret_key"))
-        async with create_sessionmaker(engine)() as session:
-            result = await work(session, box)
-            await session.commit()
-            return result
-    finally:
-        await engine.dispose()
+    return in_store(with_box, settings=settings, refusals=(AccountError, SecretsDisabled))
 
 
 # --- secrets in ---------------------------------------------------------------------------
@@ -137,16 +109,16 @@ def _secret(value: str | None, variable: str | None, option: str) -> str | Unset
     """A secret from the option itself, from stdin when it is '-', or from an environment
     variable; UNSET when none of them is given."""
     if value is not None and variable is not None:
-        _fail(f"give --{option} or --{option}-env, not both")
+        fail(f"give --{option} or --{option}-env, not both")
     if variable is not None:
         found = os.environ.get(variable)
         if not found:
-            _fail(f"{variable} is not set or empty (--{option}-env)")
+            fail(f"{variable} is not set or empty (--{option}-env)")
         return found
     if value == "-":
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            _fail(f"no {option} on stdin")
+            fail(f"no {option} on stdin")
         return line
     return UNSET if value is None else value
 
@@ -179,9 +151,9 @@ def _fields(
     for option in unset:
         field = UNSETTABLE.get(option)
         if field is None:
-            _fail(f"--unset takes one of {', '.join(UNSETTABLE)}, not {option!r}")
+            fail(f"--unset takes one of {', '.join(UNSETTABLE)}, not {option!r}")
         if given[field] is not UNSET:
-            _fail(f"--unset {option} and a new value for it at once")
+            fail(f"--unset {option} and a new value for it at once")
         given[field] = None
     return AccountFields(**given)
 
@@ -389,7 +361,7 @@ def set_(
         unset=unset or [],
     )
     if not values.given():
-        _fail("nothing to change")
+        fail("nothing to change")
 
     async def work(session: AsyncSession, box: SecretBox | None) -> AccountView:
         found = await queries.find_account(session, ref=account)
