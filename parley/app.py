@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parley.agent.prompts import profile_exists
-from parley.api import accounts, admin, errors, health, me, prompts, users
+from parley.api import accounts, admin, errors, health, me, models, prompts, users
 from parley.api.auth import CallerCache
 from parley.api.responses import routes as responses
 from parley.config import Settings
@@ -65,6 +65,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
         prompts.router,
         users.router,
         me.router,
+        models.router,
         responses.router,
     ):
         app.include_router(router)
