@@ -57,6 +57,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     # does differently (NaN refused, integers past 64 bits as floats).
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise bad_request(
+            "The JSON body of your request is nested too deeply.", code="invalid_json"
+        ) from None
     except ValueError:
         raise APIError(
             400,

@@ -103,5 +103,7 @@ async def list_input_items(
     if after is not None:
         items = items[ids.index(after) + 1 :]
     if before is not None:
-        items = items[: [item["id"] for item in items].index(before)]
+        # A `before` that comes ahead of `after` leaves nothing between them.
+        remaining = [item["id"] for item in items]
+        items = items[: remaining.index(before)] if before in remaining else []
     return FastJSON(list_object(items[:limit], has_more=len(items) > limit))

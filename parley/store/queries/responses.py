@@ -7,6 +7,7 @@ A caller is one `api` account with one contact (the user); each thread that star
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,10 +83,18 @@ async def thread_of(session: AsyncSession, *, conversation_id: int) -> Thread | 
     return Thread(*parties) if parties is not None else None
 
 
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What a response id can be (ours are `resp_` and 48 hex digits). Anything else is known to be
+absent without asking the database, which may not even take it as a parameter (a NUL on
+PostgreSQL)."""
+
+
 async def get_response(
     session: AsyncSession, *, response_id: str, user_id: int
 ) -> ResponseRecord | None:
     """The user's response with that id; another user's is as absent as a missing one."""
+    if not RESPONSE_ID.fullmatch(response_id):
+        return None
     return await session.scalar(
         select(ResponseRecord).where(
             ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
@@ -105,6 +114,8 @@ async def find_idempotent(
 
 async def delete_response(session: AsyncSession, *, response_id: str, user_id: int) -> bool:
     """Delete the API object. The thread's messages stay in the store for audit."""
+    if not RESPONSE_ID.fullmatch(response_id):
+        return False
     result = await session.execute(
         delete(ResponseRecord).where(
             ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
