@@ -14,6 +14,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from parley.agent.prompts import profile_exists
 from parley.api import accounts, admin, errors, health, me, models, prompts, users
 from parley.api.auth import CallerCache
+from parley.api.edge import RefuseNul
 from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
@@ -54,6 +55,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     app.state.callers = CallerCache()
+    app.add_middleware(RefuseNul)
     app.add_middleware(CorrelationIdMiddleware)
     # Outermost: signed webhook POSTs are answered before any other layer runs.
     app.add_middleware(WebhookDoor, door=door)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+from annotated_types import Interval
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,6 +16,11 @@ from parley.queue.ratelimit import RateLimiter
 from parley.responses.service import ResponsesService
 from parley.runtime import Runtime
 from parley.store.queries.account_directory import AccountDirectory
+
+MAX_ROW_ID = 2**63 - 1
+RowId = Annotated[int, Interval(ge=1, le=MAX_ROW_ID)]
+"""A row's id in a path or query: what a BIGINT holds. Past it SQLite overflows and PostgreSQL
+refuses the parameter, so the edge refuses it first (422 on /admin, OpenAI's 400 on /v1)."""
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.admin import require_admin
 from parley.channels import registry
-from parley.deps import RuntimeDep, SessionDep
+from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import AccountConflict, AccountInvalid, AccountNotFound, SecretsDisabled
 from parley.store.models import Account
 from parley.store.queries import accounts as queries
@@ -164,13 +164,15 @@ async def create_account(
 
 
 @router.get("/accounts/{account_id}")
-async def show_account(account_id: int, session: SessionDep, runtime: RuntimeDep) -> AccountPublic:
+async def show_account(
+    account_id: RowId, session: SessionDep, runtime: RuntimeDep
+) -> AccountPublic:
     return _public(await _by_id(session, account_id), runtime)
 
 
 @router.patch("/accounts/{account_id}")
 async def update_account(
-    account_id: int, body: AccountUpdate, session: SessionDep, runtime: RuntimeDep
+    account_id: RowId, body: AccountUpdate, session: SessionDep, runtime: RuntimeDep
 ) -> AccountPublic:
     """Change the fields given; `null` clears one (a secret then falls back to the
     environment's)."""
@@ -187,7 +189,7 @@ async def update_account(
 
 @router.delete("/accounts/{account_id}")
 async def remove_account(
-    account_id: int, session: SessionDep, runtime: RuntimeDep
+    account_id: RowId, session: SessionDep, runtime: RuntimeDep
 ) -> AccountPublic:
     """Stop serving the account; it stays, with its history, as ``removed``."""
     account = await _by_id(session, account_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from parley.deps import QueueDep, RuntimeDep, SessionDep
+from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
 from parley.store.queries.turns import failed_messages, retry_message
 from parley.store.queries.usage import conversation_usage, daily_usage
 from parley.store.queries.users import authenticate
@@ -79,7 +79,7 @@ async def list_failed(
 
 
 @router.post("/messages/{message_id}/retry", status_code=status.HTTP_202_ACCEPTED)
-async def retry(message_id: int, session: SessionDep, queue: QueueDep) -> RetryAccepted:
+async def retry(message_id: RowId, session: SessionDep, queue: QueueDep) -> RetryAccepted:
     """Answer a failed message again: it goes back in line and the agent runs a new turn."""
     conversation_id = await retry_message(session, message_id=message_id)
     if conversation_id is None:
@@ -115,7 +115,7 @@ async def usage_by_day(
     session: SessionDep,
     since: date | None = None,
     until: date | None = None,
-    account_id: int | None = None,
+    account_id: RowId | None = None,
 ) -> list[UsageDayPublic]:
     """Requests, tokens and cost per UTC day, account and model."""
     rows = await daily_usage(session, since=since, until=until, account_id=account_id)
@@ -123,6 +123,6 @@ async def usage_by_day(
 
 
 @router.get("/conversations/{conversation_id}/usage")
-async def usage_of_conversation(conversation_id: int, session: SessionDep) -> UsageTotalsPublic:
+async def usage_of_conversation(conversation_id: RowId, session: SessionDep) -> UsageTotalsPublic:
     totals = await conversation_usage(session, conversation_id=conversation_id)
     return UsageTotalsPublic(conversation_id=conversation_id, **asdict(totals))

@@ -85,7 +85,11 @@ def from_request_error(exc: RequestError) -> APIError:
 
 
 def is_v1(request: Request) -> bool:
-    return request.url.path.startswith("/v1/") or request.url.path == "/v1"
+    return is_v1_path(request.url.path)
+
+
+def is_v1_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
 
 
 def install(app: FastAPI) -> None:

@@ -19,7 +19,7 @@ from parley.api.users import (
     UserUsageDayPublic,
     token_created,
 )
-from parley.deps import RuntimeDep, SessionDep
+from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import SecretsDisabled
 from parley.store.queries import users as queries
 from parley.store.queries.usage import user_daily_usage
@@ -83,7 +83,7 @@ async def issue_token(
 
 
 @router.delete("/tokens/{token_id}")
-async def revoke_token(token_id: int, caller: CallerDep, session: SessionDep) -> TokenPublic:
+async def revoke_token(token_id: RowId, caller: CallerDep, session: SessionDep) -> TokenPublic:
     row = await queries.revoke_token(session, user_id=caller.user_id, token_id=token_id)
     if row is None:
         raise not_found("token", str(token_id), param="token_id")

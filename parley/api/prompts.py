@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.admin import require_admin
-from parley.deps import SessionDep
+from parley.deps import RowId, SessionDep
 from parley.errors import PromptConflict, PromptInvalid, PromptNotFound
 from parley.store.models import PromptVersion
 from parley.store.queries import prompts as queries
@@ -217,7 +217,7 @@ async def add_version(name: str, body: VersionCreate, session: SessionDep) -> Ve
 
 
 @router.get("/prompts/{name}/versions/{number}")
-async def show_version(name: str, number: int, session: SessionDep) -> VersionPublic:
+async def show_version(name: str, number: RowId, session: SessionDep) -> VersionPublic:
     with _errors():
         version = await queries.get_version(session, name=name, version=number)
     return VersionPublic.of(name, version)
@@ -239,7 +239,7 @@ async def activate_for_profile(profile: str, body: Bind, session: SessionDep) ->
 
 
 @router.put("/accounts/{account_id}/prompt")
-async def activate_for_account(account_id: int, body: Bind, session: SessionDep) -> BindingPublic:
+async def activate_for_account(account_id: RowId, body: Bind, session: SessionDep) -> BindingPublic:
     """Make a version the one that answers for this account, over its profile's."""
     return await _activate(session, Target(account_id=account_id), body)
 
@@ -254,7 +254,7 @@ async def rollback_profile(
 
 @router.post("/accounts/{account_id}/prompt/rollback")
 async def rollback_account(
-    account_id: int, session: SessionDep, body: Annotated[Rollback | None, Body()] = None
+    account_id: RowId, session: SessionDep, body: Annotated[Rollback | None, Body()] = None
 ) -> BindingPublic:
     return await _rollback(session, Target(account_id=account_id), body)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
 from parley.api.admin import UsagePublic, require_admin
-from parley.deps import SessionDep
+from parley.deps import RowId, SessionDep
 from parley.errors import UserConflict
 from parley.store.models import ApiToken, User
 from parley.store.queries import users as queries
@@ -76,7 +76,7 @@ def token_created(issued: queries.IssuedToken) -> TokenCreated:
 router = APIRouter(prefix="/admin", tags=["users"], dependencies=[Depends(require_admin)])
 
 
-async def _user(session: SessionDep, user_id: int) -> User:
+async def _user(session: SessionDep, user_id: RowId) -> User:
     user = await queries.user_by_id(session, user_id=user_id)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user with id {user_id}")
@@ -169,7 +169,7 @@ async def list_tokens(user: UserDep, session: SessionDep) -> list[TokenPublic]:
 
 
 @router.delete("/users/{user_id}/tokens/{token_id}")
-async def revoke_token(token_id: int, user: UserDep, session: SessionDep) -> TokenPublic:
+async def revoke_token(token_id: RowId, user: UserDep, session: SessionDep) -> TokenPublic:
     """Revoke the token at once (revoking it again changes nothing)."""
     row: ApiToken | None = await queries.revoke_token(session, user_id=user.id, token_id=token_id)
     if row is None:
@@ -192,7 +192,7 @@ async def usage_by_user(
     session: SessionDep,
     since: date | None = None,
     until: date | None = None,
-    user_id: int | None = None,
+    user_id: RowId | None = None,
 ) -> list[UserUsageDayPublic]:
     """Requests, tokens and cost per UTC day, user and model."""
     rows = await user_daily_usage(session, since=since, until=until, user_id=user_id)

@@ -65,7 +65,7 @@ async def test_input_items_with_before_ahead_of_after_is_empty(parley: Parley, t
 
 
 async def test_a_path_id_the_store_cannot_hold_is_not_found(parley: Parley, token: str) -> None:
-    for odd in ("resp_%00x", "r" * 5_000, "resp_%F0%9F%98%80"):
+    for odd in ("r" * 5_000, "resp_%F0%9F%98%80", "resp_%20x"):
         for method, path in (
             ("GET", f"/v1/responses/{odd}"),
             ("DELETE", f"/v1/responses/{odd}"),
