@@ -262,3 +262,22 @@ async def _assert_row_links_the_current_context(
         assert stored["output"][0]["content"][0]["text"] == await last_answer(
             runtime, conversation_id
         )
+
+
+async def test_a_tool_loop_records_its_last_calls_input_not_the_sum(
+    make_runtime: MakeRuntime, openai_sim: OpenAISimulator
+) -> None:
+    runtime = await make_runtime(
+        parley_context="previous_response", parley_builtin_tools="current_time"
+    )
+    openai_sim.tool_calls = lambda turn: [{"name": "current_time", "arguments": {}}]
+    conversation_id = await say(runtime, "what time is it?")
+
+    _, follow_up = [r.json for r in openai_sim.requests_to("/v1/responses")]
+    assert follow_up["input"][0]["type"] == "function_call_output"
+    row = await conversation_row(runtime, conversation_id)
+    calls = [follow_up["previous_response_id"], row.last_response_id or ""]
+    usage = [(openai_sim.stored_response(c) or {})["usage"]["input_tokens"] for c in calls]
+    # The answer's usage sums both calls (what was paid); the context is the last call's.
+    assert await recorded_input_tokens(runtime, conversation_id) == [sum(usage)]
+    assert row.last_input_tokens == usage[-1] < sum(usage)
