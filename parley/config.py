@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         "strategy sends, and that a new remote conversation or chain is seeded with after the "
         "upstream lost the old one.",
     )
+    parley_context_max_input_tokens: int = Field(
+        default=24000,
+        ge=0,
+        description="Pruning for `conversation` and `previous_response`: once a turn's input "
+        "(the upstream's `usage.input_tokens`) passes this many tokens, the next turn starts a "
+        "fresh upstream conversation or chain, seeded with a summary of the older turns and "
+        "the recent ones, so a long chat's turns cost no more than a short one's. 0 disables "
+        "it (the upstream context then grows with the chat).",
+    )
 
     parley_tools: str | None = Field(
         default=None,

@@ -103,6 +103,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_unsupported_reply",
             "parley_context",
             "parley_context_tokens",
+            "parley_context_max_input_tokens",
             "parley_tools",
             "parley_builtin_tools",
             "parley_max_tool_steps",

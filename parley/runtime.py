@@ -172,6 +172,7 @@ def build_agent(
         instructions=settings.instructions_text,
         context=settings.parley_context,
         context_tokens=settings.parley_context_tokens,
+        max_input_tokens=settings.parley_context_max_input_tokens,
         prompt_id=settings.openai_prompt_id,
         prompt_version=settings.openai_prompt_version,
         identity_key=(identity_key or "parley").encode(),

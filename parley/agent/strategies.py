@@ -4,6 +4,8 @@
 - `local`: Parley sends its own history within `context_tokens`, older turns summarised.
 A lost upstream conversation or response is replaced by one seeded from the local history,
 and "context length exceeded" is retried once (`truncation: "auto"`, or a fresh summary).
+Upstream state that grew past `max_input_tokens` is replaced the same way, with a summary of
+the older turns (`agent.pruning`), before it costs more.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from parley.agent.context import (
     CONTEXT_LENGTH_EXCEEDED,
     MAX_SEED_ITEMS,
     PREVIOUS_RESPONSE_NOT_FOUND,
+    Item,
     context_items,
     history_tokens,
     items_tokens,
     seed_items,
 )
 from parley.agent.llm import LLM
+from parley.agent.pruning import Pruner
 from parley.agent.summary import Summarizer
 from parley.agent.tool_loop import ToolLoop
 from parley.agent.turn_types import AgentConfig, TurnRequest, TurnResult
@@ -48,9 +52,13 @@ class Strategies:
         self._summarizer = Summarizer(
             llm, sessions, model=config.model, budget=config.context_tokens
         )
+        self._pruner = Pruner(config, self._summarizer, self._history)
 
     async def conversation_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
-        remote = request.remote_conversation_id or await self._new_remote(request, params)
+        remote = request.remote_conversation_id
+        if remote and self._pruner.due(request):
+            remote = await self._pruned_remote(request, params, remote)
+        remote = remote or await self._new_remote(request, params)
         try:
             return await self._respond_fitting(request, {**params, "conversation": remote})
         except LLMError as exc:
@@ -64,6 +72,12 @@ class Strategies:
 
     async def chained_turn(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:
         previous = request.previous_response_id
+        if previous and self._pruner.due(request):
+            # A fresh chain from a summary and the recent turns; the turn's outcome stores
+            # its answer as the chain's new end.
+            seed = await self._pruner.seed(request, params)
+            self._pruner.log_pruned(request, seed, replaced_response_id=previous)
+            return await self._respond_fitting(request, {**params, "input": seed + params["input"]})
         if previous:
             try:
                 return await self._respond_fitting(
@@ -130,10 +144,15 @@ class Strategies:
             extra={"safety_identifier": params["safety_identifier"]},
         )
 
-    async def _new_remote(self, request: TurnRequest, params: dict[str, Any]) -> str:
+    async def _new_remote(
+        self, request: TurnRequest, params: dict[str, Any], seed: list[Item] | None = None
+    ) -> str:
         # Seeded from our own history: empty on a first message, the recent past when the
-        # upstream lost the old conversation (or the strategy was switched).
-        seed = seed_items(await self._history(request), self._seed_budget(params), MAX_SEED_ITEMS)
+        # upstream lost the old conversation (or the strategy was switched); a pruned one
+        # comes with its seed.
+        if seed is None:
+            history = await self._history(request)
+            seed = seed_items(history, self._seed_budget(params), MAX_SEED_ITEMS)
         remote = await self._llm.create_conversation(
             metadata={"parley_conversation_id": str(request.conversation_id)}, items=seed
         )
@@ -141,11 +160,24 @@ class Strategies:
             "agent.remote_conversation_created", remote_conversation_id=remote, seeded=len(seed)
         )
         # Stored at once: a turn that fails later must not leave a second remote conversation.
+        # (This clears the last turn's tokens too, so a redone turn does not prune again.)
         async with self._sessions() as session:
             await set_remote_conversation(
                 session, conversation_id=request.conversation_id, remote_id=remote
             )
             await session.commit()
+        return remote
+
+    async def _pruned_remote(self, request: TurnRequest, params: dict[str, Any], old: str) -> str:
+        """A fresh upstream conversation for a chat whose old one grew past the threshold,
+        or the old one when no new one can be made: pruning never costs the customer a turn."""
+        seed = await self._pruner.seed(request, params, max_items=MAX_SEED_ITEMS)
+        try:
+            remote = await self._new_remote(request, params, seed)
+        except LLMError as exc:
+            log.warning("agent.prune_failed", reason=str(exc), remote_conversation_id=old)
+            return old
+        self._pruner.log_pruned(request, seed, replaced_remote_conversation_id=old)
         return remote
 
     async def _respond_fitting(self, request: TurnRequest, params: dict[str, Any]) -> TurnResult:

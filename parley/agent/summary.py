@@ -1,4 +1,5 @@
-"""Summarising a conversation's older turns, for the `local` context strategy.
+"""Summarising a conversation's older turns, for the `local` context strategy and for
+pruning the others' upstream context (`agent.pruning`).
 
 The summary is asked of the same model in a call of its own (`store: false`: nothing of it
 needs to live upstream) and kept on `conversations.summary`, marked with the last message it
@@ -52,11 +53,16 @@ class Summarizer:
         budget: int,
         keep_tokens: int,
         extra: dict[str, Any],
+        keep_items: int | None = None,
     ) -> History:
         """Summarise every message older than the newest ones that fit in `keep_tokens`
-        (with the summary so far), store it, and return the history that is left: within
-        `budget` tokens, the summary cut to what the kept messages leave."""
+        (and number at most `keep_items`), with the summary so far, store it, and return the
+        history that is left: within `budget` tokens, the summary cut to what the kept
+        messages leave."""
         older, kept = split_newest(history.entries, keep_tokens)
+        if keep_items is not None and len(kept) > keep_items:
+            cut = len(kept) - keep_items
+            older, kept = older + kept[:cut], kept[cut:]
         if not older:
             return history
         room = budget - sum(entry_tokens(e) for e in kept) - item_tokens(summary_item(""))

@@ -50,6 +50,7 @@ class ToolLoop:
             usage=usage,
             latency_ms=latency,
             prompt=prompt["id"] if prompt else None,
+            context_tokens=response.usage.input_tokens,
             tool_events=tuple(events),
             output=response.output,
             status=response.status,

@@ -19,6 +19,9 @@ class AgentConfig:
     context: str = "conversation"
     context_tokens: int = 8000
     """Tokens of history `local` sends, and a seed for a replaced remote state may carry."""
+    max_input_tokens: int = 0
+    """Past this many input tokens in a turn, the next one prunes the upstream context
+    (`agent.pruning`); 0: never."""
     prompt_id: str | None = None
     prompt_version: str | None = None
     max_tool_steps: int = 5
@@ -40,6 +43,9 @@ class TurnRequest:
     """Facts for the agent about what the customer sent that it cannot read (an image…)."""
     remote_conversation_id: str | None = None
     previous_response_id: str | None = None
+    last_input_tokens: int | None = None
+    """The last turn's input tokens on the upstream state this turn continues; set by a door
+    that keeps that state per conversation (the channels' worker), so it may be pruned."""
     user_id: int | None = None
     """The Responses API caller, when the turn comes through `/v1`."""
     items: list[dict[str, Any]] | None = None
@@ -73,6 +79,9 @@ class TurnResult:
     usage: Usage
     latency_ms: int
     prompt: str | None
+    context_tokens: int = 0
+    """Input tokens of the turn's last model call: how large the upstream context has grown
+    (`usage` sums every call of a tool loop, so it overstates it)."""
     tool_events: tuple[ToolEvent, ...] = ()
     output: list[dict[str, Any]] = field(default_factory=list)
     """The last upstream response's output items (the Responses API returns them)."""

@@ -142,6 +142,9 @@ class Conversation(Base):
     """``active`` (the agent answers), ``handoff`` (an operator does), ``closed``."""
     remote_conversation_id: Mapped[str | None] = mapped_column(String(128))
     last_response_id: Mapped[str | None] = mapped_column(String(128))
+    last_input_tokens: Mapped[int | None] = mapped_column(Integer)
+    """Input tokens of the last turn's last model call (the upstream context's size then);
+    past PARLEY_CONTEXT_MAX_INPUT_TOKENS the next turn starts a fresh upstream context."""
     summary: Mapped[str | None] = mapped_column(Text)
     profile: Mapped[str | None] = mapped_column(String(64))
     """The agent profile that answers (the Responses API's `model`); None = the account's."""

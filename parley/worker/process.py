@@ -221,7 +221,12 @@ class ConversationProcessor:
         replies = tool_rows(result)
         replies += answer_rows(result, parts, usage=usage, prompt=prompt, numbered=True)
         await self._store(
-            work, replies, status="answered", response_id=result.response_id, usage=usage
+            work,
+            replies,
+            status="answered",
+            response_id=result.response_id,
+            usage=usage,
+            context_tokens=result.context_tokens,
         )
         log.info(
             "turn.completed",
@@ -244,13 +249,14 @@ class ConversationProcessor:
         error: str | None = None,
         response_id: str | None = None,
         usage: UsageAdd | None = None,
+        context_tokens: int | None = None,
     ) -> None:
         correlation = work.pending[-1].meta.get("correlation_id")
         stamped = [
             replace(r, meta={**(r.meta or {}), "correlation_id": correlation}) for r in replies
         ]
         try:
-            await self._record(work, stamped, status, error, response_id, usage)
+            await self._record(work, stamped, status, error, response_id, usage, context_tokens)
         except LeaseLost:
             log.warning("turn.superseded", messages=len(work.pending))
             return
@@ -264,6 +270,7 @@ class ConversationProcessor:
         error: str | None,
         response_id: str | None,
         usage: UsageAdd | None,
+        context_tokens: int | None = None,
     ) -> None:
         async with self._sessions() as session:
             await record_turn(
@@ -275,6 +282,7 @@ class ConversationProcessor:
                 inbound_status=status,
                 inbound_error=error,
                 last_response_id=response_id,
+                last_input_tokens=context_tokens,
                 usage=usage,
             )
             await session.commit()
@@ -299,5 +307,6 @@ def _request(
         notes=notes,
         remote_conversation_id=work.conversation.remote_conversation_id,
         previous_response_id=work.conversation.last_response_id,
+        last_input_tokens=work.conversation.last_input_tokens,
         prompt=prompt,
     )

@@ -114,10 +114,13 @@ async def save_transcript(
 async def set_remote_conversation(
     session: AsyncSession, *, conversation_id: int, remote_id: str | None
 ) -> None:
+    """Point the conversation at another upstream conversation. The last turn's input tokens
+    measured the old one, so they are cleared with it: a turn redone after a crash does not
+    prune the new one again."""
     await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
-        .values(remote_conversation_id=remote_id)
+        .values(remote_conversation_id=remote_id, last_input_tokens=None)
     )
 
 
@@ -131,6 +134,7 @@ async def record_turn(
     inbound_status: str = "answered",
     inbound_error: str | None = None,
     last_response_id: str | None = None,
+    last_input_tokens: int | None = None,
     usage: UsageAdd | None = None,
     user_id: int | None = None,
 ) -> list[int]:
@@ -139,14 +143,19 @@ async def record_turn(
     API). A worker that dies before this commits leaves the inbound messages `received`, and
     the next worker redoes the turn. The Responses API stores its inputs among `replies`
     (`answered` empty) in the transaction that finishes its response, so a reader never sees
-    one without the other.
+    one without the other. `last_response_id` and `last_input_tokens` (what the next turn
+    chains on, and whether it prunes) are set on the conversation with the outcome.
 
     Returns:
         The ids of the stored reply messages, in order.
     """
     # The conversation row is locked first, as every writer to a conversation does (webhooks
     # too), so that writers queue on it instead of deadlocking on each other's message rows.
-    also = {"last_response_id": last_response_id} if last_response_id is not None else {}
+    also: dict[str, object] = {}
+    if last_response_id is not None:
+        also["last_response_id"] = last_response_id
+    if last_input_tokens is not None:
+        also["last_input_tokens"] = last_input_tokens
     first = await allocate_sequence(
         session, conversation_id=conversation_id, count=max(len(replies), 1), **also
     )
