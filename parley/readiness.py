@@ -24,7 +24,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -191,13 +191,11 @@ async def redis_problem(url: str, *, within: float = REDIS_WITHIN) -> str | None
             await asyncio.sleep(REDIS_RETRY_EVERY)
     finally:
         await client.aclose()
-    return f"cannot reach Redis at REDIS_URL={shown} within {within:.0f} s: {failure}"
+    return f"cannot use Redis at REDIS_URL={shown} (tried for {within:.0f} s): {failure}"
 
 
 def _worth_retrying(exc: BaseException) -> bool:
     """A wrong password or database will not fix itself; a Redis still starting will."""
-    from redis.exceptions import AuthenticationError, ResponseError
-
     return not isinstance(exc, AuthenticationError | ResponseError)
 
 
