@@ -7,21 +7,26 @@ import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.account_commands import accounts_app
+from parley.cli_output import JsonOpt, print_json, print_table, when
+from parley.cli_store import fail, in_store, load_settings
 from parley.config import Settings
 from parley.errors import SecretsDisabled, UserConflict
 from parley.observability.logging import configure_logging
 from parley.prompt_commands import prompts_app
 from parley.store.crypto import secret_box
-from parley.store.models import ApiToken, User
+from parley.store.models import ApiToken, User, UserSecret
 from parley.store.queries import users
+
+if TYPE_CHECKING:
+    from parley.runtime import Role
 
 app = typer.Typer(
     help="Parley: one AI agent for WhatsApp and the Responses API.", no_args_is_help=True
@@ -36,15 +41,24 @@ PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
 
 
 def _settings() -> Settings:
-    settings = Settings()
-    configure_logging(settings.parley_log_level, settings.parley_log_format)
+    return load_settings()
+
+
+def _checked(settings: Settings, role: Role) -> Settings:
+    """`settings` once what the process needs is there: else one line naming the variable
+    (`parley.readiness`), on stderr, and exit status 1, before anything starts."""
+    from parley.readiness import preflight
+
+    problem = asyncio.run(preflight(settings, role))
+    if problem is not None:
+        fail(problem)
     return settings
 
 
-def _run_http(settings: Settings, role: str, host: str, port: int) -> None:
+def _run_http(settings: Settings, role: Role, host: str, port: int) -> None:
     from parley.app import create_app
 
-    application = create_app(settings, role)  # type: ignore[arg-type]
+    application = create_app(settings, role)
     uvicorn.run(
         application,
         host=host,
@@ -69,13 +83,13 @@ def _installed(module: str) -> bool:
 @app.command()
 def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """HTTP API and worker in one process (SQLite and an in-process queue by default)."""
-    _run_http(_settings(), "serve", host, port)
+    _run_http(_checked(_settings(), "serve"), "serve", host, port)
 
 
 @app.command()
 def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Only the HTTP API (webhooks, /v1, admin), for scale-out."""
-    _run_http(_settings(), "api", host, port)
+    _run_http(_checked(_settings(), "api"), "api", host, port)
 
 
 @app.command()
@@ -86,7 +100,7 @@ def worker(
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"parley_worker_concurrency": concurrency})
-    asyncio.run(_worker(settings))
+    asyncio.run(_worker(_checked(settings, "worker")))
 
 
 async def _worker(settings: Settings) -> None:
@@ -105,11 +119,23 @@ def db_upgrade(
     revision: Annotated[str, typer.Argument(help="The migration to reach.")] = "head",
 ) -> None:
     """Apply pending migrations."""
-    from parley.store.migrate import upgrade_sync
+    from parley.store.migrate import (
+        database_url_problem,
+        driver_error,
+        shown_url,
+        upgrade_sync,
+    )
 
     settings = _settings()
-    upgrade_sync(settings.database_url, revision)
-    typer.echo(f"database at {revision}")
+    problem = database_url_problem(settings.database_url)
+    if problem is not None:
+        fail(problem)
+    shown = shown_url(settings.database_url)
+    try:
+        upgrade_sync(settings.database_url, revision)
+    except (DBAPIError, OSError) as exc:
+        fail(f"cannot migrate the database at DATABASE_URL={shown}: {driver_error(exc)}")
+    typer.echo(f"database {shown} at {revision}")
 
 
 @app.command()
@@ -138,48 +164,17 @@ T = TypeVar("T")
 UserArg = Annotated[str, typer.Argument(help="The user's name.")]
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
 def _in_store(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
-    """Apply pending migrations, then run `work` in one transaction, committed if it returns.
-    Our refusals (a taken name, the last admin, no secret key) exit with status 1."""
-    from parley.store.migrate import upgrade_sync
-
-    settings = _settings()
-    upgrade_sync(settings.database_url)
-    try:
-        return asyncio.run(_session_run(settings, work))
-    except (UserConflict, SecretsDisabled) as exc:
-        _fail(str(exc))
-
-
-async def _session_run(
-    settings: Settings, work: Callable[[AsyncSession, Settings], Awaitable[T]]
-) -> T:
-    from parley.store.db import create_engine, create_sessionmaker
-
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            result = await work(session, settings)
-            await session.commit()
-            return result
-    finally:
-        await engine.dispose()
+    """Run `work` on the database DATABASE_URL names, which must exist and be migrated; our
+    refusals (a taken name, the last admin, no secret key) exit with status 1."""
+    return in_store(work, refusals=(UserConflict, SecretsDisabled))
 
 
 async def _user(session: AsyncSession, name: str) -> User:
     user = await users.user_by_name(session, name=name)
     if user is None:
-        _fail(f"no user named {name!r}")
+        fail(f"no user named {name!r}")
     return user
-
-
-def _when(moment: datetime | None) -> str:
-    return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
 
 
 @users_app.command("create")
@@ -189,7 +184,7 @@ def users_create(
 ) -> None:
     """Create a user; the last line printed is their first API token, alone."""
     if not re.fullmatch(users.USER_NAME, name):
-        _fail("a name is 1-128 letters, digits or _.@- and does not start with _")
+        fail("a name is 1-128 letters, digits or _.@- and does not start with _")
 
     async def work(session: AsyncSession, _: Settings) -> tuple[User, users.IssuedToken]:
         return await users.create_user(session, name=name, is_admin=admin)
@@ -201,15 +196,34 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list() -> None:
+def users_list(as_json: JsonOpt = False) -> None:
     """Users with their role and status."""
 
     async def work(session: AsyncSession, _: Settings) -> list[User]:
         return await users.list_users(session)
 
-    for user in _in_store(work):
-        role = "admin" if user.is_admin else "user"
-        typer.echo(f"{user.id}\t{user.name}\t{role}\t{user.status}\t{_when(user.created_at)}")
+    found = _in_store(work)
+    if as_json:
+        print_json([_user_view(user) for user in found])
+        return
+    print_table(
+        ("id", "name", "role", "status", "created"),
+        ((u.id, u.name, _role(u), u.status, when(u.created_at)) for u in found),
+    )
+
+
+def _role(user: User) -> str:
+    return "admin" if user.is_admin else "user"
+
+
+def _user_view(user: User) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": _role(user),
+        "status": user.status,
+        "created_at": user.created_at,
+    }
 
 
 def _change_status(name: str, status: str) -> None:
@@ -260,15 +274,41 @@ def tokens_create(
 
 
 @tokens_app.command("list")
-def tokens_list(name: UserArg) -> None:
-    """The user's tokens: id, prefix, label, created, last used, revoked."""
+def tokens_list(name: UserArg, as_json: JsonOpt = False) -> None:
+    """The user's tokens: id, prefix, label, created, last used, revoked (never the token)."""
 
     async def work(session: AsyncSession, _: Settings) -> list[ApiToken]:
         return await users.list_tokens(session, user_id=(await _user(session, name)).id)
 
-    for t in _in_store(work):
-        when = f"{_when(t.created_at)}\t{_when(t.last_used_at)}\t{_when(t.revoked_at)}"
-        typer.echo(f"{t.id}\t{t.prefix}…\t{t.name or '-'}\t{when}")
+    tokens = _in_store(work)
+    if as_json:
+        print_json([_token_view(t) for t in tokens])
+        return
+    print_table(
+        ("id", "prefix", "label", "created", "last used", "revoked"),
+        (
+            (
+                t.id,
+                f"{t.prefix}…",
+                t.name,
+                when(t.created_at),
+                when(t.last_used_at),
+                when(t.revoked_at),
+            )
+            for t in tokens
+        ),
+    )
+
+
+def _token_view(token: ApiToken) -> dict[str, object]:
+    return {
+        "id": token.id,
+        "prefix": token.prefix,
+        "label": token.name,
+        "created_at": token.created_at,
+        "last_used_at": token.last_used_at,
+        "revoked_at": token.revoked_at,
+    }
 
 
 @tokens_app.command("revoke")
@@ -281,7 +321,7 @@ def tokens_revoke(
         user = await _user(session, name)
         found = await users.find_tokens(session, user_id=user.id, ref=token)
         if len(found) != 1:
-            _fail(f"{len(found)} of {name}'s tokens match {token!r}; give its id")
+            fail(f"{len(found)} of {name}'s tokens match {token!r}; give its id")
         revoked = await users.revoke_token(session, user_id=user.id, token_id=found[0].id)
         assert revoked is not None
         return revoked
@@ -300,11 +340,11 @@ def secrets_set(
 ) -> None:
     """Store a secret for the user's tools, encrypted with PARLEY_SECRET_KEY."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name):
-        _fail("a secret's name is 1-128 letters, digits or _.-")
+        fail("a secret's name is 1-128 letters, digits or _.-")
     if value is None:
         value = sys.stdin.readline().rstrip("\r\n")
     if not value:
-        _fail("the value is empty")
+        fail("the value is empty")
 
     async def work(session: AsyncSession, settings: Settings) -> None:
         owner = await _user(session, user)
@@ -316,15 +356,22 @@ def secrets_set(
 
 
 @secrets_app.command("list")
-def secrets_list(user: UserArg) -> None:
-    """The names of the user's secrets (values are never shown)."""
+def secrets_list(user: UserArg, as_json: JsonOpt = False) -> None:
+    """The names of the user's secrets, with when each was set (values are never shown)."""
 
-    async def work(session: AsyncSession, _: Settings) -> list[str]:
-        rows = await users.secret_names(session, user_id=(await _user(session, user)).id)
-        return [row.name for row in rows]
+    async def work(session: AsyncSession, _: Settings) -> list[UserSecret]:
+        return await users.secret_names(session, user_id=(await _user(session, user)).id)
 
-    for name in _in_store(work):
-        typer.echo(name)
+    rows = _in_store(work)
+    if as_json:
+        print_json(
+            [{"name": r.name, "created_at": r.created_at, "updated_at": r.updated_at} for r in rows]
+        )
+        return
+    print_table(
+        ("secret", "created", "updated"),
+        ((r.name, when(r.created_at), when(r.updated_at)) for r in rows),
+    )
 
 
 @secrets_app.command("delete")
@@ -338,7 +385,7 @@ def secrets_delete(
         return await users.delete_secret(session, user_id=owner.id, name=name)
 
     if not _in_store(work):
-        _fail(f"{user} has no secret named {name!r}")
+        fail(f"{user} has no secret named {name!r}")
     typer.echo(f"secret {name} of {user} deleted")
 
 

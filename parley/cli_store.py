@@ -9,13 +9,14 @@ from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.observability.logging import configure_logging
 from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import schema_problem, shown_url
+from parley.store.migrate import database_url_problem, driver_error, schema_problem, shown_url
 
 T = TypeVar("T")
 
@@ -23,6 +24,19 @@ T = TypeVar("T")
 def fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    """The environment's settings, with logging configured; a value that does not validate
+    ends the command with one line naming its variable, not pydantic's report."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = str(first["loc"][0]).upper() if first["loc"] else "the environment"
+        fail(f"{variable}: {first['msg']}")
+    configure_logging(settings.parley_log_level, settings.parley_log_format)
+    return settings
 
 
 def in_store(
@@ -33,14 +47,19 @@ def in_store(
 ) -> T:
     """Run `work` in one transaction on DATABASE_URL, committed if it returns. The exceptions
     in `refusals` are our own "no" (a taken name, an unknown prompt): their message, status 1."""
-    settings = settings or Settings()
-    configure_logging(settings.parley_log_level, settings.parley_log_format)
+    if settings is None:
+        settings = load_settings()
+    else:
+        configure_logging(settings.parley_log_level, settings.parley_log_format)
+    problem = database_url_problem(settings.database_url)
+    if problem is not None:
+        fail(problem)
     try:
         return asyncio.run(_in_session(settings, work))
     except refusals as exc:
         fail(str(exc))
     except (DBAPIError, OSError) as exc:
-        fail(f"cannot use the database at {shown_url(settings.database_url)}: {exc}")
+        fail(f"cannot use the database at {shown_url(settings.database_url)}: {driver_error(exc)}")
 
 
 async def _in_session(

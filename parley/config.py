@@ -30,6 +30,24 @@ DEFAULT_UNSUPPORTED_REPLY = (
 )
 
 
+ASYNC_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+"""The drivers Parley runs on, for URLs written without one: the form hosting providers and
+`psql` print (SQLAlchemy would pick psycopg2 or the synchronous sqlite3, neither usable here)."""
+
+
+def async_database_url(url: str) -> str:
+    """`url` with the async driver Parley uses when it names none: ``postgres://`` and
+    ``postgresql://`` become ``postgresql+asyncpg://``, ``sqlite://`` ``sqlite+aiosqlite://``.
+    The rest is kept as written, so an encoded password stays encoded."""
+    scheme, separator, rest = url.strip().partition("://")
+    driver = ASYNC_DRIVERS.get(scheme.lower())
+    return f"{driver}{separator}{rest}" if separator and driver else url.strip()
+
+
 class Settings(BaseSettings):
     """Every setting is an environment variable named as the field in upper case (no prefix, no
     aliases; case-insensitive), also read from `.env`. Each `description` is the user-facing
@@ -185,7 +203,9 @@ class Settings(BaseSettings):
     # Store and queue.
     database_url: str = Field(
         default="sqlite+aiosqlite:///./parley.db",
-        description="SQLAlchemy async URL of the database (SQLite or PostgreSQL with asyncpg).",
+        description="URL of the database: `sqlite:///path` or `postgresql://user:password@host/db` "
+        "(`postgres://` too); Parley picks the async driver (`sqlite+aiosqlite`, "
+        "`postgresql+asyncpg`) when the URL names none.",
     )
     redis_url: str | None = Field(
         default=None,
@@ -414,6 +434,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        return async_database_url(value)
 
     @field_validator("graph_api_version")
     @classmethod

@@ -1,9 +1,9 @@
-"""`parley prompts …`: the prompt registry from the command line, straight on DATABASE_URL
-(migrated first, like `parley serve`). Errors go to stderr with exit status 1."""
+"""`parley prompts …`: the prompt registry from the command line, straight on DATABASE_URL,
+which must exist and be migrated (`parley db upgrade`; see `parley.cli_store`). Listings print
+tables, or JSON with `--json`. Errors go to stderr with exit status 1."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +15,10 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.agent.prompt_files import load_prompt_file
+from parley.cli_output import JsonOpt, print_json
+from parley.cli_store import fail, in_store
 from parley.config import Settings
 from parley.errors import PromptError, PromptInvalid
-from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import upgrade
 from parley.store.queries import prompts as queries
 from parley.store.queries.prompt_report import VersionReport, prompt_report
 from parley.store.queries.prompts import BindingView, PromptSummary, Target, VersionFields
@@ -42,23 +42,11 @@ VersionOpt = Annotated[int | None, typer.Option(help="A version number (default:
 
 def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     """Run `work` in one committed transaction; registry errors end the command with 1."""
-    try:
-        return asyncio.run(_in_session(Settings(), work))
-    except PromptError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
 
+    async def in_session(session: AsyncSession, _: Settings) -> T:
+        return await work(session)
 
-async def _in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    await upgrade(settings.database_url)
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            result = await work(session)
-            await session.commit()
-            return result
-    finally:
-        await engine.dispose()
+    return in_store(in_session, refusals=(PromptError,))
 
 
 def _fields(
@@ -96,8 +84,7 @@ def _guarded(build: Callable[[], T]) -> T:
     try:
         return build()
     except PromptError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 @prompts_app.command("create")
@@ -158,13 +145,16 @@ def load(file: Path) -> None:
 
 
 @prompts_app.command("list")
-def list_prompts() -> None:
+def list_prompts(as_json: JsonOpt = False) -> None:
     """The prompts, with their latest version, and what each profile and account runs."""
 
     async def work(session: AsyncSession) -> tuple[list[PromptSummary], list[BindingView]]:
         return await queries.list_prompts(session), await queries.list_bindings(session)
 
     rows, bindings = _run(work)
+    if as_json:
+        print_json({"prompts": rows, "bindings": bindings})
+        return
     table = Table("prompt", "versions", "latest", "description")
     for row in rows:
         table.add_row(row.name, str(row.versions), f"v{row.latest}", row.description or "")
@@ -173,9 +163,13 @@ def list_prompts() -> None:
 
 
 @prompts_app.command("profiles")
-def profiles() -> None:
+def profiles(as_json: JsonOpt = False) -> None:
     """Which version answers for each profile and account, and any A/B test."""
-    console.print(_bindings_table(_run(queries.list_bindings)))
+    bindings = _run(queries.list_bindings)
+    if as_json:
+        print_json(bindings)
+        return
+    console.print(_bindings_table(bindings))
 
 
 def _bindings_table(bindings: list[BindingView]) -> Table:
@@ -276,6 +270,7 @@ def report(
     profile: Annotated[str | None, typer.Option(help="Only this profile.")] = None,
     since: Annotated[datetime | None, typer.Option(help="From (UTC).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Until, exclusive (UTC).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Per version: agent messages, input/cached/output/reasoning tokens, cost in USD,
     average latency (ms), conversations assigned and their handoff rate."""
@@ -284,6 +279,9 @@ def report(
             s, prompt=prompt, profile=profile, since=_utc(since), until=_utc(until)
         )
     )
+    if as_json:
+        print_json(rows)
+        return
     console.print(_report_table(rows))
 
 

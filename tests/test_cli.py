@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -131,6 +132,18 @@ async def test_users_create_prints_a_token_that_opens_the_api(
     assert second.startswith("pk-") and second != token
     code, out, _ = await run_parley(env, tmp_path, "tokens", "list", "alice")
     assert second[:12] in out and second not in out and token not in out
+    code, out, _ = await run_parley(env, tmp_path, "tokens", "list", "alice", "--json")
+    listed = json.loads(out)
+    assert [t["label"] for t in listed] == ["default", "ci"]
+    assert {t["prefix"] for t in listed} == {token[:12], second[:12]}
+    assert all(t["revoked_at"] is None and set(t) >= {"id", "created_at"} for t in listed)
+    assert token not in out and second not in out
+    code, out, _ = await run_parley(env, tmp_path, "users", "list", "--json")
+    assert [(u["name"], u["role"], u["status"]) for u in json.loads(out)] == [
+        ("alice", "admin", "active")
+    ]
+    code, out, _ = await run_parley(env, tmp_path, "users", "list")
+    assert code == 0 and "alice" in out and "admin" in out and "\t" not in out
 
     code, _, _ = await run_parley(env, tmp_path, "tokens", "revoke", "alice", second[:12])
     assert code == 0
@@ -157,6 +170,37 @@ async def test_users_commands_refuse_clearly(
     keyed = {**env, "PARLEY_SECRET_KEY": "cli-test-key"}
     code, _, _ = await run_parley(keyed, tmp_path, "secrets", "set", "root", "crm", "--value", "v1")
     assert code == 0
-    code, out, _ = await run_parley(keyed, tmp_path, "secrets", "list", "root")
-    assert out.split() == ["crm"]
+    code, out, _ = await run_parley(keyed, tmp_path, "secrets", "list", "root", "--json")
+    (secret,) = json.loads(out)
+    assert (
+        secret["name"] == "crm"
+        and "v1" not in out
+        and set(secret)
+        == {
+            "name",
+            "created_at",
+            "updated_at",
+        }
+    )
     assert await parley.rows("SELECT count(*) FROM user_secrets WHERE ciphertext = 'v1'") == [(0,)]
+
+
+async def test_commands_other_than_serve_name_the_database_and_never_create_it(
+    tmp_path: Path,
+) -> None:
+    """A new user who runs `parley users create` before anything else is told what to run;
+    no `parley.db` appears in the folder they happened to be in."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    for args in (("users", "create", "admin", "--admin"), ("users", "list", "--json")):
+        code, out, err = await run_parley(env, tmp_path, *args)
+        assert code == 1 and out == "", (out, err)
+        assert err.strip() == (
+            "error: no Parley database at sqlite+aiosqlite:///./parley.db: "
+            "run `parley db upgrade` (or `parley serve`) first"
+        )
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
+    code, out, err = await run_parley(env, tmp_path, "db", "upgrade")
+    assert code == 0, err
+    assert out.strip() == "database sqlite+aiosqlite:///./parley.db at head"
+    code, out, _ = await run_parley(env, tmp_path, "users", "create", "admin", "--admin")
+    assert code == 0 and out.splitlines()[-1].startswith("pk-")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from parley.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _logging_reset() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()  # the commands configure logging for their process
+
 
 PROMPT_FILE = """---
 description: Front-line support
@@ -31,6 +41,8 @@ def test_load_activate_ab_rollback_and_report(
         assert result.exit_code == code, result.output
         return result.output
 
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0  # as a new user does first
+
     path = tmp_path / "support.md"
     path.write_text(PROMPT_FILE, encoding="utf-8")
     assert "created support v1" in parley("load", str(path))
@@ -51,6 +63,22 @@ def test_load_activate_ab_rollback_and_report(
     assert "now answers with support v3" in parley("rollback")
     assert "handoff" in parley("report")
 
+    listed = json.loads(parley("list", "--json"))
+    assert [p["name"] for p in listed["prompts"]] == ["other", "support"]
+    assert {p["name"]: p["versions"] for p in listed["prompts"]} == {"other": 1, "support": 3}
+    bindings = {b["profile"]: b for b in json.loads(parley("profiles", "--json"))}
+    assert bindings["default"]["prompt"] == "support" and bindings["default"]["version"] == 3
+    assert bindings["sales"]["version"] == 1
+    assert bindings["default"]["candidate_prompt"] is None
+    report = json.loads(parley("report", "--json"))
+    assert {(r["prompt"], r["version"]) for r in report} <= {
+        ("support", 1),
+        ("support", 2),
+        ("support", 3),
+        ("other", 1),
+    }
+    assert all(isinstance(r["cost_usd"], str) for r in report)
+
     assert "no prompt named 'nope'" in parley("show", "nope", code=1)
     assert "already exists" in parley("create", "other", "--instructions", "x", code=1)
     assert "between 0 and 100" in parley(
@@ -59,3 +87,17 @@ def test_load_activate_ab_rollback_and_report(
     assert "--file or --instructions" in parley("create", "third", code=1)
     assert "no account" in parley("activate", "support", "--account", "123", code=1)
     assert "cannot read" in parley("load", str(tmp_path / "missing.yaml"), code=1)
+
+
+@pytest.mark.parametrize("args", [["list"], ["profiles", "--json"], ["report"], ["show", "x"]])
+def test_no_database_is_named_not_created(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite+aiosqlite:///{tmp_path / 'nowhere.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    result = CliRunner().invoke(app, ["prompts", *args])
+    assert result.exit_code == 1
+    assert f"no Parley database at {url}" in result.stderr
+    assert "parley db upgrade" in result.stderr
+    assert not (tmp_path / "nowhere.db").exists() and not (tmp_path / "parley.db").exists()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from parley import readiness
 from parley.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
@@ -22,30 +24,62 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
-    checks = {"database": await _database(runtime), "queue": await _queue(runtime)}
-    ready = all(value == "ok" for value in checks.values())
+    """Each dependency with its own status (``ok`` or ``error``, with why); 503 when any is
+    not ok, so a load balancer sends nothing to a process that could not answer it."""
+    checks = {
+        "database": await _database(runtime),
+        "queue": await _queue(runtime),
+        "upstream": _upstream(runtime),
+        "channels": await _channels(runtime),
+    }
+    ready = all(check["status"] == readiness.OK for check in checks.values())
     return JSONResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
     )
 
 
-async def _database(runtime: RuntimeDep) -> str:
+Check = dict[str, Any]
+
+
+def _status(problem: str | None, **details: Any) -> Check:
+    if problem is None:
+        return {"status": readiness.OK, **details}
+    return {"status": "error", "error": problem, **details}
+
+
+async def _database(runtime: RuntimeDep) -> Check:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT), runtime.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means "not ready"; the reason is reported
-        return f"error: {type(exc).__name__}"
-    return "ok"
+        return _status(type(exc).__name__)
+    return _status(None)
 
 
-async def _queue(runtime: RuntimeDep) -> str:
+async def _queue(runtime: RuntimeDep) -> Check:
+    backend = runtime.settings.queue_backend
     try:
         async with asyncio.timeout(CHECK_TIMEOUT):
             ok = await runtime.queue.ping()
     except Exception as exc:
-        return f"error: {type(exc).__name__}"
-    return "ok" if ok else "error: no answer"
+        return _status(type(exc).__name__, backend=backend)
+    return _status(None if ok else "no answer", backend=backend)
+
+
+def _upstream(runtime: RuntimeDep) -> Check:
+    """Configured, not called: a probe every few seconds must not cost upstream requests."""
+    return _status(readiness.upstream_problem(runtime.settings))
+
+
+async def _channels(runtime: RuntimeDep) -> Check:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            directory = await runtime.accounts.snapshot()
+    except Exception as exc:
+        return _status(f"accounts unreadable: {type(exc).__name__}")
+    states = readiness.channel_states(runtime.settings, directory)
+    return _status(readiness.channel_problem(states), channels=states)
 
 
 @router.get("/metrics")

@@ -221,6 +221,10 @@ class Channel(ABC):
     reply_window: ClassVar[ReplyWindow | None] = None
     """How long after the customer's last message a reply may go out; None for no limit.
     Delivery sends nothing outside it (`META_WINDOW`, `META_WINDOW_WITH_HUMAN_AGENT`)."""
+    secret_settings: ClassVar[tuple[str, ...]] = ("meta_app_secret",)
+    """The settings holding the secret `verify` checks webhooks with, any one of which will
+    do, the first the one to name when none is set: Meta's app secret unless the channel says
+    otherwise. A channel that answers from the environment needs one (`parley.readiness`)."""
 
     # --- webhooks in ------------------------------------------------------------------
     @abstractmethod

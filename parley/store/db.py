@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
+from parley.config import async_database_url
+
 
 class _Turn:
     """An SQLite engine's promise to let a priority writer in between two of its transactions.
@@ -54,6 +56,7 @@ def create_engine(
     acknowledgement then waits for at most one transaction of the shared connection, not for
     every transaction queued for it.
     """
+    url = async_database_url(url)
     if url.startswith("sqlite"):
         # One connection, so that transactions queue in the pool (a fair asyncio wait) rather
         # than in SQLite's busy handler, which sleeps up to 100 ms between tries and made

@@ -41,15 +41,11 @@ class InstagramChannel(MessengerPlatformChannel):
     text_limit = TEXT_LIMIT
     webhook_object = "instagram"
     threads_replies = True
+    secret_settings = ("instagram_app_secret", "meta_app_secret")
 
     def verify(self, body: bytes, headers: Mapping[str, str], settings: Settings) -> None:
         secrets = [  # each once, in order: the Instagram app's first
-            secret
-            for secret in (
-                settings.secret("instagram_app_secret"),
-                settings.secret("meta_app_secret"),
-            )
-            if secret
+            secret for secret in (settings.secret(name) for name in self.secret_settings) if secret
         ]
         if not secrets:
             raise WebhookNotConfigured("no app secret to verify Instagram webhooks with")

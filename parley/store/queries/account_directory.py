@@ -78,6 +78,10 @@ class Directory:
     def lookup(self, channel: str, external_id: str) -> Credentials | None:
         return self._accounts.get((channel, external_id))
 
+    def accounts(self, channel: str) -> list[Credentials]:
+        """The channel's configured accounts, removed ones included."""
+        return [c for (name, _), c in self._accounts.items() if name == channel]
+
     def is_configured(self, channel: str) -> bool:
         """Whether the channel has an account an operator added (enabled or not): then only
         its accounts are answered."""

@@ -1,0 +1,75 @@
+"""`/readyz`: every dependency with its own status, and 503 as soon as one is not ok, so that
+a load balancer never sends work to a process that would answer every customer with the
+fallback, refuse every webhook, or fail every request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from parley.app import create_app
+from parley.config import Settings
+from parley.testing import ServerThread
+from tests.conftest import MakeParley, Parley
+from tests.servers import free_port
+
+
+async def readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, Any]]:
+    response = await client.get("/readyz")
+    return response.status_code, response.json()
+
+
+async def test_ready_with_each_dependency_reported(parley: Parley) -> None:
+    code, body = await readyz(parley.client)
+    assert code == 200 and body["status"] == "ok", body
+    checks = body["checks"]
+    assert checks["database"] == {"status": "ok"}
+    assert checks["queue"] == {"status": "ok", "backend": parley.settings.queue_backend}
+    assert checks["upstream"] == {"status": "ok"}
+    assert checks["channels"] == {
+        "status": "ok",
+        "channels": {"instagram": "ok", "messenger": "ok", "whatsapp": "ok"},
+    }
+    assert (await parley.client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_no_upstream_key_is_not_ready(make_parley: MakeParley) -> None:
+    app = make_parley(openai_api_key=None, openai_base_url="https://api.openai.com/v1")
+    code, body = await readyz(app.client)
+    assert code == 503 and body["status"] == "unavailable"
+    upstream = body["checks"]["upstream"]
+    assert upstream["status"] == "error" and "OPENAI_API_KEY" in upstream["error"]
+    assert body["checks"]["database"]["status"] == "ok"
+
+
+async def test_a_channel_without_its_secret_is_not_ready(make_parley: MakeParley) -> None:
+    app = make_parley(meta_app_secret=None, messenger_access_token=None)
+    code, body = await readyz(app.client)
+    assert code == 503
+    channels = body["checks"]["channels"]
+    assert channels["status"] == "error"
+    # Instagram still has its own app's secret; Messenger answers nobody; WhatsApp is stuck.
+    assert channels["channels"]["instagram"] == "ok"
+    assert channels["channels"]["messenger"] == "off"
+    assert channels["channels"]["whatsapp"].startswith("META_APP_SECRET is not set")
+    assert "WHATSAPP_ACCESS_TOKEN is set" in channels["error"]
+
+
+async def test_a_store_and_queue_out_of_reach_are_not_ready(settings: Settings) -> None:
+    """An API process whose PostgreSQL and Redis are gone (it neither migrates nor files, so
+    it starts): each is reported down, the rest ok."""
+    down = settings.model_copy(
+        update={
+            "database_url": f"postgresql+asyncpg://parley:pw@127.0.0.1:{free_port()}/parley",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    )
+    with ServerThread(create_app(down, "api"), lifespan="on") as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+            code, body = await readyz(client)
+    assert code == 503 and body["status"] == "unavailable"
+    checks = body["checks"]
+    assert checks["database"]["status"] == "error"
+    assert checks["queue"]["status"] == "error" and checks["queue"]["backend"] == "redis"
+    assert checks["upstream"] == {"status": "ok"}
