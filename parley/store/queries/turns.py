@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
+from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
 
 
@@ -114,11 +115,17 @@ async def save_transcript(
 async def set_remote_conversation(
     session: AsyncSession, *, conversation_id: int, remote_id: str | None
 ) -> None:
-    await session.execute(
+    """Remember the conversation's upstream conversation. One made for a conversation that
+    went meanwhile (expired, its customer erased) is queued for deletion upstream instead."""
+    result = await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
         .values(remote_conversation_id=remote_id)
     )
+    if remote_id and not result.rowcount:  # type: ignore[attr-defined]
+        await queue_deletions(
+            session, objects=[UpstreamObject(CONVERSATION, remote_id)], reason="orphan"
+        )
 
 
 async def record_turn(
