@@ -195,14 +195,18 @@ def _print(reports: list[ErasureReport], as_json: bool) -> None:
     if as_json:
         print_json({"erased": reports, "already_erased": []})
         return
-    columns = (
-        "contact", "channel", "conversations", "messages", "outbox", "responses", "inbox",
-        "upstream queued",
-    )  # fmt: skip
-    counts = ("conversations", "messages", "outbox", "responses", "inbox", "upstream")
-    rows = [(r.contact_id, r.channel, *(getattr(r, c) for c in counts)) for r in reports]
+    # One column per erased contact, one row per count: narrow enough for any terminal.
+    fields = (
+        ("channel", "channel"),
+        ("conversations", "conversations"),
+        ("messages", "messages"),
+        ("outbox rows", "outbox"),
+        ("response records", "responses"),
+        ("inbox rows", "inbox"),
+        ("upstream queued", "upstream"),
+    )
     print_table(
-        columns,
-        rows,
+        ("erased", *(f"contact {r.contact_id}" for r in reports)),
+        [(label, *(getattr(r, name) for r in reports)) for label, name in fields],
         caption="upstream deletions are made by the running `parley serve` or `parley worker`",
     )
