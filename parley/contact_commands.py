@@ -23,7 +23,7 @@ from parley.cli_output import JsonOpt, print_json, print_table
 from parley.cli_store import fail, in_store
 from parley.config import Settings
 from parley.errors import AccountError, AlreadyErased, ErasureError
-from parley.store.models import Contact
+from parley.store.models import Account, Contact
 from parley.store.queries.accounts import find_account
 from parley.store.queries.erasure import (
     ErasureReport,
@@ -161,7 +161,8 @@ async def _find(
     if contact_id is not None:
         row = await session.get(Contact, contact_id)
         if row is not None:
-            return _Found(contacts=[(row.id, "")])
+            account = await session.get(Account, row.account_id)
+            return _Found(contacts=[(row.id, account.channel if account else "?")])
         earlier = await earlier_erasures(session, contact_id=contact_id)
         if not earlier:
             fail(f"no contact {contact_id}")

@@ -8,8 +8,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Base, Contact, Conversation, InboxEntry, utcnow
+from parley.store.queries.responses import api_parties
 from parley.testing import GraphSimulator, OpenAISimulator
 from tests.api.test_admin import ADMIN
 from tests.conftest import MakeParley, Parley, Store
@@ -123,8 +125,14 @@ async def test_erasure_needs_an_admin_and_a_known_contact(parley: Parley, store:
     assert response.status_code == 403
     unknown = await parley.client.delete("/admin/contacts/987654", headers=ADMIN)
     assert unknown.status_code == 404 and "no contact 987654" in unknown.json()["detail"]
-    assert (await parley.client.get("/admin/contacts/x", headers=ADMIN)).status_code in (404, 405)
-    assert await store.rows("SELECT count(*) FROM contacts") == [(1,)]
+    # A Responses API user's own contact is the user's: deleting the user is the way.
+    async with store.engine.begin() as connection:
+        session = AsyncSession(bind=connection)
+        _, api_contact = await api_parties(session, user_id=1, user_name="someone")
+        await session.flush()
+    refused = await parley.client.delete(f"/admin/contacts/{api_contact.id}", headers=ADMIN)
+    assert refused.status_code == 409 and "Responses API" in refused.json()["detail"]
+    assert await store.rows("SELECT count(*) FROM contacts") == [(2,)]
     assert await store.rows("SELECT count(*) FROM erasures") == [(0,)]
 
 

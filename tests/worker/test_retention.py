@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from openai import AsyncOpenAI
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.agent.llm import LLM
@@ -20,8 +21,9 @@ from parley.config import Settings
 from parley.runtime import build_llm
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
-from parley.store.models import Contact, Conversation, Message, Outbox, utcnow
+from parley.store.models import Contact, Conversation, Message, Outbox, ResponseRecord, utcnow
 from parley.store.queries.inbound import get_account
+from parley.store.queries.responses import api_parties, new_thread
 from parley.store.queries.upstream_deletions import (
     CONVERSATION,
     UpstreamObject,
@@ -29,6 +31,7 @@ from parley.store.queries.upstream_deletions import (
     queue_deletions,
 )
 from parley.store.queries.usage import UsageAdd, add_usage
+from parley.store.queries.users import create_user
 from parley.testing import OpenAISimulator
 from parley.worker.retention import Retention
 from parley.worker.upstream_deleter import UpstreamDeleter
@@ -267,3 +270,38 @@ async def test_unset_keeps_everything(
     swept = await Retention(sessions=sessions, days=None).sweep()
     assert swept.conversations == 0
     assert await store.rows("SELECT count(*) FROM conversations") == [(1,)]
+
+
+async def test_a_responses_api_thread_goes_with_its_records_and_the_user_keeps_their_contact(
+    sessions: async_sessionmaker[AsyncSession],
+    upstream: AsyncOpenAI,
+    llm: LLM,
+    openai_sim: OpenAISimulator,
+    store: Store,
+) -> None:
+    answer = await upstream.responses.create(model="gpt-5-mini", input="hi")
+    when = utcnow() - timedelta(days=DAYS + 1)
+    async with sessions() as session:
+        user, _ = await create_user(session, name="ana")
+        account, contact = await api_parties(session, user_id=user.id, user_name="ana")
+        thread = await new_thread(session, account=account, contact=contact, profile="default")
+        session.add(
+            ResponseRecord(
+                id="resp_parley_1", user_id=user.id, conversation_id=thread.conversation.id,
+                status="completed", profile="default", upstream_response_id=answer.id,
+                created_at=when,
+            )
+        )  # fmt: skip
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == thread.conversation.id)
+            .values(created_at=when, last_message_at=when, last_response_id=answer.id)
+        )
+        await session.commit()
+
+    swept = await Retention(sessions=sessions, days=DAYS).sweep()
+    assert (swept.conversations, swept.responses, swept.contacts) == (1, 1, 0)
+    assert await store.rows("SELECT count(*) FROM responses") == [(0,)]
+    assert await store.rows("SELECT external_id FROM contacts") == [(f"user:{user.id}",)]
+    await UpstreamDeleter(sessions=sessions, llm=llm, call_timeout=5).drain()
+    assert openai_sim.deleted_responses == [answer.id]
