@@ -161,8 +161,8 @@ async def _find(
     if contact_id is not None:
         row = await session.get(Contact, contact_id)
         if row is not None:
-            account = await session.get(Account, row.account_id)
-            return _Found(contacts=[(row.id, account.channel if account else "?")])
+            owner = await session.get(Account, row.account_id)
+            return _Found(contacts=[(row.id, owner.channel if owner else "?")])
         earlier = await earlier_erasures(session, contact_id=contact_id)
         if not earlier:
             fail(f"no contact {contact_id}")
