@@ -40,6 +40,7 @@ from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
+from parley.store.queries.upstream_deletions import release_deletion_holds
 from parley.worker.filer import Filer
 from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
@@ -259,6 +260,7 @@ async def start_background(runtime: Runtime) -> None:
     if settings.queue_backend == "memory":
         async with runtime.sessions() as session:
             await release_holds(session)
+            await release_deletion_holds(session)
             await session.commit()
     try:
         await resignal(runtime.sessions, runtime.queue, older_than=None)

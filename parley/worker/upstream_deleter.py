@@ -4,7 +4,8 @@ expired conversations and erased customers, from the durable queue `upstream_del
 It runs where the worker runs (`serve`, `worker`), beside the turns and never in their way:
 one delete at a time, each tried once (no SDK backoff held in a loop) and, when it fails,
 tried again later with exponential backoff (or the upstream's Retry-After), for as long as it
-takes. A 404 means the object is gone already, which is what was wanted.
+takes. A 404 means the object is gone already, which is what was wanted; a 400 or 422 (an id
+the upstream can never delete) is logged and dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ BATCH = 20
 BACKOFF_BASE = 5.0
 """Seconds before the first retry; doubled with each failed attempt."""
 MAX_BACKOFF = 3600.0
+REFUSED = frozenset({400, 422})
+"""Statuses that say the request itself is wrong, for good: the row is dropped, logged. A 401
+or 403 (a key or a project that can be fixed) is retried like an outage."""
 POLL = 10.0
 """The longest the drainer sleeps: erasures through `parley api` queue rows in other
 processes, which cannot wake this one."""
@@ -110,6 +114,18 @@ class UpstreamDeleter:
             try:
                 existed = await self._delete(row)
             except LLMError as exc:
+                if exc.status in REFUSED:
+                    # The upstream says the id can never be deleted (malformed, not one of
+                    # its objects): trying again would only fail again.
+                    log.error(
+                        "upstream_deletion.refused",
+                        kind=row.kind,
+                        object_id=row.object_id,
+                        reason=str(exc),
+                    )
+                    finished.append(row.id)
+                    done.missing += 1
+                    continue
                 delay = self._backoff(row.attempts, exc.retry_after)
                 done.failed += 1
                 done.retry.append((row.id, delay, str(exc)))

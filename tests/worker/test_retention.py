@@ -305,3 +305,17 @@ async def test_a_responses_api_thread_goes_with_its_records_and_the_user_keeps_t
     assert await store.rows("SELECT external_id FROM contacts") == [(f"user:{user.id}",)]
     await UpstreamDeleter(sessions=sessions, llm=llm, call_timeout=5).drain()
     assert openai_sim.deleted_responses == [answer.id]
+
+
+async def test_an_id_the_upstream_refuses_for_good_is_dropped_not_retried_for_ever(
+    sessions: async_sessionmaker[AsyncSession], llm: LLM, openai_sim: OpenAISimulator, store: Store
+) -> None:
+    async with sessions() as session:
+        objects = [UpstreamObject(CONVERSATION, "not-a-conversation-id")]
+        await queue_deletions(session, objects=objects, reason="erasure")
+        await session.commit()
+    openai_sim.inject(400, method="DELETE", message="Invalid 'conversation_id'.")
+    drained = await UpstreamDeleter(sessions=sessions, llm=llm, call_timeout=5).drain()
+    assert (drained.deleted, drained.missing, drained.failed) == (0, 1, 0)
+    assert await store.rows("SELECT count(*) FROM upstream_deletions") == [(0,)]
+    assert len([r for r in openai_sim.requests if r.method == "DELETE"]) == 1

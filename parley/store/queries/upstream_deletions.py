@@ -114,6 +114,12 @@ async def retry_later(session: AsyncSession, *, row_id: int, at: datetime, error
     )
 
 
+async def release_deletion_holds(session: AsyncSession) -> None:
+    """Free every held row. Only for the embedded mode, where one process holds them all:
+    after a crash or a stop mid-batch its rows would otherwise wait out their hold."""
+    await session.execute(update(UpstreamDeletion).values(locked_until=None))
+
+
 async def pending_deletions(session: AsyncSession) -> int:
     """Rows still to delete upstream (due or waiting for a retry)."""
     count = await session.scalar(select(func.count()).select_from(UpstreamDeletion))
