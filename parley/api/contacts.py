@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel
 
@@ -15,6 +16,7 @@ from parley.deps import RuntimeDep, SessionDep
 from parley.errors import AlreadyErased, ContactNotFound, ErasureRefused
 from parley.store.queries.erasure import erase_contact, recent_erasures
 
+log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/admin", tags=["contacts"], dependencies=[Depends(require_admin)])
 
 
@@ -59,6 +61,14 @@ async def erase(
     except ErasureRefused as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     await session.commit()
+    log.info(
+        "contact.erased",
+        contact_id=report.contact_id,
+        requested_by=report.requested_by,
+        conversations=report.conversations,
+        messages=report.messages,
+        upstream=report.upstream,
+    )
     runtime.upstream_deleter.wake()
     return ErasurePublic.model_validate(report)
 
