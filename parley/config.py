@@ -421,6 +421,15 @@ class Settings(BaseSettings):
     parley_shutdown_grace: float = Field(
         default=20.0, ge=0, description="Seconds running turns get to finish on shutdown."
     )
+    parley_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete conversations idle this many days (no message in or out), with "
+        "their messages, outbox and response records, their contacts once nothing else is "
+        "theirs, and their OpenAI conversations and stored responses upstream; usage sums "
+        "stay. Run by the worker side (`serve`, `worker`) in small batches; unset: keep for "
+        "ever.",
+    )
     parley_log_level: str = Field(
         default="INFO", description="Log level: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`."
     )
@@ -456,6 +465,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def identity_key(self) -> bytes:
+        """What keys the one-way hashes of customers' ids (the `safety_identifier` sent
+        upstream, an erasure's record): PARLEY_SECRET_KEY, else META_APP_SECRET."""
+        key = self.secret("parley_secret_key") or self.secret("meta_app_secret") or "parley"
+        return key.encode()
 
     @cached_property
     def instructions_text(self) -> str:

@@ -74,7 +74,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_transcribe_model",
         ),
     ),
-    ("Storage and queue", ("database_url", "redis_url")),
+    ("Storage and queue", ("database_url", "redis_url", "parley_retention_days")),
     (
         "Webhook inbox",
         (

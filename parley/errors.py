@@ -9,6 +9,7 @@ ParleyError
 │   └── ChannelSendError    a channel's send or read receipt (its `FailureKind`)
 ├── MediaUnavailable        a customer's file could not be fetched or is refused (reason)
 ├── LeaseLost               a worker's hold on a conversation expired mid-turn
+├── ConversationGone        a turn's conversation expired or was erased while it ran
 ├── ConfigurationError      a setting is missing or contradicts another
 │   ├── SecretsDisabled     a secret was to be stored or read with no PARLEY_SECRET_KEY
 │   └── WebhookNotConfigured  no secret to verify a channel's webhooks with
@@ -18,6 +19,10 @@ ParleyError
 │   ├── AccountNotFound     no such account
 │   ├── AccountConflict     the channel's id is already a configured account
 │   └── AccountInvalid      a field is not valid (an unknown channel, a malformed id…)
+├── ErasureError            an erasure that cannot be done
+│   ├── ContactNotFound     no such contact
+│   ├── AlreadyErased       the contact was erased before (`erased_at` says when)
+│   └── ErasureRefused      the contact is a Responses API user's (delete the user instead)
 ├── PromptError             a prompt registry request that cannot be done
 │   ├── PromptNotFound      no such prompt, version, profile or binding
 │   ├── PromptConflict      a prompt name is taken
@@ -30,6 +35,7 @@ ParleyError
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -102,6 +108,29 @@ class PromptInvalid(PromptError):
 
 
 class LeaseLost(ParleyError):
+    pass
+
+
+class ConversationGone(ParleyError):
+    """The conversation a writer meant to add to no longer exists: retention deleted it, or
+    its customer was erased, while a turn for it was running. The turn's result is dropped."""
+
+
+class ErasureError(ParleyError):
+    pass
+
+
+class ContactNotFound(ErasureError):
+    pass
+
+
+class AlreadyErased(ErasureError):
+    def __init__(self, message: str, *, erased_at: datetime) -> None:
+        super().__init__(message)
+        self.erased_at = erased_at
+
+
+class ErasureRefused(ErasureError):
     pass
 
 

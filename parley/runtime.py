@@ -1,5 +1,5 @@
 """What one Parley process owns: engine, sessions, queue, clients, the agent, and the
-background loops (filer, worker, delivery, reconciler).
+background loops (filer, worker, delivery, reconciler, retention, upstream deletions).
 
 Built once per process (by the app's lifespan, or by `parley worker`), closed on exit, and
 passed down; nothing here is global. This is the composition root of `parley worker`, so it
@@ -40,11 +40,14 @@ from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
+from parley.store.queries.upstream_deletions import release_deletion_holds
 from parley.worker.filer import Filer
 from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
+from parley.worker.retention import Retention
 from parley.worker.runner import Worker
+from parley.worker.upstream_deleter import UpstreamDeleter
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +77,10 @@ class Runtime:
     secrets are off."""
     accounts: AccountDirectory
     """The configured accounts' credentials, remembered for the webhook door and sends."""
+    upstream_deleter: UpstreamDeleter
+    """Deletes upstream what expired or was erased (runs where the worker runs)."""
+    retention: Retention
+    """Deletes conversations idle past PARLEY_RETENTION_DAYS (runs where the worker runs)."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -109,6 +116,9 @@ def build_runtime(settings: Settings) -> Runtime:
     processor = build_processor(
         settings, sessions, agent, gate, prices, gateway, deliverer, accounts
     )
+    upstream_deleter = UpstreamDeleter(
+        sessions=sessions, llm=llm, call_timeout=settings.openai_timeout_s
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -135,6 +145,12 @@ def build_runtime(settings: Settings) -> Runtime:
         ),
         secrets=secrets,
         accounts=accounts,
+        upstream_deleter=upstream_deleter,
+        retention=Retention(
+            sessions=sessions,
+            days=settings.parley_retention_days,
+            on_upstream=upstream_deleter.wake,
+        ),
     )
 
 
@@ -245,6 +261,7 @@ async def start_background(runtime: Runtime) -> None:
     if settings.queue_backend == "memory":
         async with runtime.sessions() as session:
             await release_holds(session)
+            await release_deletion_holds(session)
             await session.commit()
     try:
         await resignal(runtime.sessions, runtime.queue, older_than=None)
@@ -264,6 +281,8 @@ async def start_background(runtime: Runtime) -> None:
             ),
             name="reconciler",
         ),
+        asyncio.create_task(runtime.retention.run(), name="retention"),
+        asyncio.create_task(runtime.upstream_deleter.run(), name="upstream-deleter"),
     ]
 
 

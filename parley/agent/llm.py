@@ -92,6 +92,31 @@ class LLM:
             raise self._failed(exc) from exc
         return conversation.id
 
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete an upstream conversation; False when the upstream has no such conversation
+        (deleted before, or expired), which is as good. Tried once: the caller retries later."""
+        return await self._delete(self._once.conversations.delete, conversation_id)
+
+    async def delete_response(self, response_id: str) -> bool:
+        """Delete a stored response; False when the upstream has none by that id."""
+        return await self._delete(self._once.responses.delete, response_id)
+
+    async def _delete(self, call: Callable[[str], Awaitable[object]], object_id: str) -> bool:
+        try:
+            async with self._limiter.slot(tokens=0):
+                await call(object_id)
+        except openai.NotFoundError:
+            return False
+        except openai.OpenAIError as exc:
+            raise self._failed(exc) from exc
+        return True
+
+    @property
+    def _once(self) -> AsyncOpenAI:
+        """The client without the SDK's own retries, for calls whose caller keeps a durable
+        retry of its own (the upstream deletions) and must not wait through backoffs."""
+        return self._client.with_options(max_retries=0)
+
     async def flagged(self, texts: list[str], *, model: str = MODERATION_MODEL) -> bool:
         """Whether the moderation endpoint flags any of `texts`."""
         try:

@@ -145,7 +145,11 @@ class Strategies:
         )
 
     async def _new_remote(
-        self, request: TurnRequest, params: dict[str, Any], seed: list[Item] | None = None
+        self,
+        request: TurnRequest,
+        params: dict[str, Any],
+        seed: list[Item] | None = None,
+        replaces: str | None = None,
     ) -> str:
         # Seeded from our own history: empty on a first message, the recent past when the
         # upstream lost the old conversation (or the strategy was switched); a pruned one
@@ -163,7 +167,10 @@ class Strategies:
         # (This clears the last turn's tokens too, so a redone turn does not prune again.)
         async with self._sessions() as session:
             await set_remote_conversation(
-                session, conversation_id=request.conversation_id, remote_id=remote
+                session,
+                conversation_id=request.conversation_id,
+                remote_id=remote,
+                replaced=replaces,
             )
             await session.commit()
         return remote
@@ -173,7 +180,7 @@ class Strategies:
         or the old one when no new one can be made: pruning never costs the customer a turn."""
         seed = await self._pruner.seed(request, params, max_items=MAX_SEED_ITEMS)
         try:
-            remote = await self._new_remote(request, params, seed)
+            remote = await self._new_remote(request, params, seed, replaces=old)
         except LLMError as exc:
             log.warning("agent.prune_failed", reason=str(exc), remote_conversation_id=old)
             return old

@@ -20,7 +20,7 @@ from parley.agent.outcome import InputGate, answer_rows, priced, tool_rows
 from parley.agent.pricing import Price
 from parley.agent.prompts import PromptChoice
 from parley.agent.turn import Agent, TurnRequest, TurnResult
-from parley.errors import LLMError
+from parley.errors import ConversationGone, LLMError
 from parley.responses.items import (
     function_call_item,
     held_item,
@@ -103,6 +103,9 @@ class TurnRunner:
                 # Cancelled by POST …/cancel (already marked) or by shutdown (marked here).
                 await asyncio.shield(self._interrupted(job))
                 raise
+            except ConversationGone:
+                # Retention deleted the thread (with its response) while the turn ran.
+                log.info("responses.result_dropped", reason="conversation gone")
             except Exception:
                 log.exception("responses.turn_crashed")
                 await self._failed(job, "internal error")

@@ -132,7 +132,11 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_contact_status", "contact_id", "status"),)
+    __table_args__ = (
+        Index("ix_conversations_contact_status", "contact_id", "status"),
+        # Retention's question: which conversations have been idle longer than the limit?
+        Index("ix_conversations_last_message_at", "last_message_at"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -414,3 +418,51 @@ class ResponseRecord(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column()
+
+
+# --- retention and erasure ------------------------------------------------------------------
+
+
+class UpstreamDeletion(Base):
+    """An object Parley made upstream (an OpenAI conversation or stored response) that must go
+    because its conversation expired or its customer was erased. Written in the transaction
+    that deletes the local rows, drained by the workers with backoff; a 404 counts as done."""
+
+    __tablename__ = "upstream_deletions"
+    __table_args__ = (UniqueConstraint("kind", "object_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """``conversation`` or ``response``."""
+    object_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(String(16))
+    """``retention``, ``erasure`` or ``orphan`` (made by a turn whose conversation went)."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Erasure(Base):
+    """The audit record of one customer's erasure: who asked, when, and how much went. It holds
+    no personal data: the contact's id was Parley's own, and the channel's id of the customer
+    is kept only as a keyed one-way hash (so "was this number erased?" can be answered)."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(default=utcnow)
+    requested_by: Mapped[str] = mapped_column(String(128))
+    """The admin user's name, ``_admin`` for PARLEY_ADMIN_TOKEN, or ``cli``."""
+    contact_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(String(32))
+    channel_id_hash: Mapped[str] = mapped_column(String(64), index=True)
+    conversations: Mapped[int] = mapped_column(Integer, default=0)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    outbox: Mapped[int] = mapped_column(Integer, default=0)
+    responses: Mapped[int] = mapped_column(Integer, default=0)
+    inbox: Mapped[int] = mapped_column(Integer, default=0)
+    upstream: Mapped[int] = mapped_column(Integer, default=0)
+    """Upstream objects queued for deletion."""

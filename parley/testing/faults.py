@@ -55,9 +55,12 @@ class Fault:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    method: str | None = None  # None: any method
 
-    def matches(self, path: str) -> bool:
-        return self.path is None or self.path == path
+    def matches(self, path: str, method: str) -> bool:
+        return (self.path is None or self.path == path) and (
+            self.method is None or self.method == method
+        )
 
 
 class ApiError(Exception):
@@ -160,13 +163,22 @@ class Simulator:
         headers: dict[str, str] | None = None,
         code: int | str | None = None,
         message: str | None = None,
+        method: str | None = None,
         **fields: Any,
     ) -> None:
-        """The next `times` requests (to `path`, if given) get `status` with an error body in
-        the API's shape (or `body` verbatim). `times=None` means until `clear_faults()`."""
+        """The next `times` requests (to `path`, with `method`, if given) get `status` with an
+        error body in the API's shape (or `body` verbatim). `times=None` means until
+        `clear_faults()`."""
         if body is None:
             body = self.error_body(status, code=code, message=message, **fields)
-        fault = Fault(status, times, path, body, dict(headers or {}))
+        fault = Fault(
+            status,
+            times,
+            path,
+            body,
+            dict(headers or {}),
+            method=method.upper() if method else None,
+        )
         with self._lock:
             self._faults.append(fault)
 
@@ -177,18 +189,21 @@ class Simulator:
         with self._lock:
             self._faults.append(Fault(None, times, path, delay=delay))
 
-    def fail_always(self, status: int, *, path: str | None = None, **fields: Any) -> None:
-        """Upstream down: every request gets `status` until `clear_faults()`."""
-        self.inject(status, times=None, path=path, **fields)
+    def fail_always(
+        self, status: int, *, path: str | None = None, method: str | None = None, **fields: Any
+    ) -> None:
+        """Upstream down: every request (to `path`, with `method`, if given) gets `status`
+        until `clear_faults()`."""
+        self.inject(status, times=None, path=path, method=method, **fields)
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = []
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, method: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
-                if not fault.matches(path):
+                if not fault.matches(path, method):
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
@@ -206,7 +221,7 @@ class Simulator:
 
     async def _serve(self, request: Request, handler: Handler) -> Response:
         record = await self._record(request)
-        fault = self._take_fault(record.path)
+        fault = self._take_fault(record.path, record.method)
         delay = (fault.delay if fault is not None else 0.0) + self.latency
         if delay > 0 and not await _hold(request, delay):
             record.status = CLIENT_GONE

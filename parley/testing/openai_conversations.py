@@ -55,7 +55,9 @@ class ConversationRoutes:
 
     async def delete(self, request: Request, record: Recorded) -> Response:
         conversation = self._conversation(request)
-        self._state.forget_conversation(conversation.id)
+        with self._state.lock:
+            if self._state.forget_conversation(conversation.id):
+                self._state.deleted.append(("conversation", conversation.id))
         return JSONResponse(
             {"id": conversation.id, "object": "conversation.deleted", "deleted": True}
         )

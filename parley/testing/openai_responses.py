@@ -188,7 +188,8 @@ class ResponseRoutes:
     async def delete(self, request: Request, record: Recorded) -> Response:
         stored = self._stored(request)
         with self._state.lock:
-            self._state.responses.pop(stored.body["id"], None)
+            if self._state.responses.pop(stored.body["id"], None) is not None:
+                self._state.deleted.append(("response", stored.body["id"]))
         return JSONResponse(
             {"id": stored.body["id"], "object": "response.deleted", "deleted": True}
         )

@@ -8,6 +8,8 @@ chains and conversations) behaves like the real API as the official SDK sees it.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -16,7 +18,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from parley.testing.faults import ApiError, Handler, Recorded, Simulator, bearer_token
+from parley.testing.faults import (
+    POLL_INTERVAL,
+    ApiError,
+    Handler,
+    Recorded,
+    Simulator,
+    bearer_token,
+)
 from parley.testing.openai_audio import Transcribed, Transcripts
 from parley.testing.openai_build import (
     Reply,
@@ -71,6 +80,38 @@ class OpenAISimulator(Simulator):
     def delete_conversation(self, conversation_id: str) -> bool:
         """Forget a conversation as if it expired upstream."""
         return self._state.forget_conversation(conversation_id)
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        with self._state.lock:
+            return conversation_id in self._state.conversations
+
+    @property
+    def deleted_conversations(self) -> list[str]:
+        """Ids of the conversations clients deleted (`DELETE /v1/conversations/{id}`), in
+        order; a 404 for one already gone is not counted."""
+        return self._state.deleted_ids("conversation")
+
+    @property
+    def deleted_responses(self) -> list[str]:
+        """Ids of the stored responses clients deleted (`DELETE /v1/responses/{id}`)."""
+        return self._state.deleted_ids("response")
+
+    async def wait_for_deletions(
+        self, *, conversations: int = 0, responses: int = 0, timeout: float = 5.0
+    ) -> None:
+        """Wait until at least this many conversations and responses were deleted."""
+        deadline = time.monotonic() + timeout
+        while (
+            len(self.deleted_conversations) < conversations
+            or len(self.deleted_responses) < responses
+        ):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"expected {conversations} conversations and {responses} responses "
+                    f"deleted within {timeout}s, got {self.deleted_conversations} and "
+                    f"{self.deleted_responses}"
+                )
+            await asyncio.sleep(POLL_INTERVAL)
 
     def conversation_items(self, conversation_id: str) -> list[Item]:
         with self._state.lock:

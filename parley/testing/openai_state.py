@@ -41,11 +41,19 @@ class SimState:
         self.lock = threading.RLock()
         self.responses: dict[str, StoredResponse] = {}
         self.conversations: dict[str, SimConversation] = {}
+        self.deleted: list[tuple[str, str]] = []
+        """(``conversation`` or ``response``, id) of every object a client deleted, in order
+        (not those a test made expire)."""
 
     def reset(self) -> None:
         with self.lock:
             self.responses = {}
             self.conversations = {}
+            self.deleted = []
+
+    def deleted_ids(self, kind: str) -> list[str]:
+        with self.lock:
+            return [object_id for k, object_id in self.deleted if k == kind]
 
     def forget_conversation(self, conversation_id: str) -> bool:
         with self.lock:

@@ -19,7 +19,7 @@ from parley.agent.pricing import DEFAULT_PRICES, Price
 from parley.agent.prompts import PromptChoice
 from parley.agent.turn import Agent, TurnRequest
 from parley.channels.render import render_text
-from parley.errors import LeaseLost, LLMError
+from parley.errors import ConversationGone, LeaseLost, LLMError
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -31,6 +31,7 @@ from parley.store.queries.turns import (
     record_turn,
     start_attempt,
 )
+from parley.store.queries.upstream_deletions import RESPONSE, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd
 from parley.worker.media import MediaReader, ReadMessage, plain
 
@@ -260,7 +261,22 @@ class ConversationProcessor:
         except LeaseLost:
             log.warning("turn.superseded", messages=len(work.pending))
             return
+        except ConversationGone:
+            await self._dropped(response_id)
+            return
         self._on_outbox()
+
+    async def _dropped(self, response_id: str | None) -> None:
+        """The conversation expired or its customer was erased while the turn ran: nothing of
+        the turn is stored, and the response it made upstream is queued for deletion."""
+        log.info("turn.dropped", reason="conversation gone", response_id=response_id)
+        if response_id is None:
+            return
+        async with self._sessions() as session:
+            await queue_deletions(
+                session, objects=[UpstreamObject(RESPONSE, response_id)], reason="orphan"
+            )
+            await session.commit()
 
     async def _record(
         self,

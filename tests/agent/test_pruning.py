@@ -14,7 +14,7 @@ from parley.agent.summary import SUMMARY_INSTRUCTIONS
 from parley.config import Settings
 from parley.runtime import Runtime, build_runtime, close
 from parley.store.migrate import upgrade
-from parley.store.models import Message
+from parley.store.models import Message, UpstreamDeletion
 from parley.testing import OpenAISimulator, SimTurn, echo_reply
 from parley.testing.faults import ApiError
 from tests.agent.test_context_strategies import (
@@ -145,6 +145,18 @@ async def test_a_long_chat_is_pruned_to_bounded_input(
     ]
     assert len(recent) >= 2 and recent == transcript[-len(recent) :]
     await _assert_row_links_the_current_context(runtime, conversation_id, openai_sim, context)
+    if context == "conversation":
+        # Each replaced upstream conversation is queued for deletion (or already deleted).
+        current = (await conversation_row(runtime, conversation_id)).remote_conversation_id
+        replaced = {turn["conversation"] for turn in sent} - {current}
+        async with runtime.sessions() as session:
+            queued = set(
+                await session.scalars(
+                    select(UpstreamDeletion.object_id).where(UpstreamDeletion.reason == "pruned")
+                )
+            )
+        assert len(replaced) >= 3
+        assert replaced <= queued | set(openai_sim.deleted_conversations)
 
 
 @pytest.mark.parametrize("context", STRATEGIES)

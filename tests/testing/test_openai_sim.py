@@ -460,3 +460,28 @@ async def test_transcription_hears_what_the_test_registered_for_those_bytes(
         await client.audio.transcriptions.create(
             model="whisper-1", file=("voice.amr", b"#!AMR\n", "audio/amr")
         )
+
+
+async def test_deletions_are_recorded_and_a_fault_can_hit_deletes_only(
+    sim: OpenAISimulator, client: AsyncOpenAI
+) -> None:
+    conversation = await client.conversations.create()
+    response = await client.responses.create(model="m", input="x", conversation=conversation.id)
+    sim.inject(500, method="DELETE", times=1)
+    with pytest.raises(openai.InternalServerError):
+        await client.conversations.delete(conversation.id)
+    assert sim.has_conversation(conversation.id) and sim.deleted_conversations == []
+    # The fault was for deletes only: other requests, and the next delete, go through.
+    assert (await client.conversations.retrieve(conversation.id)).id == conversation.id
+    deleted = await client.conversations.delete(conversation.id)
+    assert deleted.deleted and deleted.object == "conversation.deleted"
+    await client.responses.delete(response.id)
+    await sim.wait_for_deletions(conversations=1, responses=1)
+    assert sim.deleted_conversations == [conversation.id]
+    assert sim.deleted_responses == [response.id]
+    # A second delete is a 404, and not counted as a deletion.
+    with pytest.raises(openai.NotFoundError):
+        await client.conversations.delete(conversation.id)
+    assert sim.deleted_conversations == [conversation.id]
+    sim.reset()
+    assert sim.deleted_conversations == [] and sim.deleted_responses == []

@@ -11,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from parley.channels.base import InboundMessage, StatusUpdate
 from parley.channels.media import media_to_stored
+from parley.errors import ConversationGone
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
 from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.upsert import insert_ignore
@@ -220,6 +221,9 @@ async def allocate_sequence(
     not update the row a second time in the same transaction: PostgreSQL then re-checks its
     foreign keys (the row is our own), taking share locks on the contact and account rows that
     a webhook may hold, and the two deadlock.
+
+    Raises:
+        ConversationGone: the conversation was deleted meanwhile (retention, an erasure).
     """
     result = await session.execute(
         update(Conversation)
@@ -231,7 +235,10 @@ async def allocate_sequence(
         )
         .returning(Conversation.next_sequence_no)
     )
-    return int(result.scalar_one()) - count
+    next_no = result.scalar_one_or_none()
+    if next_no is None:
+        raise ConversationGone(f"conversation {conversation_id} no longer exists")
+    return int(next_no) - count
 
 
 async def _insert_message(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
+from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
 
 
@@ -112,16 +113,32 @@ async def save_transcript(
 
 
 async def set_remote_conversation(
-    session: AsyncSession, *, conversation_id: int, remote_id: str | None
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    remote_id: str | None,
+    replaced: str | None = None,
 ) -> None:
     """Point the conversation at another upstream conversation. The last turn's input tokens
     measured the old one, so they are cleared with it: a turn redone after a crash does not
-    prune the new one again."""
-    await session.execute(
+    prune the new one again. `replaced` (a pruned chat's old one) is queued for deletion
+    upstream. One made for a conversation that went meanwhile (expired, its
+    customer erased) is queued for deletion upstream instead."""
+    result = await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
         .values(remote_conversation_id=remote_id, last_input_tokens=None)
     )
+    if remote_id and not result.rowcount:  # type: ignore[attr-defined]
+        await queue_deletions(
+            session, objects=[UpstreamObject(CONVERSATION, remote_id)], reason="orphan"
+        )
+    elif replaced:
+        # A pruned chat's old upstream conversation serves no turn any more: it goes in the
+        # transaction that stops pointing at it, so it is neither kept for ever nor lost.
+        await queue_deletions(
+            session, objects=[UpstreamObject(CONVERSATION, replaced)], reason="pruned"
+        )
 
 
 async def record_turn(
