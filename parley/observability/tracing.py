@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -62,22 +63,62 @@ def configure_tracing(endpoint: str | None, *, exporter: Any = None) -> bool:
         return False
     if _State.provider is None:
         resource = Resource.create({"service.name": "parley"})
-        _State.provider = TracerProvider(resource=resource)
+        _State.provider = TracerProvider(resource=resource, sampler=_sampler())
         trace.set_tracer_provider(_State.provider)
     if exporter is not None:
         _State.provider.add_span_processor(SimpleSpanProcessor(exporter))
     else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        # The SDK reads OTEL_EXPORTER_OTLP_ENDPOINT (and _HEADERS, …) itself and appends
-        # /v1/traces to it.
-        _State.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _State.provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(endpoint)))
     for instrumentor in _http_instrumentors():
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument(tracer_provider=_State.provider)
     _State.enabled = True
     log.info("tracing.started", endpoint=endpoint)
     return True
+
+
+def _sampler() -> Any:
+    """Traces start at a request, a turn or a send, and everything inside them is kept. A
+    client span with no parent is dropped: the SQL of the background loops' polls (the filer
+    looks at the inbox ten times a second) would otherwise be a trace of its own each time."""
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+    )
+    from opentelemetry.trace import SpanKind
+
+    class NoLoneClientSpans(Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: Any = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            if kind == SpanKind.CLIENT:
+                return SamplingResult(Decision.DROP)
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+
+        def get_description(self) -> str:
+            return "NoLoneClientSpans"
+
+    return ParentBased(root=NoLoneClientSpans())
+
+
+def _otlp_exporter(endpoint: str | None) -> Any:
+    """OTLP over HTTP to `endpoint` + `/v1/traces`, as the SDK reads the variable (it may
+    come from `.env`, which the SDK does not read); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, a
+    full URL, wins as in the SDK. Headers, timeout and compression: the SDK's OTEL_* ones."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if endpoint is None or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return OTLPSpanExporter()
+    return OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")
 
 
 def stop_tracing() -> None:

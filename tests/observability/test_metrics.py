@@ -4,9 +4,10 @@ on the upstream."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from parley.testing import GraphSimulator, OpenAISimulator
+from parley.testing import GraphSimulator, OpenAISimulator, SimTurn
 from tests.conftest import MakeParley, Parley
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 from tests.observability.scrape import scrape, scrape_until, value
@@ -89,4 +90,36 @@ async def test_backlog_gauges_show_a_waiting_message(
             and value(s, "parley_queue_oldest_seconds") == 0
             and value(s, "parley_inbox_backlog") == 0
         ),
+    )
+
+
+def hand_off(turn: SimTurn) -> list[dict[str, Any]] | None:
+    if turn.user_texts and "human" in turn.user_texts[-1]:
+        return [{"name": "handoff_to_human", "arguments": {"reason": "asked for a person"}}]
+    return None
+
+
+async def test_a_handoff_is_counted_and_its_waiting_messages_are_not_backlog(
+    make_parley: MakeParley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+) -> None:
+    parley = make_parley(parley_metrics_interval=0.05)
+    _, before = await scrape(parley.client)
+    openai_sim.tool_calls = hand_off
+    await post(parley, whatsapp_texts("34612000004", ["I want a human"]))
+    await graph_sim.wait_for_sends(1, timeout=WAIT)
+    await parley.wait_for_rows("SELECT status FROM conversations", [("handoff",)])
+    await post(parley, whatsapp_texts("34612000004", ["hello? anyone?"]))
+    await parley.wait_for_rows(
+        "SELECT count(*) FROM messages WHERE direction='in' AND status='received'", [(1,)]
+    )
+
+    # The message waits for a person, not for a worker: no backlog, once the gauges are read
+    # after it was filed (the sample's timestamp moves past this moment).
+    filed_at = time.time()
+    after = await scrape_until(
+        parley.client, lambda s: value(s, "parley_backlog_sampled_timestamp_seconds") > filed_at
+    )
+    assert value(after, "parley_queue_depth") == 0
+    assert value(after, "parley_handoffs_total", reason="agent") == (
+        value(before, "parley_handoffs_total", reason="agent") + 1
     )

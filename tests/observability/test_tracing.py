@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -56,9 +57,11 @@ async def test_one_message_is_one_trace(
 ) -> None:
     parley = make_parley()  # built with tracing on
     body = body_bytes(whatsapp_texts("34614000001", ["trace me"]))
-    response = await parley.client.post(
-        "/webhooks/whatsapp", content=body, headers=signed_headers(body)
-    )
+    # Meta sends no traceparent: the test's own client must not add one either.
+    with suppress_http_instrumentation():
+        response = await parley.client.post(
+            "/webhooks/whatsapp", content=body, headers=signed_headers(body)
+        )
     assert response.status_code == 200
     await graph_sim.wait_for_sends(1, timeout=WAIT)
     (turn,) = await spans_named(exporter, "parley.turn")
@@ -102,9 +105,11 @@ async def test_one_message_is_one_trace(
         if any(send.context.span_id in ancestors(s, spans) for send in sends)
     ]
     assert graph_sends
-    # And the SQL it ran, under the same trace.
+    # And the SQL it ran, under the same trace; the background loops' polls are no traces.
     sql = [s for s in spans.values() if "db.system" in (s.attributes or {})]
     assert any(turn.context.span_id in ancestors(s, spans) for s in sql)
+    assert all(s.parent is not None for s in sql)
+    assert {s.context.trace_id for s in spans.values()} == {trace_id}
 
 
 async def test_tracing_off_keeps_plain_ids(
