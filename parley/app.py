@@ -19,6 +19,7 @@ from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
 from parley.ingress.door import Door, WebhookDoor, open_inbox
+from parley.observability import tracing
 from parley.observability.correlation import CorrelationIdMiddleware
 from parley.queue.ratelimit import build_rate_limiter
 from parley.responses.service import ResponsesService
@@ -59,6 +60,8 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app.add_middleware(CorrelationIdMiddleware)
     # Outermost: signed webhook POSTs are answered before any other layer runs.
     app.add_middleware(WebhookDoor, door=door)
+    # ...but inside the request's trace span, when tracing is on.
+    tracing.trace_requests(app)
     for router in (
         webhooks.router,
         health.router,

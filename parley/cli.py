@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -57,6 +58,14 @@ def _checked(settings: Settings, role: Role) -> Settings:
     return settings
 
 
+def _traced(settings: Settings) -> Settings:
+    """Tracing on for the commands that serve (OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    from parley.observability.tracing import configure_tracing
+
+    configure_tracing(settings.otel_exporter_otlp_endpoint)
+    return settings
+
+
 def _run_http(settings: Settings, role: Role, host: str, port: int) -> None:
     from parley.app import create_app
 
@@ -70,6 +79,8 @@ def _run_http(settings: Settings, role: Role, host: str, port: int) -> None:
         loop="uvloop" if _installed("uvloop") else "asyncio",
         http="httptools" if _installed("httptools") else "h11",
         log_level="warning",
+        # uvicorn's lines go through the root logger, so PARLEY_LOG_FORMAT=json holds for them.
+        log_config=None,
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=25,
@@ -85,35 +96,72 @@ def _installed(module: str) -> bool:
 @app.command()
 def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """HTTP API and worker in one process (SQLite and an in-process queue by default)."""
-    _run_http(_checked(_settings(), "serve"), "serve", host, port)
+    _run_http(_traced(_checked(_settings(), "serve")), "serve", host, port)
 
 
 @app.command()
 def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     """Only the HTTP API (webhooks, /v1, admin), for scale-out."""
-    _run_http(_checked(_settings(), "api"), "api", host, port)
+    _run_http(_traced(_checked(_settings(), "api")), "api", host, port)
 
 
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Conversations at once.")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics at /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
 ) -> None:
     """Only the worker: agent turns, delivery and the reconciler, for scale-out."""
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"parley_worker_concurrency": concurrency})
-    asyncio.run(_worker(_checked(settings, "worker")))
+    asyncio.run(_worker(_traced(_checked(settings, "worker")), metrics_port, metrics_host))
 
 
-async def _worker(settings: Settings) -> None:
+async def _worker(settings: Settings, metrics_port: int | None, metrics_host: str) -> None:
     from parley.runtime import open_runtime
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with open_runtime(settings, "worker"):
-        await stop.wait()
+    async with open_runtime(settings, "worker", metrics=metrics_port is not None):
+        if metrics_port is None:
+            await stop.wait()
+            return
+        server = _MetricsServer(metrics_host, metrics_port)
+        serving = asyncio.create_task(server.serve(), name="metrics-server")
+        try:
+            await stop.wait()
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(asyncio.gather(serving, return_exceptions=True), timeout=10)
+
+
+class _MetricsServer(uvicorn.Server):
+    """uvicorn serving `/metrics` on the worker's loop; the worker's own signal handlers stay
+    in charge of shutdown."""
+
+    def __init__(self, host: str, port: int) -> None:
+        from parley.observability.exposition import metrics_app
+
+        super().__init__(
+            uvicorn.Config(
+                metrics_app,
+                host=host,
+                port=port,
+                lifespan="off",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+            )
+        )
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @db_app.command("upgrade")

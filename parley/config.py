@@ -371,6 +371,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Most webhooks committed to the inbox in one transaction (group commit).",
     )
+    parley_max_webhook_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        description="Largest webhook body, in bytes: a larger one is refused with 413 before "
+        "it is read (by its Content-Length) or as soon as it grows past this.",
+    )
     parley_inbox_timeout: float = Field(
         default=5.0,
         gt=0,
@@ -437,6 +443,20 @@ class Settings(BaseSettings):
         default="console",
         description="Log lines as `console` (readable, coloured on a terminal) or `json` (one "
         "object a line).",
+    )
+    parley_metrics_interval: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds between the reads of the backlog (waiting messages, unfiled "
+        "webhooks) that the `/metrics` gauges `parley_queue_depth` and "
+        "`parley_queue_oldest_seconds` show.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="Send OpenTelemetry traces (webhook, turn, upstream call, send, SQL) over "
+        "OTLP/HTTP to this collector URL, e.g. `http://localhost:4318`; unset = no tracing. "
+        "Needs the `otel` extra (`pip install 'parley[otel]'`); the other `OTEL_*` variables "
+        "(service name, headers, sampler) are read by the OpenTelemetry SDK itself.",
     )
 
     @field_validator("openai_base_url", "graph_api_base_url", "instagram_api_base_url")

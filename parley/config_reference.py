@@ -78,6 +78,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "Webhook inbox",
         (
+            "parley_max_webhook_bytes",
             "parley_inbox_batch",
             "parley_inbox_timeout",
             "parley_filer_batch",
@@ -132,7 +133,15 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_stream_keepalive",
         ),
     ),
-    ("Logging", ("parley_log_level", "parley_log_format")),
+    (
+        "Logging, metrics and traces",
+        (
+            "parley_log_level",
+            "parley_log_format",
+            "parley_metrics_interval",
+            "otel_exporter_otlp_endpoint",
+        ),
+    ),
 )
 
 

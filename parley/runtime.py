@@ -32,6 +32,7 @@ from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.outbox import Deliverer
 from parley.delivery.pacing import build_pacer
+from parley.observability import tracing
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue
@@ -41,6 +42,7 @@ from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
 from parley.store.queries.upstream_deletions import release_deletion_holds
+from parley.worker.backlog import run_backlog_sampler
 from parley.worker.filer import Filer
 from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
@@ -93,6 +95,7 @@ def build_queue(settings: Settings) -> Queue:
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings.database_url)
+    tracing.instrument_engine(engine)
     sessions = create_sessionmaker(engine)
     queue = build_queue(settings)
     http = httpx.AsyncClient(
@@ -306,17 +309,33 @@ async def close(runtime: Runtime) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
-    """The process's runtime, with the background loops running unless `role` is `api`."""
+async def open_runtime(
+    settings: Settings, role: Role, *, metrics: bool = True
+) -> AsyncIterator[Runtime]:
+    """The process's runtime, with the background loops running unless `role` is `api`.
+
+    Args:
+        metrics: this process serves /metrics, so it keeps the backlog gauges fresh (a
+            `parley worker` only with `--metrics-port`).
+    """
     if role == "serve":
         await upgrade(settings.database_url)
     runtime = build_runtime(settings)
     background = role in ("serve", "worker")
+    sampler = None
     try:
         if background:
             await start_background(runtime)
+        if metrics:
+            sampler = asyncio.create_task(
+                run_backlog_sampler(runtime.sessions, interval=settings.parley_metrics_interval),
+                name="backlog-sampler",
+            )
         yield runtime
     finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
         if background:
             await stop_background(runtime)
         await close(runtime)

@@ -19,6 +19,7 @@ from openai import AsyncOpenAI, AsyncStream
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
+from parley.observability.metrics import UPSTREAM_ERRORS, UPSTREAM_SECONDS
 
 RETRYABLE_STATUSES = {408, 409, 429}
 MODERATION_MODEL = "omni-moderation-latest"
@@ -159,8 +160,9 @@ class LLM:
                 self._limiter.settle(permit, usage.input_tokens + usage.output_tokens)
         except openai.OpenAIError as exc:
             raise self._failed(exc) from exc
-        latency_ms = round((time.perf_counter() - started) * 1000)
-        return _llm_response(body, usage, latency_ms)
+        elapsed = time.perf_counter() - started
+        UPSTREAM_SECONDS.observe(elapsed)
+        return _llm_response(body, usage, round(elapsed * 1000))
 
     async def _streamed(self, on_delta: OnDelta, params: dict[str, Any]) -> dict[str, Any]:
         """One streamed call: text deltas handed on, the final Response's JSON returned.
@@ -203,7 +205,9 @@ class LLM:
         # What the SDK gave up on: its headers (429 retry-after, remaining 0) hold new calls.
         if isinstance(exc, openai.APIStatusError):
             self._limiter.observe(exc.response.headers, status=exc.status_code)
-        return _as_llm_error(exc)
+        error = _as_llm_error(exc)
+        UPSTREAM_ERRORS.labels("true" if error.retryable else "false").inc()
+        return error
 
 
 def _llm_response(body: dict[str, Any], usage: Usage, latency_ms: int) -> LLMResponse:

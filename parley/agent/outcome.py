@@ -20,6 +20,7 @@ from parley.agent.prompts import PromptChoice
 from parley.agent.safety import Limits, prepare_input
 from parley.agent.turn import Agent, TurnResult
 from parley.errors import LLMError
+from parley.observability.metrics import count_usage
 from parley.store.queries.turns import Reply
 from parley.store.queries.usage import UsageAdd
 
@@ -61,7 +62,21 @@ class InputGate:
 
 
 def priced(result: TurnResult, prices: dict[str, Price]) -> UsageAdd:
-    return priced_usage(result.model, result.usage, prices)
+    """The turn's usage with its cost. Every door prices a turn once, right after the model
+    answered, so this is also where its tokens and cost are counted (`/metrics`): they were
+    spent whatever happens to the answer next."""
+    usage = priced_usage(result.model, result.usage, prices)
+    count_usage(
+        result.model or "unknown",
+        tokens={
+            "input": usage.input_tokens,
+            "output": usage.output_tokens,
+            "cached": usage.cached_tokens,
+            "reasoning": usage.reasoning_tokens,
+        },
+        cost_usd=float(usage.cost_usd) if usage.cost_usd is not None else None,
+    )
+    return usage
 
 
 def tool_rows(result: TurnResult) -> list[Reply]:

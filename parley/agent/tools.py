@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.llm import ToolCall
 from parley.errors import ConfigurationError, SecretUnreadable
+from parley.observability.metrics import count_handoff
 from parley.store.crypto import SecretBox
 from parley.store.models import Conversation, utcnow
 from parley.store.queries.users import read_secrets
@@ -124,6 +125,7 @@ def builtin_tools(sessions: async_sessionmaker[AsyncSession]) -> list[Tool]:
                 .values(status="handoff", handed_off_at=utcnow())
             )
             await session.commit()
+        count_handoff("agent")
         log.info("tool.handoff", reason=str(arguments.get("reason", ""))[:200])
         return "Done: a human colleague now has this conversation. Tell the customer so, briefly."
 

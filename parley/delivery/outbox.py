@@ -25,7 +25,8 @@ from parley.delivery.gateway import ChannelGateway
 from parley.delivery.pacing import MemoryPacer, Pacer
 from parley.delivery.window import may_send
 from parley.errors import ChannelSendError, FailureKind
-from parley.observability.metrics import SENDS
+from parley.observability import tracing
+from parley.observability.metrics import DEAD_LETTERS, SENDS
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
@@ -130,11 +131,15 @@ class Deliverer:
         """One send and its record; returns whether the conversation may go on to the next."""
         message = delivery.message
         channel = delivery.account.channel
-        with structlog.contextvars.bound_contextvars(
-            conversation_id=message.conversation_id,
-            message_id=message.id,
-            channel=channel,
-            correlation_id=message.meta.get("correlation_id"),
+        correlation_id = message.meta.get("correlation_id")
+        with (
+            structlog.contextvars.bound_contextvars(
+                conversation_id=message.conversation_id,
+                message_id=message.id,
+                channel=channel,
+                correlation_id=correlation_id,
+            ),
+            tracing.span_after("parley.send", [correlation_id], channel=channel),
         ):
             if delivery.reported_failed:
                 return await self._review(delivery)
@@ -148,6 +153,7 @@ class Deliverer:
                 return await self._refuse(delivery, permission.reason or "not sent")
             if not await self._pace(delivery):
                 return False
+            started = time.perf_counter()
             try:
                 result = await self._gateway.send_text(
                     account=delivery.account,
@@ -160,8 +166,14 @@ class Deliverer:
                 return await self._failed(delivery, exc)
             self._tokens.worked(account_id=delivery.account.id)
             await self._record_sent(delivery, result.channel_message_id)
-            SENDS.labels(channel, "sent").inc()
-            log.info("delivery.sent", channel_message_id=result.channel_message_id)
+            SENDS.labels(channel, "sent", "").inc()
+            log.info(
+                "delivery.sent",
+                account_id=delivery.account.id,
+                channel_message_id=result.channel_message_id,
+                attempt=delivery.attempts + 1,
+                latency_ms=round((time.perf_counter() - started) * 1000),
+            )
             return True
 
     async def _pace(self, delivery: Delivery) -> bool:
@@ -220,7 +232,7 @@ class Deliverer:
         if exc.retryable and attempts < self._max_attempts:
             await self._retry(delivery, exc, attempts)
             return False
-        await self._give_up(delivery, str(exc), attempts)
+        await self._give_up(delivery, str(exc), attempts, code=exc.code)
         return True
 
     async def _retry(self, delivery: Delivery, exc: ChannelSendError, attempts: int) -> None:
@@ -236,8 +248,10 @@ class Deliverer:
                 error=str(exc),
             )
             await session.commit()
-        SENDS.labels(delivery.account.channel, "retry").inc()
-        log.warning("delivery.retry", reason=str(exc), attempts=attempts, delay_s=delay)
+        SENDS.labels(delivery.account.channel, "retry", _code(exc.code)).inc()
+        log.warning(
+            "delivery.retry", reason=str(exc), code=exc.code, attempts=attempts, delay_s=delay
+        )
 
     async def _hold_for_token(
         self, delivery: Delivery, exc: ChannelSendError, attempts: int
@@ -261,7 +275,7 @@ class Deliverer:
                 error=f"{exc} (held until the token is replaced)",
             )
             await session.commit()
-        SENDS.labels(account.channel, "held").inc()
+        SENDS.labels(account.channel, "held", _code(exc.code)).inc()
         log.debug("delivery.held_for_token", attempts=attempts, delay_s=delay)
         return False
 
@@ -273,7 +287,7 @@ class Deliverer:
         exc = self._gateway.classify_status(delivery.account, failures[-1].get("errors") or [])
         attempts = delivery.attempts + 1
         if not (exc.retryable and attempts < self._max_attempts):
-            await self._give_up(delivery, f"reported failed: {exc}", attempts)
+            await self._give_up(delivery, f"reported failed: {exc}", attempts, code=exc.code)
             return True
         if exc.kind == FailureKind.THROTTLED:
             await self._pacer.pause(str(delivery.account.id), THROTTLE_PAUSE)
@@ -289,7 +303,7 @@ class Deliverer:
                 error=f"reported failed, sending again: {exc}",
             )
             await session.commit()
-        SENDS.labels(delivery.account.channel, "retry").inc()
+        SENDS.labels(delivery.account.channel, "retry", _code(exc.code)).inc()
         log.warning("delivery.resend_reported", reason=str(exc), attempts=attempts, delay_s=delay)
         return False
 
@@ -300,7 +314,12 @@ class Deliverer:
         return True
 
     async def _give_up(
-        self, delivery: Delivery, reason: str, attempts: int, event: str = "delivery.failed"
+        self,
+        delivery: Delivery,
+        reason: str,
+        attempts: int,
+        event: str = "delivery.failed",
+        code: str | None = None,
     ) -> None:
         async with self._sessions() as session:
             await mark_failed(
@@ -310,8 +329,10 @@ class Deliverer:
                 error=reason,
             )
             await session.commit()
-        SENDS.labels(delivery.account.channel, "failed").inc()
-        log.error(event, reason=reason, attempts=attempts)
+        outcome = "failed" if event == "delivery.failed" else "not_sent"
+        SENDS.labels(delivery.account.channel, outcome, _code(code)).inc()
+        DEAD_LETTERS.labels("send").inc()
+        log.error(event, reason=reason, code=code, attempts=attempts)
 
     async def close(self) -> None:
         await self._pacer.close()
@@ -325,6 +346,14 @@ class Deliverer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _code(code: str | None) -> str:
+    """A channel's error code as a label: Graph codes are a short list of numbers; anything
+    else (a free-form text, an unknown scheme) is not let in, so the labels stay bounded."""
+    if code is None:
+        return ""
+    return code if code.isdigit() and len(code) <= 8 else "other"
 
 
 def _backoff(attempts: int, retry_after: float | None) -> float:

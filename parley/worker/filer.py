@@ -21,7 +21,7 @@ from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
-from parley.store.queries.inbound import apply_statuses, record_inbound
+from parley.store.queries.inbound import Stored, apply_statuses, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,7 @@ class _Filed:
     rows: int = 0
     done: list[int] = field(default_factory=list)  # filed inbox ids, deleted at commit
     lines: list[dict[str, object]] = field(default_factory=list)  # logged once committed
+    accepted: list[tuple[str, Stored]] = field(default_factory=list)  # (correlation id, message)
     messages: dict[str, int] = field(default_factory=dict)  # per channel, counted once committed
 
 
@@ -107,6 +108,8 @@ class Filer:
             WEBHOOK_MESSAGES.labels(channel).inc(count)
         for line in filed.lines:
             log.info("webhook.filed", **line)
+        for correlation_id, stored in filed.accepted:
+            _log_accepted(correlation_id, stored)
         return filed
 
     async def _file_alone(self) -> _Filed:
@@ -151,9 +154,11 @@ class Filer:
             )
             return
         _warn_unknown(row, parsed, directory)
+        stored: list[Stored] = []
         waiting = await record_inbound(
-            session, messages=parsed.messages, correlation_id=row.correlation_id
+            session, messages=parsed.messages, correlation_id=row.correlation_id, stored=stored
         )
+        filed.accepted += [(row.correlation_id, one) for one in stored]
         moved = await apply_statuses(session, statuses=parsed.statuses)
         events = await apply_events(
             session, events=parsed.events, correlation_id=row.correlation_id
@@ -180,6 +185,22 @@ class Filer:
             await self._queue.signal_many(conversation_ids)
         except Exception:
             log.exception("filer.signal_failed", conversations=len(conversation_ids))
+
+
+def _log_accepted(correlation_id: str, stored: Stored) -> None:
+    """The line an operator looks a customer's message up by: one per message filed (a
+    re-delivered one, already filed, gets none)."""
+    message = stored.message
+    log.info(
+        "webhook.accepted",
+        channel=message.channel,
+        account_id=stored.account_id,
+        account_external_id=message.account_external_id,
+        conversation_id=stored.conversation_id,
+        channel_message_id=message.channel_message_id,
+        kind=message.kind,
+        correlation_id=correlation_id,
+    )
 
 
 def _warn_unknown(row: InboxRow, parsed: ParsedWebhook, directory: Directory) -> None:

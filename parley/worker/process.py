@@ -6,6 +6,7 @@ messages that arrive during a turn are answered together by the next one, in ord
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,6 +21,8 @@ from parley.agent.prompts import PromptChoice
 from parley.agent.turn import Agent, TurnRequest
 from parley.channels.render import render_text
 from parley.errors import ConversationGone, LeaseLost, LLMError
+from parley.observability import tracing
+from parley.observability.metrics import DEAD_LETTERS, TURN_SECONDS, TURNS
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -117,8 +120,10 @@ class ConversationProcessor:
             channel=work.account.channel,
             account_external_id=work.account.external_id,
             messages=len(work.pending),
+            correlation_id=work.pending[-1].meta.get("correlation_id"),
         )
         await self._store(work, [], status="ignored", error=reason)
+        TURNS.labels("ignored").inc()
         return True
 
     async def _dead_letter(self, work: TurnWork) -> bool:
@@ -128,10 +133,17 @@ class ConversationProcessor:
         if not dead:
             return False
         reason = DEAD_LETTER.format(attempts=self._max_attempts)
-        log.error("turn.dead_lettered", conversation_id=work.conversation.id, messages=len(dead))
+        log.error(
+            "turn.dead_lettered",
+            conversation_id=work.conversation.id,
+            messages=len(dead),
+            correlation_id=dead[-1].meta.get("correlation_id"),
+        )
         await self._store(
             replace(work, pending=dead), [self._fallback()], status="failed", error=reason
         )
+        TURNS.labels("dead_lettered").inc()
+        DEAD_LETTERS.labels("turn").inc(len(dead))
         return True
 
     async def _start(self, work: TurnWork) -> None:
@@ -174,24 +186,35 @@ class ConversationProcessor:
 
     async def _turn(self, work: TurnWork) -> None:
         correlation_ids = [m.meta.get("correlation_id") for m in work.pending]
-        with structlog.contextvars.bound_contextvars(
-            conversation_id=work.conversation.id,
-            account_id=work.account.id,
-            channel=work.conversation.channel,
-            correlation_id=correlation_ids[-1],
+        started = time.perf_counter()
+        with (
+            structlog.contextvars.bound_contextvars(
+                conversation_id=work.conversation.id,
+                account_id=work.account.id,
+                channel=work.conversation.channel,
+                correlation_id=correlation_ids[-1],
+            ),
+            tracing.span_after("parley.turn", correlation_ids, channel=work.conversation.channel),
         ):
-            await self._receipts.mark_read(work.account, work.pending[-1], work.contact)
-            work = await self._within_rate(work)
-            if not work.pending:
-                return
-            read = await self._read(work)
-            texts = [r.text for r in read if r.text]
-            if all(r.empty for r in read):
-                await self._unsupported(work)
-            elif await self._gate.refuses(texts):
-                await self._refuse(work)
-            else:
-                await self._answer(work, read)
+            outcome = await self._outcome(work)
+        TURNS.labels(outcome).inc()
+        TURN_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _outcome(self, work: TurnWork) -> str:
+        """Run the turn; returns its outcome, as `parley_turns_total` counts it."""
+        await self._receipts.mark_read(work.account, work.pending[-1], work.contact)
+        work = await self._within_rate(work)
+        if not work.pending:
+            return "rate_limited"
+        read = await self._read(work)
+        texts = [r.text for r in read if r.text]
+        if all(r.empty for r in read):
+            await self._unsupported(work)
+            return "unsupported"
+        if await self._gate.refuses(texts):
+            await self._refuse(work)
+            return "refused"
+        return await self._answer(work, read)
 
     async def _read(self, work: TurnWork) -> list[ReadMessage]:
         """The waiting messages as the model gets them: files read, the customer's words
@@ -207,17 +230,18 @@ class ConversationProcessor:
         await self._store(work, [reply], status="answered")
         log.info("turn.unsupported", messages=len(work.pending))
 
-    async def _answer(self, work: TurnWork, read: list[ReadMessage]) -> None:
+    async def _answer(self, work: TurnWork, read: list[ReadMessage]) -> str:
         prompt = await self._agent.prompt_for(work.conversation, work.account, work.contact)
+        started = time.perf_counter()
         try:
             result = await self._agent.run_turn(_request(work, read, prompt))
         except LLMError as exc:
-            await self._fail(work, str(exc))
-            return
-        if not result.text.strip():
-            await self._fail(work, "upstream returned no text")
-            return
+            await self._fail(work, str(exc), prompt, started)
+            return "failed"
         usage = priced(result, self._prices)
+        if not result.text.strip():
+            await self._fail(work, "upstream returned no text", prompt, started)
+            return "failed"
         parts = render_text(work.conversation.channel, result.text)
         replies = tool_rows(result)
         replies += answer_rows(result, parts, usage=usage, prompt=prompt, numbered=True)
@@ -231,14 +255,37 @@ class ConversationProcessor:
         )
         log.info(
             "turn.completed",
+            outcome="answered",
             messages=len(work.pending),
-            latency_ms=result.latency_ms,
-            input_tokens=result.usage.input_tokens,
-            output_tokens=result.usage.output_tokens,
+            model=result.model,
+            prompt=_prompt_name(prompt),
+            prompt_version=prompt.version if prompt is not None else None,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=float(usage.cost_usd) if usage.cost_usd is not None else None,
+            latency_ms=round((time.perf_counter() - started) * 1000),
+            upstream_ms=result.latency_ms,
         )
+        return "answered"
 
-    async def _fail(self, work: TurnWork, reason: str) -> None:
-        log.error("turn.failed", reason=reason, messages=len(work.pending))
+    async def _fail(
+        self,
+        work: TurnWork,
+        reason: str,
+        prompt: PromptChoice | None = None,
+        started: float | None = None,
+    ) -> None:
+        log.error(
+            "turn.failed",
+            outcome="failed",
+            reason=reason,
+            messages=len(work.pending),
+            prompt=_prompt_name(prompt),
+            prompt_version=prompt.version if prompt is not None else None,
+            latency_ms=round((time.perf_counter() - started) * 1000) if started else None,
+        )
         await self._store(work, [self._fallback()], status="failed", error=reason)
 
     async def _store(
@@ -302,6 +349,13 @@ class ConversationProcessor:
                 usage=usage,
             )
             await session.commit()
+
+
+def _prompt_name(prompt: PromptChoice | None) -> str | None:
+    """The prompt's name as the logs give it: `builtin` for the built-in one."""
+    if prompt is None:
+        return None
+    return prompt.name or "builtin"
 
 
 def _request(

@@ -10,7 +10,13 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from tests.conftest import MakeParley, Parley
-from tests.factories import VERIFY_TOKEN, body_bytes, signed_headers, whatsapp_texts
+from tests.factories import (
+    PHONE_NUMBER_ID,
+    VERIFY_TOKEN,
+    body_bytes,
+    signed_headers,
+    whatsapp_texts,
+)
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -91,15 +97,31 @@ async def test_accepted_post_is_logged_at_the_ack_then_filed_and_counted(parley:
         response = await parley.client.post("/webhooks/whatsapp", content=body, headers=headers)
         assert (response.status_code, response.content) == (200, b"")
         assert response.headers["x-request-id"] == "contract-test-0001"
-        (entry,) = events(logs, "webhook.accepted")
+        (entry,) = events(logs, "webhook.received")
         assert {key: value for key, value in entry.items() if key != "log_level"} == {
-            "event": "webhook.accepted",
+            "event": "webhook.received",
             "channel": "whatsapp",
             "bytes": len(body),
             "correlation_id": "contract-test-0001",
         }
         await parley.wait_for_rows("SELECT count(*) FROM messages WHERE direction='in'", [(2,)])
         await parley.wait_for_rows("SELECT count(*) FROM inbox", [(0,)])
+    # One `webhook.accepted` per message filed, with what an operator looks it up by.
+    stored = await parley.rows(
+        "SELECT channel_message_id, account_id, conversation_id FROM messages "
+        "WHERE direction='in' ORDER BY sequence_no"
+    )
+    accepted = events(logs, "webhook.accepted")
+    assert [
+        (e["channel_message_id"], e["account_id"], e["conversation_id"]) for e in accepted
+    ] == stored
+    assert all(
+        e["channel"] == "whatsapp"
+        and e["correlation_id"] == "contract-test-0001"
+        and e["account_external_id"] == PHONE_NUMBER_ID
+        and e["log_level"] == "info"
+        for e in accepted
+    )
     (filed,) = events(logs, "webhook.filed")
     assert {key: value for key, value in filed.items() if key != "log_level"} == {
         "event": "webhook.filed",

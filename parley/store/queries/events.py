@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from parley.channels.base import ConversationEvent, StatusUpdate
+from parley.observability.metrics import count_handoff
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
 from parley.store.queries.inbound import (
     _account,
@@ -148,6 +149,7 @@ async def _hand_off(session: AsyncSession, conversation: Conversation, channel: 
     )
     set_committed_value(conversation, "status", "handoff")
     set_committed_value(conversation, "handed_off_at", now)
+    count_handoff("app_echo")
     return sequence_no
 
 

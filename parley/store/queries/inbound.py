@@ -45,10 +45,27 @@ class _BatchCache:
     conversations: dict[int, Conversation] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A message `record_inbound` stored (not one it had already): what `webhook.accepted`
+    says about it once the batch commits."""
+
+    message: InboundMessage
+    account_id: int
+    conversation_id: int
+
+
 async def record_inbound(
-    session: AsyncSession, *, messages: list[InboundMessage], correlation_id: str
+    session: AsyncSession,
+    *,
+    messages: list[InboundMessage],
+    correlation_id: str,
+    stored: list[Stored] | None = None,
 ) -> list[int]:
     """Store new inbound messages; ones already stored (Meta re-delivers) are skipped.
+
+    Args:
+        stored: collects the messages stored here, when given.
 
     Returns:
         The ids of the conversations that now have messages waiting for an answer.
@@ -66,9 +83,11 @@ async def record_inbound(
         account = await _account(session, cache, message.channel, message.account_external_id)
         contact = await _contact(session, cache, account, message)
         conversation = await _active_conversation(session, cache, account, contact)
-        stored = await _insert_message(session, conversation, message, correlation_id)
+        new = await _insert_message(session, conversation, message, correlation_id)
         known.add((message.channel, message.account_external_id, message.channel_message_id))
-        if stored and message.needs_reply and conversation.id not in waiting:
+        if new and stored is not None:
+            stored.append(Stored(message, account.id, conversation.id))
+        if new and message.needs_reply and conversation.id not in waiting:
             waiting.append(conversation.id)
     await session.flush()
     return waiting
