@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parley.agent.prompts import profile_exists
-from parley.api import accounts, admin, errors, health, me, models, prompts, users
+from parley.api import accounts, admin, conversations, errors, health, me, models, prompts, users
 from parley.api.auth import CallerCache
 from parley.api.edge import RefuseNul
 from parley.api.responses import routes as responses
@@ -64,6 +64,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
         health.router,
         admin.router,
         accounts.router,
+        conversations.router,
         prompts.router,
         users.router,
         me.router,

@@ -18,6 +18,9 @@ ParleyError
 │   ├── AccountNotFound     no such account
 │   ├── AccountConflict     the channel's id is already a configured account
 │   └── AccountInvalid      a field is not valid (an unknown channel, a malformed id…)
+├── ConversationError       an operator's request on a conversation that cannot be done
+│   ├── ConversationNotFound  no such conversation
+│   └── ConversationModeConflict  not in the mode the request needs (a reply in agent mode)
 ├── PromptError             a prompt registry request that cannot be done
 │   ├── PromptNotFound      no such prompt, version, profile or binding
 │   ├── PromptConflict      a prompt name is taken
@@ -82,6 +85,18 @@ class AccountConflict(AccountError):
 
 
 class AccountInvalid(AccountError):
+    pass
+
+
+class ConversationError(ParleyError):
+    pass
+
+
+class ConversationNotFound(ConversationError):
+    pass
+
+
+class ConversationModeConflict(ConversationError):
     pass
 
 

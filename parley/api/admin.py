@@ -20,15 +20,19 @@ from parley.store.queries.users import authenticate
 bearer = HTTPBearer(auto_error=False)
 
 
+BOOTSTRAP_ADMIN = "_admin"
+"""Who PARLEY_ADMIN_TOKEN acts as (an operator's name where the request names none)."""
+
+
 async def require_admin(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """PARLEY_ADMIN_TOKEN, or the token of an active admin user."""
+) -> str:
+    """PARLEY_ADMIN_TOKEN, or the token of an active admin user; returns who is calling."""
     given = credentials.credentials if credentials else ""
     expected = runtime.settings.secret("parley_admin_token")
     if expected and hmac.compare_digest(given.encode(), expected.encode()):
-        return
+        return BOOTSTRAP_ADMIN
     owner = None
     if given:
         # Its own short session: on SQLite the endpoint's session needs the one connection.
@@ -43,6 +47,11 @@ async def require_admin(
             "a valid admin bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return owner.name
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+"""The calling admin's user name (`_admin` for PARLEY_ADMIN_TOKEN)."""
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

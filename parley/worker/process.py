@@ -93,7 +93,7 @@ class ConversationProcessor:
         while True:
             async with self._sessions() as session:
                 work = await load_work(session, conversation_id=conversation_id)
-            if work is None or work.conversation.status != "active":
+            if work is None or not _agent_answers(work):
                 return turns
             if await self._not_served(work) or await self._dead_letter(work):
                 continue
@@ -276,8 +276,14 @@ class ConversationProcessor:
                 inbound_error=error,
                 last_response_id=response_id,
                 usage=usage,
+                agent_turn=True,
             )
             await session.commit()
+
+
+def _agent_answers(work: TurnWork) -> bool:
+    """Only conversations in agent mode: in human mode a person answers what waits."""
+    return work.conversation.status == "active" and work.conversation.mode == "agent"
 
 
 def _request(

@@ -157,7 +157,8 @@ async def test_two_echoes_in_one_batch_hand_off_once(session: AsyncSession) -> N
     session.expire_all()
     conversation = await session.scalar(select(Conversation))
     assert conversation is not None
-    assert conversation.status == "handoff" and conversation.handed_off_at is not None
+    assert conversation.mode == "human" and conversation.assignee == "echo"
+    assert conversation.handed_off_at is not None and conversation.mode_changed_at is not None
     rows = await session.execute(
         select(Message.sender, Message.sequence_no, Message.text).order_by(Message.sequence_no)
     )

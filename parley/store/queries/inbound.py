@@ -8,9 +8,11 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from parley.channels.base import InboundMessage, StatusUpdate
 from parley.channels.media import media_to_stored
+from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
 from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.upsert import insert_ignore
@@ -42,6 +44,8 @@ class _BatchCache:
     accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
     contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
     conversations: dict[int, Conversation] = field(default_factory=dict)
+    notify_handoffs: bool = False
+    """Whether a handoff filed in this batch owes PARLEY_HANDOFF_WEBHOOK_URL a notice."""
 
 
 async def record_inbound(
@@ -210,10 +214,16 @@ async def _active_conversation(
 
 
 async def allocate_sequence(
-    session: AsyncSession, *, conversation_id: int, count: int = 1, **also: object
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    count: int = 1,
+    only_if: ColumnElement[bool] | None = None,
+    **also: object,
 ) -> int:
     """Reserve `count` sequence numbers; returns the first. `also` sets other columns of the
-    conversation in the same statement.
+    conversation in the same statement; `only_if` is a condition on the conversation without
+    which nothing is reserved (`LeaseLost`: the turn's answer is no longer wanted).
 
     The UPDATE also locks the conversation row on PostgreSQL until commit, so two writers to one
     conversation queue here instead of colliding on the unique (conversation, sequence_no). Do
@@ -221,9 +231,12 @@ async def allocate_sequence(
     foreign keys (the row is our own), taking share locks on the contact and account rows that
     a webhook may hold, and the two deadlock.
     """
+    conditions = [Conversation.id == conversation_id]
+    if only_if is not None:
+        conditions.append(only_if)
     result = await session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation_id)
+        .where(*conditions)
         .values(
             next_sequence_no=Conversation.next_sequence_no + count,
             last_message_at=utcnow(),
@@ -231,7 +244,10 @@ async def allocate_sequence(
         )
         .returning(Conversation.next_sequence_no)
     )
-    return int(result.scalar_one()) - count
+    reserved = result.scalar_one_or_none()
+    if reserved is None:
+        raise LeaseLost(f"conversation {conversation_id} no longer takes this answer")
+    return int(reserved) - count
 
 
 async def _insert_message(

@@ -7,13 +7,17 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
 from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
+
+AGENT_MAY_ANSWER = or_(Conversation.mode == "agent", Conversation.assignee == "agent")
+"""A conversation the agent's turn may still answer: in agent mode, or handed to a person by
+the agent's own handoff tool in this very turn (its words to the customer still go out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +137,15 @@ async def record_turn(
     last_response_id: str | None = None,
     usage: UsageAdd | None = None,
     user_id: int | None = None,
+    agent_turn: bool = False,
 ) -> list[int]:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
     with their outbox rows, the usage summed per account (and per user, for the Responses
     API). A worker that dies before this commits leaves the inbound messages `received`, and
     the next worker redoes the turn. The Responses API stores its inputs among `replies`
     (`answered` empty) in the transaction that finishes its response, so a reader never sees
-    one without the other.
+    one without the other. An `agent_turn` whose conversation a person took over meanwhile
+    stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
 
     Returns:
         The ids of the stored reply messages, in order.
@@ -148,7 +154,11 @@ async def record_turn(
     # too), so that writers queue on it instead of deadlocking on each other's message rows.
     also = {"last_response_id": last_response_id} if last_response_id is not None else {}
     first = await allocate_sequence(
-        session, conversation_id=conversation_id, count=max(len(replies), 1), **also
+        session,
+        conversation_id=conversation_id,
+        count=max(len(replies), 1),
+        only_if=AGENT_MAY_ANSWER if agent_turn else None,
+        **also,
     )
     await _mark_answered(session, answered, inbound_status, inbound_error)
     reply_to = answered[-1] if answered else None
@@ -240,7 +250,11 @@ async def conversations_waiting(
     query = (
         select(Message.conversation_id)
         .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.status == "received", Conversation.status == "active")
+        .where(
+            Message.status == "received",
+            Conversation.status == "active",
+            Conversation.mode == "agent",
+        )
         .group_by(Message.conversation_id)
         .order_by(Message.conversation_id)
         .limit(limit)
