@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.account_commands import accounts_app
 from parley.config import Settings
+from parley.conversation_commands import conversations_app, usage_app
 from parley.errors import SecretsDisabled, UserConflict
 from parley.observability.logging import configure_logging
 from parley.prompt_commands import prompts_app
@@ -30,6 +31,8 @@ db_app = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(accounts_app, name="accounts")
+app.add_typer(conversations_app, name="conversations")
+app.add_typer(usage_app, name="usage")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
