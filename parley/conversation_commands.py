@@ -224,7 +224,7 @@ def reply(
     json_output: JsonOpt = False,
 ) -> None:
     """Answer the customer as a person (the conversation must be in human mode)."""
-    body = sys.stdin.read().strip() if text == "-" else text
+    body = (sys.stdin.read() if text == "-" else text).strip()
     if not body:
         fail("nothing to send")
     name = _operator(operator)

@@ -180,7 +180,7 @@ def _errors() -> Iterator[None]:
     except ConversationModeConflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     except CursorInvalid as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"cursor: {exc}") from exc
+        raise HTTPException(422, f"cursor: {exc}") from exc
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -296,6 +296,8 @@ async def reply(
     while the agent has the conversation (take it over first)."""
     conversation = await _row(session, conversation_id)
     parts = render_text(conversation.channel, body.text)
+    if not parts:
+        raise HTTPException(422, "text: nothing to send")
     with _errors():
         ids = await record_operator_reply(
             session, conversation_id=conversation_id, operator=body.operator or admin, parts=parts

@@ -255,6 +255,10 @@ async def test_a_reply_is_refused_while_the_agent_has_the_conversation(
         f"/admin/conversations/{conversation_id}/messages", json={"text": ""}, headers=ADMIN
     )
     assert empty.status_code == 422
+    blank = await parley.client.post(
+        f"/admin/conversations/{conversation_id}/messages", json={"text": " \n "}, headers=ADMIN
+    )
+    assert blank.status_code in (409, 422)  # never a 500
 
 
 async def test_takeover_withdraws_the_agents_queued_replies(
