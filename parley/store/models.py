@@ -163,7 +163,8 @@ class Conversation(Base):
     prompt_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
     """The prompt version this conversation was assigned (sticky across an A/B test)."""
     handed_off_at: Mapped[datetime | None] = mapped_column()
-    """When it last went to a person (kept after a hand-back: the prompts' handoff rate)."""
+    """When the agent's handoff tool (or a person writing from the channel's app) last handed
+    it to a person; kept after a hand-back, for the prompts' handoff rate."""
     next_sequence_no: Mapped[int] = mapped_column(Integer, default=1)
     """The next message's sequence_no; bumped in the transaction that inserts messages."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

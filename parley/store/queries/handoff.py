@@ -30,6 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from parley.errors import ConversationModeConflict, ConversationNotFound
 from parley.store.models import Conversation, HandoffNotice, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
+from parley.store.queries.responses import API_CHANNEL
 from parley.store.queries.turns import Reply, reply_values
 
 AGENT = "agent"
@@ -78,6 +79,14 @@ async def _locked(session: AsyncSession, conversation_id: int) -> Conversation:
     return conversation
 
 
+def _refuse_api(conversation: Conversation) -> None:
+    """A Responses API conversation has no customer on a channel for a person to answer."""
+    if conversation.channel == API_CHANNEL:
+        raise ConversationModeConflict(
+            f"conversation {conversation.id} belongs to the Responses API: no person answers it"
+        )
+
+
 async def hand_to_human(
     session: AsyncSession,
     *,
@@ -90,13 +99,17 @@ async def hand_to_human(
     `notify`, a notice for PARLEY_HANDOFF_WEBHOOK_URL is written in the same transaction.
     An operator taking over also withdraws the agent's queued replies."""
     conversation = await _locked(session, conversation_id)
+    if assignee != BY_TOOL:
+        _refuse_api(conversation)
     changed = conversation.mode != HUMAN
     now = utcnow()
     if changed:
         conversation.mode = HUMAN
         conversation.mode_changed_at = now
-        conversation.handed_off_at = now
         conversation.mode_reason = _cut(reason)
+        if assignee == BY_TOOL:
+            # What the prompts' report counts: conversations the agent itself handed over.
+            conversation.handed_off_at = now
     conversation.assignee = assignee
     withdrawn = 0
     if assignee not in (BY_TOOL, BY_ECHO):
@@ -145,6 +158,7 @@ async def record_operator_reply(
         ConversationModeConflict: the agent has it (take it over first).
     """
     conversation = await _locked(session, conversation_id)
+    _refuse_api(conversation)
     if conversation.mode != HUMAN:
         raise ConversationModeConflict(
             f"conversation {conversation_id} is answered by the agent: take it over first"
