@@ -289,6 +289,7 @@ async def test_takeover_withdraws_the_agents_queued_replies(
     ) == [("agent", "withdrawn", "withdrawn: an operator took the conversation over before it "
           "was sent")]  # fmt: skip
     assert await parley.rows("SELECT count(*) FROM outbox") == [(0,)]
+    assert await parley.rows("SELECT count(*) FROM handoff_notices") == [(0,)]  # no URL set
 
     # The operator's own reply goes out; the withdrawn one never does.
     answered = await parley.client.post(
