@@ -105,11 +105,12 @@ class HandoffNotifier:
         with structlog.contextvars.bound_contextvars(
             conversation_id=notice.conversation_id, notice_id=notice.id
         ):
-            body = await self._body(notice)
+            timestamp = int(utcnow().timestamp())
+            body = await self._body(notice, timestamp=timestamp)
             if body is None:  # the conversation was erased meanwhile: nothing to tell
                 await self._record(notice, error="conversation gone", give_up=True)
                 return
-            error = await self._post(body)
+            error = await self._post(body, timestamp)
             if error is None:
                 async with self._sessions() as session:
                     await mark_notice_sent(session, notice_id=notice.id)
@@ -119,7 +120,9 @@ class HandoffNotifier:
             give_up = notice.attempts + 1 >= self._config.max_attempts
             await self._record(notice, error=error, give_up=give_up)
 
-    async def _body(self, notice: NoticeWork) -> bytes | None:
+    async def _body(self, notice: NoticeWork, *, timestamp: int) -> bytes | None:
+        """The notice's JSON, stamped with this try's time (what `X-Parley-Timestamp` repeats,
+        so a receiver may refuse a replay of an old body); None if the conversation is gone."""
         async with self._sessions() as session:
             parties = await conversation_parties(session, conversation_id=notice.conversation_id)
         if parties is None:
@@ -128,7 +131,7 @@ class HandoffNotifier:
         payload: dict[str, Any] = {
             "event": EVENT,
             "id": notice.id,
-            "timestamp": int(utcnow().timestamp()),
+            "timestamp": timestamp,
             "created_at": notice.created_at.isoformat(),
             "conversation_id": conversation.id,
             "channel": conversation.channel,
@@ -150,12 +153,9 @@ class HandoffNotifier:
         }
         return json.dumps(payload, separators=(",", ":")).encode()
 
-    async def _post(self, body: bytes) -> str | None:
+    async def _post(self, body: bytes, timestamp: int) -> str | None:
         """One POST; None when the receiver took it (2xx), else why not."""
-        headers = {
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: str(json.loads(body)["timestamp"]),
-        }
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(timestamp)}
         if self._config.secret is not None:
             headers[SIGNATURE_HEADER] = sign(body, self._config.secret)
         try:
