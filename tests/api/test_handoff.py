@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from structlog.testing import capture_logs
 
 from parley.store.models import Message, utcnow
 from parley.testing import GraphSimulator, OpenAISimulator, ServerThread, SimTurn
@@ -366,3 +367,54 @@ async def test_an_operator_reaches_a_messenger_customer_after_24_hours_with_the_
     send = [r for r in graph_sim.sends if r.json["message"].get("text") == "Sorry for the wait!"]
     assert send[0].json["messaging_type"] == "MESSAGE_TAG"
     assert send[0].json["tag"] == "HUMAN_AGENT"
+
+
+async def test_a_turn_running_at_the_takeover_gives_up_its_answer(
+    parley: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
+) -> None:
+    phone = "34600000541"
+    openai_sim.latency = 1.5  # the model is still thinking when the operator takes over
+    with capture_logs() as logs:
+        await _take_over_mid_turn(parley, openai_sim, graph_sim, phone, logs)
+
+
+async def _take_over_mid_turn(
+    parley: Parley,
+    openai_sim: OpenAISimulator,
+    graph_sim: GraphSimulator,
+    phone: str,
+    logs: list[dict[str, Any]],
+) -> None:
+    await say(parley, phone, "hi")
+
+    def in_flight() -> list[Any]:
+        return [r for r in openai_sim.requests_to("/v1/responses") if r.status is None]
+
+    await openai_sim.wait_until(in_flight, 1, WAIT, "a turn in flight")
+    conversation_id = await conversation_of(parley, phone)
+    taken = await parley.client.post(
+        f"/admin/conversations/{conversation_id}/takeover", headers=ADMIN
+    )
+    assert taken.status_code == 200
+
+    def answered() -> list[Any]:
+        return [r for r in openai_sim.requests_to("/v1/responses") if r.status == 200]
+
+    await openai_sim.wait_until(answered, 1, WAIT, "the model's answer")
+    deadline = time.monotonic() + WAIT
+    while not any(entry["event"] == "turn.superseded" for entry in logs):
+        assert time.monotonic() < deadline, "the turn did not give up its answer"
+        await asyncio.sleep(0.02)
+    await parley.wait_for_rows("SELECT count(*) FROM outbox", [(0,)])
+    assert graph_sim.texts_to(phone) == []
+    assert await parley.rows(
+        f"SELECT direction, status FROM messages WHERE conversation_id = {conversation_id}"
+    ) == [("in", "received")]  # no answer stored: the message waits for the person
+    assert await ids_waiting(parley) == [conversation_id]
+
+
+async def ids_waiting(parley: Parley) -> list[int]:
+    response = await parley.client.get(
+        "/admin/conversations", params={"waiting": "true"}, headers=ADMIN
+    )
+    return [row["id"] for row in response.json()["data"]]
