@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.api.admin import AdminDep, require_admin
+from parley.api.admin import MAX_ID, AdminDep, RowId, require_admin
 from parley.channels.render import render_text
 from parley.deps import QueueDep, RuntimeDep, SessionDep
 from parley.errors import ConversationModeConflict, ConversationNotFound
@@ -28,10 +28,8 @@ from parley.store.queries.handoff import ModeChange, hand_back, hand_to_human, r
 
 router = APIRouter(prefix="/admin", tags=["conversations"], dependencies=[Depends(require_admin)])
 
-MAX_ID = 2**63 - 1
-"""The largest id a store column holds: a larger one in a path is a 422, not a crash."""
-ConversationId = Annotated[int, Path(ge=1, le=MAX_ID)]
-ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ConversationId = RowId
+ContactId = RowId
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=512)]
 OperatorName = Annotated[str | None, Field(default=None, min_length=1, max_length=128)]

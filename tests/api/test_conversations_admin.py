@@ -286,6 +286,7 @@ def cursor_of(value: Any) -> str:
         ("/admin/conversations/9223372036854775808/messages", 422),
         ("/admin/contacts/9223372036854775808", 422),
         ("/admin/contacts/424242", 404),
+        ("/admin/conversations/9223372036854775808/usage", 422),
         ("/admin/conversations?cursor=not-a-cursor", 422),
         ("/admin/conversations?cursor=" + cursor_of({"a": 1}), 422),
         ("/admin/conversations?cursor=" + cursor_of(["2026-01-01", 1]), 422),
@@ -315,6 +316,10 @@ async def test_bad_ids_on_the_operators_actions(parley: Parley) -> None:
         assert huge.status_code == 422
         missing = await parley.client.post(f"/admin/conversations/424242/{action}", headers=ADMIN)
         assert missing.status_code == 404
+    huge_retry = await parley.client.post(
+        "/admin/messages/9223372036854775808/retry", headers=ADMIN
+    )
+    assert huge_retry.status_code == 422
     unknown_field = await parley.client.post(
         "/admin/conversations/1/takeover", json={"operatr": "x"}, headers=ADMIN
     )
