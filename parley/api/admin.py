@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -18,9 +18,6 @@ from parley.store.queries.usage import conversation_usage, daily_usage
 from parley.store.queries.users import authenticate
 
 bearer = HTTPBearer(auto_error=False)
-MAX_ID = 2**63 - 1
-"""The largest id a store column holds: a larger one in a path is a 422, not a crash."""
-RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 BOOTSTRAP_ADMIN = "_admin"

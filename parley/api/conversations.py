@@ -18,9 +18,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from parley.api.admin import MAX_ID, AdminDep, RowId, require_admin
+from parley.api.admin import AdminDep, require_admin
 from parley.channels.render import render_text
-from parley.deps import QueueDep, RuntimeDep, SessionDep
+from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
 from parley.errors import ConversationModeConflict, ConversationNotFound
 from parley.store.queries import conversations as queries
 from parley.store.queries.conversations import ConversationFilter, CursorInvalid
@@ -28,8 +28,6 @@ from parley.store.queries.handoff import ModeChange, hand_back, hand_to_human, r
 
 router = APIRouter(prefix="/admin", tags=["conversations"], dependencies=[Depends(require_admin)])
 
-ConversationId = RowId
-ContactId = RowId
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=512)]
 OperatorName = Annotated[str | None, Field(default=None, min_length=1, max_length=128)]
@@ -199,7 +197,7 @@ async def _row(session: SessionDep, conversation_id: int) -> ConversationPublic:
 async def list_conversations(
     session: SessionDep,
     channel: str | None = None,
-    account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    account_id: RowId | None = None,
     mode: Literal["agent", "human"] | None = None,
     waiting: bool | None = None,
     failed: bool | None = None,
@@ -228,15 +226,13 @@ async def list_conversations(
 
 
 @router.get("/conversations/{conversation_id}")
-async def show_conversation(
-    conversation_id: ConversationId, session: SessionDep
-) -> ConversationPublic:
+async def show_conversation(conversation_id: RowId, session: SessionDep) -> ConversationPublic:
     return await _row(session, conversation_id)
 
 
 @router.get("/conversations/{conversation_id}/messages")
 async def list_messages(
-    conversation_id: ConversationId,
+    conversation_id: RowId,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     cursor: Cursor = None,
@@ -260,7 +256,7 @@ async def list_messages(
 
 @router.post("/conversations/{conversation_id}/takeover")
 async def take_over(
-    conversation_id: ConversationId,
+    conversation_id: RowId,
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminDep,
@@ -283,7 +279,7 @@ async def take_over(
 
 @router.post("/conversations/{conversation_id}/messages", status_code=status.HTTP_202_ACCEPTED)
 async def reply(
-    conversation_id: ConversationId,
+    conversation_id: RowId,
     body: OperatorReply,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -311,7 +307,7 @@ async def reply(
 
 @router.post("/conversations/{conversation_id}/handback")
 async def hand_back_to_agent(
-    conversation_id: ConversationId,
+    conversation_id: RowId,
     session: SessionDep,
     queue: QueueDep,
     admin: AdminDep,
@@ -349,7 +345,7 @@ async def _change(session: SessionDep, change: ModeChange) -> ModeChangePublic:
 async def list_contacts(
     session: SessionDep,
     q: Annotated[str | None, Query(max_length=255)] = None,
-    account_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    account_id: RowId | None = None,
     channel: str | None = None,
     limit: Limit = 50,
     cursor: Cursor = None,
@@ -365,7 +361,7 @@ async def list_contacts(
 
 
 @router.get("/contacts/{contact_id}")
-async def show_contact(contact_id: ContactId, session: SessionDep) -> ContactDetail:
+async def show_contact(contact_id: RowId, session: SessionDep) -> ContactDetail:
     """The contact with their conversations (the latest 50)."""
     contact = await queries.contact_row(session, contact_id=contact_id)
     if contact is None:
