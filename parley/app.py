@@ -12,7 +12,18 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from parley.agent.prompts import profile_exists
-from parley.api import accounts, admin, contacts, errors, health, me, models, prompts, users
+from parley.api import (
+    accounts,
+    admin,
+    contacts,
+    conversations,
+    errors,
+    health,
+    me,
+    models,
+    prompts,
+    users,
+)
 from parley.api.auth import CallerCache
 from parley.api.edge import RefuseNul
 from parley.api.responses import routes as responses
@@ -68,6 +79,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
         admin.router,
         accounts.router,
         contacts.router,
+        conversations.router,
         prompts.router,
         users.router,
         me.router,

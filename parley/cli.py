@@ -20,6 +20,7 @@ from parley.cli_output import JsonOpt, print_json, print_table, when
 from parley.cli_store import fail, in_store, load_settings
 from parley.config import Settings
 from parley.contact_commands import contacts_app
+from parley.conversation_commands import conversations_app, usage_app
 from parley.errors import SecretsDisabled, UserConflict
 from parley.observability.logging import configure_logging
 from parley.prompt_commands import prompts_app
@@ -38,6 +39,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(contacts_app, name="contacts")
+app.add_typer(conversations_app, name="conversations")
+app.add_typer(usage_app, name="usage")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]

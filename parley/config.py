@@ -365,6 +365,34 @@ class Settings(BaseSettings):
         description="Seconds of silence before a stream sends a `: keep-alive` comment.",
     )
 
+    # Human handoff.
+    parley_handoff_webhook_url: str | None = Field(
+        default=None,
+        description="Where a signed JSON notice is POSTed when a conversation goes to a person "
+        "(the agent's handoff tool, an operator taking over, a person writing from the "
+        "channel's app): conversation, channel, account, contact, reason and the admin API "
+        "path, signed in `X-Parley-Signature-256: sha256=<HMAC-SHA256 of the body>`. Sent by "
+        "the worker off the turn's path, retried with backoff; unset, nothing is sent.",
+    )
+    parley_handoff_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the handoff notices' HMAC signature; unset: `PARLEY_SECRET_KEY`. "
+        "With neither, notices go unsigned.",
+    )
+    parley_handoff_webhook_attempts: int = Field(
+        default=8,
+        ge=1,
+        description="Tries of one handoff notice (backoff doubling from 1 s up to 5 min) "
+        "before it is kept as failed.",
+    )
+    parley_handoff_idle_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Hand a conversation back to the agent after this many minutes in human "
+        "mode without an operator's reply (the agent then answers what the customer wrote "
+        "meanwhile); unset: a person keeps it until handed back.",
+    )
+
     # Webhook inbox: accept (group commit), then file.
     parley_inbox_batch: int = Field(
         default=256,
@@ -468,6 +496,11 @@ class Settings(BaseSettings):
     @classmethod
     def _async_driver(cls, value: str) -> str:
         return async_database_url(value)
+
+    @field_validator("parley_handoff_webhook_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("graph_api_version")
     @classmethod

@@ -113,6 +113,15 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Human handoff",
+        (
+            "parley_handoff_webhook_url",
+            "parley_handoff_webhook_secret",
+            "parley_handoff_webhook_attempts",
+            "parley_handoff_idle_minutes",
+        ),
+    ),
+    (
         "Safety",
         (
             "parley_customer_messages_per_minute",

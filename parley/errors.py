@@ -23,6 +23,9 @@ ParleyError
 │   ├── ContactNotFound     no such contact
 │   ├── AlreadyErased       the contact was erased before (`erased_at` says when)
 │   └── ErasureRefused      the contact is a Responses API user's (delete the user instead)
+├── ConversationError       an operator's request on a conversation that cannot be done
+│   ├── ConversationNotFound  no such conversation
+│   └── ConversationModeConflict  not in the mode the request needs (a reply in agent mode)
 ├── PromptError             a prompt registry request that cannot be done
 │   ├── PromptNotFound      no such prompt, version, profile or binding
 │   ├── PromptConflict      a prompt name is taken
@@ -88,6 +91,18 @@ class AccountConflict(AccountError):
 
 
 class AccountInvalid(AccountError):
+    pass
+
+
+class ConversationError(ParleyError):
+    pass
+
+
+class ConversationNotFound(ConversationError):
+    pass
+
+
+class ConversationModeConflict(ConversationError):
     pass
 
 

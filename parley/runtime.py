@@ -30,6 +30,7 @@ from parley.channels import registry
 from parley.channels.base import ParsedWebhook
 from parley.config import Settings
 from parley.delivery.gateway import ChannelGateway
+from parley.delivery.handoff_notices import HandoffNotifier, NoticeConfig
 from parley.delivery.outbox import Deliverer
 from parley.delivery.pacing import build_pacer
 from parley.observability import tracing
@@ -44,6 +45,7 @@ from parley.store.queries.outbox import release_holds
 from parley.store.queries.upstream_deletions import release_deletion_holds
 from parley.worker.backlog import run_backlog_sampler
 from parley.worker.filer import Filer
+from parley.worker.handback import run_idle_handback
 from parley.worker.media import MediaConfig, MediaReader
 from parley.worker.process import ConversationProcessor, Replies
 from parley.worker.reconcile import resignal, run_reconciler
@@ -145,6 +147,7 @@ def build_runtime(settings: Settings) -> Runtime:
             accounts=accounts,
             batch=settings.parley_filer_batch,
             poll_interval=settings.parley_filer_poll_interval,
+            notify_handoffs=settings.parley_handoff_webhook_url is not None,
         ),
         secrets=secrets,
         accounts=accounts,
@@ -204,6 +207,7 @@ def build_agent(
         http=http,
         builtins=settings.parley_builtin_tools,
         secrets=secrets,
+        notify_handoffs=settings.parley_handoff_webhook_url is not None,
     )
     return Agent(llm, config, sessions, tools)
 
@@ -287,6 +291,40 @@ async def start_background(runtime: Runtime) -> None:
         asyncio.create_task(runtime.retention.run(), name="retention"),
         asyncio.create_task(runtime.upstream_deleter.run(), name="upstream-deleter"),
     ]
+    notifier = build_notifier(runtime)
+    if notifier is not None:
+        runtime.tasks.append(asyncio.create_task(notifier.run(), name="handoff-notices"))
+    idle = settings.parley_handoff_idle_minutes
+    if idle is not None:
+        # Often enough that a hand-back comes within a tenth of the idle time (at most 30 s).
+        interval = min(max(idle * 6, 0.2), 30.0)
+        runtime.tasks.append(
+            asyncio.create_task(
+                run_idle_handback(
+                    runtime.sessions,
+                    runtime.queue,
+                    idle=timedelta(minutes=idle),
+                    interval=interval,
+                ),
+                name="idle-handback",
+            )
+        )
+
+
+def build_notifier(runtime: Runtime) -> HandoffNotifier | None:
+    """The handoff notices' sender, where PARLEY_HANDOFF_WEBHOOK_URL is set."""
+    settings = runtime.settings
+    if settings.parley_handoff_webhook_url is None:
+        return None
+    key = settings.secret("parley_handoff_webhook_secret") or settings.secret("parley_secret_key")
+    if key is None:
+        log.warning("handoff_notice.unsigned")
+    config = NoticeConfig(
+        url=settings.parley_handoff_webhook_url,
+        secret=key.encode() if key else None,
+        max_attempts=settings.parley_handoff_webhook_attempts,
+    )
+    return HandoffNotifier(sessions=runtime.sessions, http=runtime.http, config=config)
 
 
 async def stop_background(runtime: Runtime) -> None:

@@ -29,14 +29,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 import structlog
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.llm import ToolCall
 from parley.errors import ConfigurationError, SecretUnreadable
 from parley.observability.metrics import count_handoff
 from parley.store.crypto import SecretBox
-from parley.store.models import Conversation, utcnow
+from parley.store.queries.handoff import BY_TOOL, hand_to_human
 from parley.store.queries.users import read_secrets
 
 log = structlog.get_logger(__name__)
@@ -115,18 +114,24 @@ class ToolRegistry:
         return output[:MAX_OUTPUT_CHARS]
 
 
-def builtin_tools(sessions: async_sessionmaker[AsyncSession]) -> list[Tool]:
+def builtin_tools(
+    sessions: async_sessionmaker[AsyncSession], *, notify: bool = False
+) -> list[Tool]:
     async def handoff(arguments: dict[str, Any], context: ToolContext) -> str:
-        # The conversation leaves the agent: the worker stops answering it from now on.
+        # The conversation leaves the agent: the worker stops answering it from now on, and
+        # (with `notify`) PARLEY_HANDOFF_WEBHOOK_URL is told by the worker's notifier.
+        reason = str(arguments.get("reason", ""))[:200]
         async with sessions() as session:
-            await session.execute(
-                update(Conversation)
-                .where(Conversation.id == context.conversation_id)
-                .values(status="handoff", handed_off_at=utcnow())
+            await hand_to_human(
+                session,
+                conversation_id=context.conversation_id,
+                assignee=BY_TOOL,
+                reason=reason or None,
+                notify=notify,
             )
             await session.commit()
         count_handoff("agent")
-        log.info("tool.handoff", reason=str(arguments.get("reason", ""))[:200])
+        log.info("tool.handoff", reason=reason)
         return "Done: a human colleague now has this conversation. Tell the customer so, briefly."
 
     async def current_time(arguments: dict[str, Any], context: ToolContext) -> str:
@@ -165,9 +170,10 @@ def load_tools(
     http: httpx.AsyncClient,
     builtins: str = f"{HANDOFF},{CURRENT_TIME}",
     secrets: SecretBox | None = None,
+    notify_handoffs: bool = False,
 ) -> ToolRegistry:
     wanted = {name.strip() for name in builtins.split(",") if name.strip()}
-    available = {tool.name: tool for tool in builtin_tools(sessions)}
+    available = {tool.name: tool for tool in builtin_tools(sessions, notify=notify_handoffs)}
     unknown = wanted - set(available)
     if unknown:
         raise ConfigurationError(f"PARLEY_BUILTIN_TOOLS names unknown tools: {sorted(unknown)}")

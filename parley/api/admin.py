@@ -8,7 +8,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -21,21 +21,18 @@ bearer = HTTPBearer(auto_error=False)
 
 
 BOOTSTRAP_ADMIN = "_admin"
-"""Who PARLEY_ADMIN_TOKEN's requests are recorded as (as on `/v1`)."""
+"""Who PARLEY_ADMIN_TOKEN acts as (an operator's name where the request names none)."""
 
 
 async def require_admin(
-    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
-    """PARLEY_ADMIN_TOKEN, or the token of an active admin user; who it is stays on
-    `request.state.admin` for what records its requester (`admin_name`)."""
+) -> str:
+    """PARLEY_ADMIN_TOKEN, or the token of an active admin user; returns who is calling."""
     given = credentials.credentials if credentials else ""
     expected = runtime.settings.secret("parley_admin_token")
     if expected and hmac.compare_digest(given.encode(), expected.encode()):
-        request.state.admin = BOOTSTRAP_ADMIN
-        return
+        return BOOTSTRAP_ADMIN
     owner = None
     if given:
         # Its own short session: on SQLite the endpoint's session needs the one connection.
@@ -50,12 +47,11 @@ async def require_admin(
             "a valid admin bearer token is required",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    request.state.admin = owner.name
+    return owner.name
 
 
-def admin_name(request: Request) -> str:
-    """The admin who made this request (after `require_admin`)."""
-    return str(getattr(request.state, "admin", BOOTSTRAP_ADMIN))
+AdminDep = Annotated[str, Depends(require_admin)]
+"""The calling admin's user name (`_admin` for PARLEY_ADMIN_TOKEN)."""
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel
 
-from parley.api.admin import admin_name, require_admin
-from parley.deps import RuntimeDep, SessionDep
+from parley.api.admin import AdminDep, require_admin
+from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import AlreadyErased, ContactNotFound, ErasureRefused
 from parley.store.queries.erasure import erase_contact, recent_erasures
 
@@ -40,7 +40,7 @@ class ErasurePublic(BaseModel):
 
 @router.delete("/contacts/{contact_id}")
 async def erase(
-    contact_id: int, request: Request, session: SessionDep, runtime: RuntimeDep
+    contact_id: RowId, admin: AdminDep, session: SessionDep, runtime: RuntimeDep
 ) -> ErasurePublic:
     """Erase the customer: their conversations, messages, outbox, response records and inbox
     rows here, their OpenAI conversations and stored responses upstream (queued, retried until
@@ -49,7 +49,7 @@ async def erase(
         report = await erase_contact(
             session,
             contact_id=contact_id,
-            requested_by=admin_name(request),
+            requested_by=admin,
             key=runtime.settings.identity_key,
         )
     except AlreadyErased as exc:

@@ -134,8 +134,10 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         Index("ix_conversations_contact_status", "contact_id", "status"),
-        # Retention's question: which conversations have been idle longer than the limit?
-        Index("ix_conversations_last_message_at", "last_message_at"),
+        # The admin listing: latest activity first, the id breaking ties (its cursor's order).
+        Index("ix_conversations_activity", "last_message_at", "id"),
+        # Conversations with a person: few, read by the waiting list and the idle hand-back.
+        Index("ix_conversations_mode", "mode", "mode_changed_at"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -143,7 +145,16 @@ class Conversation(Base):
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="active")
-    """``active`` (the agent answers), ``handoff`` (an operator does), ``closed``."""
+    """``active`` or ``closed``; who answers an active one is its `mode`."""
+    mode: Mapped[str] = mapped_column(String(16), default="agent", server_default="agent")
+    """``agent`` (the agent answers) or ``human`` (a person does; the agent stays silent)."""
+    assignee: Mapped[str | None] = mapped_column(String(128))
+    """Who put it in its mode: an operator's user name, ``agent`` (the handoff tool), ``echo``
+    (a person wrote from the channel's own app), ``idle`` (handed back after
+    PARLEY_HANDOFF_IDLE_MINUTES); None before any change."""
+    mode_changed_at: Mapped[datetime | None] = mapped_column()
+    mode_reason: Mapped[str | None] = mapped_column(String(255))
+    """Why it last changed mode (the handoff tool's reason, for instance)."""
     remote_conversation_id: Mapped[str | None] = mapped_column(String(128))
     last_response_id: Mapped[str | None] = mapped_column(String(128))
     last_input_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -155,11 +166,14 @@ class Conversation(Base):
     prompt_version_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_versions.id"))
     """The prompt version this conversation was assigned (sticky across an A/B test)."""
     handed_off_at: Mapped[datetime | None] = mapped_column()
+    """When the agent's handoff tool (or a person writing from the channel's app) last handed
+    it to a person; kept after a hand-back, for the prompts' handoff rate."""
     next_sequence_no: Mapped[int] = mapped_column(Integer, default=1)
     """The next message's sequence_no; bumped in the transaction that inserts messages."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    last_message_at: Mapped[datetime | None] = mapped_column()
+    last_message_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    """The latest message's time (the creation time before any): the listing's order."""
 
 
 class Message(Base):
@@ -224,6 +238,29 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HandoffNotice(Base):
+    """A signed notice owed to PARLEY_HANDOFF_WEBHOOK_URL: written in the transaction that puts
+    a conversation in human mode, posted by the worker's notifier off the turn's path, retried
+    with backoff until it is accepted or its attempts run out (then kept, with `failed_at`)."""
+
+    __tablename__ = "handoff_notices"
+    __table_args__ = (Index("ix_handoff_notices_due", "sent_at", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    assignee: Mapped[str | None] = mapped_column(String(128))
+    reason: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column()
+    failed_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -49,8 +49,10 @@ class Filer:
         accounts: AccountDirectory,
         batch: int,
         poll_interval: float,
+        notify_handoffs: bool = False,
     ) -> None:
         self._sessions = sessions
+        self._notify = notify_handoffs
         self._queue = queue
         self._parse = parse
         self._accounts = accounts
@@ -161,7 +163,7 @@ class Filer:
         filed.accepted += [(row.correlation_id, one) for one in stored]
         moved = await apply_statuses(session, statuses=parsed.statuses)
         events = await apply_events(
-            session, events=parsed.events, correlation_id=row.correlation_id
+            session, events=parsed.events, correlation_id=row.correlation_id, notify=self._notify
         )
         filed.waiting += [c for c in waiting if c not in filed.waiting]
         filed.done.append(row.id)

@@ -97,7 +97,7 @@ class ConversationProcessor:
         while True:
             async with self._sessions() as session:
                 work = await load_work(session, conversation_id=conversation_id)
-            if work is None or work.conversation.status != "active":
+            if work is None or not _agent_answers(work):
                 return turns
             if await self._not_served(work) or await self._dead_letter(work):
                 continue
@@ -347,6 +347,7 @@ class ConversationProcessor:
                 last_response_id=response_id,
                 last_input_tokens=context_tokens,
                 usage=usage,
+                agent_turn=True,
             )
             await session.commit()
 
@@ -356,6 +357,11 @@ def _prompt_name(prompt: PromptChoice | None) -> str | None:
     if prompt is None:
         return None
     return prompt.name or "builtin"
+
+
+def _agent_answers(work: TurnWork) -> bool:
+    """Only conversations in agent mode: in human mode a person answers what waits."""
+    return work.conversation.status == "active" and work.conversation.mode == "agent"
 
 
 def _request(

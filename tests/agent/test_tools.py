@@ -89,7 +89,7 @@ async def test_the_handoff_tool_stops_the_agent(
     try:
         await say(parley, "I want to talk to a human")
         await graph_sim.wait_for_sends(1, timeout=10)
-        await parley.wait_for_rows("SELECT status FROM conversations", [("handoff",)])
+        await parley.wait_for_rows("SELECT mode, assignee FROM conversations", [("human", "agent")])
         calls = len(openai_sim.requests_to("/v1/responses"))
         await say(parley, "hello? anyone?")
         await parley.wait_for_rows("SELECT count(*) FROM messages WHERE direction='in'", [(2,)])

@@ -265,7 +265,7 @@ def echo(account: str, user: str, mid: str, text: str) -> dict[str, Any]:
 
 
 STATUS_OF = (
-    "SELECT v.status FROM conversations v JOIN contacts c ON c.id = v.contact_id"
+    "SELECT v.mode FROM conversations v JOIN contacts c ON c.id = v.contact_id"
     " WHERE c.external_id = '{user}'"
 )
 
@@ -292,7 +292,7 @@ async def test_a_person_answering_from_the_app_stops_the_agent(
         echo(IG_ACCOUNT, user, person, "Ana here!"),
     ]:
         assert await post(parley, "instagram", payload) == 200
-    await parley.wait_for_rows(STATUS_OF.format(user=user), [("handoff",)])
+    await parley.wait_for_rows(STATUS_OF.format(user=user), [("human",)])
 
     calls = model_calls(openai_sim)
     later = messaging_text("instagram", IG_ACCOUNT, user, "thanks Ana")
@@ -332,7 +332,7 @@ async def test_the_echo_of_a_reply_still_being_sent_is_not_a_person(
         "SELECT sender, status FROM messages WHERE direction='out'", [("agent", "sent")]
     )
     await probe(parley, "instagram", IG_ACCOUNT, instagram_sim, 1)
-    assert await parley.rows(STATUS_OF.format(user=user)) == [("active",)]
+    assert await parley.rows(STATUS_OF.format(user=user)) == [("agent",)]
 
 
 # --- edits, deletions, reactions, reads -----------------------------------------------------------

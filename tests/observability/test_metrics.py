@@ -107,7 +107,7 @@ async def test_a_handoff_is_counted_and_its_waiting_messages_are_not_backlog(
     openai_sim.tool_calls = hand_off
     await post(parley, whatsapp_texts("34612000004", ["I want a human"]))
     await graph_sim.wait_for_sends(1, timeout=WAIT)
-    await parley.wait_for_rows("SELECT status FROM conversations", [("handoff",)])
+    await parley.wait_for_rows("SELECT mode FROM conversations", [("human",)])
     await post(parley, whatsapp_texts("34612000004", ["hello? anyone?"]))
     await parley.wait_for_rows(
         "SELECT count(*) FROM messages WHERE direction='in' AND status='received'", [(1,)]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.channels.base import ConversationEvent, InboundMessage
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
-from parley.store.models import Account, Conversation, Message
+from parley.store.models import Account, Conversation, HandoffNotice, Message, Outbox
 from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import mark_sent
@@ -157,8 +157,46 @@ async def test_two_echoes_in_one_batch_hand_off_once(session: AsyncSession) -> N
     session.expire_all()
     conversation = await session.scalar(select(Conversation))
     assert conversation is not None
-    assert conversation.status == "handoff" and conversation.handed_off_at is not None
+    assert conversation.mode == "human" and conversation.assignee == "echo"
+    assert conversation.handed_off_at is not None and conversation.mode_changed_at is not None
     rows = await session.execute(
         select(Message.sender, Message.sequence_no, Message.text).order_by(Message.sequence_no)
     )
     assert list(rows) == [("operator", 1, "Ana here"), ("operator", 2, "How can I help?")]
+
+
+async def test_a_persons_echo_owes_one_notice_and_withdraws_the_agents_queued_reply(
+    session: AsyncSession,
+) -> None:
+    await answered(session, "m.in", [])  # the customer wrote; nothing sent yet
+    (conversation_id,) = await session.scalars(select(Conversation.id))
+    account_id = await session.scalar(select(Account.id))
+    assert account_id is not None
+    await record_turn(
+        session,
+        conversation_id=conversation_id,
+        account_id=account_id,
+        answered=[],
+        replies=[Reply("an answer still queued")],
+    )
+    await session.commit()
+
+    for mid in ("m.a", "m.b"):
+        applied = await apply_events(
+            session, events=[event("echo", mid, text=f"Ana {mid}")], correlation_id="c", notify=True
+        )
+        await session.commit()
+        assert applied == 1
+    notices = list(await session.execute(select(HandoffNotice.assignee, HandoffNotice.reason)))
+    assert notices == [("echo", "answered from the channel's app")]  # the first echo only
+    statuses = await session.execute(
+        select(Message.sender, Message.status)
+        .where(Message.direction == "out")
+        .order_by(Message.id)
+    )
+    assert list(statuses) == [
+        ("agent", "withdrawn"),
+        ("operator", "sent"),
+        ("operator", "sent"),
+    ]
+    assert await session.scalar(select(func.count()).select_from(Outbox)) == 0

@@ -33,7 +33,11 @@ async def read_backlog(session: AsyncSession) -> Backlog:
             select(func.count(), func.min(Message.created_at))
             .select_from(Message)
             .join(Conversation, Conversation.id == Message.conversation_id)
-            .where(Message.status == "received", Conversation.status == "active")
+            .where(
+                Message.status == "received",
+                Conversation.status == "active",
+                Conversation.mode == "agent",
+            )
         )
     ).one()
     inbox, oldest_inbox = (

@@ -3,7 +3,8 @@ business's own messages, edits, deletions, reactions and reads. None of them is 
 
 - An echo of a message Parley sent is already stored; any other echo is a person answering
   from the channel's own app: it is stored as the operator's message and the conversation goes
-  to ``handoff``, so the agent stops answering there until someone hands it back.
+  to human mode (assignee ``echo``), so the agent stops answering there until someone hands
+  it back (see `handoff`).
 - An edit replaces the stored text (the first text is kept in ``meta.original_text``, the
   message as received in ``payload``).
 - A deletion drops the message's text and content (the customer took them back), marks it
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from sqlalchemy import or_, select, update
@@ -28,6 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from parley.channels.base import ConversationEvent, StatusUpdate
 from parley.observability.metrics import count_handoff
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
+from parley.store.queries.handoff import BY_ECHO, HUMAN, add_notice, withdraw_agent_replies
 from parley.store.queries.inbound import (
     _account,
     _active_conversation,
@@ -66,14 +69,19 @@ Apply = Callable[[AsyncSession, _BatchCache, ConversationEvent, str], Awaitable[
 
 
 async def apply_events(
-    session: AsyncSession, *, events: list[ConversationEvent], correlation_id: str
+    session: AsyncSession,
+    *,
+    events: list[ConversationEvent],
+    correlation_id: str,
+    notify: bool = False,
 ) -> int:
     """File `events` in order per customer; returns how many changed something.
 
     Call it after `record_inbound` for the same webhook, so that an edit or a deletion finds a
-    message that arrived in the same batch.
+    message that arrived in the same batch. With `notify`, an echo that hands a conversation
+    to a person writes a notice for PARLEY_HANDOFF_WEBHOOK_URL in the same transaction.
     """
-    cache = _BatchCache()
+    cache = _BatchCache(notify_handoffs=notify)
     applied = 0
     # The writers' lock order (see record_inbound); the sort is stable, so each customer's
     # events keep their order.
@@ -102,7 +110,7 @@ async def _echo(
         return False  # Parley's send, echoed before its answer was recorded
     contact = await _contact(session, cache, account, _EventCustomer(event.user_id))
     conversation = await _active_conversation(session, cache, account, contact)
-    sequence_no = await _hand_off(session, conversation, event.channel)
+    sequence_no = await _hand_off(session, cache, conversation, event.channel)
     await insert_ignore(
         session,
         Message,
@@ -130,10 +138,12 @@ async def _echo(
     return True
 
 
-async def _hand_off(session: AsyncSession, conversation: Conversation, channel: str) -> int:
-    """Put the conversation in ``handoff`` (if it is not yet) in the statement that reserves
+async def _hand_off(
+    session: AsyncSession, cache: _BatchCache, conversation: Conversation, channel: str
+) -> int:
+    """Put the conversation in human mode (if it is not yet) in the statement that reserves
     the echo's sequence number; returns that number."""
-    if conversation.status == "handoff":
+    if conversation.mode == HUMAN:
         return await allocate_sequence(session, conversation_id=conversation.id)
     now = utcnow()
     log.info(
@@ -142,14 +152,25 @@ async def _hand_off(session: AsyncSession, conversation: Conversation, channel: 
         conversation_id=conversation.id,
         channel=channel,
     )
+    changes: dict[str, Any] = {
+        "mode": HUMAN,
+        "assignee": BY_ECHO,
+        "mode_changed_at": now,
+        "mode_reason": HANDOFF_BY_APP,
+        "handed_off_at": now,
+    }
     # One UPDATE of the conversation per transaction (see allocate_sequence); the cached row
     # learns what changed without being written again.
-    sequence_no = await allocate_sequence(
-        session, conversation_id=conversation.id, status="handoff", handed_off_at=now
-    )
-    set_committed_value(conversation, "status", "handoff")
-    set_committed_value(conversation, "handed_off_at", now)
+    sequence_no = await allocate_sequence(session, conversation_id=conversation.id, **changes)
+    for name, value in changes.items():
+        set_committed_value(conversation, name, value)
     count_handoff("app_echo")
+    # A person is answering: what the agent still had queued would talk over them.
+    await withdraw_agent_replies(session, conversation_id=conversation.id)
+    if cache.notify_handoffs:
+        await add_notice(
+            session, conversation_id=conversation.id, assignee=BY_ECHO, reason=HANDOFF_BY_APP
+        )
     return sequence_no
 
 

@@ -8,10 +8,11 @@ from typing import Protocol
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql.elements import ColumnElement
 
 from parley.channels.base import InboundMessage, StatusUpdate
 from parley.channels.media import media_to_stored
-from parley.errors import ConversationGone
+from parley.errors import ConversationGone, LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
 from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.upsert import insert_ignore
@@ -43,6 +44,8 @@ class _BatchCache:
     accounts: dict[tuple[str, str], Account] = field(default_factory=dict)
     contacts: dict[tuple[int, str], Contact] = field(default_factory=dict)
     conversations: dict[int, Conversation] = field(default_factory=dict)
+    notify_handoffs: bool = False
+    """Whether a handoff filed in this batch owes PARLEY_HANDOFF_WEBHOOK_URL a notice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,10 +233,16 @@ async def _active_conversation(
 
 
 async def allocate_sequence(
-    session: AsyncSession, *, conversation_id: int, count: int = 1, **also: object
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    count: int = 1,
+    only_if: ColumnElement[bool] | None = None,
+    **also: object,
 ) -> int:
     """Reserve `count` sequence numbers; returns the first. `also` sets other columns of the
-    conversation in the same statement.
+    conversation in the same statement; `only_if` is a condition on the conversation without
+    which nothing is reserved (`LeaseLost`: the turn's answer is no longer wanted).
 
     The UPDATE also locks the conversation row on PostgreSQL until commit, so two writers to one
     conversation queue here instead of colliding on the unique (conversation, sequence_no). Do
@@ -244,9 +253,12 @@ async def allocate_sequence(
     Raises:
         ConversationGone: the conversation was deleted meanwhile (retention, an erasure).
     """
+    conditions = [Conversation.id == conversation_id]
+    if only_if is not None:
+        conditions.append(only_if)
     result = await session.execute(
         update(Conversation)
-        .where(Conversation.id == conversation_id)
+        .where(*conditions)
         .values(
             next_sequence_no=Conversation.next_sequence_no + count,
             last_message_at=utcnow(),
@@ -254,10 +266,15 @@ async def allocate_sequence(
         )
         .returning(Conversation.next_sequence_no)
     )
-    next_no = result.scalar_one_or_none()
-    if next_no is None:
-        raise ConversationGone(f"conversation {conversation_id} no longer exists")
-    return int(next_no) - count
+    reserved = result.scalar_one_or_none()
+    if reserved is None:
+        gone = await session.scalar(
+            select(Conversation.id).where(Conversation.id == conversation_id)
+        )
+        if gone is None:
+            raise ConversationGone(f"conversation {conversation_id} no longer exists")
+        raise LeaseLost(f"conversation {conversation_id} no longer takes this answer")
+    return int(reserved) - count
 
 
 async def _insert_message(

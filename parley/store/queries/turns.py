@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import LeaseLost
@@ -15,6 +15,10 @@ from parley.store.models import Account, Contact, Conversation, Message, Outbox,
 from parley.store.queries.inbound import allocate_sequence
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
+
+AGENT_MAY_ANSWER = or_(Conversation.mode == "agent", Conversation.assignee == "agent")
+"""A conversation the agent's turn may still answer: in agent mode, or handed to a person by
+the agent's own handoff tool in this very turn (its words to the customer still go out)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,7 @@ async def record_turn(
     last_input_tokens: int | None = None,
     usage: UsageAdd | None = None,
     user_id: int | None = None,
+    agent_turn: bool = False,
 ) -> list[int]:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
     with their outbox rows, the usage summed per account (and per user, for the Responses
@@ -161,7 +166,9 @@ async def record_turn(
     the next worker redoes the turn. The Responses API stores its inputs among `replies`
     (`answered` empty) in the transaction that finishes its response, so a reader never sees
     one without the other. `last_response_id` and `last_input_tokens` (what the next turn
-    chains on, and whether it prunes) are set on the conversation with the outcome.
+    chains on, and whether it prunes) are set on the conversation with the outcome. An
+    `agent_turn` whose conversation a person took over meanwhile
+    stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
 
     Returns:
         The ids of the stored reply messages, in order.
@@ -174,7 +181,11 @@ async def record_turn(
     if last_input_tokens is not None:
         also["last_input_tokens"] = last_input_tokens
     first = await allocate_sequence(
-        session, conversation_id=conversation_id, count=max(len(replies), 1), **also
+        session,
+        conversation_id=conversation_id,
+        count=max(len(replies), 1),
+        only_if=AGENT_MAY_ANSWER if agent_turn else None,
+        **also,
     )
     await _mark_answered(session, answered, inbound_status, inbound_error)
     reply_to = answered[-1] if answered else None
@@ -266,7 +277,11 @@ async def conversations_waiting(
     query = (
         select(Message.conversation_id)
         .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.status == "received", Conversation.status == "active")
+        .where(
+            Message.status == "received",
+            Conversation.status == "active",
+            Conversation.mode == "agent",
+        )
         .group_by(Message.conversation_id)
         .order_by(Message.conversation_id)
         .limit(limit)

@@ -1,8 +1,9 @@
-"""Retention and erasure: the queue of upstream objects to delete, the erasures' audit records,
-and an index on conversations' last activity for the retention sweep.
+"""Retention and erasure: the queue of upstream objects to delete and the erasures' audit
+records. The retention sweep reads conversations by last activity through 0007's
+`ix_conversations_activity`.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -57,10 +58,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_erasures_contact_id"), "erasures", ["contact_id"])
     op.create_index(op.f("ix_erasures_channel_id_hash"), "erasures", ["channel_id_hash"])
-    op.create_index("ix_conversations_last_message_at", "conversations", ["last_message_at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_conversations_last_message_at", table_name="conversations")
     op.drop_table("erasures")
     op.drop_table("upstream_deletions")
