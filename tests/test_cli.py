@@ -191,16 +191,17 @@ async def test_commands_other_than_serve_name_the_database_and_never_create_it(
     """A new user who runs `parley users create` before anything else is told what to run;
     no `parley.db` appears in the folder they happened to be in."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    db = (tmp_path / "parley.db").resolve()  # named by its absolute path: which folder it meant
     for args in (("users", "create", "admin", "--admin"), ("users", "list", "--json")):
         code, out, err = await run_parley(env, tmp_path, *args)
         assert code == 1 and out == "", (out, err)
         assert err.strip() == (
-            "error: no Parley database at sqlite+aiosqlite:///./parley.db: "
+            f"error: no Parley database at sqlite+aiosqlite:///{db}: "
             "run `parley db upgrade` (or `parley serve`) first"
         )
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
     code, out, err = await run_parley(env, tmp_path, "db", "upgrade")
     assert code == 0, err
-    assert out.strip() == "database sqlite+aiosqlite:///./parley.db at head"
+    assert out.strip() == f"database sqlite+aiosqlite:///{db} at head"
     code, out, _ = await run_parley(env, tmp_path, "users", "create", "admin", "--admin")
     assert code == 0 and out.splitlines()[-1].startswith("pk-")

@@ -38,8 +38,12 @@ async def upgrade(url: str, revision: str = "head") -> None:
 
 
 def shown_url(url: str) -> str:
-    """The database URL as it may be printed: without its password."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The database URL as it may be printed: without its password, and a SQLite file by its
+    absolute path, so that "no database at …" says which folder was meant."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(Path(parsed.database).resolve()))
+    return parsed.render_as_string(hide_password=True)
 
 
 def database_url_problem(url: str) -> str | None:
