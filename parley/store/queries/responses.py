@@ -95,11 +95,16 @@ async def get_response(
     """The user's response with that id; another user's is as absent as a missing one."""
     if not RESPONSE_ID.fullmatch(response_id):
         return None
-    return await session.scalar(
+    record = await session.scalar(
         select(ResponseRecord).where(
             ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
         )
     )
+    # A `store: false` response is never retrievable: its row lives only while its turn runs
+    # (deleted when it ends), and is as absent as a missing one meanwhile.
+    if record is not None and (record.request or {}).get("store") is False:
+        return None
+    return record
 
 
 async def find_idempotent(
