@@ -32,12 +32,20 @@ from parley.responses.items import (
 )
 from parley.responses.request import CreateRequest
 from parley.store.models import ResponseRecord, utcnow
-from parley.store.queries.responses import Thread, delete_response, set_status
+from parley.store.queries.responses import (
+    Thread,
+    delete_response,
+    response_status,
+    set_status,
+)
 from parley.store.queries.turns import Reply, record_turn
 from parley.store.queries.usage import UsageAdd
 
 log = structlog.get_logger(__name__)
 
+CANCEL_POLL_SECONDS = 1.0
+"""How often a running background turn reads its own status, so that a cancel made on another
+replica (which can only mark the row) stops it: one primary-key read a second per turn."""
 FAILED_MESSAGE = "The agent could not answer this time. Please try again."
 INTERRUPTED_MESSAGE = "The turn was interrupted."
 
@@ -97,6 +105,12 @@ class TurnRunner:
             conversation_id=job.thread.conversation.id,
             user_id=job.user_id,
         ):
+            turn = asyncio.current_task()
+            watcher = (
+                asyncio.create_task(self._watch(job, turn), name=f"cancel watch {job.record.id}")
+                if job.record.background and turn is not None
+                else None
+            )
             try:
                 await self._run(job)
             except asyncio.CancelledError:
@@ -109,6 +123,24 @@ class TurnRunner:
             except Exception:
                 log.exception("responses.turn_crashed")
                 await self._failed(job, "internal error")
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+
+    async def _watch(self, job: Job, turn: asyncio.Task[Any]) -> None:
+        """Cancel the turn once its row says `cancelled` (POST …/cancel on any replica)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                async with self._sessions() as session:
+                    status = await response_status(session, response_id=job.record.id)
+            except Exception:  # the store is down for a moment: ask again at the next poll
+                log.warning("responses.cancel_poll_failed", exc_info=True)
+                continue
+            if status == "cancelled":
+                log.info("responses.cancelled_elsewhere")
+                turn.cancel()
+                return
 
     async def _run(self, job: Job) -> None:
         if job.record.status == "queued":

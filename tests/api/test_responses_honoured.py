@@ -1,19 +1,23 @@
 """Nothing the official SDK can send to `responses.create` is silently dropped: `store: false`,
-`text.format`, `reasoning` and `top_p` are honoured, everything else is a 400 naming it, and a
-response deleted while it streams still ends its stream and is recorded."""
+`text.format`, `reasoning` and `top_p` are honoured, everything else is a 400 naming it, a
+response deleted while it streams still ends its stream and is recorded, and a cancel marked
+on another replica stops the turn."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import openai
 import pytest
 from openai import AsyncOpenAI
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.store.queries.responses import set_status
 from parley.testing import OpenAISimulator
 from tests.api.test_responses import client, token, upstream_bodies
-from tests.conftest import Parley
+from tests.conftest import Parley, Store
 
 __all__ = ["client", "token"]  # the fixtures, shared with test_responses
 
@@ -181,3 +185,36 @@ async def test_delete_while_streaming_ends_the_stream_and_records_the_turn(
     assert rows == [("in", words), ("out", f"Echo: {words}")]
     assert (await usage_requests(parley))[0][0] == 1
     assert await parley.rows("SELECT count(*) FROM responses") == [(0,)]
+
+
+async def test_cancel_marked_by_another_replica_stops_the_turn(
+    client: AsyncOpenAI, openai_sim: OpenAISimulator, parley: Parley, store: Store
+) -> None:
+    openai_sim.stream_delay = 0.05
+    words = " ".join(f"w{i}" for i in range(400))  # ~20 s of deltas, unless stopped
+    stream = await client.responses.create(
+        model="default", input=words, stream=True, background=True
+    )
+    kinds: list[str] = []
+    final: Any = None
+
+    async def read() -> None:
+        nonlocal final
+        async for event in stream:
+            kinds.append(event.type)
+            if event.type == "response.output_text.delta" and kinds.count(event.type) == 1:
+                # What POST …/cancel does on a replica that does not run the turn: mark the row.
+                async with AsyncSession(store.engine) as session:
+                    assert await set_status(session, response_id=final, status="cancelled")
+                    await session.commit()
+            if event.type == "response.created":
+                final = event.response.id
+            if event.type in ("response.completed", "response.failed"):
+                final = event.response
+
+    await asyncio.wait_for(read(), 10)  # well before the answer would have finished
+    assert kinds[-1] == "response.failed"
+    assert final.status == "cancelled"
+    assert (await client.responses.retrieve(final.id)).status == "cancelled"
+    rows = await parley.rows("SELECT direction FROM messages WHERE direction = 'out'")
+    assert rows == []

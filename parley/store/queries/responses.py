@@ -129,6 +129,14 @@ async def delete_response(session: AsyncSession, *, response_id: str, user_id: i
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def response_status(session: AsyncSession, *, response_id: str) -> str | None:
+    """A response's status as stored (None once deleted): how a running turn learns that it
+    was cancelled on another replica."""
+    return await session.scalar(
+        select(ResponseRecord.status).where(ResponseRecord.id == response_id)
+    )
+
+
 async def set_status(
     session: AsyncSession, *, response_id: str, status: str, **values: Any
 ) -> bool:
