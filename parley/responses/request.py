@@ -26,6 +26,10 @@ class CreateRequest:
     tool_choice: Any = None
     temperature: float | None = None
     max_output_tokens: int | None = None
+    top_p: float | None = None
+    text: dict[str, Any] | None = None
+    """OpenAI's `text` setting (the output's format, e.g. a JSON schema), passed upstream."""
+    reasoning: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     store: bool = True
     background: bool = False
@@ -42,6 +46,9 @@ class CreateRequest:
             "tool_choice": self.tool_choice,
             "temperature": self.temperature,
             "max_output_tokens": self.max_output_tokens,
+            "top_p": self.top_p,
+            "text": self.text,
+            "reasoning": self.reasoning,
             "store": self.store,
             "stream": self.stream,
             "x_context": self.x_context,

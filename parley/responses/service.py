@@ -5,8 +5,10 @@ called, and the turn runs in a task of its own (`responses.turn`), not in the re
 `Idempotency-Key` is unique per user in the responses table, so a retry racing the first POST
 finds the first row, on any number of API processes.
 
-A response whose process dies mid-turn stays `in_progress`; it is not retried, because the
-caller may already have retried it (with an `Idempotency-Key` if it wants one answer).
+A cancel marks the row `cancelled`; the process running the turn stops it at once if it is
+this one, else at its next status poll (`TurnRunner._watch`). A response whose
+process dies mid-turn stays `in_progress`; it is not retried, because the caller may already
+have retried it (with an `Idempotency-Key` if it wants one answer).
 """
 
 from __future__ import annotations

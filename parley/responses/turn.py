@@ -32,12 +32,20 @@ from parley.responses.items import (
 )
 from parley.responses.request import CreateRequest
 from parley.store.models import ResponseRecord, utcnow
-from parley.store.queries.responses import Thread, set_status
+from parley.store.queries.responses import (
+    Thread,
+    delete_response,
+    response_status,
+    set_status,
+)
 from parley.store.queries.turns import Reply, record_turn
 from parley.store.queries.usage import UsageAdd
 
 log = structlog.get_logger(__name__)
 
+CANCEL_POLL_SECONDS = 1.0
+"""How often a running background turn reads its own status, so that a cancel made on another
+replica (which can only mark the row) stops it: one primary-key read a second per turn."""
 FAILED_MESSAGE = "The agent could not answer this time. Please try again."
 INTERRUPTED_MESSAGE = "The turn was interrupted."
 
@@ -97,6 +105,12 @@ class TurnRunner:
             conversation_id=job.thread.conversation.id,
             user_id=job.user_id,
         ):
+            turn = asyncio.current_task()
+            watcher = (
+                asyncio.create_task(self._watch(job, turn), name=f"cancel watch {job.record.id}")
+                if job.record.background and turn is not None
+                else None
+            )
             try:
                 await self._run(job)
             except asyncio.CancelledError:
@@ -109,6 +123,24 @@ class TurnRunner:
             except Exception:
                 log.exception("responses.turn_crashed")
                 await self._failed(job, "internal error")
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+
+    async def _watch(self, job: Job, turn: asyncio.Task[Any]) -> None:
+        """Cancel the turn once its row says `cancelled` (POST …/cancel on any replica)."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            try:
+                async with self._sessions() as session:
+                    status = await response_status(session, response_id=job.record.id)
+            except Exception:  # the store is down for a moment: ask again at the next poll
+                log.warning("responses.cancel_poll_failed", exc_info=True)
+                continue
+            if status == "cancelled":
+                log.info("responses.cancelled_elsewhere")
+                turn.cancel()
+                return
 
     async def _run(self, job: Job) -> None:
         if job.record.status == "queued":
@@ -211,9 +243,15 @@ class TurnRunner:
         values = {**values, "completed_at": utcnow()}
         async with self._sessions() as session:
             if not await set_status(session, response_id=job.record.id, status=status, **values):
-                log.info("responses.result_dropped", reason="no longer open (cancelled)")
-                return False
+                if await session.get(ResponseRecord, job.record.id) is not None:
+                    log.info("responses.result_dropped", reason="no longer open (cancelled)")
+                    return False
+                # Deleted while it ran (DELETE mid-stream): the object is gone, but the turn
+                # happened, so its messages and usage are recorded all the same.
+                log.info("responses.deleted_while_running")
             await self._record(session, job, rows, last_response_id, usage)
+            if not job.request.store:
+                await delete_response(session, response_id=job.record.id, user_id=job.user_id)
             await session.commit()
         # The caller's answer is built from this copy, with no second read of the row.
         record = job.record
@@ -250,11 +288,15 @@ class TurnRunner:
         record = job.record
         async with self._sessions() as session:
             failed = await set_status(session, response_id=record.id, status="failed", error=error)
-            if failed:
+            # A deleted response (gone while it ran) is failed all the same, for the stream.
+            gone = not failed and await session.get(ResponseRecord, record.id) is None
+            if failed or gone:
                 rows = input_rows(record, job.request, "failed", error=reason)
                 await self._record(session, job, rows, None, None)
+            if not job.request.store:
+                await delete_response(session, response_id=record.id, user_id=job.user_id)
             await session.commit()
-        if failed:
+        if failed or gone:
             record.status, record.error = "failed", error
         if job.stream is not None:
             job.stream.finished(record)
@@ -263,9 +305,14 @@ class TurnRunner:
         error = {"code": "server_error", "message": INTERRUPTED_MESSAGE}
         async with self._sessions() as session:
             await set_status(session, response_id=job.record.id, status="failed", error=error)
-            await session.commit()
             current = await session.get(ResponseRecord, job.record.id)
-        if job.stream is not None and current is not None:
+            if not job.request.store:
+                await delete_response(session, response_id=job.record.id, user_id=job.user_id)
+            await session.commit()
+        if job.stream is not None:
+            if current is None:  # deleted meanwhile: the stream still ends, as failed
+                current = job.record
+                current.status, current.error = "failed", error
             job.stream.finished(current)
 
 
@@ -275,4 +322,8 @@ def _model_settings(request: CreateRequest) -> dict[str, Any]:
         settings["temperature"] = request.temperature
     if request.max_output_tokens is not None:
         settings["max_output_tokens"] = request.max_output_tokens
+    for name in ("top_p", "text", "reasoning"):
+        value = getattr(request, name)
+        if value is not None:
+            settings[name] = value
     return settings

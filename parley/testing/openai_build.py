@@ -208,6 +208,27 @@ def _truncate(body: dict[str, Any], output: list[Item], text: str) -> dict[str, 
     return {"reason": "max_output_tokens"}
 
 
+_EMPTY: dict[str, Any] = {"number": 0, "integer": 0, "boolean": False, "array": [], "object": {}}
+
+
+def formatted(body: dict[str, Any], text: str) -> str:
+    """The reply in the format `text.format` asks for: as it is, or a JSON object. For a
+    `json_schema`, each top-level property is filled (strings with the reply, others empty),
+    so a test can see the schema was read; a `json_object` is `{"text": reply}`."""
+    fmt = (body.get("text") or {}).get("format") or {}
+    if fmt.get("type") == "json_object":
+        return json.dumps({"text": text})
+    if fmt.get("type") != "json_schema":
+        return text
+    properties = (fmt.get("schema") or {}).get("properties") or {}
+    return json.dumps(
+        {
+            name: text if spec.get("type") == "string" else _EMPTY.get(spec.get("type"))
+            for name, spec in properties.items()
+        }
+    )
+
+
 def response_body(
     body: dict[str, Any],
     turn: SimTurn,

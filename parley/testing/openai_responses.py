@@ -16,6 +16,7 @@ from parley.testing.openai_build import (
     ToolCalls,
     check_tool_outputs,
     conversation_id,
+    formatted,
     instruction_tokens,
     json_object,
     list_default_desc,
@@ -159,7 +160,8 @@ class ResponseRoutes:
         text = self._behaviour.reply(turn)
         if inspect.isawaitable(text):
             text = await text
-        return [assistant_message(str(text))], str(text)
+        text = formatted(turn.body, str(text))
+        return [assistant_message(text)], text
 
     def _remember(
         self, response: dict[str, Any], turn: SimTurn, conversation: SimConversation | None

@@ -12,7 +12,13 @@ import pytest
 
 import parley.responses
 from parley.api.errors import APIError
-from parley.api.responses.request import IGNORED_FIELDS, RULES, parse_create
+from parley.api.responses.request import (
+    DEFAULT_ONLY,
+    KNOWN_FIELDS,
+    RULES,
+    UNSUPPORTED_FIELDS,
+    parse_create,
+)
 from parley.api.responses.schemas import CreateBody
 from parley.responses.request import CreateRequest
 
@@ -132,7 +138,7 @@ CASES: list[tuple[dict[str, Any], str, str, str | None]] = [
         None,
     ),
     (
-        user({"type": "input_image", "image_url": "u", "detail": "ultra"}),
+        user({"type": "input_image", "image_url": "https://example.com/a.png", "detail": "ultra"}),
         "input[0].content[0].detail",
         "Invalid 'input[0].content[0].detail'.",
         None,
@@ -217,6 +223,69 @@ CASES: list[tuple[dict[str, Any], str, str, str | None]] = [
         "integer_below_min_value",
     ),
     (
+        body(max_output_tokens=2**70),
+        "max_output_tokens",
+        "Invalid 'max_output_tokens': expected an integer of at most 128000.",
+        "integer_above_max_value",
+    ),
+    (
+        body(top_p=1.01),
+        "top_p",
+        "Invalid 'top_p': expected a number from 0.0 to 1.0.",
+        "invalid_value",
+    ),
+    (
+        body(top_logprobs=-1),
+        "top_logprobs",
+        "Invalid 'top_logprobs': expected an integer from 0 to 20.",
+        "invalid_value",
+    ),
+    (body(text="json"), "text", "Invalid 'text': expected an object.", None),
+    (
+        body(text={"format": {"type": "json_schema", "name": "x"}}),
+        "text.format",
+        "Invalid 'text.format': expected a format of type text, json_object or json_schema "
+        "(with a name and a schema).",
+        None,
+    ),
+    (
+        body(text={"format": {"type": "json_schema", "name": "a b", "schema": {}}}),
+        "text.format.name",
+        "Invalid 'text.format.name': at most 64 letters, digits, underscores and dashes.",
+        None,
+    ),
+    (
+        body(text={"verbosity": "loud"}),
+        "text.verbosity",
+        "Invalid 'text.verbosity': expected one of low, medium, high.",
+        None,
+    ),
+    (
+        body(reasoning=[]),
+        "reasoning",
+        "Invalid 'reasoning': expected an object with effort and summary.",
+        None,
+    ),
+    (
+        body(reasoning={"effort": "max"}),
+        "reasoning.effort",
+        "Invalid 'reasoning.effort': expected one of none, minimal, low, medium, high, xhigh.",
+        None,
+    ),
+    (
+        body(reasoning={"summary": "all"}),
+        "reasoning.summary",
+        "Invalid 'reasoning.summary': expected one of auto, concise, detailed.",
+        None,
+    ),
+    (
+        user({"type": "input_image", "image_url": "http://169.254.169.254/"}),
+        "input[0].content[0].image_url",
+        "Invalid 'input[0].content[0].image_url': only https URLs to public hosts and data: "
+        "URLs are accepted.",
+        "invalid_value",
+    ),
+    (
         body(metadata={str(i): "v" for i in range(17)}),
         "metadata",
         "Invalid 'metadata': expected an object of at most 16 pairs.",
@@ -261,7 +330,7 @@ CASES: list[tuple[dict[str, Any], str, str, str | None]] = [
         "invalid_type",
     ),
     (
-        user({"type": "input_image", "image_url": "u", "file_id": ["f"]}),
+        user({"type": "input_image", "image_url": "https://example.com/a.png", "file_id": ["f"]}),
         "input[0].content[0].file_id",
         "Invalid type for 'input[0].content[0].file_id': expected a string.",
         "invalid_type",
@@ -334,14 +403,96 @@ def test_the_first_problem_is_reported_in_field_order() -> None:
     assert refused(user({"type": "input_image", "detail": "bad"})).param == "input[0].content[0]"
 
 
-def test_nulls_are_fields_not_sent_and_ignored_fields_pass_unchecked() -> None:
+def test_nulls_are_fields_not_sent_and_default_only_fields_pass() -> None:
     nulls = dict.fromkeys(["instructions", "tools", "tool_choice", "temperature"], None)
     nulls |= dict.fromkeys(["max_output_tokens", "metadata", "previous_response_id"], None)
     nulls |= dict.fromkeys(["x_context", "store", "background", "stream"], None)
-    ignored = {name: {"anything": [1]} for name in IGNORED_FIELDS}
-    create = parse_create(body(**nulls, **ignored))
+    nulls |= dict.fromkeys(UNSUPPORTED_FIELDS, None)
+    defaults = {name: allowed[0] for name, allowed in DEFAULT_ONLY.items()}
+    create = parse_create(body(**nulls, **defaults))
     assert create == CreateRequest(model="default", input=create.input)
     assert create.store is True and create.background is False
+
+
+def test_every_sdk_parameter_is_read_or_refused() -> None:
+    from openai.types.responses import response_create_params
+
+    sdk_fields = set(response_create_params.ResponseCreateParamsBase.__annotations__)
+    handled = KNOWN_FIELDS | DEFAULT_ONLY.keys() | UNSUPPORTED_FIELDS
+    assert sdk_fields - {"x_context"} <= handled
+    for name in sorted(UNSUPPORTED_FIELDS & sdk_fields):
+        problem = refused(body(**{name: "x"}))
+        assert (problem.param, problem.code) == (name, "unsupported_parameter")
+    for name in sorted(DEFAULT_ONLY):
+        problem = refused(body(**{name: "surely not"}))
+        assert (problem.param, problem.code) == (name, "unsupported_value")
+    assert refused(body(parallel_tool_calls=False)).param == "parallel_tool_calls"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"max_output_tokens": 2**70}, "max_output_tokens"),
+        ({"max_output_tokens": 128_001}, "max_output_tokens"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"text": {"format": {"type": "yaml"}}}, "text.format"),
+        ({"text": {"format": {"type": "json_schema", "schema": {}}}}, "text.format"),
+        ({"text": {"format": {"type": "text"}, "colour": "red"}}, "text"),
+        ({"text": {"verbosity": "loud"}}, "text.verbosity"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"reasoning": {"summary": "long"}}, "reasoning.summary"),
+        ({"store": False, "background": True}, "background"),
+    ],
+)
+def test_out_of_range_and_malformed_settings_name_the_parameter(
+    fields: dict[str, Any], param: str
+) -> None:
+    assert refused(body(**fields)).param == param
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "http://example.com/a.png",
+        "https://localhost/a.png",
+        "https://api.localhost/a.png",
+        "https://127.0.0.1/a.png",
+        "https://10.0.0.8/a.png",
+        "https://192.168.1.1/a.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://metadata.google.internal/computeMetadata/v1/",
+        "https://[::1]/a.png",
+        "https://[::ffff:127.0.0.1]/a.png",
+        "https://0.0.0.0/a.png",
+        "ftp://example.com/a.png",
+        "not a url",
+    ],
+)
+def test_image_and_file_urls_must_be_public_https(url: str) -> None:
+    problem = refused(user({"type": "input_image", "image_url": url}))
+    assert (problem.param, problem.code) == ("input[0].content[0].image_url", "invalid_value")
+    problem = refused(user({"type": "input_file", "file_url": url}))
+    assert problem.param == "input[0].content[0].file_url"
+
+
+def test_https_and_data_urls_are_forwarded() -> None:
+    for url in ("https://example.com/a.png", "https://8.8.8.8/a.png", "data:image/png;base64,AA"):
+        (item,) = parse_create(user({"type": "input_image", "image_url": url})).input
+        assert item["content"][0]["image_url"] == url
+
+
+def test_text_and_reasoning_are_kept_as_sent() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    text = {"format": {"type": "json_schema", "name": "place", "schema": schema, "strict": True}}
+    create = parse_create(body(text=text, reasoning={"effort": "low"}, top_p=0.5))
+    assert create.text == text
+    assert create.reasoning == {"effort": "low"}
+    assert create.top_p == 0.5
 
 
 def test_string_input_is_one_user_message_with_an_id() -> None:

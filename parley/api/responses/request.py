@@ -21,28 +21,45 @@ from parley.api.responses.schemas import (
     MAX_METADATA_KEY,
     MAX_METADATA_PAIRS,
     MAX_METADATA_VALUE,
+    MAX_OUTPUT_TOKENS,
+    MAX_TOP_LOGPROBS,
     MAX_X_CONTEXT_BYTES,
     CreateBody,
 )
 from parley.responses.request import CreateRequest
 
 KNOWN_FIELDS = frozenset(CreateBody.model_fields)
-IGNORED_FIELDS = {
-    # Accepted for compatibility with what SDKs and clients send; Parley's agent decides these.
-    "parallel_tool_calls",
-    "top_p",
-    "user",
-    "safety_identifier",
-    "prompt_cache_key",
-    "truncation",
-    "service_tier",
-    "include",
-    "text",
-    "reasoning",
-    "stream_options",
-    "max_tool_calls",
-    "top_logprobs",
+DEFAULT_ONLY: dict[str, tuple[Any, ...]] = {
+    # Sent by SDKs and clients with the value that is what Parley does anyway; any other value
+    # asks for something Parley does not do, and is refused.
+    "parallel_tool_calls": (True,),
+    "truncation": ("disabled",),
+    "service_tier": ("auto", "default"),
+    "include": ([],),
 }
+UNSUPPORTED_FIELDS = frozenset(
+    {
+        # The OpenAI SDK's `responses.create` parameters that Parley does not honour: refused
+        # with a 400 naming them, never silently dropped. Parley's agent profile decides the
+        # prompt, and the thread is chained by `previous_response_id`, not a conversation.
+        "access_programs",
+        "background_options",
+        "context_management",
+        "conversation",
+        "image",
+        "max_tool_calls",
+        "moderation",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "stream_options",
+        "user",
+    }
+)
+"""Every other field the SDK can send is read (`CreateBody`) or in `DEFAULT_ONLY`; anything
+else is an unknown parameter."""
 
 
 def body_hash(body: dict[str, Any]) -> str:
@@ -74,21 +91,55 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
+    # A null field is one not sent (a misspelt one is named all the same).
+    sent = {name: value for name, value in body.items() if value is not None}
     # A misspelt field is named before anything else is checked (the first by name).
-    unknown = sorted(set(body) - KNOWN_FIELDS - IGNORED_FIELDS)
+    unknown = sorted(
+        name
+        for name in body
+        if name not in KNOWN_FIELDS
+        and name not in DEFAULT_ONLY
+        and (name in sent or name not in UNSUPPORTED_FIELDS)
+    )
     if unknown:
-        raise bad_request(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
-        )
-    # A null field is one not sent; the ignored fields are not checked at all.
-    given = {
-        name: value for name, value in body.items() if name in KNOWN_FIELDS and value is not None
-    }
+        name = unknown[0]
+        if name in UNSUPPORTED_FIELDS:
+            raise bad_request(
+                f"Unsupported parameter: '{name}' is not supported by this agent.",
+                param=name,
+                code="unsupported_parameter",
+            )
+        raise bad_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
+    for name, allowed in sorted(DEFAULT_ONLY.items()):
+        if name in sent and not any(_same(sent[name], value) for value in allowed):
+            shown = " or ".join(json.dumps(value) for value in allowed)
+            raise bad_request(
+                f"Unsupported value for '{name}': this agent only takes {shown}.",
+                param=name,
+                code="unsupported_value",
+            )
+    given = {name: value for name, value in sent.items() if name in KNOWN_FIELDS}
     try:
         wire = CreateBody.model_validate(given)
     except ValidationError as exc:
         raise _problem(exc.errors(include_url=False)[0]) from None
+    if wire.top_logprobs:
+        raise bad_request(
+            "Unsupported value for 'top_logprobs': this agent returns no log probabilities.",
+            param="top_logprobs",
+            code="unsupported_value",
+        )
+    if wire.background and not wire.store:
+        # As OpenAI: a background response is fetched later, so it must be stored.
+        raise bad_request(
+            "Background mode requires store=true.", param="background", code="unsupported_value"
+        )
     return wire.to_request()
+
+
+def _same(sent: Any, allowed: Any) -> bool:
+    # `True == 1` in Python, but not in JSON.
+    return type(sent) is type(allowed) and sent == allowed
 
 
 # --- validation errors as OpenAI's 400s -------------------------------------------------------
@@ -149,6 +200,13 @@ RULES: dict[str, Rule] = {
         f"{_PART}<*>.{name}": _STRING
         for name in ("image_url", "file_id", "file_url", "file_data", "filename")
     },
+    **{
+        f"{_PART}<*>.{name}:unsafe_url": Rule(
+            "Invalid '{param}': only https URLs to public hosts and data: URLs are accepted.",
+            "invalid_value",
+        )
+        for name in ("image_url", "file_url")
+    },
     "input[]<function_call>": Rule(
         "Invalid '{param}': a function_call needs call_id, name and arguments (a string)."
     ),
@@ -165,6 +223,28 @@ RULES: dict[str, Rule] = {
     "max_output_tokens": Rule(
         "Invalid '{param}': expected an integer of at least 16.", "integer_below_min_value"
     ),
+    "max_output_tokens:less_than_equal": Rule(
+        f"Invalid '{{param}}': expected an integer of at most {MAX_OUTPUT_TOKENS}.",
+        "integer_above_max_value",
+    ),
+    "top_p": Rule("Invalid '{param}': expected a number from 0.0 to 1.0.", "invalid_value"),
+    "top_logprobs": Rule(
+        f"Invalid '{{param}}': expected an integer from 0 to {MAX_TOP_LOGPROBS}.", "invalid_value"
+    ),
+    "text": Rule("Invalid '{param}': expected an object."),
+    "text.format": Rule(
+        "Invalid '{param}': expected a format of type text, json_object or json_schema "
+        "(with a name and a schema)."
+    ),
+    "text.format.name": Rule(
+        "Invalid '{param}': at most 64 letters, digits, underscores and dashes."
+    ),
+    "text.verbosity": Rule("Invalid '{param}': expected one of low, medium, high."),
+    "reasoning": Rule("Invalid '{param}': expected an object with effort and summary."),
+    "reasoning.effort": Rule(
+        "Invalid '{param}': expected one of none, minimal, low, medium, high, xhigh."
+    ),
+    "reasoning.summary": Rule("Invalid '{param}': expected one of auto, concise, detailed."),
     "metadata": Rule(
         f"Invalid '{{param}}': expected an object of at most {MAX_METADATA_PAIRS} pairs."
     ),

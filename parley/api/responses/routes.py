@@ -68,7 +68,11 @@ async def retrieve_response(response_id: str, caller: CallerDep, session: Sessio
 
 @router.delete("/responses/{response_id}")
 async def remove_response(response_id: str, caller: CallerDep, session: SessionDep) -> Response:
-    if not await delete_response(session, response_id=response_id, user_id=caller.user_id):
+    # Read first: a `store: false` response cannot be found, so it cannot be deleted either.
+    found = await get_response(session, response_id=response_id, user_id=caller.user_id)
+    if found is None or not await delete_response(
+        session, response_id=response_id, user_id=caller.user_id
+    ):
         raise not_found("response", response_id)
     await session.commit()
     return FastJSON({"id": response_id, "object": "response.deleted", "deleted": True})

@@ -13,8 +13,10 @@ image's `detail`, a call's `arguments` are all required there), so those are mod
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from openai.types.responses import ToolChoiceFunctionParam, ToolChoiceOptions
 from pydantic import (
@@ -35,6 +37,14 @@ MAX_X_CONTEXT_BYTES = 10 * 1024
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
+MAX_OUTPUT_TOKENS = 128_000
+"""The most any OpenAI model writes in one response; a larger limit is a mistake, refused here
+rather than forwarded upstream."""
+MAX_TOP_LOGPROBS = 20
+
+# Host names that always mean this machine or the cloud's metadata service.
+_INTERNAL_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
+_INTERNAL_SUFFIXES = (".localhost", ".internal", ".local")
 
 # A union member's tag that no member has: an item or part of a type Parley does not take.
 _UNSUPPORTED = "unsupported"
@@ -65,9 +75,43 @@ class OutputText(_Text):
     type: Literal["output_text"]
 
 
+def public_url(value: str) -> str:
+    """An image or file URL the upstream may fetch: `https` to a public host, or a `data:` URL.
+
+    Only what the URL itself says is judged (a literal IP, an obvious internal name); names
+    are not resolved, so the check costs nothing and cannot be raced by DNS. The upstream
+    fetches the URL, not Parley, so a name that resolves inward reaches only the upstream's
+    own network."""
+    if value.startswith("data:"):
+        return value
+    try:
+        parts = urlsplit(value)
+        host = (parts.hostname or "").rstrip(".").lower()
+    except ValueError:
+        host, parts = "", None
+    if parts is None or parts.scheme != "https" or not host or _internal(host):
+        raise PydanticCustomError("unsafe_url", "not an https URL to a public host")
+    return value
+
+
+def _internal(host: str) -> bool:
+    if host in _INTERNAL_NAMES or host.endswith(_INTERNAL_SUFFIXES):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global or address.is_multicast
+
+
+PublicURL = Annotated[str, AfterValidator(public_url)]
+
+
 class InputImage(Wire):
     type: Literal["input_image"]
-    image_url: str | None = None
+    image_url: PublicURL | None = None
     file_id: str | None = None
     detail: Literal["low", "high", "auto", "original"] = "auto"
 
@@ -91,7 +135,7 @@ class InputImage(Wire):
 class InputFile(Wire):
     type: Literal["input_file"]
     file_id: str | None = None
-    file_url: str | None = None
+    file_url: PublicURL | None = None
     file_data: str | None = None
     filename: str | None = None
 
@@ -252,6 +296,36 @@ MetadataKey = Annotated[str, Field(max_length=MAX_METADATA_KEY)]
 MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
 
 
+class Strict(BaseModel):
+    """A setting passed upstream as sent: a field Parley does not know is refused, not dropped."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class TextFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _schema_has_a_name(self) -> TextFormat:
+        if self.type == "json_schema" and (self.name is None or self.schema_ is None):
+            raise PydanticCustomError("json_schema", "a json_schema needs a name and a schema")
+        return self
+
+
+class TextConfig(Strict):
+    format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class ReasoningConfig(Strict):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: Literal["auto", "concise", "detailed"] | None = None
+
+
 class CreateBody(Wire):
     """The fields Parley reads, in the order they are checked: the first problem is reported."""
 
@@ -262,7 +336,11 @@ class CreateBody(Wire):
     tools: list[FunctionTool] = Field(default_factory=list)
     tool_choice: ToolChoiceOptions | ToolChoiceFunctionParam | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    max_output_tokens: Annotated[int, Field(ge=16)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=16, le=MAX_OUTPUT_TOKENS)] | None = None
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS)] | None = None
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], BeforeValidator(_at_most_16_pairs)] = (
         Field(default_factory=dict)
     )
@@ -283,6 +361,9 @@ class CreateBody(Wire):
             tool_choice=tool_choice,
             temperature=self.temperature,
             max_output_tokens=self.max_output_tokens,
+            top_p=self.top_p,
+            text=_dumped(self.text),
+            reasoning=_dumped(self.reasoning),
             metadata=dict(self.metadata),
             store=self.store,
             background=self.background,
@@ -290,3 +371,7 @@ class CreateBody(Wire):
             previous_response_id=self.previous_response_id,
             x_context=self.x_context,
         )
+
+
+def _dumped(setting: Strict | None) -> dict[str, Any] | None:
+    return None if setting is None else setting.model_dump(by_alias=True, exclude_none=True)

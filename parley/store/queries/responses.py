@@ -95,11 +95,16 @@ async def get_response(
     """The user's response with that id; another user's is as absent as a missing one."""
     if not RESPONSE_ID.fullmatch(response_id):
         return None
-    return await session.scalar(
+    record = await session.scalar(
         select(ResponseRecord).where(
             ResponseRecord.id == response_id, ResponseRecord.user_id == user_id
         )
     )
+    # A `store: false` response is never retrievable: its row lives only while its turn runs
+    # (deleted when it ends), and is as absent as a missing one meanwhile.
+    if record is not None and (record.request or {}).get("store") is False:
+        return None
+    return record
 
 
 async def find_idempotent(
@@ -122,6 +127,14 @@ async def delete_response(session: AsyncSession, *, response_id: str, user_id: i
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def response_status(session: AsyncSession, *, response_id: str) -> str | None:
+    """A response's status as stored (None once deleted): how a running turn learns that it
+    was cancelled on another replica."""
+    return await session.scalar(
+        select(ResponseRecord.status).where(ResponseRecord.id == response_id)
+    )
 
 
 async def set_status(
