@@ -3,9 +3,12 @@
 Pure ASGI, ahead of FastAPI and of every check that needs the body (a token, a signature): a
 body announcing more than its path's limit (Content-Length) is answered 413 without a byte of
 it read, and one that grows past the limit while it streams (chunked) is answered 413 as soon
-as it does, so nobody can make the process hold more than the limit. The whole body must
-arrive within `PARLEY_BODY_TIMEOUT` seconds, else 408; both close the connection. A body
-within its limit is held once here and handed on, as FastAPI would have held it anyway.
+as it does, so nobody can make the process hold more than the limit (what the client still
+sends after a 413 the server discards, for no longer than its keep-alive timeout; the
+connection stays open so an ordinary client, still sending, reads the 413 and not a reset).
+The whole body must arrive within `PARLEY_BODY_TIMEOUT` seconds, else 408 and the connection
+is closed. A body within its limit is held once here and handed on, as FastAPI would have
+held it anyway.
 
 Limits: `PARLEY_MAX_REQUEST_BYTES` on `/v1`, `ADMIN_MAX_BYTES` on every other path. Webhook
 POSTs are the door's (`parley.ingress.door`), which applies the same rules with its own limit,
@@ -106,7 +109,7 @@ class BodyLimits:
         except BodyTimeout:
             log.warning("http.body_timeout", path=path, timeout=self.timeout)
             message = f"The request body did not arrive within {self.timeout:g} seconds."
-            await refuse(send, path, 408, message, "request_timeout")
+            await refuse(send, path, 408, message, "request_timeout", close=True)
             return
         except ClientGone:
             log.info("http.client_gone", path=path)
@@ -128,17 +131,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def refuse(send: Send, path: str, status: int, message: str, code: str) -> None:
-    """The answer, OpenAI's shape on `/v1` and `{"detail": …}` elsewhere, on a connection
-    that is then closed (the rest of the body is never read)."""
+async def refuse(
+    send: Send, path: str, status: int, message: str, code: str, *, close: bool = False
+) -> None:
+    """The answer, OpenAI's shape on `/v1` and `{"detail": …}` elsewhere; with `close`, on a
+    connection that is then closed (a slow client's is)."""
     if is_v1_path(path):
         body = orjson.dumps(APIError(status, message, code=code).body())
     else:
         body = orjson.dumps({"detail": message})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-        (b"connection", b"close"),
-    ]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -179,7 +179,7 @@ class WebhookDoor:
         except _Gone:  # hung up mid-body: nobody to answer, nothing worth a traceback
             log.info("http.client_gone", path=path, correlation_id=correlation_id)
             return
-        await _answer(send, status, text, correlation_id, close=status in (408, 413))
+        await _answer(send, status, text, correlation_id, close=status == 408)
         outcome = "not_configured" if text == NOT_CONFIGURED else OUTCOMES[status]
         self.counters.count(channel.name, outcome, started)
 
@@ -330,7 +330,7 @@ async def _answer(
     close: bool = False,
 ) -> None:
     headers = [(b"content-length", str(len(text)).encode())]
-    if close:  # the rest of the body is never read: the connection cannot be reused
+    if close:  # a client too slow to send its body has its connection closed
         headers.append((b"connection", b"close"))
     if correlation_id is not None:
         headers.append((HEADER, correlation_id.encode()))
