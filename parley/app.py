@@ -26,6 +26,7 @@ from parley.api import (
 )
 from parley.api.auth import CallerCache
 from parley.api.edge import RefuseNul
+from parley.api.limits import BodyLimits
 from parley.api.responses import routes as responses
 from parley.config import Settings
 from parley.ingress import webhooks
@@ -71,6 +72,8 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app.add_middleware(CorrelationIdMiddleware)
     # Outermost: signed webhook POSTs are answered before any other layer runs.
     app.add_middleware(WebhookDoor, door=door)
+    # Ahead of everything that reads a body: sizes and read times bounded (webhooks: the door).
+    app.add_middleware(BodyLimits, settings=settings)
     # ...but inside the request's trace span, when tracing is on.
     tracing.trace_requests(app)
     for router in (

@@ -405,6 +405,18 @@ class Settings(BaseSettings):
         description="Largest webhook body, in bytes: a larger one is refused with 413 before "
         "it is read (by its Content-Length) or as soon as it grows past this.",
     )
+    parley_max_request_bytes: int = Field(
+        default=20_971_520,
+        ge=1024,
+        description="Largest `/v1` request body, in bytes (admin bodies: 64 KiB): a larger one "
+        "is refused with 413 by its Content-Length, or as soon as it grows past this.",
+    )
+    parley_body_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client has to send a whole request body (webhooks, `/v1`, "
+        "admin); a slower one is answered 408 and its connection closed.",
+    )
     parley_inbox_timeout: float = Field(
         default=5.0,
         gt=0,

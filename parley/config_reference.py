@@ -79,6 +79,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Webhook inbox",
         (
             "parley_max_webhook_bytes",
+            "parley_max_request_bytes",
+            "parley_body_timeout",
             "parley_inbox_batch",
             "parley_inbox_timeout",
             "parley_filer_batch",

@@ -12,6 +12,7 @@ message with its channel message id, is the filer's, once the message is filed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -51,6 +52,7 @@ OUTCOMES = {
     200: "accepted",
     400: "unreadable",
     401: "bad_signature",
+    408: "unreadable",
     413: "too_large",
     503: "unavailable",
 }
@@ -59,6 +61,14 @@ secret is `not_configured`, told apart by its text)."""
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _Slow(Exception):
+    pass
+
+
+class _Gone(Exception):
     pass
 
 
@@ -144,6 +154,7 @@ class WebhookDoor:
         self.app = app
         self.door = door
         self.max_bytes = door.settings.parley_max_webhook_bytes
+        self.body_timeout = door.settings.parley_body_timeout
         self.counters = _Counters(registry.names())
         self.new_correlation_id = tracing.correlation_id_factory()
 
@@ -163,8 +174,12 @@ class WebhookDoor:
             return
         started = time.perf_counter()
         correlation_id = incoming_correlation_id(scope) or self.new_correlation_id()
-        status, text = await self._accept(channel, scope, receive, correlation_id)
-        await _answer(send, status, text, correlation_id)
+        try:
+            status, text = await self._accept(channel, scope, receive, correlation_id)
+        except _Gone:  # hung up mid-body: nobody to answer, nothing worth a traceback
+            log.info("http.client_gone", path=path, correlation_id=correlation_id)
+            return
+        await _answer(send, status, text, correlation_id, close=status == 408)
         outcome = "not_configured" if text == NOT_CONFIGURED else OUTCOMES[status]
         self.counters.count(channel.name, outcome, started)
 
@@ -172,7 +187,15 @@ class WebhookDoor:
         self, channel: Channel, scope: Scope, receive: Receive, correlation_id: str
     ) -> tuple[int, bytes]:
         try:
-            body = await _read_body(scope, receive, self.max_bytes)
+            body = await _read_body(scope, receive, self.max_bytes, self.body_timeout)
+        except _Slow:
+            log.warning(
+                "webhook.body_timeout",
+                channel=channel.name,
+                timeout=self.body_timeout,
+                correlation_id=correlation_id,
+            )
+            return 408, b"request body timeout"
         except _TooLarge:
             log.warning(
                 "webhook.too_large",
@@ -270,26 +293,31 @@ def _not_an_object(body: bytes) -> str | None:
     return None if isinstance(data, dict) else "body is not a JSON object"
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
     """The body, or `_TooLarge` as soon as its Content-Length or what has arrived passes
-    `limit` (so a huge body is never held in memory)."""
+    `limit` (so a huge body is never held in memory), `_Slow` when it has not all arrived
+    within `timeout` seconds (a client trickling it holds a connection for no more), `_Gone`
+    when the client hung up first. `parley.api.limits` does the same for every other path."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Gone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise _Slow from None
 
 
 async def _answer(
@@ -298,8 +326,12 @@ async def _answer(
     text: bytes,
     correlation_id: str | None,
     content_type: bytes = TEXT,
+    *,
+    close: bool = False,
 ) -> None:
     headers = [(b"content-length", str(len(text)).encode())]
+    if close:  # a client too slow to send its body has its connection closed
+        headers.append((b"connection", b"close"))
     if correlation_id is not None:
         headers.append((HEADER, correlation_id.encode()))
     if text:

@@ -12,6 +12,9 @@ from parley.responses.request import CreateRequest, context_lines, new_id
 from parley.store.models import ResponseRecord
 from parley.store.queries.turns import Reply
 
+CALLER_ROLES = frozenset({"user", "system", "developer"})
+"""The roles whose text the caller wrote (assistant items are the model's, sent back)."""
+
 
 def message_item(
     text: str, *, item_id: str | None = None, status: str = "completed"
@@ -51,10 +54,12 @@ def upstream_items(
 ) -> list[dict[str, Any]]:
     """The caller's items as the upstream takes them: our ids dropped (the upstream does
     not know them), the x_context lines before the user's text. With `local` context, a
-    function output is sent after the call it answers, which only we remember."""
+    function output is sent after the call it answers, which only we remember.
+
+    The x_context lines are the caller's text too: cut and masked like the user's."""
     items = [_upstream(item, gate) for item in request.input]
     if request.x_context:
-        lines = "\n".join(context_lines(request.x_context))
+        lines = gate.prepare(["\n".join(context_lines(request.x_context))])[0]
         for item in reversed(items):
             if item.get("type") == "message" and item.get("role") == "user":
                 item["content"] = [{"type": "input_text", "text": lines}, *item["content"]]
@@ -75,10 +80,11 @@ def upstream_items(
 
 
 def _upstream(item: dict[str, Any], gate: InputGate) -> dict[str, Any]:
-    """An item as it goes upstream: without our ids, and the user's text prepared as a
-    channel customer's is (length limit, card numbers masked; the stored item keeps it)."""
+    """An item as it goes upstream: without our ids, and the caller's text (user, system or
+    developer: all of it is the caller's) prepared as a channel customer's is (length limit,
+    card numbers masked; the stored item keeps it)."""
     clean = {key: value for key, value in item.items() if key not in ("id", "status")}
-    if clean.get("type") == "message" and clean.get("role") == "user":
+    if clean.get("type") == "message" and clean.get("role") in CALLER_ROLES:
         clean["content"] = [
             {**part, "text": gate.prepare([part["text"]])[0]}
             if part.get("type") == "input_text"
@@ -88,11 +94,14 @@ def _upstream(item: dict[str, Any], gate: InputGate) -> dict[str, Any]:
     return clean
 
 
-def user_texts(items: list[dict[str, Any]]) -> list[str]:
-    return [
+def caller_texts(request: CreateRequest) -> list[str]:
+    """Every text the caller wrote (instructions, system, developer and user messages): what
+    moderation judges."""
+    texts = [request.instructions] if request.instructions else []
+    return texts + [
         part["text"]
-        for item in items
-        if item.get("type") == "message" and item.get("role") == "user"
+        for item in request.input
+        if item.get("type") == "message" and item.get("role") in CALLER_ROLES
         for part in item["content"]
         if part.get("type") == "input_text" and part["text"]
     ]

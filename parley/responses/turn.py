@@ -22,13 +22,13 @@ from parley.agent.prompts import PromptChoice
 from parley.agent.turn import Agent, TurnRequest, TurnResult
 from parley.errors import ConversationGone, LLMError
 from parley.responses.items import (
+    caller_texts,
     function_call_item,
     held_item,
     input_rows,
     message_item,
     upstream_items,
     usage_object,
-    user_texts,
 )
 from parley.responses.request import CreateRequest
 from parley.store.models import ResponseRecord, utcnow
@@ -147,7 +147,7 @@ class TurnRunner:
             async with self._sessions() as session:
                 await set_status(session, response_id=job.record.id, status="in_progress")
                 await session.commit()
-        if await self._gate.refuses(self._gate.prepare(user_texts(job.request.input))):
+        if await self._gate.refuses(self._gate.prepare(caller_texts(job.request))):
             await self._refused(job)
             return
         try:
@@ -166,7 +166,10 @@ class TurnRunner:
             customer_key=f"api:user:{job.user_id}",
             inputs=[],
             items=upstream_items(request, previous, self._gate, local=self._strategy == "local"),
-            instructions=request.instructions,
+            # The caller's instructions are its text like any other: cut and masked.
+            instructions=self._gate.prepare([request.instructions])[0]
+            if request.instructions
+            else None,
             tools=request.tools,
             tool_choice=request.tool_choice,
             settings=_model_settings(request),
