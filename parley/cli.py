@@ -21,7 +21,7 @@ from parley.cli_store import fail, in_store, load_settings
 from parley.config import Settings
 from parley.contact_commands import contacts_app
 from parley.conversation_commands import conversations_app, usage_app
-from parley.errors import SecretsDisabled, UserConflict
+from parley.errors import SecretInvalid, SecretsDisabled, TooManyTokens, UserConflict
 from parley.observability.logging import configure_logging
 from parley.prompt_commands import prompts_app
 from parley.store.crypto import secret_box
@@ -219,8 +219,9 @@ UserArg = Annotated[str, typer.Argument(help="The user's name.")]
 
 def _in_store(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     """Run `work` on the database DATABASE_URL names, which must exist and be migrated; our
-    refusals (a taken name, the last admin, no secret key) exit with status 1."""
-    return in_store(work, refusals=(UserConflict, SecretsDisabled))
+    refusals (a taken name, the last admin, no secret key, too many tokens, a secret with a
+    control character) exit with status 1."""
+    return in_store(work, refusals=(UserConflict, SecretsDisabled, TooManyTokens, SecretInvalid))
 
 
 async def _user(session: AsyncSession, name: str) -> User:
@@ -317,9 +318,10 @@ def tokens_create(
 ) -> None:
     """Issue another token for the user; the last line printed is the token, alone."""
 
-    async def work(session: AsyncSession, _: Settings) -> users.IssuedToken:
+    async def work(session: AsyncSession, settings: Settings) -> users.IssuedToken:
         user = await _user(session, name)
-        return await users.issue_token(session, user_id=user.id, name=label)
+        limit = settings.parley_max_tokens_per_user
+        return await users.issue_token(session, user_id=user.id, name=label, limit=limit)
 
     issued = _in_store(work)
     typer.echo(f"token {issued.row.id} ({issued.row.prefix}…) for {name}, shown once:")

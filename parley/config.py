@@ -348,8 +348,22 @@ class Settings(BaseSettings):
     parley_api_rate_limit: int = Field(
         default=600,
         ge=0,
-        description="Requests per minute per API token on `/v1` (429 with `retry-after` beyond "
-        "it), shared through Redis when `REDIS_URL` is set; `0` for no limit.",
+        description="Requests per minute per user on `/v1`, all of the user's tokens together "
+        "(429 with `retry-after` beyond it), shared through Redis when `REDIS_URL` is set; `0` "
+        "for no limit.",
+    )
+    parley_auth_failure_limit: int = Field(
+        default=20,
+        ge=0,
+        description="Refused bearer tokens (`/v1` and `/admin`) one client address may send "
+        "per minute; beyond it, its requests with a token get 429 with `retry-after` until "
+        "the minute ends. Counted per process. `0` for no limit.",
+    )
+    parley_max_tokens_per_user: int = Field(
+        default=20,
+        ge=1,
+        description="Live (unrevoked) API tokens a user may hold; issuing one more is refused "
+        "until one is revoked.",
     )
 
     # The Responses API.

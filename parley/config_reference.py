@@ -140,6 +140,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_admin_token",
             "parley_secret_key",
             "parley_api_rate_limit",
+            "parley_max_tokens_per_user",
+            "parley_auth_failure_limit",
             "parley_responses_wait",
             "parley_stream_keepalive",
         ),

@@ -15,6 +15,8 @@ ParleyError
 │   └── WebhookNotConfigured  no secret to verify a channel's webhooks with
 ├── SecretUnreadable        a stored secret does not decrypt (PARLEY_SECRET_KEY changed)
 ├── UserConflict            a user name is taken, or the last active admin would go
+├── TooManyTokens           a user already has PARLEY_MAX_TOKENS_PER_USER live tokens
+├── SecretInvalid           a secret's value holds a control character
 ├── AccountError            an accounts request that cannot be done
 │   ├── AccountNotFound     no such account
 │   ├── AccountConflict     the channel's id is already a configured account
@@ -71,6 +73,14 @@ class SecretsDisabled(ConfigurationError):
 
 
 class SecretUnreadable(ParleyError):
+    pass
+
+
+class TooManyTokens(ParleyError):
+    pass
+
+
+class SecretInvalid(ParleyError):
     pass
 
 

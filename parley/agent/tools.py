@@ -10,7 +10,10 @@ An HTTP tool's header values may name the calling user's secrets as ``{secret:NA
 ``"headers": {"Authorization": "Bearer {secret:crm_token}"}``: at call time each is replaced by
 that user's secret NAME (set with ``PUT /v1/me/secrets/NAME``), decrypted with
 PARLEY_SECRET_KEY. Only turns of the Responses API have a user; elsewhere, or when the secret
-is not set, the tool answers an error and sends nothing. Values never reach the model or logs.
+is not set, the tool answers an error and sends nothing. Values never reach the model or logs:
+a value holding a control character is refused before sending (it could split the header),
+and whatever the tool answers, its output or its error, has every occurrence of the values
+used replaced by `[secret]` before it is stored, returned or sent upstream (`scrub`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from parley.errors import ConfigurationError, SecretUnreadable
 from parley.observability.metrics import count_handoff
 from parley.store.crypto import SecretBox
 from parley.store.queries.handoff import BY_TOOL, hand_to_human
-from parley.store.queries.users import read_secrets
+from parley.store.queries.users import has_control_character, read_secrets
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,9 @@ MAX_OUTPUT_CHARS = 8000
 HANDOFF = "handoff_to_human"
 CURRENT_TIME = "current_time"
 SECRET_REFERENCE = re.compile(r"\{secret:([A-Za-z0-9_.-]+)\}")
+SCRUBBED = "[secret]"
+MIN_SCRUBBED = 4
+"""Shorter values are not scrubbed: replacing every "ab" in an answer hides nothing worth it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,12 +247,36 @@ def _http_runner(spec: dict[str, Any], http: httpx.AsyncClient, reader: SecretRe
             found = await reader.read(context.user_id, wanted)
             if isinstance(found, str):
                 return found
+            bad = sorted(n for n, v in found.items() if has_control_character(v))
+            if bad:
+                return f"error: the secret(s) {', '.join(bad)} hold a control character; set again"
             sent = {k: SECRET_REFERENCE.sub(lambda m: found[m[1]], v) for k, v in headers.items()}
-        response = await http.request(method, url, json=arguments, headers=sent)
-        response.raise_for_status()
-        return response.text
+            values = list(found.values())
+        else:
+            values = []
+        try:
+            response = await http.request(method, url, json=arguments, headers=sent)
+            response.raise_for_status()
+        except Exception as exc:  # an error may quote the request's headers: scrub it here
+            log.warning("tool.failed", tool=url.split("?")[0], error=type(exc).__name__)
+            return scrub(f"error: {type(exc).__name__}: {exc}", values)[:MAX_OUTPUT_CHARS]
+        return scrub(response.text, values)
 
     return run
+
+
+def scrub(text: str, values: list[str]) -> str:
+    """`text` with each of `values` (as is, and as Python and JSON would quote it) replaced by
+    `[secret]`, longest first so that a secret holding another is hidden whole."""
+    forms = {
+        form
+        for value in values
+        if len(value) >= MIN_SCRUBBED
+        for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1])
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, SCRUBBED)
+    return text
 
 
 @dataclass(frozen=True, slots=True)

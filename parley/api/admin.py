@@ -8,14 +8,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from parley.api.signin import check_not_locked, count_failure
 from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
 from parley.store.queries.turns import failed_messages, retry_message
 from parley.store.queries.usage import conversation_usage, daily_usage
-from parley.store.queries.users import authenticate
+from parley.store.queries.users import authenticate, user_by_name
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -25,14 +26,24 @@ BOOTSTRAP_ADMIN = "_admin"
 
 
 async def require_admin(
+    request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """PARLEY_ADMIN_TOKEN, or the token of an active admin user; returns who is calling."""
+    """PARLEY_ADMIN_TOKEN, or the token of an active admin user; returns who is calling.
+    Refused tokens count towards the client's lock-out (`api.signin`)."""
     given = credentials.credentials if credentials else ""
+    if given:
+        check_not_locked(request, openai_shaped=False)
     expected = runtime.settings.secret("parley_admin_token")
     if expected and hmac.compare_digest(given.encode(), expected.encode()):
-        return BOOTSTRAP_ADMIN
+        # `_admin` can no longer be suspended; one suspended before that stays refused here as
+        # on `/v1` (unset PARLEY_ADMIN_TOKEN to disable it).
+        async with runtime.sessions() as session:
+            builtin = await user_by_name(session, name=BOOTSTRAP_ADMIN)
+        if builtin is None or builtin.status == "active":
+            return BOOTSTRAP_ADMIN
+        given = ""
     owner = None
     if given:
         # Its own short session: on SQLite the endpoint's session needs the one connection.
@@ -42,6 +53,8 @@ async def require_admin(
     if owner is not None and not owner.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this token's user is not an admin")
     if owner is None:
+        if credentials:
+            await count_failure(request)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "a valid admin bearer token is required",

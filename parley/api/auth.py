@@ -1,5 +1,6 @@
 """Who is calling `/v1`: a user's bearer token, checked against its stored hash, within the
-token's rate limit (PARLEY_API_RATE_LIMIT requests per minute).
+user's rate limit (PARLEY_API_RATE_LIMIT requests per minute, all of the user's tokens
+together: minting more tokens buys no more requests).
 
 The bootstrap PARLEY_ADMIN_TOKEN is accepted too, as the built-in admin user `_admin` (created
 on its first use), so that an operator can try the API before creating users. Tokens are never
@@ -25,6 +26,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.errors import APIError
+from parley.api.signin import check_not_locked, count_failure
 from parley.config import Settings
 from parley.deps import ApiLimiterDep, RuntimeDep
 from parley.queue.ratelimit import RateLimiter
@@ -132,6 +134,7 @@ async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimi
     token = bearer_token(request)
     if token is None:
         raise invalid_key(None)
+    check_not_locked(request, openai_shaped=True)
     cache: CallerCache = request.app.state.callers
     key = hash_token(token)
     caller = cache.get(key)
@@ -146,23 +149,29 @@ async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimi
             cache.put(key, caller, since=since)
     if caller is None:
         log.info("auth.refused", path=request.url.path)
+        await count_failure(request)
         raise invalid_key(token)
     await check_rate(limiter, runtime.settings, caller)
     structlog.contextvars.bind_contextvars(user_id=caller.user_id, token_id=caller.token_id)
     return caller
 
 
+def rate_key(caller: Caller) -> str:
+    """One budget per user, whichever of their tokens (or PARLEY_ADMIN_TOKEN, for `_admin`)
+    the request used; user ids are never reused, so a new user starts afresh."""
+    return f"user:{caller.user_id}"
+
+
 async def check_rate(limiter: RateLimiter, settings: Settings, caller: Caller) -> None:
-    key = str(caller.token_id) if caller.token_id is not None else "admin"
-    verdict = await limiter.hit(key)
+    verdict = await limiter.hit(rate_key(caller))
     if verdict.allowed:
         return
     log.info("auth.rate_limited", user_id=caller.user_id, token_id=caller.token_id)
     limit = settings.parley_api_rate_limit
     raise APIError(
         429,
-        f"Rate limit reached for this API key: {limit} requests per minute. "
-        f"Please try again in {verdict.retry_after}s.",
+        f"Rate limit reached for this user: {limit} requests per minute, all of the "
+        f"user's API keys together. Please try again in {verdict.retry_after}s.",
         code="rate_limit_exceeded",
         type="rate_limit_error",
         headers={"retry-after": str(verdict.retry_after)},

@@ -20,7 +20,7 @@ from parley.api.users import (
     token_created,
 )
 from parley.deps import RowId, RuntimeDep, SessionDep
-from parley.errors import SecretsDisabled
+from parley.errors import SecretInvalid, SecretsDisabled, TooManyTokens
 from parley.store.queries import users as queries
 from parley.store.queries.usage import user_daily_usage
 
@@ -73,11 +73,18 @@ async def list_tokens(caller: CallerDep, session: SessionDep) -> ListPublic:
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
 async def issue_token(
-    caller: CallerDep, session: SessionDep, body: Annotated[TokenCreate | None, Body()] = None
+    caller: CallerDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: Annotated[TokenCreate | None, Body()] = None,
 ) -> TokenCreated:
-    """Another token for the caller, shown once."""
+    """Another token for the caller, shown once; at most PARLEY_MAX_TOKENS_PER_USER live."""
     name = body.name if body else None
-    issued = await queries.issue_token(session, user_id=caller.user_id, name=name)
+    limit = runtime.settings.parley_max_tokens_per_user
+    try:
+        issued = await queries.issue_token(session, user_id=caller.user_id, name=name, limit=limit)
+    except TooManyTokens as exc:
+        raise APIError(409, str(exc), code="too_many_tokens") from exc
     await session.commit()
     return token_created(issued)
 
@@ -106,6 +113,8 @@ async def set_secret(
         row = await queries.set_secret(
             session, user_id=caller.user_id, name=name, value=body.value, box=runtime.secrets
         )
+    except SecretInvalid as exc:
+        raise APIError(400, str(exc), param="value", code="invalid_secret") from exc
     except SecretsDisabled as exc:
         raise APIError(
             400,

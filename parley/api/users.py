@@ -10,8 +10,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
 from parley.api.admin import UsagePublic, require_admin
-from parley.deps import RowId, SessionDep
-from parley.errors import UserConflict
+from parley.deps import RowId, RuntimeDep, SessionDep
+from parley.errors import TooManyTokens, UserConflict
 from parley.store.models import ApiToken, User
 from parley.store.queries import users as queries
 from parley.store.queries.usage import user_daily_usage
@@ -155,9 +155,21 @@ async def delete_user(user: UserDep, session: SessionDep) -> Response:
 
 @router.post("/users/{user_id}/tokens", status_code=status.HTTP_201_CREATED)
 async def issue_token(
-    user: UserDep, session: SessionDep, body: Annotated[TokenCreate | None, Body()] = None
+    user: UserDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    body: Annotated[TokenCreate | None, Body()] = None,
 ) -> TokenCreated:
-    issued = await queries.issue_token(session, user_id=user.id, name=body.name if body else None)
+    """Another token for the user, shown once (409 beyond PARLEY_MAX_TOKENS_PER_USER)."""
+    try:
+        issued = await queries.issue_token(
+            session,
+            user_id=user.id,
+            name=body.name if body else None,
+            limit=runtime.settings.parley_max_tokens_per_user,
+        )
+    except TooManyTokens as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
     await session.commit()
     return token_created(issued)
 

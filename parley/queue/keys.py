@@ -94,8 +94,8 @@ return redis.call('DEL', KEYS[2])
 
 
 def api_rate(token_key: str, window: int) -> str:
-    """Requests one token made in one fixed window (a counter with a TTL); the hash tag keeps
-    a token's counters on one Cluster slot."""
+    """Requests one caller (a user: `user:<id>`) made in one fixed window (a counter with a
+    TTL); the hash tag keeps a caller's counters on one Cluster slot."""
     return f"{PREFIX}ratelimit:{{token:{token_key}}}:{window}"
 
 

@@ -1,5 +1,6 @@
-"""Requests per minute per API token: a fixed one-minute window, counted in Redis when the
-processes share one (`parley api` scale-out) and in process memory when they do not.
+"""Requests per minute per API user (all of a user's tokens share one budget): a fixed
+one-minute window, counted in Redis when the processes share one (`parley api` scale-out)
+and in process memory when they do not.
 
 A fixed window is one `INCR` + `EXPIRE` per request, atomic in a MULTI/EXEC pipeline on one key,
 so every process sees the same count. Its known cost is a burst of up to twice the limit across
@@ -63,19 +64,47 @@ class Unlimited:
         return None
 
 
+OVERFLOW_KEY = "…overflow"
+"""Where `MemoryRateLimiter` counts new keys once it holds `max_keys`."""
+
+
 class MemoryRateLimiter:
-    def __init__(self, limit: int, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_keys: int | None = None,
+    ) -> None:
+        """`max_keys` bounds the memory: beyond it, new keys in a window share one count
+        (so many keys at once are limited together, never forgotten)."""
         self.limit = limit
         self._clock = clock
+        self._max_keys = max_keys
         self._window = -1
         self._counts: dict[str, int] = {}
 
-    async def hit(self, key: str) -> Verdict:
+    def _roll(self) -> int:
         window, left = _window(self._clock())
         if window != self._window:  # every key's window ends together: forget them all
             self._window, self._counts = window, {}
+        return left
+
+    def _bounded(self, key: str) -> str:
+        full = self._max_keys is not None and len(self._counts) >= self._max_keys
+        return OVERFLOW_KEY if full and key not in self._counts else key
+
+    async def hit(self, key: str) -> Verdict:
+        left = self._roll()
+        key = self._bounded(key)
         count = self._counts[key] = self._counts.get(key, 0) + 1
         return Verdict(True, 0) if count <= self.limit else Verdict(False, left)
+
+    def spent(self, key: str) -> Verdict:
+        """Whether `key` has used its whole budget in this window, without counting a hit."""
+        left = self._roll()
+        key = self._bounded(key)
+        return Verdict(False, left) if self._counts.get(key, 0) >= self.limit else Verdict(True, 0)
 
     async def close(self) -> None:
         return None
@@ -126,7 +155,7 @@ class RedisRateLimiter:
 
 
 def build_rate_limiter(limit: int, redis_url: str | None) -> RateLimiter:
-    """PARLEY_API_RATE_LIMIT requests per minute per token; 0 turns the limit off."""
+    """PARLEY_API_RATE_LIMIT requests per minute per user; 0 turns the limit off."""
     if limit <= 0:
         return Unlimited()
     if redis_url is None:

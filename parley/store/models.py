@@ -34,6 +34,9 @@ from sqlalchemy.types import TypeDecorator
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+NO_ID_REUSE = {"sqlite_autoincrement": True}
+"""SQLite gives a deleted row's id to the next insert unless AUTOINCREMENT is on: a new user
+would inherit a deleted one's API account, a new contact a deleted one's identity."""
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -83,7 +86,7 @@ class Account(Base):
     """
 
     __tablename__ = "accounts"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    __table_args__ = (UniqueConstraint("channel", "external_id"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     channel: Mapped[str] = mapped_column(String(32))
@@ -117,7 +120,7 @@ class Contact(Base):
     """A customer of one account. Keyed by the channel's stable user id, else the phone."""
 
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("account_id", "external_id"),)
+    __table_args__ = (UniqueConstraint("account_id", "external_id"), NO_ID_REUSE)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -138,6 +141,7 @@ class Conversation(Base):
         Index("ix_conversations_activity", "last_message_at", "id"),
         # Conversations with a person: few, read by the waiting list and the idle hand-back.
         Index("ix_conversations_mode", "mode", "mode_changed_at"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -183,6 +187,7 @@ class Message(Base):
         UniqueConstraint("account_id", "channel_message_id"),
         # The reconciler's and the worker's question: which inbound messages still wait?
         Index("ix_messages_status_created", "status", "created_at"),
+        NO_ID_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -364,6 +369,7 @@ class PromptBinding(Base):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -379,6 +385,7 @@ class ApiToken(Base):
     with a short prefix that lets its owner recognise it."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = NO_ID_REUSE
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)

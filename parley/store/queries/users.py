@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.errors import SecretsDisabled, UserConflict
+from parley.errors import SecretInvalid, SecretsDisabled, TooManyTokens, UserConflict
 from parley.store.crypto import SecretBox
 from parley.store.models import ApiToken, User, UserSecret, utcnow
 from parley.store.queries.changes import ChangeCounter
 
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$"
 """Letters, digits and `_.@-`, not starting with `_` (kept for built-in users)."""
+BUILTIN_PREFIX = "_"
+"""Built-in users (`_admin`, PARLEY_ADMIN_TOKEN's) live as long as their setting does: they
+cannot be suspended, demoted or deleted, and never count as the last active admin."""
 TOKEN_PREFIX = "pk-"
 PREFIX_LENGTH = 12
 LAST_USED_EVERY = timedelta(minutes=1)
@@ -88,9 +92,22 @@ async def user_by_name(session: AsyncSession, *, name: str) -> User | None:
     return await session.scalar(select(User).where(User.name == name))
 
 
+def is_builtin(user: User) -> bool:
+    return user.name.startswith(BUILTIN_PREFIX)
+
+
+def _keep_builtin(user: User, change: str) -> None:
+    if is_builtin(user):
+        raise UserConflict(
+            f"{user.name!r} is built in (PARLEY_ADMIN_TOKEN's user) and cannot be {change}; "
+            "unset PARLEY_ADMIN_TOKEN to disable it"
+        )
+
+
 async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
     """Suspend (``suspended``: every token refused) or reactivate (``active``) a user."""
     if status != "active":
+        _keep_builtin(user, "suspended")
         await _keep_an_admin(session, user)
     AUTH_CHANGES.mark(session)
     user.status = status
@@ -100,6 +117,7 @@ async def set_status(session: AsyncSession, *, user: User, status: str) -> User:
 
 async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> User:
     if not is_admin:
+        _keep_builtin(user, "demoted")
         await _keep_an_admin(session, user)
     AUTH_CHANGES.mark(session)
     user.is_admin = is_admin
@@ -109,6 +127,7 @@ async def set_admin(session: AsyncSession, *, user: User, is_admin: bool) -> Use
 
 async def delete_user(session: AsyncSession, *, user: User) -> None:
     """Delete the user with their tokens, secrets and usage rows (the foreign keys cascade)."""
+    _keep_builtin(user, "deleted")
     await _keep_an_admin(session, user)
     AUTH_CHANGES.mark(session)
     await session.execute(delete(User).where(User.id == user.id))
@@ -116,10 +135,15 @@ async def delete_user(session: AsyncSession, *, user: User) -> None:
 
 async def _keep_an_admin(session: AsyncSession, user: User) -> None:
     """Refuse to take away the last active admin. The active admins' rows are locked (on
-    PostgreSQL; SQLite has one writer) so two admins removed at once cannot both pass."""
+    PostgreSQL; SQLite has one writer) so two admins removed at once cannot both pass.
+    Built-in users do not count: `_admin` exists only while PARLEY_ADMIN_TOKEN is set."""
     if not (user.is_admin and user.status == "active"):
         return
-    admins = select(User.id).where(User.is_admin.is_(True), User.status == "active")
+    admins = select(User.id).where(
+        User.is_admin.is_(True),
+        User.status == "active",
+        ~User.name.startswith(BUILTIN_PREFIX, autoescape=True),
+    )
     others = [i for i in await session.scalars(admins.with_for_update()) if i != user.id]
     if not others:
         raise UserConflict(f"{user.name!r} is the last active admin; make another admin first")
@@ -128,7 +152,24 @@ async def _keep_an_admin(session: AsyncSession, user: User) -> None:
 # --- tokens -----------------------------------------------------------------------------------
 
 
-async def issue_token(session: AsyncSession, *, user_id: int, name: str | None) -> IssuedToken:
+async def issue_token(
+    session: AsyncSession, *, user_id: int, name: str | None, limit: int | None = None
+) -> IssuedToken:
+    """A new token for the user. With `limit`, raises TooManyTokens when the user already has
+    that many live (unrevoked) tokens; the user's row is locked (on PostgreSQL) so two requests
+    at once cannot both pass."""
+    if limit is not None:
+        await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+        live = await session.scalar(
+            select(func.count())
+            .select_from(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        )
+        if (live or 0) >= limit:
+            raise TooManyTokens(
+                f"this user already has {live} live API tokens, the most allowed "
+                f"(PARLEY_MAX_TOKENS_PER_USER={limit}); revoke one first"
+            )
     value = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         user_id=user_id, name=name, prefix=value[:PREFIX_LENGTH], token_hash=hash_token(value)
@@ -221,7 +262,10 @@ def _box(box: SecretBox | None) -> SecretBox:
 async def set_secret(
     session: AsyncSession, *, user_id: int, name: str, value: str, box: SecretBox | None
 ) -> UserSecret:
-    """Store (or replace) the user's secret, encrypted. Raises SecretsDisabled with no key."""
+    """Store (or replace) the user's secret, encrypted. Raises SecretInvalid when the value
+    holds a control character (it would go into an HTTP header: CR/LF could split it), and
+    SecretsDisabled with no key."""
+    check_secret_value(value)
     ciphertext = _box(box).encrypt(value)
     row = await session.scalar(
         select(UserSecret).where(UserSecret.user_id == user_id, UserSecret.name == name)
@@ -233,6 +277,18 @@ async def set_secret(
         row.ciphertext = ciphertext
     await session.flush()
     return row
+
+
+def has_control_character(value: str) -> bool:
+    return any(unicodedata.category(char) == "Cc" for char in value)
+
+
+def check_secret_value(value: str) -> None:
+    """Raise SecretInvalid, naming the rule and never the value, on a control character."""
+    if has_control_character(value):
+        raise SecretInvalid(
+            "a secret's value may not contain control characters (such as CR, LF, tab or NUL)"
+        )
 
 
 async def secret_names(session: AsyncSession, *, user_id: int) -> list[UserSecret]:
