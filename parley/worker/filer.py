@@ -17,6 +17,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.channels.base import ParsedWebhook
+from parley.channels.text import storable
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
@@ -25,6 +26,11 @@ from parley.store.queries.inbound import Stored, apply_statuses, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
 
 log = structlog.get_logger(__name__)
+
+_REFUSED = (IntegrityError, DataError, UnicodeError)
+"""What the store raises for a row it will never take, however often it is tried (SQLite's
+driver raises `UnicodeEncodeError` itself, unwrapped): the row is set aside, the rest filed.
+Text is made storable when parsed (`storable`), so this is the last line, not the usual path."""
 
 Parser = Callable[[str, bytes], ParsedWebhook]
 
@@ -83,7 +89,7 @@ class Filer:
         """File the oldest rows; returns how many rows were taken (0: none, or not our turn)."""
         try:
             filed = await self._file(limit=self._batch)
-        except (IntegrityError, DataError):
+        except _REFUSED:
             # One row the store refuses must not hold back the others: file one at a time,
             # and keep the row that still fails, marked.
             log.warning("filer.batch_refused", exc_info=True)
@@ -119,7 +125,7 @@ class Filer:
         for _ in range(self._batch):
             try:
                 one = await self._file(limit=1)
-            except (IntegrityError, DataError) as exc:
+            except _REFUSED as exc:
                 one = await self._set_aside(type(exc).__name__)
             if not one.rows:
                 break
@@ -145,7 +151,8 @@ class Filer:
             parsed = self._parse(row.channel, row.body)
         except Exception as exc:
             # Signed by the channel but not readable: kept for audit, never retried.
-            await mark_unreadable(session, row_id=row.id, error=f"{type(exc).__name__}: {exc}")
+            error = storable(f"{type(exc).__name__}: {exc}")
+            await mark_unreadable(session, row_id=row.id, error=error)
             INBOX_UNREADABLE.inc()
             log.warning(
                 "webhook.unreadable",
