@@ -145,3 +145,20 @@ async def test_a_messenger_entry_id_that_is_not_digits_is_skipped(
     await parley.wait_filed()
     assert await parley.rows("SELECT text FROM messages WHERE direction = 'in'") == [("good page",)]
     assert await parley.rows("SELECT count(*) FROM accounts WHERE external_id = '../me'") == [(0,)]
+
+
+async def test_an_id_wider_than_the_store_leaves_out_only_its_item_and_a_long_name_is_cut(
+    parley: Parley, graph_sim: GraphSimulator
+) -> None:
+    payload = batch_of(
+        ("34600000331", "Ana", "good", None),
+        ("34600000332", "Bea", "odd id", "wamid." + "x" * 1_000),
+        ("34600000333", "N" * 1_000, "long name", None),
+    )
+    assert await post_ascii(parley, "whatsapp", payload) == 200
+    await parley.wait_filed()
+    assert await parley.rows("SELECT count(*) FROM inbox") == [(0,)]
+    assert await parley.rows(
+        "SELECT c.name, m.text FROM messages m JOIN conversations v ON v.id = m.conversation_id"
+        " JOIN contacts c ON c.id = v.contact_id WHERE m.direction = 'in' ORDER BY c.phone"
+    ) == [("Ana", "good"), ("N" * 255, "long name")]
