@@ -25,7 +25,7 @@ from parley.api import (
     users,
 )
 from parley.api.auth import CallerCache
-from parley.api.edge import RefuseNul
+from parley.api.edge import RefuseNul, StorableText
 from parley.api.limits import BodyLimits
 from parley.api.responses import routes as responses
 from parley.api.signin import SignInGuard
@@ -70,6 +70,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
     app.state.callers = CallerCache()
     app.state.signin_guard = SignInGuard(settings.parley_auth_failure_limit)
+    app.add_middleware(StorableText)
     app.add_middleware(RefuseNul)
     app.add_middleware(CorrelationIdMiddleware)
     # Outermost: signed webhook POSTs are answered before any other layer runs.

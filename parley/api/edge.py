@@ -1,4 +1,5 @@
-"""Requests refused before any route runs: a NUL in the path or query.
+"""What every route gets before it runs: a NUL in the path or query is refused (`RefuseNul`),
+text in a JSON body is made storable (`StorableText`).
 
 No id, name or filter of Parley's holds a NUL, and PostgreSQL cannot even take one as a text
 parameter (it would fail the statement, and the caller would see a 503 for its own typo). One
@@ -7,10 +8,14 @@ check here covers every route, today's and tomorrow's.
 
 from __future__ import annotations
 
+import json
+import re
+
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parley.api.errors import APIError, is_v1_path
+from parley.channels.text import storable_tree
 
 MESSAGE = "The request's path or query holds a NUL character, which no id or name can hold."
 
@@ -36,3 +41,66 @@ async def _refuse(scope: Scope, send: Send) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 400, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+# The JSON escapes that parse into what no store holds: NUL, and any surrogate (a pair is
+# rewritten too, harmlessly: it comes out as the one character it stands for).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
+
+
+class StorableText:
+    """JSON request bodies with a NUL or lone surrogate escape rewritten with those characters
+    replaced by U+FFFD (`storable`), before any route parses them.
+
+    A body holding ``"\\u0000"`` or ``"\\ud800"`` parses into a string that PostgreSQL or
+    SQLite refuses, deep inside a request that already answered or a turn that already began
+    (a /v1 response stuck ``in_progress``). Here, once, every JSON door (/v1, admin bodies,
+    operators' replies) gets text the store can hold. The check is one regex scan of the body's
+    bytes; only a body that matches is parsed and written again.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        body, last = await _read(receive)
+        if _UNSTORABLE_ESCAPE.search(body):
+            body = _storable_json(body)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return last if last is not None else await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _read(receive: Receive) -> tuple[bytes, Message | None]:
+    """The whole body, and the disconnect that cut it short (if one did)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), message
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+def _storable_json(body: bytes) -> bytes:
+    """`body` with its strings `storable`; a body that is not JSON is left for the route to
+    refuse."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return body
+    try:
+        return json.dumps(storable_tree(data), ensure_ascii=False).encode()
+    except RecursionError:
+        return body

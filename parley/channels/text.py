@@ -1,5 +1,6 @@
 """Channel-independent text shaping: split an answer within a channel's length limit, counted
-in whatever unit the channel counts (characters, UTF-8 bytes, …)."""
+in whatever unit the channel counts (characters, UTF-8 bytes, …); and make text the store can
+hold (`storable`), at every door, before it reaches the store."""
 
 from __future__ import annotations
 
@@ -8,7 +9,70 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["CHARACTERS", "UTF8_BYTES", "Measure", "split_text"]
+__all__ = [
+    "CHARACTERS",
+    "REPLACEMENT",
+    "UTF8_BYTES",
+    "Measure",
+    "split_text",
+    "storable",
+    "storable_tree",
+]
+
+REPLACEMENT = "\ufffd"
+"""What stands in for a character the store cannot hold: U+FFFD, the Unicode replacement."""
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """`text` with what neither store can hold replaced by U+FFFD: NUL (PostgreSQL refuses it
+    in text and JSON) and lone surrogates (not encodable as UTF-8: SQLite's driver refuses
+    them). JSON's ``\\u0000`` and ``\\ud800`` escapes parse into exactly these.
+
+    Replaced rather than removed, so that two ids differing only by a NUL stay apart, and a
+    reader sees that something was there. Cheap when there is nothing to do (the usual case):
+    one scan for NUL, one for non-ASCII, an encode only for non-ASCII text.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(REPLACEMENT, text)
+    return text
+
+
+def storable_tree(value: object) -> object:
+    """`value` (what a JSON parser returns) with every string in it, keys too, `storable`.
+
+    Dicts and lists are changed in place, walked without recursion: a body nested as deep as
+    the parser allows must not fail here.
+    """
+    if isinstance(value, str):
+        return storable(value)
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if any(isinstance(key, str) and storable(key) is not key for key in node):
+                items = [(storable(k) if isinstance(k, str) else k, v) for k, v in node.items()]
+                node.clear()
+                node.update(items)
+            for key, item in node.items():
+                if isinstance(item, str):
+                    node[key] = storable(item)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = storable(item)
+                elif isinstance(item, (dict, list)):
+                    stack.append(item)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

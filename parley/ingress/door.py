@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -289,7 +290,12 @@ def _not_an_object(body: bytes) -> str | None:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "body is not JSON"
+        # orjson refuses a lone surrogate escape (``\ud800``) that the channels' parser reads
+        # (and makes storable): only then is the body parsed a second time.
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return "body is not JSON"
     return None if isinstance(data, dict) else "body is not a JSON object"
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.channels.base import ParsedWebhook
+from parley.channels.base import InboundMessage, ParsedWebhook
+from parley.channels.text import storable
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
@@ -25,6 +27,34 @@ from parley.store.queries.inbound import Stored, apply_statuses, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
 
 log = structlog.get_logger(__name__)
+
+_REFUSED = (IntegrityError, DataError, DBAPIError, UnicodeError)
+"""What the store may raise for a row it will never take, however often it is tried (SQLite's
+driver raises `UnicodeEncodeError` itself, unwrapped; asyncpg's refusal of text it cannot
+encode is a bare `DBAPIError`): `_refused` tells these from a store that is down. Text is made
+storable when parsed (`storable`), so this is the last line, not the usual path."""
+
+_LIMITS = {"channel_message_id": 255, "account_external_id": 128, "user_id": 160, "phone": 32}
+"""The widths of the store's columns for a message's ids: an item with a longer one is not
+filed (its batch is); longer names are cut."""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether `exc` is the store refusing a row's values, not the store being unreachable."""
+    if isinstance(exc, (IntegrityError, DataError, UnicodeError)):
+        return True
+    if isinstance(exc, (OperationalError, InterfaceError)) or not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return False
+    cause: BaseException | None = exc.orig
+    while cause is not None:
+        if isinstance(cause, UnicodeError):
+            return True
+        cause = cause.__cause__
+    # A statement the server refused (a value too wide for its index, …): its SQLSTATE says so.
+    return str(getattr(exc.orig, "sqlstate", "") or "")[:2] in ("22", "23", "54")
+
 
 Parser = Callable[[str, bytes], ParsedWebhook]
 
@@ -83,7 +113,9 @@ class Filer:
         """File the oldest rows; returns how many rows were taken (0: none, or not our turn)."""
         try:
             filed = await self._file(limit=self._batch)
-        except (IntegrityError, DataError):
+        except _REFUSED as exc:
+            if not _refused(exc):
+                raise
             # One row the store refuses must not hold back the others: file one at a time,
             # and keep the row that still fails, marked.
             log.warning("filer.batch_refused", exc_info=True)
@@ -119,7 +151,9 @@ class Filer:
         for _ in range(self._batch):
             try:
                 one = await self._file(limit=1)
-            except (IntegrityError, DataError) as exc:
+            except _REFUSED as exc:
+                if not _refused(exc):
+                    raise
                 one = await self._set_aside(type(exc).__name__)
             if not one.rows:
                 break
@@ -145,7 +179,8 @@ class Filer:
             parsed = self._parse(row.channel, row.body)
         except Exception as exc:
             # Signed by the channel but not readable: kept for audit, never retried.
-            await mark_unreadable(session, row_id=row.id, error=f"{type(exc).__name__}: {exc}")
+            error = storable(f"{type(exc).__name__}: {exc}")
+            await mark_unreadable(session, row_id=row.id, error=error)
             INBOX_UNREADABLE.inc()
             log.warning(
                 "webhook.unreadable",
@@ -156,9 +191,10 @@ class Filer:
             )
             return
         _warn_unknown(row, parsed, directory)
+        messages = _fitting(row, parsed.messages)
         stored: list[Stored] = []
         waiting = await record_inbound(
-            session, messages=parsed.messages, correlation_id=row.correlation_id, stored=stored
+            session, messages=messages, correlation_id=row.correlation_id, stored=stored
         )
         filed.accepted += [(row.correlation_id, one) for one in stored]
         moved = await apply_statuses(session, statuses=parsed.statuses)
@@ -219,3 +255,32 @@ def _warn_unknown(row: InboxRow, parsed: ParsedWebhook, directory: Directory) ->
             account_external_id=external_id,
             correlation_id=row.correlation_id,
         )
+
+
+def _fitting(row: InboxRow, messages: list[InboundMessage]) -> list[InboundMessage]:
+    """`messages` as the store's columns hold them: one with an id wider than its column is
+    left out (logged), a name too long is cut, a kind too long is ``unsupported``."""
+    fitting = []
+    for message in messages:
+        wide = [k for k, n in _LIMITS.items() if len(getattr(message, k) or "") > n]
+        if wide:
+            log.warning(
+                "webhook.item_too_wide",
+                channel=row.channel,
+                fields=wide,
+                correlation_id=row.correlation_id,
+            )
+            continue
+        fitting.append(
+            dataclasses.replace(
+                message,
+                contact_name=_cut(message.contact_name, 255),
+                contact_username=_cut(message.contact_username, 255),
+                kind=message.kind if len(message.kind) <= 32 else "unsupported",
+            )
+        )
+    return fitting
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text if text is None or len(text) <= limit else text[:limit]

@@ -110,9 +110,9 @@ def test_postbacks_and_quick_replies_read_as_what_the_customer_chose() -> None:
 
 
 def test_a_postback_without_title_reads_as_its_payload() -> None:
-    item = {"sender": {"id": "u1"}, "recipient": {"id": "p1"}, "timestamp": 1700000000000}
+    item = {"sender": {"id": "u1"}, "recipient": {"id": "1000000001"}, "timestamp": 1700000000000}
     item["postback"] = {"payload": "ORDER_STATUS"}
-    parsed = messenger.channel.parse(body_bytes(messaging_body("messenger", "p1", [item])))
+    parsed = messenger.channel.parse(body_bytes(messaging_body("messenger", "1000000001", [item])))
     assert parsed.messages[0].text == "ORDER_STATUS"
 
 
@@ -174,17 +174,24 @@ def test_two_entries_are_two_pages() -> None:
 
 
 def item(**event: Any) -> dict[str, Any]:
-    return {"sender": {"id": "u1"}, "recipient": {"id": "ig1"}, "timestamp": 1700000000000, **event}
+    return {
+        "sender": {"id": "u1"},
+        "recipient": {"id": "17841400000000009"},
+        "timestamp": 1700000000000,
+        **event,
+    }
 
 
 def parse_items(*items: Any) -> ParsedWebhook:
-    return instagram.channel.parse(body_bytes(messaging_body("instagram", "ig1", list(items))))
+    return instagram.channel.parse(
+        body_bytes(messaging_body("instagram", "17841400000000009", list(items)))
+    )
 
 
 def test_odd_items_are_skipped_and_the_rest_arrive() -> None:
     parsed = parse_items(
         item(message={"text": "no mid"}),
-        {"recipient": {"id": "ig1"}, "message": {"mid": "m.1", "text": "no sender"}},
+        {"recipient": {"id": "17841400000000009"}, "message": {"mid": "m.1", "text": "no sender"}},
         item(message={"mid": "m.2", "text": "fine"}),
         item(message="not an object"),
         "not an item",
@@ -224,7 +231,7 @@ def test_reads_and_edits_without_sender_still_name_their_message() -> None:
 def test_standby_threads_and_unknown_attachments_are_not_errors() -> None:
     body = messaging_body(
         "instagram",
-        "ig1",
+        "17841400000000009",
         [
             item(
                 message={

@@ -34,7 +34,7 @@ ANSWERED: dict[str, list[tuple[str, str]]] = {
     "instagram/facebook_login_text.json": [("17841462460365475", "24286888740958239")],
     "instagram/image_attachment.json": [("17841472110558136", "489760440872775")],
     "instagram/instagram_login_text.json": [(IG_ACCOUNT, "1129842642640637")],
-    "instagram/postback_doc_example.json": [("<INSTAGRAM_SCOPED_ID>", "<INSTAGRAM_SCOPED_ID>")],
+    "instagram/postback_doc_example.json": [("17841400000000001", "<INSTAGRAM_SCOPED_ID>")],
     "instagram/share_attachment.json": [("17841472110558136", "489760440872775")],
     "instagram/story_mention.json": [("1234567890", "5678")],
     "instagram/story_reply.json": [("17841453247170088", "3603717463085785")],

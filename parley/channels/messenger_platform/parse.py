@@ -33,6 +33,7 @@ from parley.channels.messenger_platform.models import (
     MessageBody,
     Postback,
 )
+from parley.channels.text import storable_tree
 from parley.errors import BadPayload
 
 __all__ = ["LIKE_STICKERS", "SYNTHETIC_ID_PREFIX", "parse"]
@@ -116,6 +117,7 @@ def _envelope(body: bytes, webhook_object: str) -> Envelope:
         raise BadPayload("body is not JSON") from exc
     if not isinstance(data, dict):
         raise BadPayload("body is not a JSON object")
+    storable_tree(data)  # a NUL or lone surrogate escape must not cost the batch its filing
     if data.get("object") not in (None, webhook_object):
         raise BadPayload(f"object is not {webhook_object}")
     try:
@@ -129,6 +131,9 @@ def _read_entry(raw: Any, batch: _Batch) -> None:
         entry = Entry.model_validate(raw)
         if not entry.id:
             raise _Unusable("entry has no id")
+        if not (entry.id.isascii() and entry.id.isdigit()):
+            # Our account's id becomes a Graph URL's path: only an id as Meta writes it.
+            raise _Unusable("entry id is not digits")
     except _ITEM_ERRORS as exc:
         batch.skip("entry", exc)
         return

@@ -16,6 +16,7 @@ import structlog
 from parley.channels.base import SendResult, TextLimit
 from parley.channels.graph_errors import classify_failure as classify_error
 from parley.channels.graph_errors import json_or_none
+from parley.channels.graph_path import segment
 from parley.errors import ChannelSendError
 
 __all__ = ["classify_error", "messages_url", "send_action", "send_text"]
@@ -25,7 +26,7 @@ log = structlog.get_logger(__name__)
 
 def messages_url(base_url: str, version: str, node: str) -> str:
     """``{base}/{version}/{node}/messages``: a page, an Instagram account, or ``me``."""
-    return f"{base_url.rstrip('/')}/{version.strip('/')}/{node}/messages"
+    return f"{base_url.rstrip('/')}/{version.strip('/')}/{segment(node)}/messages"
 
 
 async def send_text(

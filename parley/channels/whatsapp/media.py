@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import structlog
 
+from parley.channels.graph_path import segment
 from parley.errors import MediaUnavailable
 
 __all__ = ["media_url"]
@@ -38,7 +39,7 @@ async def media_url(
         raise MediaUnavailable("no_token", "no WhatsApp access token")
     try:
         response = await client.get(
-            f"{base_url}/{version}/{media_id}",
+            f"{base_url}/{version}/{segment(media_id)}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=timeout,
         )

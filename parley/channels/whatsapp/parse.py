@@ -18,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from parley.channels.base import InboundMessage, Media, ParsedWebhook, StatusUpdate
+from parley.channels.text import storable_tree
 from parley.channels.whatsapp.models import (
     CHANNEL,
     MESSAGES_FIELD,
@@ -104,6 +105,7 @@ def _envelope(body: bytes) -> Envelope:
         raise BadPayload("body is not JSON") from exc
     if not isinstance(data, dict):
         raise BadPayload("body is not a JSON object")
+    storable_tree(data)  # a NUL or lone surrogate escape must not cost the batch its filing
     if data.get("object") not in (None, OBJECT):
         raise BadPayload("object is not whatsapp_business_account")
     try:
@@ -138,10 +140,12 @@ def _read_value(value: Value, batch: _Batch) -> None:
     if value.errors:
         log.warning("whatsapp.value_errors", codes=[_error_code(e) for e in value.errors])
     account = value.metadata.phone_number_id if value.metadata else None
-    if not account:
+    if not account or not (account.isascii() and account.isdigit()):
+        # The account id becomes a Graph URL's path: only an id as WhatsApp writes it.
         items = len(value.messages) + len(value.statuses)
         if items:
-            batch.skip("value", _Unusable("no metadata.phone_number_id"), count=items)
+            reason = "phone_number_id is not digits" if account else "no metadata.phone_number_id"
+            batch.skip("value", _Unusable(reason), count=items)
         return
     contacts = _contacts(value.contacts)
     for raw_message in value.messages:
@@ -177,6 +181,8 @@ def _inbound(raw: Any, account: str, contacts: list[Contact]) -> InboundMessage:
     phone = message.from_ or (contact.wa_id if contact else None) or None
     if not (user_id or phone):
         raise _Unusable("message has neither from nor a user id")
+    if phone is not None and not (phone.isascii() and phone.isdigit()):
+        raise _Unusable("from (wa_id) is not digits")
     profile = contact.profile if contact else None
     kind = _kind(message, raw)
     return InboundMessage(

@@ -15,6 +15,7 @@ import structlog
 from parley.channels.base import SendResult
 from parley.channels.graph_errors import classify_failure as classify_error
 from parley.channels.graph_errors import json_or_none
+from parley.channels.graph_path import segment
 from parley.errors import ChannelSendError
 
 __all__ = ["TEXT_LIMIT", "classify_error", "mark_read", "send_text"]
@@ -96,7 +97,7 @@ def text_body(
 
 
 def _messages_url(base_url: str, version: str, phone_number_id: str) -> str:
-    return f"{base_url.rstrip('/')}/{version.strip('/')}/{phone_number_id}/messages"
+    return f"{base_url.rstrip('/')}/{version.strip('/')}/{segment(phone_number_id)}/messages"
 
 
 async def _post(
