@@ -63,7 +63,13 @@ class StorableText:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("POST", "PUT", "PATCH")
+            or "/secrets/" in scope["path"]
+        ):
+            # A secret's value is never rewritten: one holding a control character is
+            # refused by its route, since a changed secret would fail somewhere far later.
             await self.app(scope, receive, send)
             return
         body, last = await _read(receive)
