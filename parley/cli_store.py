@@ -35,7 +35,9 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         variable = str(first["loc"][0]).upper() if first["loc"] else "the environment"
         fail(f"{variable}: {first['msg']}")
-    configure_logging(settings.parley_log_level, settings.parley_log_format)
+    configure_logging(
+        settings.parley_log_level, settings.parley_log_format, settings.secret_values()
+    )
     return settings
 
 
@@ -50,7 +52,9 @@ def in_store(
     if settings is None:
         settings = load_settings()
     else:
-        configure_logging(settings.parley_log_level, settings.parley_log_format)
+        configure_logging(
+            settings.parley_log_level, settings.parley_log_format, settings.secret_values()
+        )
     problem = database_url_problem(settings.database_url)
     if problem is not None:
         fail(problem)

@@ -562,3 +562,11 @@ class Settings(BaseSettings):
     def secret(self, name: str) -> str | None:
         value: SecretStr | None = getattr(self, name)
         return value.get_secret_value() if value is not None else None
+
+    def secret_values(self) -> list[str]:
+        """Every secret setting's value, for the logs to mask wherever it appears."""
+        return [
+            value.get_secret_value()
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), SecretStr)
+        ]

@@ -44,6 +44,9 @@ def create_engine(
 ) -> AsyncEngine:
     """An async engine tuned for its backend.
 
+    Both hide their statements' parameters from error messages (`hide_parameters`): they
+    hold customers' texts and numbers, and an error's text ends up in the logs.
+
     SQLite gets WAL (readers never wait on the writer), a busy timeout so concurrent writers
     queue instead of failing, and foreign keys on. PostgreSQL gets a small pool per process
     and no server-side prepared-statement cache, so it also works behind PgBouncer in
@@ -63,7 +66,12 @@ def create_engine(
         # webhook acknowledgements take seconds under load. One process owns the file, and
         # no transaction is held across a network call, so the queue stays short.
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
+            url,
+            connect_args={"timeout": 30},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=60,
+            hide_parameters=True,
         )
         pragmas = _sqlite_pragmas_durable if durable else _sqlite_pragmas
         event.listen(engine.sync_engine, "connect", pragmas)
@@ -84,6 +92,7 @@ def create_engine(
         pool_pre_ping=True,
         pool_timeout=30,
         connect_args=connect_args,
+        hide_parameters=True,
     )
 
 

@@ -3,11 +3,13 @@ counts, token ids, Graph error codes and other numbers stay readable."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.observability.logging import mask_pii, redact
+from parley.observability.logging import Redactor, mask_pii, redact
 
 GRAPH_CODES = [131056, 131026, 131047, 131000, 130429, 100, 190, 4, 10, 80007, 2018109]
 codes = st.sampled_from(GRAPH_CODES) | st.integers(min_value=0, max_value=999_999)
@@ -119,3 +121,74 @@ def test_ids_and_business_numbers_stay() -> None:
         "timestamp": "2026-11-23T11:06:51.394341Z",
     }
     assert redact(None, "info", dict(event)) == event
+
+
+def luhn_completed(digits: str) -> str:
+    """`digits` with the check digit that makes it a valid card number."""
+    for check in "0123456789":
+        number = digits + check
+        total = sum(
+            (d * 2 - 9 if d > 4 else d * 2) if i % 2 else d
+            for i, d in enumerate(int(c) for c in reversed(number))
+        )
+        if total % 10 == 0:
+            return number
+    raise AssertionError("unreachable")
+
+
+@settings(deadline=None)
+@given(
+    digits=st.text("0123456789", min_size=15, max_size=18),
+    separator=st.sampled_from(["", " ", "-"]),
+)
+def test_card_numbers_are_masked(digits: str, separator: str) -> None:
+    number = luhn_completed(digits)
+    grouped = separator.join(number[i : i + 4] for i in range(0, len(number), 4))
+    assert mask_pii(f"paid with {grouped} today") == "paid with [card] today"
+
+
+def test_order_numbers_and_ids_that_fail_luhn_stay() -> None:
+    order = "1234567890123456"  # 16 digits, not Luhn-valid
+    assert mask_pii(f"order {order}") == f"order {order}"
+    assert mask_pii("trace 4bf92f3577b34da6a3ce929d0e0e4736") == (
+        "trace 4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+
+
+def test_values_are_masked_as_they_would_be_written() -> None:
+    """Numbers as long as a phone's, nested fields, objects by their repr; secret values
+    given to the redactor wherever they appear, as is and quoted."""
+
+    class Customer:
+        def __repr__(self) -> str:
+            return "Customer(email='jane@example.com')"
+
+    secret = 'sk-live-"quoted"\\value'
+    redactor = Redactor([secret, "short"])
+    event = redactor(
+        None,
+        "error",
+        {
+            "event": "failed",
+            "wa_id": 14155550100,
+            "attempt": 3,
+            "ratio": 0.5,
+            "ok": True,
+            "body": {"to": ["jane@example.com"], "access_token": "x"},
+            "customer": Customer(),
+            "exception": f"ValueError({secret!r}) and {json.dumps(secret)} and short",
+        },
+    )
+    assert event["wa_id"] == "[phone]"
+    assert (event["attempt"], event["ratio"], event["ok"]) == (3, 0.5, True)
+    assert event["body"] == {"to": ["[email]"], "access_token": "[redacted]"}
+    assert event["customer"] == "Customer(email='[email]')"
+    # Values under 8 characters are not looked for: they would mask ordinary words.
+    assert event["exception"] == "ValueError('[redacted]') and \"[redacted]\" and short"
+
+
+def test_control_characters_are_escaped_for_the_console_only() -> None:
+    line = {"event": "text\x00with\x1b[31m escapes\tand\nlines"}
+    console = Redactor(escape_controls=True)(None, "info", dict(line))
+    assert console["event"] == "text\\x00with\\x1b[31m escapes\tand\nlines"
+    assert Redactor()(None, "info", dict(line)) == line
