@@ -9,9 +9,10 @@ RUN python -m venv /opt/parley
 WORKDIR /src
 # Every dependency has a wheel for this Python (asyncpg, uvloop, httptools, cryptography,
 # orjson), so no compiler is needed.
-COPY pyproject.toml README.md ./
+# constraints.txt pins every dependency to the versions CI tested and audited.
+COPY pyproject.toml README.md constraints.txt ./
 COPY parley ./parley
-RUN /opt/parley/bin/pip install . && /opt/parley/bin/parley --help >/dev/null
+RUN /opt/parley/bin/pip install . -c constraints.txt && /opt/parley/bin/parley --help >/dev/null
 
 FROM python:3.12-slim
 ENV PATH=/opt/parley/bin:$PATH \
