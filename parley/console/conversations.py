@@ -153,7 +153,6 @@ async def _refused(
 @router.post("/conversations/{conversation_id}/takeover")
 async def take_over(
     conversation_id: RowId,
-    request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
     admin: AdminDep,
@@ -167,7 +166,7 @@ async def take_over(
             operator=admin.name,
             reason="taken over in the console",
         )
-    except ConversationNotFound as exc:
+    except ConversationNotFound as exc:  # erased since `_visible` read it
         raise NotVisible from exc
     return _back(conversation_id)
 
@@ -191,6 +190,8 @@ async def reply(
             operator=admin.name,
             text=text,
         )
+    except ConversationNotFound as exc:
+        raise NotVisible from exc
     except ConversationModeConflict:
         await session.rollback()
         error = "The agent has this conversation: take it over before replying."
@@ -218,6 +219,8 @@ async def hand_back(
             operator=admin.name,
             answer_pending=answer_pending,
         )
+    except ConversationNotFound as exc:
+        raise NotVisible from exc
     except ConversationModeConflict:
         await session.rollback()
         error = "The agent has this conversation already."

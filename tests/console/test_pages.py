@@ -4,12 +4,15 @@ and the live fragments' cheap unchanged answer."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from parley.testing import GraphSimulator, OpenAISimulator
 from tests.api.test_handoff import conversation_of, wait_for_texts
 from tests.conftest import Parley
 from tests.console.helpers import ADMIN, csrf_of, new_user, say
+from tests.factories import PHONE_NUMBER_ID
 
 WAIT = 15.0
 
@@ -231,3 +234,52 @@ async def test_the_live_fragments_answer_204_while_nothing_changed(
         first = await client.get(live)
         marker = first.text.split('data-version="')[1].split('"')[0]
         assert (await client.get(live, params={"v": marker})).status_code == 204
+
+
+def bars(html: str, caption: str) -> dict[str, float]:
+    """The chart under `caption`: each series' value on its day (one day here)."""
+    figure = html.split(f"<figcaption>{caption}</figcaption>", 1)[1].split("</figure>", 1)[0]
+    found = re.findall(r'data-series="([^"]*)" data-value="([^"]*)"', figure)
+    return {series: float(value) for series, value in found}
+
+
+async def test_the_usage_page_charts_the_days_figures_and_a_user_sees_their_own(
+    parley: Parley, graph_sim: GraphSimulator
+) -> None:
+    _, admin = await new_user(parley.client, "xena", is_admin=True)
+    _, plain = await new_user(parley.client, "yuri", is_admin=False)
+    answered = await parley.client.post(
+        "/v1/responses",
+        json={"model": "default", "input": "a question of my own"},
+        headers={"Authorization": f"Bearer {plain}"},
+    )
+    assert answered.status_code == 200, answered.text
+    phone = "34600000905"
+    await say(parley.client, phone, "how much?")
+    await wait_for_texts(graph_sim, phone, 1, WAIT)
+    # Both accounts' usage is stored: what the page reads.
+    await parley.wait_for_rows("SELECT count(DISTINCT account_id) FROM usage_daily", [(2,)])
+    by_channel = dict(
+        await parley.rows(
+            "SELECT v.channel, sum(m.input_tokens + m.output_tokens) FROM messages m"
+            " JOIN conversations v ON v.id = m.conversation_id"
+            " WHERE m.model IS NOT NULL GROUP BY v.channel"
+        )
+    )
+    async with console_client(parley) as client:
+        await sign_in(client, admin)
+        html = (await client.get("/console/usage")).text
+        tokens = bars(html, "Tokens (input + output) per day, by account")
+        assert tokens[f"whatsapp {PHONE_NUMBER_ID}"] == by_channel["whatsapp"]
+        assert sum(tokens.values()) == sum(by_channel.values())
+        assert bars(html, "Tokens (input + output) per day, by model") == {
+            "gpt-5-mini": sum(by_channel.values())
+        }
+        assert "Prompt versions" in html
+
+    async with console_client(parley) as client:
+        await sign_in(client, plain)
+        html = (await client.get("/console/usage")).text
+        mine = bars(html, "Tokens (input + output) per day, by account")
+        assert list(mine.values()) == [by_channel["api"]]
+        assert "Prompt versions" not in html
