@@ -28,8 +28,9 @@ from parley.api.auth import CallerCache
 from parley.api.edge import RefuseNul, StorableText
 from parley.api.limits import BodyLimits
 from parley.api.responses import routes as responses
-from parley.api.signin import SignInGuard
 from parley.config import Settings
+from parley.console import site as console
+from parley.deps import SignInGuard
 from parley.ingress import webhooks
 from parley.ingress.door import Door, WebhookDoor, open_inbox
 from parley.observability import tracing
@@ -93,6 +94,7 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
         responses.router,
     ):
         app.include_router(router)
+    console.install(app)
     errors.install(app)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(PoolTimeout, _store_unavailable)

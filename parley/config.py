@@ -5,6 +5,9 @@ Nothing reads the environment at import time, so tests build their own `Settings
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -551,6 +554,17 @@ class Settings(BaseSettings):
         upstream, an erasure's record): PARLEY_SECRET_KEY, else META_APP_SECRET."""
         key = self.secret("parley_secret_key") or self.secret("meta_app_secret") or "parley"
         return key.encode()
+
+    @cached_property
+    def console_key(self) -> bytes:
+        """What signs the console's session cookies and CSRF tokens: derived from
+        PARLEY_SECRET_KEY, else META_APP_SECRET, so that every process of a deployment accepts
+        the sessions the others signed. With neither, a random key of this process: a session
+        then ends with the process and is refused by the others."""
+        key = self.secret("parley_secret_key") or self.secret("meta_app_secret")
+        if not key:
+            return secrets.token_bytes(32)
+        return hmac.new(key.encode(), b"parley console session", hashlib.sha256).digest()
 
     @cached_property
     def instructions_text(self) -> str:

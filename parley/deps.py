@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.config import Settings
 from parley.queue.base import Queue
-from parley.queue.ratelimit import RateLimiter
+from parley.queue.ratelimit import MemoryRateLimiter, RateLimiter, Unlimited, Verdict
 from parley.responses.service import ResponsesService
 from parley.runtime import Runtime
 from parley.store.queries.account_directory import AccountDirectory
@@ -56,6 +56,43 @@ def get_responses(request: Request) -> ResponsesService:
 def get_api_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.api_limiter
     return limiter
+
+
+MAX_CLIENTS = 10_000
+
+
+class SignInGuard:
+    """Refused sign-ins per client address, in a fixed one-minute window (`api.signin` says
+    why in memory and by peer address). One per app: the API's bearer tokens and the
+    console's sign-in form count against the same allowance."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._failures: MemoryRateLimiter | Unlimited = (
+            MemoryRateLimiter(limit, max_keys=MAX_CLIENTS) if limit > 0 else Unlimited()
+        )
+
+    def locked(self, client: str) -> Verdict:
+        """Whether `client` has used up its failures for this minute (no count taken)."""
+        if isinstance(self._failures, Unlimited):
+            return Verdict(True, 0)
+        return self._failures.spent(client)
+
+    async def failed(self, client: str) -> None:
+        await self._failures.hit(client)
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def guard_of(request: Request) -> SignInGuard:
+    guard: SignInGuard = request.app.state.signin_guard
+    return guard
+
+
+async def count_failure(request: Request) -> None:
+    await guard_of(request).failed(client_of(request))
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

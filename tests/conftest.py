@@ -214,19 +214,32 @@ def settings_env(
     queue_url: str | None,
 ) -> dict[str, str]:
     """The environment a user would set to run Parley against the simulators."""
+    return parley_env(
+        openai_url=openai_server[1].url,
+        graph_url=graph_server[1].url,
+        instagram_url=instagram_server[1].url,
+        database_url=database_url,
+        queue_url=queue_url,
+    )
+
+
+def parley_env(
+    *, openai_url: str, graph_url: str, instagram_url: str, database_url: str, queue_url: str | None
+) -> dict[str, str]:
+    """The environment of a Parley on the simulators at these URLs."""
     env = {
         "DATABASE_URL": database_url,
         "OPENAI_API_KEY": "sk-test",
-        "OPENAI_BASE_URL": f"{openai_server[1].url}/v1",
+        "OPENAI_BASE_URL": f"{openai_url}/v1",
         "OPENAI_MAX_RETRIES": "2",
         "OPENAI_TIMEOUT": "5000",
         "OPENAI_MODEL": "gpt-5-mini",
-        "GRAPH_API_BASE_URL": graph_server[1].url,
+        "GRAPH_API_BASE_URL": graph_url,
         "META_APP_SECRET": APP_SECRET,
         "INSTAGRAM_APP_SECRET": INSTAGRAM_APP_SECRET,
         "META_VERIFY_TOKEN": VERIFY_TOKEN,
         "WHATSAPP_ACCESS_TOKEN": WHATSAPP_TOKEN,
-        "INSTAGRAM_API_BASE_URL": instagram_server[1].url,
+        "INSTAGRAM_API_BASE_URL": instagram_url,
         "INSTAGRAM_ACCESS_TOKEN": INSTAGRAM_TOKEN,
         "MESSENGER_ACCESS_TOKEN": MESSENGER_TOKEN,
         "PARLEY_RECONCILE_INTERVAL": "1",

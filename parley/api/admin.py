@@ -12,9 +12,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from parley.api.signin import check_not_locked, count_failure
-from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
-from parley.store.queries.turns import failed_messages, retry_message
+from parley import operator
+from parley.api.signin import check_not_locked
+from parley.deps import RowId, RuntimeDep, SessionDep, count_failure
+from parley.store.queries.turns import failed_messages
 from parley.store.queries.usage import conversation_usage, daily_usage
 from parley.store.queries.users import authenticate, user_by_name
 
@@ -101,13 +102,11 @@ async def list_failed(
 
 
 @router.post("/messages/{message_id}/retry", status_code=status.HTTP_202_ACCEPTED)
-async def retry(message_id: RowId, session: SessionDep, queue: QueueDep) -> RetryAccepted:
+async def retry(message_id: RowId, session: SessionDep, runtime: RuntimeDep) -> RetryAccepted:
     """Answer a failed message again: it goes back in line and the agent runs a new turn."""
-    conversation_id = await retry_message(session, message_id=message_id)
+    conversation_id = await operator.retry(session, runtime, message_id=message_id)
     if conversation_id is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no failed inbound message with that id")
-    await session.commit()
-    await queue.signal(conversation_id)
     return RetryAccepted(id=message_id, conversation_id=conversation_id)
 
 

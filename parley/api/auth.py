@@ -26,9 +26,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.errors import APIError
-from parley.api.signin import check_not_locked, count_failure
+from parley.api.signin import check_not_locked
 from parley.config import Settings
-from parley.deps import ApiLimiterDep, RuntimeDep
+from parley.deps import ApiLimiterDep, RuntimeDep, count_failure
 from parley.queue.ratelimit import RateLimiter
 from parley.runtime import Runtime
 from parley.store.queries.users import auth_generation, authenticate, ensure_user, hash_token

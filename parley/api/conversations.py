@@ -18,14 +18,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from parley import operator
 from parley.api.admin import AdminDep, require_admin
-from parley.channels.render import render_text
-from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
+from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import ConversationModeConflict, ConversationNotFound
-from parley.observability.metrics import count_handoff
 from parley.store.queries import conversations as queries
 from parley.store.queries.conversations import ConversationFilter, CursorInvalid
-from parley.store.queries.handoff import ModeChange, hand_back, hand_to_human, record_operator_reply
+from parley.store.queries.handoff import ModeChange
 
 router = APIRouter(prefix="/admin", tags=["conversations"], dependencies=[Depends(require_admin)])
 
@@ -267,16 +266,13 @@ async def take_over(
     withdrawn. Taking over a conversation a person already has makes the caller its assignee."""
     body = body or TakeOver()
     with _errors():
-        change = await hand_to_human(
+        change = await operator.take_over(
             session,
+            runtime,
             conversation_id=conversation_id,
-            assignee=body.operator or admin,
+            operator=body.operator or admin,
             reason=body.reason or "taken over by an operator",
-            notify=runtime.settings.parley_handoff_webhook_url is not None,
         )
-    await session.commit()
-    if change.changed:
-        count_handoff("operator")
     return await _change(session, change)
 
 
@@ -292,15 +288,17 @@ async def reply(
     (split within its limit, formatted, tagged HUMAN_AGENT where its window needs it). 409
     while the agent has the conversation (take it over first)."""
     conversation = await _row(session, conversation_id)
-    parts = render_text(conversation.channel, body.text)
-    if not parts:
-        raise HTTPException(422, "text: nothing to send")
     with _errors():
-        ids = await record_operator_reply(
-            session, conversation_id=conversation_id, operator=body.operator or admin, parts=parts
+        ids = await operator.reply(
+            session,
+            runtime,
+            conversation_id=conversation_id,
+            channel=conversation.channel,
+            operator=body.operator or admin,
+            text=body.text,
         )
-    await session.commit()
-    runtime.deliverer.wake()
+    if not ids:
+        raise HTTPException(422, "text: nothing to send")
     stored = await queries.messages_by_id(session, ids=ids)
     return ReplyAccepted(
         conversation_id=conversation_id,
@@ -312,7 +310,7 @@ async def reply(
 async def hand_back_to_agent(
     conversation_id: RowId,
     session: SessionDep,
-    queue: QueueDep,
+    runtime: RuntimeDep,
     admin: AdminDep,
     body: HandBack | None = None,
 ) -> ModeChangePublic:
@@ -320,15 +318,13 @@ async def hand_back_to_agent(
     `answer_pending`, what is unanswered now too). 409 if the agent has it already."""
     body = body or HandBack()
     with _errors():
-        change = await hand_back(
+        change = await operator.give_back(
             session,
+            runtime,
             conversation_id=conversation_id,
-            by=body.operator or admin,
+            operator=body.operator or admin,
             answer_pending=body.answer_pending,
         )
-    await session.commit()
-    if body.answer_pending and change.pending:
-        await queue.signal(conversation_id)
     return await _change(session, change)
 
 

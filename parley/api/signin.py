@@ -8,6 +8,9 @@ window; beyond that new addresses share one count), not in Redis: a guess costs 
 request either way, and an unshared count across N `parley api` processes only multiplies the
 allowance by N. The address is the connection's peer: behind a proxy every client shares the
 proxy's, so one guesser locks everyone out for a minute at most, which is the safer failure.
+
+The count itself (`parley.deps.SignInGuard`) is shared with the console's sign-in form: a token
+guessed there costs the same allowance.
 """
 
 from __future__ import annotations
@@ -16,39 +19,9 @@ import structlog
 from fastapi import HTTPException, Request
 
 from parley.api.errors import APIError
-from parley.queue.ratelimit import MemoryRateLimiter, Unlimited, Verdict
+from parley.deps import client_of, guard_of
 
 log = structlog.get_logger(__name__)
-
-MAX_CLIENTS = 10_000
-
-
-class SignInGuard:
-    """Refused sign-ins per client address, in a fixed one-minute window."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._failures: MemoryRateLimiter | Unlimited = (
-            MemoryRateLimiter(limit, max_keys=MAX_CLIENTS) if limit > 0 else Unlimited()
-        )
-
-    def locked(self, client: str) -> Verdict:
-        """Whether `client` has used up its failures for this minute (no count taken)."""
-        if isinstance(self._failures, Unlimited):
-            return Verdict(True, 0)
-        return self._failures.spent(client)
-
-    async def failed(self, client: str) -> None:
-        await self._failures.hit(client)
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def guard_of(request: Request) -> SignInGuard:
-    guard: SignInGuard = request.app.state.signin_guard
-    return guard
 
 
 def check_not_locked(request: Request, *, openai_shaped: bool) -> None:
@@ -66,7 +39,3 @@ def check_not_locked(request: Request, *, openai_shaped: bool) -> None:
             429, message, code="too_many_failed_sign_ins", type="rate_limit_error", headers=headers
         )
     raise HTTPException(429, message, headers=headers)
-
-
-async def count_failure(request: Request) -> None:
-    await guard_of(request).failed(client_of(request))

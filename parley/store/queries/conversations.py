@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -435,3 +436,50 @@ async def list_contacts(
 async def contact_row(session: AsyncSession, *, contact_id: int) -> ContactRow | None:
     found = (await session.execute(_contacts_query().where(Contact.id == contact_id))).first()
     return _contact_row(found) if found is not None else None
+
+
+# --- change markers -----------------------------------------------------------------------------
+
+
+async def inbox_version(session: AsyncSession) -> str:
+    """A marker that changes when the inbox may show something new: a message stored, a
+    conversation's activity or mode changed, a message failed. Each part reads an index (the
+    primary key, `ix_conversations_activity`, `ix_conversations_mode`,
+    `ix_messages_status_created`), so a page that polls it costs little while nothing
+    happens, and every process sees the same marker."""
+    found = (
+        await session.execute(
+            select(
+                select(func.max(Message.id)).scalar_subquery(),
+                select(func.max(Conversation.last_message_at)).scalar_subquery(),
+                select(func.max(Conversation.mode_changed_at)).scalar_subquery(),
+                select(func.count()).where(Message.status == "failed").scalar_subquery(),
+            )
+        )
+    ).one()
+    return _marker(found)
+
+
+async def conversation_version(session: AsyncSession, *, conversation_id: int) -> str:
+    """A marker that changes when the conversation's page may show something new: a message
+    stored or its status changed, the mode changed."""
+    found = (
+        await session.execute(
+            select(
+                func.count(Message.id),
+                func.max(Message.updated_at),
+                select(Conversation.mode)
+                .where(Conversation.id == conversation_id)
+                .scalar_subquery(),
+                select(Conversation.mode_changed_at)
+                .where(Conversation.id == conversation_id)
+                .scalar_subquery(),
+            ).where(Message.conversation_id == conversation_id)
+        )
+    ).one()
+    return _marker(found)
+
+
+def _marker(parts: Any) -> str:
+    raw = "|".join(p.isoformat() if isinstance(p, datetime) else str(p) for p in parts)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]

@@ -56,6 +56,17 @@ async def api_parties(
     return account, contact
 
 
+async def api_account_id(session: AsyncSession, *, user_id: int) -> int | None:
+    """The id of the user's `api` account (whose conversations are the user's own), or None
+    before their first response created it."""
+    found = await session.scalar(
+        select(Account.id).where(
+            Account.channel == API_CHANNEL, Account.external_id == str(user_id)
+        )
+    )
+    return int(found) if found is not None else None
+
+
 async def new_thread(
     session: AsyncSession, *, account: Account, contact: Contact, profile: str
 ) -> Thread:

@@ -235,6 +235,26 @@ async def authenticate(
     return TokenOwner(token_id=token_id, user_id=user_id, name=name, is_admin=is_admin)
 
 
+async def token_owner(session: AsyncSession, *, token_id: int) -> TokenOwner | None:
+    """The owner of the token with this id while it is live and its user active, or None:
+    what a signed-in session re-checks on each request, so that revoking the token or
+    suspending the user ends it."""
+    row = (
+        await session.execute(
+            select(ApiToken.id, User.id, User.name, User.is_admin)
+            .join(User, User.id == ApiToken.user_id)
+            .where(
+                ApiToken.id == token_id,
+                ApiToken.revoked_at.is_(None),
+                User.status == "active",
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return TokenOwner(token_id=row[0], user_id=row[1], name=row[2], is_admin=row[3])
+
+
 async def ensure_user(session: AsyncSession, *, name: str, is_admin: bool) -> User:
     """The user with this name, created (without a token) if missing."""
     user = await user_by_name(session, name=name)
