@@ -26,6 +26,7 @@ WIDTH = 640
 LEFT, RIGHT, TOP, BOTTOM = 56, WIDTH - 8, 12, 176  # the plot area
 MAX_X_LABELS = 10  # about 58 px each: "30 Nov" never touches its neighbour
 LEGEND_COLUMNS, LEGEND_ROW = 3, 18
+MAX_BAR = 40
 LEGEND_CHARS = 26  # a longer name is cut in the legend; its bars' tooltips keep it whole
 
 
@@ -37,13 +38,27 @@ def describe_number(value: float) -> str:
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3g}"
 
 
+def compact_number(value: float) -> str:
+    """An axis label that fits the margin: 950, 1.2k, 3M, 0.0004."""
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def pivot(
-    rows: Iterable[Any], *, by: str, metric: str
+    rows: Iterable[Any],
+    *,
+    by: str,
+    metric: str,
+    start: date | None = None,
+    end: date | None = None,
 ) -> tuple[list[date], dict[str, list[float]]]:
     """One value per day and series from rows with a `day`, a `by` and a `metric` attribute.
 
-    Returns every day from the first row's to the last's (days without rows are 0.0) and the
-    series named `str(row.<by>)`, the largest total first, so it is drawn at the bottom.
+    Returns every day from `start` (else the first row's) to `end` (else the last row's), days
+    without rows as 0.0, and the series named `str(row.<by>)`, the largest total first, so it
+    is drawn at the bottom.
     """
     sums: dict[str, dict[date, float]] = {}
     for row in rows:
@@ -53,6 +68,7 @@ def pivot(
         return [], {}
     first = min(min(per_day) for per_day in sums.values())
     last = max(max(per_day) for per_day in sums.values())
+    first, last = min(first, start or first), max(last, end or last)
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     series = {name: [per_day.get(d, 0.0) for d in days] for name, per_day in sums.items()}
     ranked = sorted(series.items(), key=lambda item: (-sum(item[1]), item[0]))
@@ -78,6 +94,7 @@ def daily_chart(
     series: Mapping[str, Sequence[float | Decimal]],
     unit: str,
     describe: Callable[[float], str] = describe_number,
+    axis: Callable[[float], str] = compact_number,
 ) -> Markup:
     """Stacked daily bars, one colour per series, the first series at the bottom.
 
@@ -85,7 +102,8 @@ def daily_chart(
         days: the x axis, one bar per day.
         series: name → one value per day (floats, ints or Decimals, none negative).
         unit: said after every value ("tokens", "USD").
-        describe: formats a value for the tooltips, the y axis and the summary.
+        describe: formats a value for the tooltips and the summary.
+        axis: formats the y axis' ticks, short enough for the left margin.
     """
     for name, values in series.items():
         if len(values) != len(days):
@@ -111,7 +129,7 @@ def daily_chart(
     )
     legend_rows = math.ceil(len(series) / LEGEND_COLUMNS)
     parts = [
-        *_axis(step, top, describe),
+        *_axis(step, top, axis),
         *_bars(days, series, top, unit, describe),
         *_x_labels(days),
         *_legend(list(series)),
@@ -133,7 +151,7 @@ def _empty_note() -> str:
     return f'<text x="{WIDTH / 2}" y="24" text-anchor="middle">No usage in this period</text>'
 
 
-def _axis(step: float, top: float, describe: Callable[[float], str]) -> list[str]:
+def _axis(step: float, top: float, label: Callable[[float], str]) -> list[str]:
     # Rounded to the step's decimals, so the third tick reads 0.3, not 0.30000000000000004.
     decimals = max(0, -math.floor(math.log10(step)))
     parts = []
@@ -144,7 +162,7 @@ def _axis(step: float, top: float, describe: Callable[[float], str]) -> list[str
             f'<line x1="{LEFT}" x2="{RIGHT}" y1="{y:.2f}" y2="{y:.2f}" stroke="currentColor"'
             ' stroke-opacity="0.15"/>'
             f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.2f}" text-anchor="end">'
-            f"{escape(describe(tick))}</text>"
+            f"{escape(label(tick))}</text>"
         )
     return parts
 
@@ -157,8 +175,10 @@ def _bars(
     describe: Callable[[float], str],
 ) -> list[str]:
     slot = (RIGHT - LEFT) / len(days)
+    width = min(slot * 0.8, MAX_BAR)  # one day's bar is a bar, not a wall
     parts = []
     for i, day in enumerate(days):
+        x = LEFT + slot * (i + 0.5) - width / 2
         below = 0.0
         for colour, (name, values) in zip(_colours(), series.items(), strict=False):
             value = float(values[i])
@@ -166,7 +186,7 @@ def _bars(
             below += value
             tip = f"{day.isoformat()} · {name}: {describe(value)} {unit}"
             parts.append(
-                f'<rect x="{LEFT + slot * (i + 0.1):.2f}" y="{y:.2f}" width="{slot * 0.8:.2f}"'
+                f'<rect x="{x:.2f}" y="{y:.2f}" width="{width:.2f}"'
                 f' height="{height:.2f}" fill="{colour}" data-day="{day.isoformat()}"'
                 f' data-series="{escape(name)}" data-value="{escape(str(values[i]))}">'
                 f"<title>{escape(tip)}</title></rect>"

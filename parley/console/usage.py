@@ -50,25 +50,35 @@ def _dollars(value: float) -> str:
     return f"${value:,.4f}"
 
 
+def _dollar_ticks(value: float) -> str:
+    return "$" + charts.compact_number(value)
+
+
 METRICS = (
-    ("messages", "Agent messages", "messages", _messages),
-    ("tokens", "Tokens (input + output)", "tokens", _tokens),
-    ("cost", "Cost", "USD", _dollars),
+    ("messages", "Agent messages", "messages", _messages, charts.compact_number),
+    ("tokens", "Tokens (input + output)", "tokens", _tokens, charts.compact_number),
+    ("cost", "Cost", "USD", _dollars, _dollar_ticks),
 )
 
 
-def _charts(points: list[UsagePoint]) -> list[tuple[str, Markup]]:
-    """One chart per metric and split, in the order the page shows them."""
+def _charts(points: list[UsagePoint], since: date, until: date) -> list[tuple[str, Markup]]:
+    """One chart per metric and split, in the order the page shows them, over the whole
+    period (days without usage are empty, not left out)."""
     drawn = []
     for split, label in (("account", "account"), ("model", "model")):
-        for metric, title, unit, describe in METRICS:
-            days, series = charts.pivot(points, by=split, metric=metric)
+        for metric, title, unit, describe, axis in METRICS:
+            days, series = charts.pivot(points, by=split, metric=metric, start=since, end=until)
             heading = f"{title} per day, by {label}"
             drawn.append(
                 (
                     heading,
                     charts.daily_chart(
-                        title=heading, days=days, series=series, unit=unit, describe=describe
+                        title=heading,
+                        days=days,
+                        series=series,
+                        unit=unit,
+                        describe=describe,
+                        axis=axis,
                     ),
                 )
             )
@@ -77,7 +87,8 @@ def _charts(points: list[UsagePoint]) -> list[tuple[str, Markup]]:
 
 @router.get("/usage")
 async def usage(request: Request, session: SessionDep, viewer: ViewerDep) -> Response:
-    since = datetime.now(UTC).date() - timedelta(days=DAYS - 1)
+    today = datetime.now(UTC).date()
+    since = today - timedelta(days=DAYS - 1)
     if viewer.is_admin:
         rows = await daily_usage(session, since=since)
     elif viewer.account_id is not None:
@@ -99,7 +110,7 @@ async def usage(request: Request, session: SessionDep, viewer: ViewerDep) -> Res
     context: dict[str, Any] = {
         "viewer": viewer,
         "since": since,
-        "charts": _charts(points) if points else [],
+        "charts": _charts(points, since, today) if points else [],
         "totals": _totals(rows),
         "report": await prompt_report(session) if viewer.is_admin else None,
     }

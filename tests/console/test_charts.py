@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parley.console.charts import daily_chart, pivot
+from parley.console.charts import compact_number, daily_chart, pivot
 
 SVG = "{http://www.w3.org/2000/svg}"
 DAYS = [date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)]
@@ -115,7 +115,7 @@ def test_values_must_match_the_days_and_not_be_negative() -> None:
 
 @pytest.mark.parametrize("top", [0.3, 1, 7, 9.99, 42, 100, 101, 999, 12_345, 0.0042])
 def test_ticks_are_nice(top: float) -> None:
-    svg = parse(daily_chart(title="T", days=DAYS[:1], series={"a": [top]}, unit="u"))
+    svg = parse(daily_chart(title="T", days=DAYS[:1], series={"a": [top]}, unit="u", axis=repr))
     ticks = [
         float((t.text or "").replace(",", ""))
         for t in svg.iter(f"{SVG}text")
@@ -127,6 +127,20 @@ def test_ticks_are_nice(top: float) -> None:
     mantissa = step / 10 ** math.floor(math.log10(step))
     assert round(mantissa, 9) in (1, 2, 5)
     assert ticks == pytest.approx([i * step for i in range(len(ticks))])
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [(0, "0"), (950, "950"), (1_200, "1.2k"), (3_000_000, "3M"), (0.0004, "0.0004")],
+)
+def test_axis_labels_are_short_enough_for_the_margin(value: float, label: str) -> None:
+    assert compact_number(value) == label
+
+
+def test_one_days_bar_is_a_bar_not_a_wall() -> None:
+    svg = parse(daily_chart(title="T", days=DAYS[:1], series={"a": [5]}, unit="u"))
+    (bar,) = [r for r in svg.iter(f"{SVG}rect") if r.get("data-day")]
+    assert float(bar.get("width") or "inf") <= 40
 
 
 def test_day_labels_thin_out() -> None:
