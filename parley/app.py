@@ -36,6 +36,7 @@ from parley.ingress.door import Door, WebhookDoor, open_inbox
 from parley.observability import tracing
 from parley.observability.correlation import CorrelationIdMiddleware
 from parley.queue.ratelimit import build_rate_limiter
+from parley.responses.lease import ResponseLease
 from parley.responses.service import ResponsesService
 from parley.responses.turn import TurnRunner
 from parley.runtime import Role, Runtime, open_runtime
@@ -57,6 +58,13 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
             open_inbox(door, runtime, file_here=role == "serve"),
         ):
             service = build_responses(runtime)
+            # Every process serving /v1 renews its own responses and sweeps dead processes'.
+            lease = ResponseLease(
+                sessions=runtime.sessions,
+                running=service.running,
+                lease=settings.parley_response_lease_seconds,
+            )
+            lease.start()
             limiter = build_rate_limiter(settings.parley_api_rate_limit, settings.redis_url)
             app.state.runtime = runtime
             app.state.responses = service
@@ -65,7 +73,9 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
             try:
                 yield
             finally:
+                # Turns finishing in their grace time are still renewed.
                 await service.close(settings.parley_shutdown_grace)
+                await lease.stop()
                 await limiter.close()
 
     app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)

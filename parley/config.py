@@ -381,6 +381,16 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds of silence before a stream sends a `: keep-alive` comment.",
     )
+    parley_response_lease_seconds: float = Field(
+        default=30.0,
+        ge=0.3,
+        description="How long a `/v1` response stays open without its process's heartbeat "
+        "(renewed every third of this); past it, any `serve` or `api` process marks it "
+        "`failed`, so a response whose process died is known to have died within about this "
+        "long. Its own setting, not the queue's lease: the heartbeat is a database write that "
+        "may wait behind other writers, and a false alarm fails an answer someone is waiting "
+        "for.",
+    )
 
     # Human handoff.
     parley_handoff_webhook_url: str | None = Field(

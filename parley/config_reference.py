@@ -144,6 +144,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_auth_failure_limit",
             "parley_responses_wait",
             "parley_stream_keepalive",
+            "parley_response_lease_seconds",
         ),
     ),
     (

@@ -6,9 +6,10 @@ called, and the turn runs in a task of its own (`responses.turn`), not in the re
 finds the first row, on any number of API processes.
 
 A cancel marks the row `cancelled`; the process running the turn stops it at once if it is
-this one, else at its next status poll (`TurnRunner._watch`). A response whose
-process dies mid-turn stays `in_progress`; it is not retried, because the caller may already
-have retried it (with an `Idempotency-Key` if it wants one answer).
+this one, else at its next status poll (`TurnRunner._watch`). A response whose process dies
+mid-turn is marked `failed` by another process once its heartbeat is a lease old
+(`responses.lease`); it is not retried, because the caller may already have retried it (with
+an `Idempotency-Key` if it wants one answer).
 """
 
 from __future__ import annotations
@@ -186,6 +187,10 @@ class ResponsesService:
             task.cancel()
         return record  # cancelled, or as it had already finished
 
+    def running(self) -> list[str]:
+        """The responses whose turns run in this process (their heartbeat is renewed)."""
+        return list(self._tasks)
+
     async def wait(self, started: Started, timeout: float) -> None:
         """Wait for the turn at most `timeout` seconds; it goes on past that."""
         if started.task is not None and not started.task.done():
@@ -208,6 +213,7 @@ def _new_record(
     idempotency_key: str | None,
     request_hash: str,
 ) -> ResponseRecord:
+    now = utcnow()
     return ResponseRecord(
         id=new_id("resp"),
         user_id=owner.user_id,
@@ -221,7 +227,8 @@ def _new_record(
         background=request.background,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        created_at=utcnow(),
+        created_at=now,
+        heartbeat_at=now,
     )
 
 

@@ -434,6 +434,8 @@ class ResponseRecord(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "idempotency_key"),
         Index("ix_responses_user_created", "user_id", "created_at"),
+        # The sweeper's look for open responses whose process stopped renewing them.
+        Index("ix_responses_open", "status", "heartbeat_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -462,6 +464,10 @@ class ResponseRecord(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column()
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
+    """Renewed by the process running the turn while it is open (`responses.lease`); one left
+    behind by PARLEY_RESPONSE_LEASE_SECONDS means that process died. None on rows made before
+    it existed, which go by `created_at` instead."""
 
 
 # --- retention and erasure ------------------------------------------------------------------

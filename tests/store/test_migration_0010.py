@@ -70,7 +70,7 @@ async def test_the_rebuild_keeps_rows_ids_indexes_and_references(
     if sqlite:
         indexes = await store.rows("SELECT name, tbl_name FROM sqlite_master WHERE type='index'")
 
-    await upgrade(database_url)
+    await upgrade(database_url, "0010")  # later migrations add indexes of their own
     assert await snapshot(store) == before
     if sqlite:
         assert sorted(

@@ -8,10 +8,12 @@ A caller is one `api` account with one contact (the user); each thread that star
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
@@ -21,6 +23,8 @@ from parley.store.queries.upsert import insert_ignore
 
 API_CHANNEL = "api"
 OPEN_STATUSES = ("queued", "in_progress")
+HEARTBEAT_CHUNK = 500
+"""Response ids per heartbeat UPDATE: far below SQLite's and asyncpg's parameter limits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +163,75 @@ async def set_status(
         .values(status=status, **values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def renew_heartbeats(
+    session: AsyncSession, *, response_ids: Collection[str], now: datetime
+) -> int:
+    """Renew the heartbeat of this process's open responses: one UPDATE for all of them (in
+    chunks that keep every engine under its bound-parameter limit). Returns how many rows were
+    still open."""
+    renewed = 0
+    ids = list(response_ids)
+    for start in range(0, len(ids), HEARTBEAT_CHUNK):
+        result = await session.execute(
+            update(ResponseRecord)
+            .where(
+                ResponseRecord.id.in_(ids[start : start + HEARTBEAT_CHUNK]),
+                ResponseRecord.status.in_(OPEN_STATUSES),
+            )
+            .values(heartbeat_at=now)
+        )
+        renewed += result.rowcount  # type: ignore[attr-defined]
+    return renewed
+
+
+def _orphaned(cutoff: datetime) -> ColumnElement[bool]:
+    """Open, and not renewed since `cutoff`; rows from before heartbeats go by their creation."""
+    return and_(
+        ResponseRecord.status.in_(OPEN_STATUSES),
+        or_(
+            ResponseRecord.heartbeat_at < cutoff,
+            and_(ResponseRecord.heartbeat_at.is_(None), ResponseRecord.created_at < cutoff),
+        ),
+    )
+
+
+async def fail_orphans(
+    session: AsyncSession,
+    *,
+    cutoff: datetime,
+    error: dict[str, Any],
+    running: Collection[str] = (),
+    limit: int = 100,
+) -> list[str]:
+    """Mark `failed` the open responses whose process stopped renewing them before `cutoff`.
+
+    Conditional, so any number of processes may sweep at once, and a response that finished,
+    was cancelled or was renewed meanwhile is left as it is. A `store: false` response, which
+    nobody can retrieve, is deleted instead, as its turn would have done. Looks first with a
+    read, so that a sweep that finds nothing (nearly all of them) takes no write lock.
+
+    Args:
+        running: responses the sweeping process runs itself: alive whatever their heartbeat
+            says (it may be late only because the store was slow), so never swept by it.
+
+    Returns:
+        The ids of the responses this call ended.
+    """
+    found = await session.scalars(select(ResponseRecord.id).where(_orphaned(cutoff)).limit(limit))
+    candidates = [id_ for id_ in found if id_ not in running]
+    if not candidates:
+        return []
+    swept = (
+        await session.execute(
+            update(ResponseRecord)
+            .where(ResponseRecord.id.in_(candidates), _orphaned(cutoff))
+            .values(status="failed", error=error, completed_at=utcnow())
+            .returning(ResponseRecord.id, ResponseRecord.request)
+        )
+    ).all()
+    unstored = [id_ for id_, request in swept if (request or {}).get("store") is False]
+    if unstored:
+        await session.execute(delete(ResponseRecord).where(ResponseRecord.id.in_(unstored)))
+    return [id_ for id_, _ in swept]
