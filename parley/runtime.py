@@ -38,7 +38,7 @@ from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
-from parley.store.db import create_engine, create_sessionmaker
+from parley.store.db import create_engine, create_send_record_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
@@ -55,6 +55,10 @@ from parley.worker.upstream_deleter import UpstreamDeleter
 
 log = structlog.get_logger(__name__)
 
+DELIVERY_CONCURRENCY = 16
+"""Sends in flight per process; on PostgreSQL each holds one connection of delivery's own
+pool for its call (see `create_send_record_engine`), so the pool has as many."""
+
 Role = Literal["serve", "api", "worker"]
 
 
@@ -63,6 +67,8 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    record_engine: AsyncEngine | None
+    """Delivery's own connections for recording sends (PostgreSQL); None on SQLite."""
     queue: Queue
     http: httpx.AsyncClient
     llm: LLM
@@ -99,6 +105,11 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings.database_url)
     tracing.instrument_engine(engine)
     sessions = create_sessionmaker(engine)
+    record_engine = create_send_record_engine(
+        settings.database_url, connections=DELIVERY_CONCURRENCY
+    )
+    if record_engine is not None:
+        tracing.instrument_engine(record_engine)
     queue = build_queue(settings)
     http = httpx.AsyncClient(
         timeout=settings.graph_timeout,
@@ -116,7 +127,9 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         max_attempts=settings.graph_max_attempts,
         send_timeout=settings.graph_timeout,
+        concurrency=DELIVERY_CONCURRENCY,
         pacer=build_pacer(settings.redis_url),
+        records=create_sessionmaker(record_engine) if record_engine is not None else None,
     )
     processor = build_processor(
         settings, sessions, agent, gate, prices, gateway, deliverer, accounts
@@ -128,6 +141,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         engine=engine,
         sessions=sessions,
+        record_engine=record_engine,
         queue=queue,
         http=http,
         llm=llm,
@@ -344,6 +358,8 @@ async def close(runtime: Runtime) -> None:
     await runtime.http.aclose()
     await runtime.accounts.close()
     await runtime.engine.dispose()
+    if runtime.record_engine is not None:
+        await runtime.record_engine.dispose()
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,9 @@ customer reads the parts of an answer in order; conversations are sent in parall
 
 A reply is sent once: the outbox row is deleted in the transaction that records the send. The
 only window for a double send is the HTTP call itself (the channel accepted the message but
-the answer was lost, or the process died before that commit); see docs/.
+the answer was lost, or the process died before that commit); see docs/queue.md. To keep it
+there, on PostgreSQL each send takes its database connection before the call, and after the
+channel's answer only the record's one statement is awaited.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.channels.base import SendResult
 from parley.delivery.alarms import TokenAlarm
 from parley.delivery.gateway import ChannelGateway
 from parley.delivery.pacing import MemoryPacer, Pacer
@@ -61,8 +64,13 @@ class Deliverer:
         send_timeout: float,
         concurrency: int = 16,
         pacer: Pacer | None = None,
+        records: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
+        """`records`: sessions in autocommit mode (`create_send_record_engine`) from which
+        each send takes its connection before the call; None: sends are recorded through
+        `sessions` after the call (SQLite, whose one connection is never held meanwhile)."""
         self._sessions = sessions
+        self._records = records
         self._gateway = gateway
         self._pacer: Pacer = pacer or MemoryPacer()
         self._tokens = TokenAlarm()
@@ -155,17 +163,10 @@ class Deliverer:
                 return False
             started = time.perf_counter()
             try:
-                result = await self._gateway.send_text(
-                    account=delivery.account,
-                    contact=delivery.contact,
-                    text=message.text or "",
-                    reply_to=delivery.reply_to_channel_id,
-                    tag=permission.tag,
-                )
+                result = await self._send_and_record(delivery, permission.tag)
             except ChannelSendError as exc:
                 return await self._failed(delivery, exc)
             self._tokens.worked(account_id=delivery.account.id)
-            await self._record_sent(delivery, result.channel_message_id)
             SENDS.labels(channel, "sent", "").inc()
             log.info(
                 "delivery.sent",
@@ -198,14 +199,67 @@ class Deliverer:
             await session.commit()
         return False
 
+    async def _send_and_record(self, delivery: Delivery, tag: str | None) -> SendResult:
+        """Send, and record the send as soon as the channel accepted it: a crash in between
+        sends the reply twice (the row stays in the outbox), so nothing else is awaited there.
+
+        With `records`, the connection is taken (and pinged) before the call, so the record
+        waits for no pool, and is one statement in autocommit mode. A store that failed
+        meanwhile falls back to `_record_sent`'s retries. Without a connection, nothing is sent:
+        the row waits out its hold and is tried again.
+        """
+        if self._records is None:
+            result = await self._call(delivery, tag)
+            await self._record_sent(delivery, result.channel_message_id)
+            return result
+        session = self._records()
+        try:
+            await session.connection()
+            result = await self._call(delivery, tag)
+            recorded = await self._record_on(session, delivery, result.channel_message_id)
+        finally:
+            # A connection that broke is only thrown away; the record's fate is decided above.
+            with contextlib.suppress(DBAPIError, OSError):
+                await session.close()
+        if not recorded:
+            await self._record_sent(delivery, result.channel_message_id)
+        return result
+
+    async def _call(self, delivery: Delivery, tag: str | None) -> SendResult:
+        return await self._gateway.send_text(
+            account=delivery.account,
+            contact=delivery.contact,
+            text=delivery.message.text or "",
+            reply_to=delivery.reply_to_channel_id,
+            tag=tag,
+        )
+
+    async def _record_on(
+        self, session: AsyncSession, delivery: Delivery, channel_message_id: str | None
+    ) -> bool:
+        """Record the send on the connection taken before the call; False if the store failed."""
+        try:
+            await mark_sent(
+                session,
+                outbox_id=delivery.outbox_id,
+                message_id=delivery.message.id,
+                channel_message_id=channel_message_id,
+            )
+            await session.commit()
+        except (DBAPIError, OSError) as exc:
+            log.warning("delivery.record_retry", error=type(exc).__name__)
+            return False
+        return True
+
     async def _record_sent(self, delivery: Delivery, channel_message_id: str | None) -> None:
         """Record a send the channel accepted. The store may be briefly down (a failover, a
         restart): keep trying while the row is still held, because once the hold runs out
         another sender would send the message again."""
         give_up = time.monotonic() + self._hold.total_seconds() - 1
+        sessions = self._records or self._sessions
         while True:
             try:
-                async with self._sessions() as session:
+                async with sessions() as session:
                     await mark_sent(
                         session,
                         outbox_id=delivery.outbox_id,

@@ -96,6 +96,34 @@ def create_engine(
     )
 
 
+def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | None:
+    """PostgreSQL only: `connections` connections in autocommit mode, for delivery to take
+    one before each send and record the send on it right after the channel's answer.
+
+    A pool of its own, so that sends in flight (each holding a connection for at most the
+    send's timeout) never take connections from turns, and a send's record never waits for
+    one. Autocommit, so that the record (one statement) is one round trip, and a connection
+    held across the call is not idle in a transaction (PgBouncer in transaction mode gives
+    its server connection back meanwhile). None for SQLite, whose one connection must never
+    be held across a network call.
+    """
+    url = async_database_url(url)
+    if url.startswith("sqlite"):
+        return None
+    connect_args: dict[str, Any] = {}
+    if "+asyncpg" in url:
+        connect_args = {"statement_cache_size": 0, "command_timeout": 30}
+    return create_async_engine(
+        url,
+        pool_size=connections,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        isolation_level="AUTOCOMMIT",
+        connect_args=connect_args,
+    )
+
+
 @contextlib.asynccontextmanager
 async def priority_commit(engine: AsyncEngine) -> AsyncIterator[None]:
     """Around a priority writer's transaction: the shared connection begins nothing new until

@@ -45,6 +45,11 @@ class Recorded:
     # Set by the simulator's handler, e.g. "message" or "receipt" for the Graph API.
     kind: str | None = None
     faulted: bool = False
+    answered_at: float | None = None
+    """When the simulator finished its answer (`time.time()`): for an accepted send, the
+    moment the message counts as sent, whatever becomes of the answer on its way back."""
+    answer: Any = None
+    """The JSON the simulator answered with, when the handler set it (e.g. a send's id)."""
 
 
 @dataclass
@@ -235,6 +240,7 @@ class Simulator:
             response = await self._handle(request, record, handler)
         for name, value in self.extra_headers().items():
             response.headers.setdefault(name, value)
+        record.answered_at = time.time()
         record.status = response.status_code
         return response
 

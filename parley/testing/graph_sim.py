@@ -300,6 +300,7 @@ class GraphSimulator(Simulator):
             raise ApiError(400, "(#100) Param messaging_product must be 'whatsapp'", code=100)
         else:
             answer = self._messenger(node, body, record)
+        record.answer = answer
         return JSONResponse(answer)
 
     def _authorize(self, request: Request) -> None:

@@ -113,12 +113,24 @@ async def _delivery(session: AsyncSession, row: Outbox) -> Delivery:
 async def mark_sent(
     session: AsyncSession, *, outbox_id: int, message_id: int, channel_message_id: str | None
 ) -> None:
-    await session.execute(delete(Outbox).where(Outbox.id == outbox_id))
-    await session.execute(
+    """Record a send: its outbox row goes, its message is `sent`.
+
+    On PostgreSQL this is one statement (the delete rides along as a data-modifying WITH,
+    which runs whether or not the update reads it), so a session in autocommit mode commits
+    it in one round trip: the only database work between the channel's answer and the
+    record of the send. Elsewhere two statements, committed by the caller.
+    """
+    sent = (
         update(Message)
         .where(Message.id == message_id, Message.status == "queued")
         .values(status="sent", channel_message_id=channel_message_id, updated_at=utcnow())
     )
+    gone = delete(Outbox).where(Outbox.id == outbox_id)
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(sent.add_cte(gone.cte("gone")))
+        return
+    await session.execute(gone)
+    await session.execute(sent)
 
 
 async def mark_failed(
