@@ -24,7 +24,7 @@ class ClientGone(Exception):
     pass
 
 
-def announced_too_large(scope: Scope, limit: int) -> bool:
+def _announced_too_large(scope: Scope, limit: int) -> bool:
     """Whether the Content-Length header announces more than `limit` bytes."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -44,7 +44,7 @@ async def read_body(
             holds a connection for no longer).
         ClientGone: the client hung up first.
     """
-    if limit is not None and announced_too_large(scope, limit):
+    if limit is not None and _announced_too_large(scope, limit):
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
