@@ -458,6 +458,14 @@ class Settings(BaseSettings):
         "smaller batches keep acknowledgements fast (8: p99 155 ms at 500 webhooks/s against "
         "404 ms with 32) at the cost of more commits while a backlog is filed.",
     )
+    parley_filer_chunk: int = Field(
+        default=50,
+        ge=1,
+        description="Most messages, statuses and events filed in one transaction. A webhook "
+        "carrying more (Meta batches hundreds) is filed in several, so that on SQLite the "
+        "file's one writer is never held for long: acknowledgements, `/readyz` and `/v1` go "
+        "in between.",
+    )
     parley_filer_poll_interval: float = Field(
         default=0.1,
         gt=0,

@@ -84,6 +84,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "parley_inbox_batch",
             "parley_inbox_timeout",
             "parley_filer_batch",
+            "parley_filer_chunk",
             "parley_filer_poll_interval",
         ),
     ),

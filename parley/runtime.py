@@ -160,6 +160,7 @@ def build_runtime(settings: Settings) -> Runtime:
             parse=parse_webhook,
             accounts=accounts,
             batch=settings.parley_filer_batch,
+            chunk=settings.parley_filer_chunk,
             poll_interval=settings.parley_filer_poll_interval,
             notify_handoffs=settings.parley_handoff_webhook_url is not None,
         ),

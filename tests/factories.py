@@ -59,6 +59,17 @@ def whatsapp_texts(
     return payload
 
 
+def whatsapp_batch(phones: list[str], texts: list[str]) -> dict[str, Any]:
+    """One webhook as Meta batches them: `texts[n]` from `phones[n % len(phones)]`, one change
+    per customer holding that customer's messages in order."""
+    payload = whatsapp_texts(phones[0], [])
+    payload["entry"][0]["changes"] = [
+        whatsapp_texts(phone, texts[i :: len(phones)])["entry"][0]["changes"][0]
+        for i, phone in enumerate(phones)
+    ]
+    return payload
+
+
 def whatsapp_sample_from(
     name: str, phone: str, *, media_id: str | None = None, **content: Any
 ) -> dict[str, Any]:

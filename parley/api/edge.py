@@ -12,9 +12,10 @@ import json
 import re
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.errors import APIError, is_v1_path
+from parley.asgi_body import ClientGone, read_body, replay
 from parley.channels.text import storable_tree
 
 MESSAGE = "The request's path or query holds a NUL character, which no id or name can hold."
@@ -72,31 +73,14 @@ class StorableText:
             # refused by its route, since a changed secret would fail somewhere far later.
             await self.app(scope, receive, send)
             return
-        body, last = await _read(receive)
+        try:
+            # Unbounded here: `BodyLimits`, ahead of this, has already bounded and read it.
+            body = await read_body(scope, receive)
+        except ClientGone:  # hung up mid-body: nobody to answer
+            return
         if _UNSTORABLE_ESCAPE.search(body):
             body = _storable_json(body)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return last if last is not None else await receive()
-
-        await self.app(scope, replay, send)
-
-
-async def _read(receive: Receive) -> tuple[bytes, Message | None]:
-    """The whole body, and the disconnect that cut it short (if one did)."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), message
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks), None
+        await self.app(scope, replay(body, receive), send)
 
 
 def _storable_json(body: bytes) -> bytes:

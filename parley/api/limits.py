@@ -11,21 +11,20 @@ is closed. A body within its limit is held once here and handed on, as FastAPI w
 held it anyway.
 
 Limits: `PARLEY_MAX_REQUEST_BYTES` on `/v1`, `ADMIN_MAX_BYTES` on every other path. Webhook
-POSTs are the door's (`parley.ingress.door`), which applies the same rules with its own limit,
-and counts its refusals in its metrics.
+POSTs are the door's (`parley.ingress.door`), which applies the same rules (`parley.asgi_body`)
+with its own limit, and counts its refusals in its metrics.
 
 A client that hangs up mid-body is one log line (`http.client_gone`), never a traceback.
 """
 
 from __future__ import annotations
 
-import asyncio
-
 import orjson
 import structlog
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.api.errors import APIError, is_v1_path
+from parley.asgi_body import BodyTimeout, BodyTooLarge, ClientGone, read_body, replay
 from parley.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -33,49 +32,6 @@ log = structlog.get_logger(__name__)
 ADMIN_MAX_BYTES = 64 * 1024
 """Every admin body (an account, a user, a prompt) is small; no setting needed."""
 WEBHOOKS = "/webhooks/"
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class BodyTimeout(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
-
-
-def announced_too_large(scope: Scope, limit: int) -> bool:
-    """Whether the Content-Length header announces more than `limit` bytes."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            return True
-    return False
-
-
-async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
-    """The whole body, or `BodyTooLarge` as soon as more than `limit` bytes have arrived,
-    `BodyTimeout` when it has not all arrived within `timeout` seconds, `ClientGone` when the
-    client hung up first."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-    except TimeoutError:
-        raise BodyTimeout from None
 
 
 def _has_body(scope: Scope) -> bool:
@@ -98,9 +54,7 @@ class BodyLimits:
             return
         limit = self.v1_limit if is_v1_path(path) else ADMIN_MAX_BYTES
         try:
-            if announced_too_large(scope, limit):
-                raise BodyTooLarge
-            body = await read_body(receive, limit, self.timeout)
+            body = await read_body(scope, receive, limit=limit, timeout=self.timeout)
         except BodyTooLarge:
             log.warning("http.body_too_large", path=path, limit=limit)
             message = f"The request body is too large: at most {limit} bytes."
@@ -114,21 +68,7 @@ class BodyLimits:
         except ClientGone:
             log.info("http.client_gone", path=path)
             return
-        await self.app(scope, _replay(body, receive), send)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """The body held here, then the client's own events (a disconnect while streaming)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+        await self.app(scope, replay(body, receive), send)
 
 
 async def refuse(

@@ -15,8 +15,6 @@ The key is never logged.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -29,6 +27,7 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from parley.poll_loop import PollLoop
 from parley.store.models import utcnow
 from parley.store.queries.handoff import (
     NoticeWork,
@@ -74,21 +73,18 @@ class HandoffNotifier:
         self._sessions = sessions
         self._http = http
         self._config = config
-        self._wake = asyncio.Event()
+        self._loop = PollLoop(self._send_all, failed="handoff_notice.loop_failed", retry=POLL_S)
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                while await self.send_due():
-                    pass
-            except Exception:
-                log.exception("handoff_notice.loop_failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
+        await self._loop.run()
+
+    async def _send_all(self) -> float:
+        while await self.send_due():
+            pass
+        return POLL_S
 
     async def send_due(self) -> int:
         """Post the notices due now; returns how many were claimed."""

@@ -11,7 +11,6 @@ channel's answer only the record's one statement is awaited.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
 import time
@@ -30,6 +29,7 @@ from parley.delivery.window import may_send
 from parley.errors import ChannelSendError, FailureKind
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, SENDS
+from parley.poll_loop import PollLoop
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
@@ -80,23 +80,18 @@ class Deliverer:
         self._hold = timedelta(seconds=send_timeout + 5)
         self._concurrency = concurrency
         self._active: dict[int, asyncio.Task[None]] = {}
-        self._wake = asyncio.Event()
+        self._loop = PollLoop(self._start_all, failed="delivery.loop_failed", retry=IDLE_POLL)
         self._stopping = False
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                await self._start_due()
-                pause = await self._pause()
-            except Exception:
-                log.exception("delivery.loop_failed")
-                pause = IDLE_POLL
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=pause)
+        await self._loop.run()
+
+    async def _start_all(self) -> float:
+        await self._start_due()
+        return await self._pause()
 
     async def _start_due(self) -> None:
         free = self._concurrency - len(self._active)
@@ -111,7 +106,7 @@ class Deliverer:
 
     def _finished(self, conversation_id: int, _task: asyncio.Task[None]) -> None:
         self._active.pop(conversation_id, None)
-        self._wake.set()
+        self._loop.wake()
 
     async def _pause(self) -> float:
         async with self._sessions() as session:
@@ -393,7 +388,7 @@ class Deliverer:
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
-        self._wake.set()
+        self._loop.stop()
         tasks = list(self._active.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

@@ -12,7 +12,6 @@ message with its channel message id, is the filer's, once the message is filed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -25,6 +24,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from parley.asgi_body import BodyTimeout, BodyTooLarge, ClientGone, read_body
 from parley.channels import registry
 from parley.channels.base import Channel
 from parley.config import Settings
@@ -59,18 +59,6 @@ OUTCOMES = {
 }
 """The outcome each answer counts as in `parley_webhooks_total` (a 401 for a missing app
 secret is `not_configured`, told apart by its text)."""
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Slow(Exception):
-    pass
-
-
-class _Gone(Exception):
-    pass
 
 
 class _Counters:
@@ -177,7 +165,7 @@ class WebhookDoor:
         correlation_id = incoming_correlation_id(scope) or self.new_correlation_id()
         try:
             status, text = await self._accept(channel, scope, receive, correlation_id)
-        except _Gone:  # hung up mid-body: nobody to answer, nothing worth a traceback
+        except ClientGone:  # hung up mid-body: nobody to answer, nothing worth a traceback
             log.info("http.client_gone", path=path, correlation_id=correlation_id)
             return
         await _answer(send, status, text, correlation_id, close=status == 408)
@@ -188,8 +176,8 @@ class WebhookDoor:
         self, channel: Channel, scope: Scope, receive: Receive, correlation_id: str
     ) -> tuple[int, bytes]:
         try:
-            body = await _read_body(scope, receive, self.max_bytes, self.body_timeout)
-        except _Slow:
+            body = await read_body(scope, receive, limit=self.max_bytes, timeout=self.body_timeout)
+        except BodyTimeout:
             log.warning(
                 "webhook.body_timeout",
                 channel=channel.name,
@@ -197,7 +185,7 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
             return 408, b"request body timeout"
-        except _TooLarge:
+        except BodyTooLarge:
             log.warning(
                 "webhook.too_large",
                 channel=channel.name,
@@ -297,33 +285,6 @@ def _not_an_object(body: bytes) -> str | None:
         except (ValueError, RecursionError):
             return "body is not JSON"
     return None if isinstance(data, dict) else "body is not a JSON object"
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int, timeout: float) -> bytes:
-    """The body, or `_TooLarge` as soon as its Content-Length or what has arrived passes
-    `limit` (so a huge body is never held in memory), `_Slow` when it has not all arrived
-    within `timeout` seconds (a client trickling it holds a connection for no more), `_Gone`
-    when the client hung up first. `parley.api.limits` does the same for every other path."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Gone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise _TooLarge
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-    except TimeoutError:
-        raise _Slow from None
 
 
 async def _answer(

@@ -3,12 +3,19 @@
 It runs off the acknowledgement path, in batches, oldest first, one filer at a time (see
 `take_oldest` for why that keeps each conversation in order). A batch's inbox rows are deleted
 in the transaction that files them, so a crash either filed a row or left it for the next start.
+
+A transaction files at most `chunk` items (messages, statuses, events). Meta batches: one body
+may carry a thousand messages, and filing them in one transaction would hold SQLite's one
+writer for seconds, with every acknowledgement, `/readyz` and `/v1` call waiting behind it. So
+such a body is filed a chunk per transaction, in its order, and its row is deleted with its last
+chunk. Nothing records how far it got: a crash between chunks (or another process's filer taking
+its turn on PostgreSQL) files the body again from its start, and what is already filed is a
+no-op, as when Meta delivers a webhook twice (messages by their channel id, statuses only
+forward). Since its row stays the oldest until then, no later body is filed before it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from parley.channels.base import InboundMessage, ParsedWebhook
 from parley.channels.text import storable
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
+from parley.poll_loop import PollLoop
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
@@ -63,10 +71,41 @@ Parser = Callable[[str, bytes], ParsedWebhook]
 class _Filed:
     waiting: list[int] = field(default_factory=list)
     rows: int = 0
+    items: int = 0  # messages, statuses and events filed in this transaction
+    more: bool = False  # rows were left for the next transaction (a body in chunks)
+    part: _Part | None = None  # how far a body filed in chunks got, once committed
     done: list[int] = field(default_factory=list)  # filed inbox ids, deleted at commit
     lines: list[dict[str, object]] = field(default_factory=list)  # logged once committed
     accepted: list[tuple[str, Stored]] = field(default_factory=list)  # (correlation id, message)
     messages: dict[str, int] = field(default_factory=dict)  # per channel, counted once committed
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A body being filed in chunks: its row, what it parsed into, and its items filed so far
+    by this process."""
+
+    row_id: int
+    parsed: ParsedWebhook
+    filed: int
+
+
+def _size(parsed: ParsedWebhook) -> int:
+    return len(parsed.messages) + len(parsed.statuses) + len(parsed.events)
+
+
+def _items(parsed: ParsedWebhook, start: int, stop: int) -> ParsedWebhook:
+    """Items `start` to `stop` of `parsed`, counting its messages, then its statuses, then its
+    events (the order they are filed in when the body is filed whole)."""
+    messages, statuses = len(parsed.messages), len(parsed.statuses)
+    return ParsedWebhook(
+        messages=parsed.messages[start:stop],
+        statuses=parsed.statuses[max(start - messages, 0) : max(stop - messages, 0)],
+        skipped=parsed.skipped if start == 0 else 0,
+        events=parsed.events[
+            max(start - messages - statuses, 0) : max(stop - messages - statuses, 0)
+        ],
+    )
 
 
 class Filer:
@@ -79,38 +118,45 @@ class Filer:
         accounts: AccountDirectory,
         batch: int,
         poll_interval: float,
+        chunk: int = 50,
         notify_handoffs: bool = False,
     ) -> None:
+        """
+        Args:
+            batch: most inbox rows taken per transaction.
+            chunk: most items (messages, statuses, events) filed per transaction.
+        """
         self._sessions = sessions
         self._notify = notify_handoffs
         self._queue = queue
         self._parse = parse
         self._accounts = accounts
         self._batch = batch
+        self._chunk = chunk
         self._poll = poll_interval
-        self._wake = asyncio.Event()
+        self._part: _Part | None = None
+        self._loop = PollLoop(
+            self._file_more, failed="filer.failed", retry=poll_interval, wake_during_retry=False
+        )
 
     def wake(self) -> None:
         """Rows were committed in this process: file them now rather than at the next poll."""
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
         """File until cancelled; first whatever a previous run left in the inbox."""
-        while True:
-            self._wake.clear()
-            try:
-                taken = await self.file_batch()
-            except Exception:
-                log.exception("filer.failed")
-                taken = 0
-                await asyncio.sleep(self._poll)
-            if taken >= self._batch:
-                continue  # more is waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+        await self._loop.run()
+
+    async def _file_more(self) -> float:
+        filed = await self._file_batch()
+        return 0 if filed.more or filed.rows >= self._batch else self._poll
 
     async def file_batch(self) -> int:
-        """File the oldest rows; returns how many rows were taken (0: none, or not our turn)."""
+        """File the oldest rows, a transaction's worth; returns how many rows were taken, a
+        body filed in part included (0: none, or not our turn)."""
+        return (await self._file_batch()).rows
+
+    async def _file_batch(self) -> _Filed:
         try:
             filed = await self._file(limit=self._batch)
         except _REFUSED as exc:
@@ -122,7 +168,7 @@ class Filer:
             filed = await self._file_alone()
         if filed.rows:
             await self._signal(filed.waiting)
-        return filed.rows
+        return filed
 
     async def _file(self, *, limit: int) -> _Filed:
         filed = _Filed()
@@ -134,10 +180,13 @@ class Filer:
             if not rows:
                 return filed
             for row in rows:
-                await self._file_row(session, row, filed, directory)
+                if not await self._file_row(session, row, filed, directory):
+                    filed.more = True
+                    break
+                filed.rows += 1
             await remove(session, filed.done)
             await session.commit()
-        filed.rows = len(rows)
+        self._part = filed.part
         for channel, count in filed.messages.items():
             WEBHOOK_MESSAGES.labels(channel).inc(count)
         for line in filed.lines:
@@ -158,6 +207,7 @@ class Filer:
             if not one.rows:
                 break
             filed.rows += one.rows
+            filed.more = filed.more or one.more
             filed.waiting += [c for c in one.waiting if c not in filed.waiting]
         return filed
 
@@ -174,23 +224,37 @@ class Filer:
 
     async def _file_row(
         self, session: AsyncSession, row: InboxRow, filed: _Filed, directory: Directory
+    ) -> bool:
+        """File `row`, or as much of it as this transaction has room for; False when there
+        was no room at all (the row is the next transaction's first)."""
+        part = self._part if self._part is not None and self._part.row_id == row.id else None
+        if part is None:
+            try:
+                parsed = self._parse(row.channel, row.body)
+            except Exception as exc:
+                await _mark_unreadable(session, row, exc)
+                return True
+            part = _Part(row.id, parsed, filed=0)
+        room = self._chunk - filed.items
+        left = _size(part.parsed) - part.filed
+        if left > room and filed.items:
+            return False
+        if part.filed == 0:
+            _warn_unknown(row, part.parsed, directory)
+        stop = part.filed + min(left, room)
+        await self._file_items(session, row, _items(part.parsed, part.filed, stop), filed)
+        filed.items += stop - part.filed
+        if stop < _size(part.parsed):
+            # The rest of the body goes in the transactions after this one.
+            filed.part = dataclasses.replace(part, filed=stop)
+            filed.more = True
+        else:
+            filed.done.append(row.id)
+        return True
+
+    async def _file_items(
+        self, session: AsyncSession, row: InboxRow, parsed: ParsedWebhook, filed: _Filed
     ) -> None:
-        try:
-            parsed = self._parse(row.channel, row.body)
-        except Exception as exc:
-            # Signed by the channel but not readable: kept for audit, never retried.
-            error = storable(f"{type(exc).__name__}: {exc}")
-            await mark_unreadable(session, row_id=row.id, error=error)
-            INBOX_UNREADABLE.inc()
-            log.warning(
-                "webhook.unreadable",
-                inbox_id=row.id,
-                channel=row.channel,
-                correlation_id=row.correlation_id,
-                reason=str(exc),
-            )
-            return
-        _warn_unknown(row, parsed, directory)
         messages = _fitting(row, parsed.messages)
         stored: list[Stored] = []
         waiting = await record_inbound(
@@ -202,7 +266,6 @@ class Filer:
             session, events=parsed.events, correlation_id=row.correlation_id, notify=self._notify
         )
         filed.waiting += [c for c in waiting if c not in filed.waiting]
-        filed.done.append(row.id)
         filed.messages[row.channel] = filed.messages.get(row.channel, 0) + len(parsed.messages)
         extra = {"events": len(parsed.events), "events_applied": events} if parsed.events else {}
         filed.lines.append(
@@ -223,6 +286,20 @@ class Filer:
             await self._queue.signal_many(conversation_ids)
         except Exception:
             log.exception("filer.signal_failed", conversations=len(conversation_ids))
+
+
+async def _mark_unreadable(session: AsyncSession, row: InboxRow, exc: Exception) -> None:
+    """Signed by the channel but not readable: kept for audit, never retried."""
+    error = storable(f"{type(exc).__name__}: {exc}")
+    await mark_unreadable(session, row_id=row.id, error=error)
+    INBOX_UNREADABLE.inc()
+    log.warning(
+        "webhook.unreadable",
+        inbox_id=row.id,
+        channel=row.channel,
+        correlation_id=row.correlation_id,
+        reason=str(exc),
+    )
 
 
 def _log_accepted(correlation_id: str, stored: Stored) -> None:

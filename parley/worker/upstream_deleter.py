@@ -10,8 +10,6 @@ the upstream can never delete) is logged and dropped.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.agent.llm import LLM
 from parley.errors import LLMError
+from parley.poll_loop import PollLoop
 from parley.store.models import utcnow
 from parley.store.queries.upstream_deletions import (
     CONVERSATION,
@@ -73,23 +72,18 @@ class UpstreamDeleter:
         # Longer than the batch's calls can take, so that no other worker takes a row that is
         # being deleted; a crashed worker's rows wait this long.
         self._hold = timedelta(seconds=batch * call_timeout + 30)
-        self._wake = asyncio.Event()
+        self._loop = PollLoop(self._drain_all, failed="upstream_deletion.loop_failed", retry=poll)
 
     def wake(self) -> None:
         """Rows were queued in this process: delete them now rather than at the next poll."""
-        self._wake.set()
+        self._loop.wake()
 
     async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.drain()
-                pause = await self._pause()
-            except Exception:
-                log.exception("upstream_deletion.loop_failed")
-                pause = self._poll
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=pause)
+        await self._loop.run()
+
+    async def _drain_all(self) -> float:
+        await self.drain()
+        return await self._pause()
 
     async def drain(self) -> Drained:
         """Delete every row that is due now; failures are put back for later."""

@@ -1,6 +1,7 @@
 """The filer on a real, migrated store (both backends): inbox rows become messages in id
 order, in one transaction per batch; a row its channel cannot read is kept, marked, and does
-not hold back the rows around it."""
+not hold back the rows around it; a body bigger than a transaction's chunk is filed in chunks,
+once, in order, even when its filing is cut short between chunks."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.inbox import Arrival, append
 from parley.worker.filer import Filer
-from tests.factories import body_bytes, whatsapp_texts
+from tests.factories import body_bytes, whatsapp_batch, whatsapp_texts
 
 
 class RecordingQueue:
@@ -35,13 +36,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-def filer(sessions: async_sessionmaker[AsyncSession], queue: RecordingQueue, batch: int) -> Filer:
+def filer(
+    sessions: async_sessionmaker[AsyncSession], queue: RecordingQueue, batch: int, chunk: int = 50
+) -> Filer:
     return Filer(
         sessions=sessions,
         queue=queue,  # type: ignore[arg-type]
         parse=parse_webhook,
         accounts=AccountDirectory(sessions, None, ttl=0),
         batch=batch,
+        chunk=chunk,
         poll_interval=0.05,
     )
 
@@ -93,3 +97,106 @@ async def test_a_backlog_is_filed_in_batches_oldest_first(engine: AsyncEngine) -
     assert await rows(engine, "SELECT text FROM messages ORDER BY sequence_no") == [
         (t,) for t in texts
     ]
+
+
+PHONES = [f"3460000{n:04d}" for n in range(20)]
+BIG = [f"big {n}" for n in range(1000)]
+
+
+async def append_big_body_then(engine: AsyncEngine, *after: str) -> None:
+    """The 1,000-message body, then one small body per text of `after` from its first
+    customer."""
+    arrivals = [Arrival("whatsapp", body_bytes(whatsapp_batch(PHONES, BIG)), "c-big")]
+    arrivals += [
+        Arrival("whatsapp", body_bytes(whatsapp_texts(PHONES[0], [t])), f"c-{t}") for t in after
+    ]
+    async with engine.begin() as connection:
+        await append(connection, arrivals)
+
+
+async def filed_texts(engine: AsyncEngine) -> dict[str, list[str]]:
+    """Each customer's stored texts, in their conversation's order."""
+    found = await rows(
+        engine,
+        "SELECT c.external_id, m.text FROM messages m "
+        "JOIN conversations v ON v.id = m.conversation_id JOIN contacts c ON c.id = v.contact_id "
+        "ORDER BY m.conversation_id, m.sequence_no",
+    )
+    texts: dict[str, list[str]] = {}
+    for phone, text_ in found:
+        texts.setdefault(str(phone), []).append(str(text_))
+    return texts
+
+
+def sent_in_order(*after: str) -> dict[str, list[str]]:
+    expected = {phone: BIG[i :: len(PHONES)] for i, phone in enumerate(PHONES)}
+    expected[PHONES[0]] += list(after)
+    return expected
+
+
+async def message_count(engine: AsyncEngine) -> int:
+    return int((await rows(engine, "SELECT count(*) FROM messages"))[0][0])
+
+
+async def test_a_big_body_is_filed_in_chunks_in_order_then_the_next_body(
+    engine: AsyncEngine,
+) -> None:
+    await append_big_body_then(engine, "after")
+    queue = RecordingQueue()
+    the_filer = filer(create_sessionmaker(engine), queue, batch=8, chunk=100)
+
+    per_transaction = []
+    while await the_filer.file_batch():
+        before = sum(per_transaction)
+        per_transaction.append(await message_count(engine) - before)
+
+    # Ten transactions of 100 messages, the big body's row deleted with the last; the small
+    # body after it waits for the next transaction, since it would not fit in that one.
+    assert per_transaction == [100] * 10 + [1]
+    assert await filed_texts(engine) == sent_in_order("after")
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+    assert sorted(set(queue.signalled)) == sorted(
+        int(c) for (c,) in await rows(engine, "SELECT id FROM conversations")
+    )
+
+
+async def test_small_bodies_still_share_one_transaction(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await append(
+            connection,
+            [
+                Arrival("whatsapp", body_bytes(whatsapp_texts(phone, ["a", "b", "c"])), phone)
+                for phone in PHONES[:5]
+            ],
+        )
+    the_filer = filer(create_sessionmaker(engine), RecordingQueue(), batch=8, chunk=15)
+    assert await the_filer.file_batch() == 5
+    assert await message_count(engine) == 15
+
+
+async def test_filing_cut_short_between_chunks_is_finished_once_by_a_new_filer(
+    engine: AsyncEngine,
+) -> None:
+    await append_big_body_then(engine, "after")
+    sessions = create_sessionmaker(engine)
+    crashed = filer(sessions, RecordingQueue(), batch=8, chunk=100)
+    for _ in range(3):
+        assert await crashed.file_batch() == 1
+    assert await message_count(engine) == 300
+
+    # A process started after the crash knows nothing of the chunks filed: it files the body
+    # again from its start, and the 300 messages already stored are not stored twice.
+    restarted = filer(sessions, RecordingQueue(), batch=8, chunk=100)
+    for _ in range(5):
+        assert await restarted.file_batch() == 1
+    assert await message_count(engine) == 500
+    # The first filer, had it lived on (another process on PostgreSQL), goes on where it was.
+    while await crashed.file_batch():
+        pass
+
+    assert await filed_texts(engine) == sent_in_order("after")
+    assert await rows(
+        engine,
+        "SELECT count(*), count(DISTINCT channel_message_id) FROM messages",
+    ) == [(1001, 1001)]
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
