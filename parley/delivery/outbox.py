@@ -11,6 +11,7 @@ channel's answer only the record's one statement is awaited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
