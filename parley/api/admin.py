@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from parley.api.errors import ADMIN_ERRORS
 from parley.api.signin import check_not_locked, count_failure
 from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
 from parley.store.queries.turns import failed_messages, retry_message
@@ -67,7 +68,12 @@ AdminDep = Annotated[str, Depends(require_admin)]
 """The calling admin's user name (`_admin` for PARLEY_ADMIN_TOKEN)."""
 
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class MessagePublic(BaseModel):

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from parley.api.admin import AdminDep, require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.channels.render import render_text
 from parley.deps import QueueDep, RowId, RuntimeDep, SessionDep
 from parley.errors import ConversationModeConflict, ConversationNotFound
@@ -27,7 +28,12 @@ from parley.store.queries import conversations as queries
 from parley.store.queries.conversations import ConversationFilter, CursorInvalid
 from parley.store.queries.handoff import ModeChange, hand_back, hand_to_human, record_operator_reply
 
-router = APIRouter(prefix="/admin", tags=["conversations"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["conversations"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=512)]
