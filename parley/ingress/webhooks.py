@@ -35,18 +35,16 @@ ChannelDep = Annotated[Channel, Depends(get_channel)]
 
 
 _TEXT = {"text/plain": {"schema": {"type": "string"}}}
-_NO_CHANNEL = {
-    "description": "No channel of that name",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"detail": {"type": "string"}},
-                "required": ["detail"],
-            }
+_DETAIL = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}},
+            "required": ["detail"],
         }
-    },
+    }
 }
+_NO_CHANNEL = {"description": "No channel of that name", "content": _DETAIL}
 
 
 def _hub_parameter(name: str) -> dict[str, Any]:
@@ -55,6 +53,7 @@ def _hub_parameter(name: str) -> dict[str, Any]:
 
 HANDSHAKE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The channel's challenge, echoed"},
+    400: {"description": "A NUL in the path or query (`api.edge.RefuseNul`)", "content": _DETAIL},
     403: {
         "description": "Not a handshake for this Parley (wrong verify token or mode)",
         "content": _TEXT,

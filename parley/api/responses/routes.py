@@ -16,66 +16,14 @@ from parley.api.responses.objects import (
     replay,
     response_object,
 )
-from parley.api.responses.request import DEFAULT_ONLY, body_hash, parse_create, parse_json
-from parley.api.responses.schemas import CreateBody
+from parley.api.responses.openapi import CREATE_OPENAPI, CREATE_RESPONSES
+from parley.api.responses.request import body_hash, parse_create, parse_json
 from parley.deps import ResponsesDep, SessionDep, SettingsDep
 from parley.store.queries.responses import delete_response, get_response
 
 router = APIRouter(prefix="/v1", tags=["responses"], responses=V1_ERRORS)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _inlined(node: Any, definitions: dict[str, Any]) -> Any:
-    """`node` with each `#/$defs/…` reference replaced by its definition: the body is parsed by
-    hand (OpenAI's 400s, not FastAPI's 422s), so its schema goes into the OpenAPI document
-    whole, where pydantic's local references would point nowhere."""
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inlined(definitions[ref.removeprefix("#/$defs/")], definitions)
-        return {key: _inlined(value, definitions) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_inlined(value, definitions) for value in node]
-    return node
-
-
-def _create_body_schema() -> dict[str, Any]:
-    schema = CreateBody.model_json_schema()
-    definitions = schema.pop("$defs", {})
-    inlined: dict[str, Any] = _inlined(schema, definitions)
-    # As `parse_create` reads it: the SDK's defaults taken, any other field refused.
-    for name, allowed in DEFAULT_ONLY.items():
-        inlined["properties"][name] = {"enum": list(allowed)}
-    inlined["additionalProperties"] = False
-    return inlined
-
-
-EXAMPLE_INPUT = [{"role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}]
-CREATE_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": _create_body_schema(),
-                "examples": {
-                    "answer": {"value": {"model": "default", "input": EXAMPLE_INPUT}},
-                    "streamed": {
-                        "value": {"model": "default", "input": EXAMPLE_INPUT, "stream": True}
-                    },
-                },
-            }
-        },
-    }
-}
-CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The response object; with `stream: true`, its events as server-sent "
-        "events instead",
-        # No schema for the stream: its body is a sequence of events, not one JSON document.
-        "content": {"application/json": {}, "text/event-stream": {}},
-    }
-}
 
 
 @router.post("/responses", responses=CREATE_RESPONSES, openapi_extra=CREATE_OPENAPI)
