@@ -57,6 +57,8 @@ class Caller:
     token: str | None
     modes: tuple[GenerationMode, ...]
     examples: int
+    documented_examples: bool = False
+    """Whether the schema's own examples are sent too (once each)."""
 
 
 CALLERS = (
@@ -64,8 +66,10 @@ CALLERS = (
     Caller(
         "unknown token", "sk-parley-nobody-holds-this", (GenerationMode.POSITIVE,), REFUSED_EXAMPLES
     ),
-    # Last, since its writes (users, tokens, accounts) change what later calls find.
-    Caller("admin token", ADMIN_TOKEN, tuple(GenerationMode), FUZZ_EXAMPLES),
+    # Last, since its writes (users, tokens, accounts) change what later calls find. The
+    # examples are the one way to a successful `POST /v1/responses` (a generated `model`
+    # names no profile), streamed and not.
+    Caller("admin token", ADMIN_TOKEN, tuple(GenerationMode), FUZZ_EXAMPLES, True),
 )
 
 
@@ -86,36 +90,32 @@ def fuzz(base_url: str) -> Report:
         for caller in CALLERS:
             for result in schema.get_all_operations():
                 operation = result.ok()
-                if caller.token == ADMIN_TOKEN:
-                    _run_examples(operation, caller, base_url, session, report)
+                runs: list[tuple[str, SearchStrategy[Case], int]] = []
+                if caller.documented_examples:
+                    for strategy in schema.get_strategies_from_examples(operation):
+                        runs.append(("example", strategy, 1))
                 for mode in caller.modes:
                     strategy = operation.as_strategy(generation_mode=mode)
-                    run = _one_run(operation, strategy, caller, base_url, session, report)
-                    try:
-                        run()
-                    except Unsatisfiable as exc:
-                        # No negative case: nothing a value can break (no inputs, or only a
-                        # path's free string).
-                        if mode is not GenerationMode.NEGATIVE:
-                            report.failures.append(f"{operation.label} ({caller.name}): {exc}")
-                    # Each failure is reported and the other runs go on; schemathesis raises
-                    # its findings as a BaseExceptionGroup.
-                    except (Exception, BaseExceptionGroup) as exc:
-                        label = f"{operation.label} ({caller.name}, {mode})"
-                        report.failures.append(f"{label}: {exc}")
+                    runs.append((mode, strategy, caller.examples))
+                for kind, strategy, examples in runs:
+                    run = _one_run(operation, strategy, caller, base_url, session, report, examples)
+                    label = f"{operation.label} ({caller.name}, {kind})"
+                    _record(report, label, run, may_be_empty=kind == GenerationMode.NEGATIVE)
     return report
 
 
-def _run_examples(
-    operation: Any, caller: Caller, base_url: str, session: requests.Session, report: Report
-) -> None:
-    """The operation's documented examples, each once: the one way to reach a successful
-    `POST /v1/responses` (a random `model` names no profile), streamed and not."""
-    for strategy in operation.schema.get_strategies_from_examples(operation):
-        try:
-            _one_run(operation, strategy, caller, base_url, session, report, examples=1)()
-        except (Exception, BaseExceptionGroup) as exc:
-            report.failures.append(f"{operation.label} ({caller.name}, example): {exc}")
+def _record(report: Report, label: str, run: Callable[[], None], *, may_be_empty: bool) -> None:
+    """Run `run`, its failure reported and not raised, so that the other runs go on."""
+    try:
+        run()
+    except Unsatisfiable as exc:
+        # An operation may have no negative case: nothing a value can break (no inputs, or
+        # only a path's free string).
+        if not may_be_empty:
+            report.failures.append(f"{label}: {exc}")
+    # Schemathesis raises its findings as a BaseExceptionGroup.
+    except (Exception, BaseExceptionGroup) as exc:
+        report.failures.append(f"{label}: {exc}")
 
 
 def _one_run(
@@ -125,10 +125,10 @@ def _one_run(
     base_url: str,
     session: requests.Session,
     report: Report,
-    examples: int | None = None,
+    examples: int,
 ) -> Callable[[], None]:
     @hypothesis_settings(
-        max_examples=examples or caller.examples,
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
