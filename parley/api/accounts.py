@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.admin import require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.channels import registry
 from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import AccountConflict, AccountInvalid, AccountNotFound, SecretsDisabled
@@ -27,7 +28,12 @@ from parley.store.models import Account
 from parley.store.queries import accounts as queries
 from parley.store.queries.accounts import AccountFields
 
-router = APIRouter(prefix="/admin", tags=["accounts"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["accounts"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 STORED = frozenset(f.name for f in dataclasses.fields(AccountFields))
 
 

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from parley import operator
+from parley.api.errors import ADMIN_ERRORS
 from parley.api.signin import check_not_locked
 from parley.deps import RowId, RuntimeDep, SessionDep, count_failure
 from parley.store.queries.turns import failed_messages
@@ -68,7 +69,12 @@ AdminDep = Annotated[str, Depends(require_admin)]
 """The calling admin's user name (`_admin` for PARLEY_ADMIN_TOKEN)."""
 
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class MessagePublic(BaseModel):

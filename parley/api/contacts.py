@@ -12,12 +12,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel
 
 from parley.api.admin import AdminDep, require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import AlreadyErased, ContactNotFound, ErasureRefused
 from parley.store.queries.erasure import erase_contact, recent_erasures
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/admin", tags=["contacts"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["contacts"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class ErasurePublic(BaseModel):

@@ -20,13 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from parley import operator
 from parley.api.admin import AdminDep, require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import ConversationModeConflict, ConversationNotFound
 from parley.store.queries import conversations as queries
 from parley.store.queries.conversations import ConversationFilter, CursorInvalid
 from parley.store.queries.handoff import ModeChange
 
-router = APIRouter(prefix="/admin", tags=["conversations"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["conversations"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=512)]

@@ -2,17 +2,21 @@
 
 Every failure on a `/v1` path, FastAPI's own included (bad JSON, validation), is turned into this
 shape with the status the official SDK maps to its exception classes; no stack trace leaves.
+The admin API keeps FastAPI's `{"detail": …}`. Both shapes are declared in the OpenAPI schema
+(`V1_ERRORS`, `ADMIN_ERRORS`), which the schema fuzz test holds every answer to.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from parley.errors import Conflict, NotFound, RequestError
@@ -31,6 +35,69 @@ TYPES = {
     429: "rate_limit_error",
     503: "server_error",
 }
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorPublic(BaseModel):
+    """A `/v1` error, as the OpenAI SDK reads it."""
+
+    error: ErrorObject
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class AdminErrorPublic(BaseModel):
+    """An admin error: a sentence, or for a request that fails validation, each problem
+    without the value that caused it (`admin_validation_error`)."""
+
+    detail: str | list[ValidationIssue]
+
+
+def _declared(model: type[BaseModel], statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": model, "description": text} for status, text in statuses.items()}
+
+
+V1_ERRORS = _declared(
+    ErrorPublic,
+    {
+        400: "Invalid request: the body, a parameter or the path (`param` names which)",
+        401: "Missing, unknown or revoked API key, or a suspended user",
+        404: "No such object for this caller",
+        409: "Conflicts with the object's state (or an idempotency key's first request)",
+        413: "Request body too large",
+        429: "Rate limit reached, or too many failed sign-ins from this address",
+    },
+) | {
+    # Every other status on `/v1` (408, 5xx) has the same shape; declaring it also keeps FastAPI
+    # from documenting a 422 that `/v1` never answers (validation errors are 400s).
+    "default": {"model": ErrorPublic, "description": "Any other error, in the same shape"}
+}
+"""The errors every `/v1` route can answer, for its router's `responses=`."""
+
+ADMIN_ERRORS = _declared(
+    AdminErrorPublic,
+    {
+        400: "Invalid request (a NUL in the path or query, a refused value)",
+        401: "Missing or unknown admin bearer token",
+        403: "The token's user is not an admin",
+        404: "No such object",
+        409: "Conflicts with the object's state",
+        413: "Request body too large",
+        422: "Invalid parameters or body",
+        429: "Too many failed sign-ins from this address",
+    },
+)
+"""The errors every admin route can answer, for its router's `responses=`."""
 
 
 class APIError(Exception):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, status
 from pydantic import BaseModel, Field
 
 from parley.api.auth import CallerDep
-from parley.api.errors import APIError, not_found
+from parley.api.errors import V1_ERRORS, APIError, not_found
 from parley.api.users import (
     TokenCreate,
     TokenCreated,
@@ -27,7 +27,7 @@ from parley.store.queries.usage import user_daily_usage
 SECRET_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
 """The names an HTTP tool's `{secret:NAME}` can refer to."""
 
-router = APIRouter(prefix="/v1/me", tags=["me"])
+router = APIRouter(prefix="/v1/me", tags=["me"], responses=V1_ERRORS)
 
 
 class ListPublic(BaseModel):

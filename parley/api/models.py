@@ -12,12 +12,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from parley.api.auth import CallerDep
-from parley.api.errors import APIError
+from parley.api.errors import V1_ERRORS, APIError
 from parley.api.responses.objects import FastJSON
 from parley.deps import SessionDep
 from parley.store.queries.profiles import Profile, list_profiles
 
-router = APIRouter(prefix="/v1", tags=["models"])
+router = APIRouter(prefix="/v1", tags=["models"], responses=V1_ERRORS)
 
 OWNER = "parley"
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.api.admin import require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.deps import RowId, SessionDep
 from parley.errors import PromptConflict, PromptInvalid, PromptNotFound
 from parley.store.models import PromptVersion
@@ -22,7 +23,12 @@ from parley.store.queries import prompts as queries
 from parley.store.queries.prompt_report import prompt_report
 from parley.store.queries.prompts import Target, VersionFields
 
-router = APIRouter(prefix="/admin", tags=["prompts"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["prompts"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 class VersionCreate(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Response, status
 from pydantic import BaseModel, Field
 
 from parley.api.admin import UsagePublic, require_admin
+from parley.api.errors import ADMIN_ERRORS
 from parley.deps import RowId, RuntimeDep, SessionDep
 from parley.errors import TooManyTokens, UserConflict
 from parley.store.models import ApiToken, User
@@ -73,7 +74,12 @@ def token_created(issued: queries.IssuedToken) -> TokenCreated:
     return TokenCreated(**TokenPublic.model_validate(issued.row).model_dump(), token=issued.value)
 
 
-router = APIRouter(prefix="/admin", tags=["users"], dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin",
+    tags=["users"],
+    dependencies=[Depends(require_admin)],
+    responses=ADMIN_ERRORS,
+)
 
 
 async def _user(session: SessionDep, user_id: RowId) -> User:

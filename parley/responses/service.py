@@ -92,6 +92,9 @@ class ResponsesService:
         stream: TurnStream | None = None,
     ) -> Started:
         """Store the response and start its turn; an idempotent retry gets the first one."""
+        # An empty key is no key, as the look-up below already takes it; stored, it made a
+        # second request with an empty key collide with the first one's row.
+        idempotency_key = idempotency_key or None
         async with self._sessions() as session:
             if idempotency_key:
                 earlier = await find_idempotent(session, user_id=owner.user_id, key=idempotency_key)

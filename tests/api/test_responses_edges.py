@@ -6,7 +6,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from tests.api.test_responses import new_token, sdk
-from tests.conftest import Parley, Store
+from tests.conftest import ADMIN_TOKEN, Parley, Store
 
 
 @pytest.fixture
@@ -79,3 +79,26 @@ async def test_a_path_id_the_store_cannot_hold_is_not_found(parley: Parley, toke
     answer = await parley.client.post("/v1/responses", json=chained, headers=bearer(token))
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"]["param"] == "previous_response_id"
+
+
+async def test_an_empty_idempotency_key_is_no_key(parley: Parley, token: str) -> None:
+    """Two different requests sent with an empty key are two responses, not a conflict; and the
+    profile they name keeps answering (the second one's rolled-back insert once left the
+    profile's remembered prompt unreadable: every later request naming it was a 500)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    prompt = {"name": "sales", "instructions": "You sell bikes."}
+    assert (await parley.client.post("/admin/prompts", json=prompt, headers=admin)).is_success
+    bound = await parley.client.put(
+        "/admin/profiles/sales", json={"prompt": "sales"}, headers=admin
+    )
+    assert bound.is_success, bound.text
+
+    ids = []
+    for text, key in (("first", ""), ("second", ""), ("third", None)):
+        headers = bearer(token) | ({"Idempotency-Key": key} if key is not None else {})
+        body = {"model": "sales", "input": text}
+        answer = await parley.client.post("/v1/responses", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        ids.append(answer.json()["id"])
+    assert len(set(ids)) == 3
+    assert await parley.rows("SELECT count(*) FROM responses WHERE idempotency_key = ''") == [(0,)]

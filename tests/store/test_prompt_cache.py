@@ -1,15 +1,34 @@
 """The process's cache of prompt bindings: a binding is read again after `BINDING_TTL_S`, and
-at once when this process commits a binding change."""
+at once when this process commits a binding change; what it remembers stays readable whatever
+becomes of the session that read it (both backends)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from parley.store.db import create_engine, create_sessionmaker
+from parley.store.migrate import upgrade
 from parley.store.queries import prompt_cache
-from parley.store.queries.prompts import BINDING_CHANGES
+from parley.store.queries.prompts import (
+    BINDING_CHANGES,
+    Target,
+    VersionFields,
+    activate,
+    create_prompt,
+)
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
 
 
 async def test_a_binding_is_read_again_after_its_ttl_or_a_committed_change(
@@ -42,3 +61,27 @@ async def test_a_binding_is_read_again_after_its_ttl_or_a_committed_change(
     BINDING_CHANGES.mark(rolled_back)
     rolled_back.dispatch.after_rollback(rolled_back)
     assert await cache.binding_for(session, account_id=1, profile="default") == "binding 4"
+
+
+async def test_what_is_remembered_outlives_a_rollback_of_the_session_that_read_it(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        first = VersionFields(instructions="You sell bikes.")
+        version = await create_prompt(session, name="sales", description=None, first=first)
+        await activate(session, target=Target(profile="sales"), version=version)
+        await session.commit()
+    cache = prompt_cache.PromptCache()
+    async with sessions() as session:
+        binding = await cache.binding_for(session, account_id=1, profile="sales")
+        assert binding is not None
+        await cache.version_named(session, version_id=binding.version_id)
+        # As when a response's insert loses an Idempotency-Key race after choosing its prompt.
+        await session.rollback()
+
+    async with sessions() as session:
+        remembered = await cache.binding_for(session, account_id=1, profile="sales")
+        assert remembered is binding
+        assert (remembered.version_id, remembered.candidate_version_id) == (version.id, None)
+        name, read = await cache.version_named(session, version_id=version.id)
+    assert (name, read.version, read.instructions) == ("sales", 1, "You sell bikes.")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from parley.api.auth import CallerDep
-from parley.api.errors import bad_request, not_found
+from parley.api.errors import V1_ERRORS, bad_request, not_found
 from parley.api.responses.objects import (
     EventStream,
     FastJSON,
@@ -16,16 +16,17 @@ from parley.api.responses.objects import (
     replay,
     response_object,
 )
+from parley.api.responses.openapi import CREATE_OPENAPI, CREATE_RESPONSES
 from parley.api.responses.request import body_hash, parse_create, parse_json
 from parley.deps import ResponsesDep, SessionDep, SettingsDep
 from parley.store.queries.responses import delete_response, get_response
 
-router = APIRouter(prefix="/v1", tags=["responses"])
+router = APIRouter(prefix="/v1", tags=["responses"], responses=V1_ERRORS)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-@router.post("/responses")
+@router.post("/responses", responses=CREATE_RESPONSES, openapi_extra=CREATE_OPENAPI)
 async def create_response(
     request: Request,
     caller: CallerDep,

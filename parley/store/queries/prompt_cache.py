@@ -4,6 +4,10 @@ A binding (which prompt version answers an account or profile) is kept for `BIND
 and dropped at once when this process commits a binding change (`BINDING_CHANGES`); a change
 made by another process (`parley prompts activate`, another API process) reaches new turns
 within `BINDING_TTL_S`. A prompt version never changes once written, so it is kept as read.
+
+What is remembered outlives the session that read it, so it is taken out of that session
+(`_kept`): a session that later rolls back expires every row it holds, and a row expired after
+its session closed can never be read again (each later turn would fail on it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ BINDING_TTL_S = 1.0
 MAX_ENTRIES = 10_000
 K = TypeVar("K")
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 class PromptCache:
@@ -42,7 +47,7 @@ class PromptCache:
             if generation == BINDING_CHANGES.generation() and self._clock() - at < self._ttl:
                 return binding
         at, generation = self._clock(), BINDING_CHANGES.generation()
-        binding = await binding_for(session, account_id=account_id, profile=profile)
+        binding = _kept(session, await binding_for(session, account_id=account_id, profile=profile))
         if generation == BINDING_CHANGES.generation():
             _bounded(self._bindings)[key] = (at, generation, binding)
         return binding
@@ -52,9 +57,17 @@ class PromptCache:
     ) -> tuple[str, PromptVersion]:
         found = self._versions.get(version_id)
         if found is None:
-            found = await version_named(session, version_id=version_id)
+            name, version = await version_named(session, version_id=version_id)
+            found = name, _kept(session, version)
             _bounded(self._versions)[version_id] = found
         return found
+
+
+def _kept(session: AsyncSession, row: R) -> R:
+    """`row`, loaded, and no longer in `session` (anything but a row is kept as it is)."""
+    if isinstance(row, PromptBinding | PromptVersion) and row in session:
+        session.expunge(row)
+    return row
 
 
 def _bounded(entries: dict[K, V]) -> dict[K, V]:
