@@ -34,8 +34,11 @@ def project(name: str) -> dict | None:
 def main(constraints: str, ignore_file: str | None = None) -> int:
     ignored = set()
     if ignore_file and Path(ignore_file).exists():
-        ignored = {line.split()[0] for line in Path(ignore_file).read_text().splitlines()
-                   if line.strip() and not line.startswith("#")}
+        ignored = {
+            line.split()[0]
+            for line in Path(ignore_file).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        }
     wanted = pins(constraints)
     with ThreadPoolExecutor(16) as pool:
         found = list(pool.map(lambda pin: project(pin[0]), wanted))
@@ -50,7 +53,9 @@ def main(constraints: str, ignore_file: str | None = None) -> int:
         for advisory in data.get("vulnerabilities") or []:
             ids = {advisory.get("id"), *(advisory.get("aliases") or [])}
             if not ids & ignored:
-                vulnerable.append(f"{name}=={version}: {advisory.get('id')} {advisory.get('summary') or ''}")
+                vulnerable.append(
+                    f"{name}=={version}: {advisory.get('id')} {advisory.get('summary') or ''}"
+                )
     audited = len(wanted) - len(unaudited)
     print(f"{audited} of {len(wanted)} pins are their project's latest release and were audited")
     if unaudited:
