@@ -20,23 +20,28 @@ from tests.servers import free_port
 PARLEY = str(Path(sys.executable).with_name("parley"))
 
 
-async def start_serve(env: dict[str, str], cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
+async def start_serve(
+    env: dict[str, str], cwd: Path, command: str = "serve", *, keep_logs: bool = True
+) -> tuple[asyncio.subprocess.Process, str]:
+    """`parley serve` (or `parley api`) on a free port, once it answers `/readyz`. With
+    `keep_logs`, its stderr is a pipe for the test to read: only for short-lived processes,
+    since a pipe nobody reads fills up and then blocks the process's logging."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         PARLEY,
-        "serve",
+        command,
         "--port",
         str(port),
         env=env,
         cwd=cwd,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE if keep_logs else asyncio.subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     if await wait_until_ready(url, alive=lambda: process.returncode is None):
         return process, url
     process.kill()
-    raise AssertionError("parley serve did not become ready")
+    raise AssertionError(f"parley {command} did not become ready")
 
 
 async def stopped_cleanly(process: asyncio.subprocess.Process) -> None:

@@ -235,13 +235,7 @@ class Deliverer:
     ) -> bool:
         """Record the send on the connection taken before the call; False if the store failed."""
         try:
-            await mark_sent(
-                session,
-                outbox_id=delivery.outbox_id,
-                message_id=delivery.message.id,
-                channel_message_id=channel_message_id,
-            )
-            await session.commit()
+            await _commit_sent(session, delivery, channel_message_id)
         except (DBAPIError, OSError) as exc:
             log.warning("delivery.record_retry", error=type(exc).__name__)
             return False
@@ -256,13 +250,7 @@ class Deliverer:
         while True:
             try:
                 async with sessions() as session:
-                    await mark_sent(
-                        session,
-                        outbox_id=delivery.outbox_id,
-                        message_id=delivery.message.id,
-                        channel_message_id=channel_message_id,
-                    )
-                    await session.commit()
+                    await _commit_sent(session, delivery, channel_message_id)
                 return
             except (DBAPIError, OSError, PoolTimeout) as exc:
                 if time.monotonic() > give_up:
@@ -396,6 +384,18 @@ class Deliverer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _commit_sent(
+    session: AsyncSession, delivery: Delivery, channel_message_id: str | None
+) -> None:
+    await mark_sent(
+        session,
+        outbox_id=delivery.outbox_id,
+        message_id=delivery.message.id,
+        channel_message_id=channel_message_id,
+    )
+    await session.commit()
 
 
 def _code(code: str | None) -> str:

@@ -74,7 +74,7 @@ async def served(
         database_url=f"sqlite+aiosqlite:///{folder / 'parley.db'}",
         queue_url=None,
     )
-    process, url = await start_serve({**os.environ, **env}, folder)
+    process, url = await start_serve({**os.environ, **env}, folder, keep_logs=False)
     store = Store(env["DATABASE_URL"])
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:

@@ -18,11 +18,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from parley.responses.lease import ORPHANED_ERROR, ResponseLease
 from parley.responses.service import ResponsesService
 from parley.store.models import ResponseRecord, utcnow
-from parley.testing import OpenAISimulator, wait_until_ready
+from parley.testing import OpenAISimulator
 from tests.api.test_responses import OPEN, new_token
 from tests.conftest import MakeParley, Store
-from tests.servers import free_port
-from tests.test_cli import PARLEY
+from tests.test_cli import start_serve
 
 LEASE = 2.0
 """Short, so that a test waits seconds, not the default half minute."""
@@ -39,22 +38,7 @@ def sdk(url: str, token: str) -> AsyncOpenAI:
 
 
 async def start_api(env: dict[str, str], cwd: Path) -> tuple[asyncio.subprocess.Process, str]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        PARLEY,
-        "api",
-        "--port",
-        str(port),
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    if await wait_until_ready(url, alive=lambda: process.returncode is None):
-        return process, url
-    process.kill()
-    raise AssertionError("parley api did not become ready")
+    return await start_serve(env, cwd, command="api", keep_logs=False)
 
 
 async def settled(client: AsyncOpenAI, response_id: str, timeout: float) -> Response:
