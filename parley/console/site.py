@@ -3,6 +3,8 @@ its refusals are answered (a page, not JSON)."""
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -55,10 +57,22 @@ async def login_form(request: Request) -> HTMLResponse:
     return page(request, "login.html", {"error": None})
 
 
+def _from_elsewhere(request: Request) -> bool:
+    """Whether a browser posted this from another site's page. Browsers name the page's origin
+    on every cross-site POST; a request without `Origin` comes from a program, not a page."""
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+
+
 @router.post("/login")
 async def login(request: Request, runtime: RuntimeDep) -> Response:
     """Sign in with a user's API token: a refused token counts against the address's sign-in
-    allowance like a refused bearer token on the API."""
+    allowance like a refused bearer token on the API.
+
+    There is no session yet to derive a CSRF token from, so the sign-in form is guarded by its
+    origin instead: another site's page cannot sign the browser in as someone else (login CSRF)."""
+    if _from_elsewhere(request):
+        raise CsrfRefused
     verdict = guard_of(request).locked(client_of(request))
     if not verdict.allowed:
         log.info("console.signin_locked")

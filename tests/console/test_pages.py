@@ -53,6 +53,19 @@ async def test_sign_in_sets_a_strict_cookie_and_a_bad_token_is_refused(parley: P
         assert (await client.get("/console")).status_code == 303
 
 
+async def test_another_sites_page_cannot_sign_the_browser_in(parley: Parley) -> None:
+    _, token = await new_user(parley.client, "oscar", is_admin=True)
+    async with console_client(parley) as client:
+        forged = await client.post(
+            "/console/login", data={"token": token}, headers={"origin": "https://evil.example"}
+        )
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        own = await client.post(
+            "/console/login", data={"token": token}, headers={"origin": parley.server.url}
+        )
+        assert own.status_code == 303 and "set-cookie" in own.headers
+
+
 async def test_refused_sign_ins_lock_the_address_like_the_api(make_parley: object) -> None:
     parley = make_parley(parley_auth_failure_limit=2)  # type: ignore[operator]
     async with console_client(parley) as client:
