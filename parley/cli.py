@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import signal
 import sys
@@ -73,6 +74,7 @@ def _run_http(settings: Settings, role: Role, host: str, port: int) -> None:
     from parley.app import create_app
 
     application = create_app(settings, role)
+    _freeze_heap()
     uvicorn.run(
         application,
         host=host,
@@ -88,6 +90,19 @@ def _run_http(settings: Settings, role: Role, host: str, port: int) -> None:
         proxy_headers=True,
         timeout_graceful_shutdown=25,
     )
+
+
+def _freeze_heap() -> None:
+    """Move what the process has built so far (modules, classes, the app) out of the garbage
+    collector's sight, where it stays for the process's life anyway.
+
+    A full collection walks every tracked object; on `parley serve`'s heap that took 125 ms,
+    during which the event loop answered nothing, which made it the slowest webhook
+    acknowledgement of a run at 500 a second. Frozen objects are never walked nor freed, so
+    the heap's garbage is collected first.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _installed(module: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,7 +39,12 @@ from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
 from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
-from parley.store.db import create_engine, create_send_record_engine, create_sessionmaker
+from parley.store.db import (
+    create_engine,
+    create_send_record_engine,
+    create_sessionmaker,
+    priority_pending,
+)
 from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
@@ -163,6 +169,7 @@ def build_runtime(settings: Settings) -> Runtime:
             chunk=settings.parley_filer_chunk,
             poll_interval=settings.parley_filer_poll_interval,
             notify_handoffs=settings.parley_handoff_webhook_url is not None,
+            yield_to=functools.partial(priority_pending, engine),
         ),
         secrets=secrets,
         accounts=accounts,

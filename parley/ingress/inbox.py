@@ -23,6 +23,11 @@ from parley.store.queries.inbox import Arrival, append
 log = structlog.get_logger(__name__)
 
 
+_CHAIN = 4
+"""Most commits in a row the writer makes while webhooks keep arriving, before the shared
+connection's waiting transaction goes in (see `_run`)."""
+
+
 class InboxUnavailable(Exception):
     """The body was not committed in time (or at all): the channel should deliver it again."""
 
@@ -85,17 +90,27 @@ class InboxWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._pending.get()]
-            while len(batch) < self._max_batch and not self._pending.empty():
-                batch.append(self._pending.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._pending.task_done()
+            # Webhooks that arrived during a commit are committed right after it, before the
+            # shared connection's next transaction (on SQLite), for a few commits in a row:
+            # otherwise each would wait for a whole transaction of the filer or a turn.
+            # Bounded, so that the filer and the turns still get their turn under a steady
+            # stream, a commit's worth of time apart.
+            async with priority_commit(self._engine):
+                for chained in range(1, _CHAIN + 1):
+                    while len(batch) < self._max_batch and not self._pending.empty():
+                        batch.append(self._pending.get_nowait())
+                    try:
+                        await self._commit(batch)
+                    finally:
+                        for _ in batch:
+                            self._pending.task_done()
+                    if chained == _CHAIN or self._pending.empty():
+                        break
+                    batch = [self._pending.get_nowait()]
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
-            async with priority_commit(self._engine), self._engine.begin() as connection:
+            async with self._engine.begin() as connection:
                 await append(connection, [w.arrival for w in batch])
         except Exception as exc:
             log.error("inbox.commit_failed", webhooks=len(batch), error=type(exc).__name__)

@@ -139,6 +139,14 @@ async def priority_commit(engine: AsyncEngine) -> AsyncIterator[None]:
         turn.clear.set()
 
 
+def priority_pending(engine: AsyncEngine) -> bool:
+    """Whether a priority writer of `engine`'s file is committing or waiting to: then a
+    transaction of `engine` that can end early (the filer's batch) should, since the
+    priority writer waits for it to end. Always False for an engine without one (PostgreSQL)."""
+    turn = _TURNS.get(engine.sync_engine)
+    return turn is not None and not turn.clear.is_set()
+
+
 def _begin_after_priority(turn: _Turn) -> Any:
     def begin(connection: Connection) -> None:
         if not turn.clear.is_set():

@@ -120,11 +120,16 @@ class Filer:
         poll_interval: float,
         chunk: int = 50,
         notify_handoffs: bool = False,
+        yield_to: Callable[[], bool] | None = None,
     ) -> None:
         """
         Args:
             batch: most inbox rows taken per transaction.
             chunk: most items (messages, statuses, events) filed per transaction.
+            yield_to: True while an acknowledgement waits for this transaction to end (on
+                SQLite, the inbox writer's commit waits for the file's one write lock): the
+                transaction then commits after the row it is filing, and the rest of its rows
+                go in the next one.
         """
         self._sessions = sessions
         self._notify = notify_handoffs
@@ -134,6 +139,7 @@ class Filer:
         self._batch = batch
         self._chunk = chunk
         self._poll = poll_interval
+        self._yield_to = yield_to
         self._part: _Part | None = None
         self._loop = PollLoop(
             self._file_more, failed="filer.failed", retry=poll_interval, wake_during_retry=False
@@ -184,6 +190,9 @@ class Filer:
                     filed.more = True
                     break
                 filed.rows += 1
+                if self._yield_to is not None and filed.rows < len(rows) and self._yield_to():
+                    filed.more = True
+                    break
             await remove(session, filed.done)
             await session.commit()
         self._part = filed.part

@@ -5,7 +5,7 @@ once, in order, even when its filing is cut short between chunks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import pytest
 from sqlalchemy import text
@@ -37,7 +37,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 def filer(
-    sessions: async_sessionmaker[AsyncSession], queue: RecordingQueue, batch: int, chunk: int = 50
+    sessions: async_sessionmaker[AsyncSession],
+    queue: RecordingQueue,
+    batch: int,
+    chunk: int = 50,
+    yield_to: Callable[[], bool] | None = None,
 ) -> Filer:
     return Filer(
         sessions=sessions,
@@ -47,6 +51,7 @@ def filer(
         batch=batch,
         chunk=chunk,
         poll_interval=0.05,
+        yield_to=yield_to,
     )
 
 
@@ -97,6 +102,39 @@ async def test_a_backlog_is_filed_in_batches_oldest_first(engine: AsyncEngine) -
     assert await rows(engine, "SELECT text FROM messages ORDER BY sequence_no") == [
         (t,) for t in texts
     ]
+
+
+async def test_a_batch_ends_after_the_row_being_filed_while_an_acknowledgement_waits(
+    engine: AsyncEngine,
+) -> None:
+    texts = [f"y{i}" for i in range(7)]
+    async with engine.begin() as connection:
+        await append(
+            connection,
+            [
+                Arrival("whatsapp", body_bytes(whatsapp_texts("34600000094", [t])), f"c{t}")
+                for t in texts
+            ],
+        )
+    acknowledgement_waits = False
+    the_filer = filer(
+        create_sessionmaker(engine),
+        RecordingQueue(),
+        batch=3,
+        yield_to=lambda: acknowledgement_waits,
+    )
+    taken = []
+    for waits in (False, True, True, False, False):
+        acknowledgement_waits = waits
+        taken.append(await the_filer.file_batch())
+
+    # Full batches while nobody waits; one row per transaction while someone does (never
+    # none, so that the filer still moves).
+    assert taken == [3, 1, 1, 2, 0]
+    assert await rows(engine, "SELECT text FROM messages ORDER BY sequence_no") == [
+        (t,) for t in texts
+    ]
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
 
 
 PHONES = [f"3460000{n:04d}" for n in range(20)]

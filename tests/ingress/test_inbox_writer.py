@@ -1,0 +1,76 @@
+"""The inbox writer on SQLite goes ahead of the shared connection: webhooks that arrive while
+its commit waits for the file are committed in a row before the shared connection's next
+transaction, so none of them waits for a whole transaction of the filer or a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from parley.ingress.inbox import InboxWriter
+from parley.store.db import create_engine, priority_pending
+from parley.store.migrate import upgrade
+from parley.store.queries.inbox import Arrival
+from tests.factories import body_bytes, whatsapp_texts
+
+
+@pytest.fixture
+async def shared(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+    await upgrade(url)
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_webhooks_waiting_for_the_file_are_committed_before_the_next_transaction(
+    shared: AsyncEngine,
+) -> None:
+    own = create_engine(str(shared.url), durable=True, ahead_of=shared)
+    held_back: list[bool] = []  # at each commit: is the shared connection still held back?
+    writer = InboxWriter(
+        own,
+        max_batch=1,  # one webhook per commit
+        timeout=10,
+        on_commit=lambda: held_back.append(priority_pending(shared)),
+    )
+    writer.start()
+
+    async def next_transaction_sees() -> int:
+        async with shared.begin() as connection:
+            return int(await connection.scalar(text("SELECT count(*) FROM inbox")) or 0)
+
+    bodies = [body_bytes(whatsapp_texts(f"3460009{n:04d}", ["x"])) for n in range(3)]
+    try:
+        assert not priority_pending(shared)
+        async with shared.begin() as connection:  # a turn holds the file
+            await connection.execute(text("SELECT 1"))
+            appends = [
+                asyncio.create_task(writer.append(Arrival("whatsapp", body, "c")))
+                for body in bodies
+            ]
+            await until(lambda: priority_pending(shared))
+            following = asyncio.create_task(next_transaction_sees())
+        await asyncio.gather(*appends)
+        # Three commits in a row, the shared connection held back from the first to the last,
+        # and its next transaction after them all.
+        assert held_back == [True, True, True]
+        assert await following == 3
+        assert writer.commits == 3
+        assert not priority_pending(shared)
+    finally:
+        await writer.close()
+        await own.dispose()
