@@ -454,9 +454,10 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         description="Most inbox rows filed into messages and statuses in one transaction. "
-        "On SQLite a group commit of webhooks waits for the transaction ahead of it, so "
-        "smaller batches keep acknowledgements fast (8: p99 155 ms at 500 webhooks/s against "
-        "404 ms with 32) at the cost of more commits while a backlog is filed.",
+        "On SQLite, while a group commit of webhooks waits for the file, the filer commits "
+        "after the row it is filing and leaves the rest for its next transaction, so the "
+        "batch bounds how much is filed per commit when the door is quiet, not how long an "
+        "acknowledgement waits.",
     )
     parley_filer_chunk: int = Field(
         default=50,
