@@ -82,18 +82,7 @@ def create_engine(
             _TURNS[engine.sync_engine] = _TURNS[ahead_of.sync_engine]
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    connect_args: dict[str, Any] = {}
-    if "+asyncpg" in url:
-        connect_args = {"statement_cache_size": 0, "command_timeout": 30}
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_timeout=30,
-        connect_args=connect_args,
-        hide_parameters=True,
-    )
+    return _server_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
 
 def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | None:
@@ -110,17 +99,24 @@ def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | No
     url = async_database_url(url)
     if url.startswith("sqlite"):
         return None
+    return _server_engine(url, pool_size=connections, max_overflow=0, isolation_level="AUTOCOMMIT")
+
+
+def _server_engine(url: str, *, pool_size: int, max_overflow: int, **options: Any) -> AsyncEngine:
+    """An engine on a database server (PostgreSQL): checked connections, bounded waits, and
+    errors that never quote a statement's parameters (customer text)."""
     connect_args: dict[str, Any] = {}
     if "+asyncpg" in url:
         connect_args = {"statement_cache_size": 0, "command_timeout": 30}
     return create_async_engine(
         url,
-        pool_size=connections,
-        max_overflow=0,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_timeout=30,
-        isolation_level="AUTOCOMMIT",
         connect_args=connect_args,
+        hide_parameters=True,
+        **options,
     )
 
 
