@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
 from parley.config import async_database_url
+from parley.store import sqlite_driver
 
 
 class _Turn:
@@ -66,7 +67,7 @@ def create_engine(
         # webhook acknowledgements take seconds under load. One process owns the file, and
         # no transaction is held across a network call, so the queue stays short.
         engine = create_async_engine(
-            url,
+            _one_trip(url),
             connect_args={"timeout": 30},
             pool_size=1,
             max_overflow=0,
@@ -83,6 +84,15 @@ def create_engine(
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
     return _server_engine(url, pool_size=pool_size, max_overflow=pool_size)
+
+
+def _one_trip(url: str) -> Any:
+    """`sqlite+aiosqlite` URLs on the dialect that makes each statement one trip to SQLite's
+    thread (`sqlite_driver`); any other driver named in the URL is kept."""
+    parsed = make_url(url)
+    if parsed.drivername != "sqlite+aiosqlite" or not sqlite_driver.AVAILABLE:
+        return parsed
+    return parsed.set(drivername=f"sqlite+{sqlite_driver.DRIVER}")
 
 
 def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | None:
