@@ -139,7 +139,10 @@ class CpuRun:
 
 
 async def cpu_per_message(
-    messages: int, conversations: int, statuses: list[str], parallel: int,
+    messages: int,
+    conversations: int,
+    statuses: list[str],
+    parallel: int,
     profile: Path | None = None,
 ) -> tuple[CpuRun, dict[str, int] | None]:
     async with open_rig(parallel) as rig:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import openai
 import orjson
 from openai import AsyncOpenAI, AsyncStream
+from openai._legacy_response import LegacyAPIResponse
+from openai._types import RequestOptions
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
@@ -56,6 +58,13 @@ class LLMResponse:
 
 
 OnDelta = Callable[[str], Awaitable[None]]
+
+_RAW_CREATE: RequestOptions = {
+    # What `responses.with_raw_response.create` asks of the client: the raw response back
+    # (its headers feed the limiter), and the bearer key as for every Responses API call.
+    "headers": {"X-Stainless-Raw-Response": "true"},
+    "security": {"bearer_auth": True},
+}
 """Called with each piece of output text as the upstream streams it."""
 
 
@@ -149,7 +158,7 @@ class LLM:
                 started = time.perf_counter()
                 # The raw response carries the x-ratelimit-* headers the limiter adapts to.
                 if on_delta is None:
-                    raw = await self._client.responses.with_raw_response.create(**params)
+                    raw = await self._create(params, stream=False)
                     self._limiter.observe(raw.headers)
                     # Read as plain JSON: the SDK's models would be built only to be dumped
                     # back into the dicts Parley stores.
@@ -168,9 +177,9 @@ class LLM:
         """One streamed call: text deltas handed on, the final Response's JSON returned.
         The SDK decodes the stream and raises its errors; each event stays the JSON it came
         as (`AsyncStream[object]`), not a model built per delta."""
-        raw = await self._client.responses.with_raw_response.create(stream=True, **params)
+        raw = await self._create(params, stream=True)
         self._limiter.observe(raw.headers)
-        stream = raw.parse(to=AsyncStream[object])
+        stream: AsyncStream[Any] = raw.parse(to=AsyncStream[object])
         final = None
         try:
             async for event in stream:
@@ -197,6 +206,27 @@ class LLM:
         if final is None:
             raise LLMError("upstream stream ended without a response", retryable=True)
         return dict(_without_none(final))
+
+    async def _create(self, params: dict[str, Any], *, stream: bool) -> LegacyAPIResponse[Any]:
+        """POST /responses through the client, the body sent as Parley built it.
+
+        `responses.create` first walks the whole body against the SDK's TypedDicts
+        (`async_maybe_transform`: hundreds of calls per request, the largest single cost of a
+        call in profiles of `parley serve`), to rename or reformat fields that the Responses
+        API's params never need: Parley's params are already the API's JSON (dicts, lists,
+        strings, numbers). The client's own request path is kept: auth, retries with
+        backoff, timeouts, errors, SSE decoding.
+        """
+        body = {**params, "stream": True} if stream else params
+        response = await self._client.post(
+            "/responses",
+            cast_to=object,
+            body=body,
+            options=_RAW_CREATE,
+            stream=stream,
+            stream_cls=AsyncStream[object],
+        )
+        return cast(LegacyAPIResponse[Any], response)
 
     async def close(self) -> None:
         await self._client.close()

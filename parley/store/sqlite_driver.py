@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
     SQLiteDialect_aiosqlite,
 )
+from sqlalchemy.util import EMPTY_DICT
 from sqlalchemy.util.concurrency import await_
 
 DRIVER = "parley_aiosqlite"
@@ -38,10 +39,16 @@ _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
 
 
+BEGIN = "BEGIN IMMEDIATE"
+
+
 def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: bool
 ) -> _Outcome:
-    """On SQLite's thread: the whole statement, cursor opened and closed around it."""
+    """On SQLite's thread: the whole statement, cursor opened and closed around it, after
+    the transaction's BEGIN if it is the transaction's first."""
+    if begin:
+        connection.execute(BEGIN)
     cursor = connection.cursor()
     try:
         if many:
@@ -61,14 +68,14 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement is one trip to SQLite's thread. Nothing is held
     open between trips, so closing it costs none."""
 
-    __slots__ = ("_description", "_rowcount", "_lastrowid")
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
         # Deliberately not the parent's __init__: that opens an aiosqlite cursor (a trip).
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
         self._cursor = None  # type: ignore[assignment]
-        self._soft_closed_memoized = {}
+        self._soft_closed_memoized = EMPTY_DICT
         self._rows = collections.deque()
         self._description: _Description = None
         self._rowcount = -1
@@ -99,10 +106,17 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         self._trip(operation, seq_of_parameters, many=True)
 
     def _trip(self, operation: str, parameters: Any, *, many: bool) -> None:
+        adapted = self._adapt_connection
+        assert isinstance(adapted, OneTripConnection)
+        if operation == BEGIN and not parameters and not many:
+            # Sent with the transaction's first statement, in the same trip.
+            adapted._begin_pending = True
+            return
+        begin, adapted._begin_pending = adapted._begin_pending, False
         connection = self._connection
         try:
             outcome: _Outcome = await_(
-                connection._execute(_run, connection._conn, operation, parameters, many)
+                connection._execute(_run, connection._conn, operation, parameters, many, begin)
             )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
@@ -111,8 +125,32 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
-    _cursor_cls = OneTripCursor
+    """Also sends a transaction's BEGIN IMMEDIATE along with its first statement rather than
+    in a trip of its own; a transaction without a statement never reaches SQLite at all."""
+
+    __slots__ = ("_begin_pending",)
+    _cursor_cls = OneTripCursor  # type: ignore[assignment]
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        self._begin_pending = False
+
+    def commit(self) -> None:
+        if self._begin_pending:  # nothing was run: nothing to commit
+            self._begin_pending = False
+            return
+        super().commit()
+
+    def rollback(self) -> None:
+        self._begin_pending = False
+        # The pool rolls back every connection it takes back, after a commit too: a trip to
+        # the thread for nothing. SQLite's own flag says whether a transaction is open; it is
+        # read without the thread, which is safe here because SQLAlchemy awaits each call, so
+        # nothing of this connection's runs on the thread meanwhile.
+        driver = self._connection._connection
+        if driver is not None and not driver.in_transaction:
+            return
+        super().rollback()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

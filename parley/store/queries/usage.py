@@ -3,13 +3,15 @@ from the messages themselves."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Insert
 
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
 
@@ -47,7 +49,6 @@ async def _add(
     usage: UsageAdd,
 ) -> None:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values = {
         "day": utcnow().date(),
         **owner,
@@ -59,11 +60,23 @@ async def _add(
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": usage.cost_usd or Decimal(0),
     }
-    statement = insert(table).values(**values)
+    connection = await session.connection()
+    await connection.execute(_upsert(dialect, table, tuple(owner)), values)
+
+
+@functools.cache
+def _upsert(
+    dialect: str, table: type[UsageDaily] | type[UsageUserDaily], owner: tuple[str, ...]
+) -> Insert:
+    """The upsert of one call's usage, built once per table: every turn runs it, and building
+    the statement (an expression per added column) cost more than executing it."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     added = (*USAGE_FIELDS, "cost_usd")
+    names = ("day", *owner, "model", *added)
+    statement = insert(table).values({name: bindparam(name) for name in names})
     update = {name: getattr(table, name) + statement.excluded[name] for name in added}
     keys = ["day", *owner, "model"]
-    await session.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))
+    return statement.on_conflict_do_update(index_elements=keys, set_=update)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,90 @@
+"""The SQLite dialect that makes each statement one trip to aiosqlite's thread: results,
+counts and errors as the stock adapter gives them, and BEGIN IMMEDIATE's write lock taken by
+the transaction's first statement."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from parley.store import sqlite_driver
+from parley.store.db import create_engine
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
+    yield engine
+    await engine.dispose()
+
+
+def _locked(path: Path) -> bool:
+    """Whether another connection holds the file's write lock (a BEGIN IMMEDIATE that may
+    not wait fails)."""
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        assert "locked" in str(error)
+        return True
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    return False
+
+
+async def test_sqlite_urls_use_the_one_trip_dialect(engine: AsyncEngine) -> None:
+    assert sqlite_driver.AVAILABLE
+    assert engine.dialect.driver == sqlite_driver.DRIVER
+
+
+async def test_rows_counts_and_ids_come_back_with_the_statement(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        inserted = await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        assert inserted.lastrowid == 1
+        await connection.execute(
+            text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}, {"v": "d"}]
+        )
+        updated = await connection.execute(text("UPDATE t SET v = v || '!' WHERE id > 2"))
+        assert updated.rowcount == 2
+        returned = await connection.execute(text("INSERT INTO t (v) VALUES ('e') RETURNING id, v"))
+        assert returned.all() == [(5, "e")]
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT id, v FROM t ORDER BY id"))
+        assert list(rows.keys()) == ["id", "v"]
+        assert rows.all() == [(1, "a"), (2, "b"), (3, "c!"), (4, "d!"), (5, "e")]
+
+
+async def test_an_error_rolls_the_transaction_back(engine: AsyncEngine) -> None:
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    async with engine.begin() as connection:  # the connection is usable, nothing was kept
+        assert (await connection.execute(text("SELECT count(*) FROM t"))).scalar() == 0
+        await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT v FROM t"))).all() == [("x",)]
+
+
+async def test_the_first_statement_takes_the_write_lock(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        # Nothing run yet: the deferred BEGIN has not reached SQLite.
+        assert not _locked(path)
+        # A read first, as a read-then-write transaction does: the BEGIN IMMEDIATE sent
+        # with it makes this transaction the file's writer from here on.
+        await connection.execute(text("SELECT count(*) FROM t"))
+        assert _locked(path)
+    assert not _locked(path)
