@@ -19,6 +19,7 @@ from parley.agent.tools import ToolRegistry
 from parley.agent.turn_params import TurnParams
 from parley.agent.turn_types import AgentConfig, TurnRequest, TurnResult
 from parley.store.models import Account, Contact, Conversation
+from parley.store.queries.prompt_cache import PromptCache
 
 __all__ = ["Agent", "AgentConfig", "TurnRequest", "TurnResult"]
 
@@ -38,6 +39,9 @@ class Agent:
         self._params = TurnParams(llm, config, tools)
         loop = ToolLoop(llm, config, tools, self._params)
         self._strategies = Strategies(llm, config, sessions, loop)
+        # Bindings kept a second (dropped at once on a change this process commits), as the
+        # Responses API keeps them: each turn otherwise reads them twice.
+        self._prompts = PromptCache()
 
     @property
     def prompt_defaults(self) -> PromptDefaults:
@@ -58,6 +62,7 @@ class Agent:
                 account=account,
                 contact=contact,
                 defaults=self.prompt_defaults,
+                cache=self._prompts,
             )
             await session.commit()
         return prompt

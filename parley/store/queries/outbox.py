@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.upsert import insert_ignore
@@ -63,51 +64,64 @@ async def conversations_with_due_heads(
 async def claim_head(
     session: AsyncSession, *, conversation_id: int, hold: timedelta
 ) -> Delivery | None:
-    """Take the conversation's oldest outbox row if it is due and free; hold it for `hold`."""
+    """Take the conversation's oldest outbox row if it is due and free; hold it for `hold`.
+
+    One UPDATE … RETURNING: only the head counts (a later row never goes before it), and a
+    head another sender holds, or one in backoff, is left as it is."""
     now = utcnow()
-    row = await session.scalar(
-        select(Outbox).where(Outbox.conversation_id == conversation_id).order_by(Outbox.id).limit(1)
+    head = (
+        select(func.min(Outbox.id))
+        .where(Outbox.conversation_id == conversation_id)
+        .scalar_subquery()
     )
-    if row is None or row.next_attempt_at > now:
-        return None
-    if row.locked_until is not None and row.locked_until >= now:
-        return None
-    claimed = await session.execute(
-        update(Outbox)
-        .where(
-            Outbox.id == row.id,
-            or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
-        )
-        .values(locked_until=now + hold)
-    )
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return await _delivery(session, row)
-
-
-async def _delivery(session: AsyncSession, row: Outbox) -> Delivery:
-    message, account, contact = (
+    claimed = (
         await session.execute(
-            select(Message, Account, Contact)
+            update(Outbox)
+            .where(
+                Outbox.id == head,
+                Outbox.next_attempt_at <= now,
+                or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
+            )
+            .values(locked_until=now + hold)
+            .returning(Outbox.id, Outbox.message_id, Outbox.attempts)
+        )
+    ).one_or_none()
+    if claimed is None:
+        return None
+    outbox_id, message_id, attempts = claimed
+    return await _delivery(session, outbox_id, message_id, attempts)
+
+
+async def _delivery(
+    session: AsyncSession, outbox_id: int, message_id: int, attempts: int
+) -> Delivery:
+    """The message with its account and contact, the id of the message it replies to, and
+    when the customer last wrote, in one statement."""
+    replied, inbound = aliased(Message), aliased(Message)
+    reply_to = (
+        select(replied.channel_message_id)
+        .where(replied.id == Message.reply_to_id)
+        .scalar_subquery()
+    )
+    last_customer_at = (
+        select(func.max(inbound.created_at))
+        .where(
+            inbound.conversation_id == Message.conversation_id,
+            inbound.direction == "in",
+            inbound.sender == "customer",
+        )
+        .scalar_subquery()
+    )
+    message, account, contact, reply_to_id, last_at = (
+        await session.execute(
+            select(Message, Account, Contact, reply_to, last_customer_at)
             .join(Conversation, Conversation.id == Message.conversation_id)
             .join(Account, Account.id == Message.account_id)
             .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Message.id == row.message_id)
+            .where(Message.id == message_id)
         )
     ).one()
-    reply_to = None
-    if message.reply_to_id is not None:
-        reply_to = await session.scalar(
-            select(Message.channel_message_id).where(Message.id == message.reply_to_id)
-        )
-    last_customer_at = await session.scalar(
-        select(func.max(Message.created_at)).where(
-            Message.conversation_id == message.conversation_id,
-            Message.direction == "in",
-            Message.sender == "customer",
-        )
-    )
-    return Delivery(row.id, row.attempts, message, account, contact, reply_to, last_customer_at)
+    return Delivery(outbox_id, attempts, message, account, contact, reply_to_id, last_at)
 
 
 async def mark_sent(
