@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, Update, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -69,34 +71,46 @@ async def claim_head(
     One UPDATE … RETURNING: only the head counts (a later row never goes before it), and a
     head another sender holds, or one in backoff, is left as it is."""
     now = utcnow()
-    head = (
-        select(func.min(Outbox.id))
-        .where(Outbox.conversation_id == conversation_id)
-        .scalar_subquery()
-    )
     claimed = (
         await session.execute(
-            update(Outbox)
-            .where(
-                Outbox.id == head,
-                Outbox.next_attempt_at <= now,
-                or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
-            )
-            .values(locked_until=now + hold)
-            .returning(Outbox.id, Outbox.message_id, Outbox.attempts)
+            _claim_head_statement(),
+            {"of_conversation": conversation_id, "now_at": now, "hold_until": now + hold},
         )
     ).one_or_none()
     if claimed is None:
         return None
     outbox_id, message_id, attempts = claimed
-    return await _delivery(session, outbox_id, message_id, attempts)
+    message, account, contact, reply_to, last_customer_at = (
+        await session.execute(_delivery_statement(), {"message_id": message_id})
+    ).one()
+    return Delivery(outbox_id, attempts, message, account, contact, reply_to, last_customer_at)
 
 
-async def _delivery(
-    session: AsyncSession, outbox_id: int, message_id: int, attempts: int
-) -> Delivery:
+@functools.cache
+def _claim_head_statement() -> Update:
+    head = (
+        select(func.min(Outbox.id))
+        .where(Outbox.conversation_id == bindparam("of_conversation"))
+        .scalar_subquery()
+    )
+    now = bindparam("now_at", type_=Outbox.next_attempt_at.type)
+    return (
+        update(Outbox)
+        .where(
+            Outbox.id == head,
+            Outbox.next_attempt_at <= now,
+            or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
+        )
+        .values(locked_until=bindparam("hold_until", type_=Outbox.locked_until.type))
+        .returning(Outbox.id, Outbox.message_id, Outbox.attempts)
+    )
+
+
+@functools.cache
+def _delivery_statement() -> Select[Any]:
     """The message with its account and contact, the id of the message it replies to, and
-    when the customer last wrote, in one statement."""
+    when the customer last wrote, in one statement. Built once: its aliases and subqueries
+    cost more to build than the statement costs to run."""
     replied, inbound = aliased(Message), aliased(Message)
     reply_to = (
         select(replied.channel_message_id)
@@ -112,16 +126,13 @@ async def _delivery(
         )
         .scalar_subquery()
     )
-    message, account, contact, reply_to_id, last_at = (
-        await session.execute(
-            select(Message, Account, Contact, reply_to, last_customer_at)
-            .join(Conversation, Conversation.id == Message.conversation_id)
-            .join(Account, Account.id == Message.account_id)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Message.id == message_id)
-        )
-    ).one()
-    return Delivery(outbox_id, attempts, message, account, contact, reply_to_id, last_at)
+    return (
+        select(Message, Account, Contact, reply_to, last_customer_at)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(Account, Account.id == Message.account_id)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .where(Message.id == bindparam("message_id"))
+    )
 
 
 async def mark_sent(

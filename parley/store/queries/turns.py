@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.errors import LeaseLost
@@ -63,14 +64,20 @@ async def conversation_parties(
 ) -> tuple[Conversation, Account, Contact] | None:
     """The conversation with its account and contact, in one query."""
     row = (
-        await session.execute(
-            select(Conversation, Account, Contact)
-            .join(Account, Account.id == Conversation.account_id)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Conversation.id == conversation_id)
-        )
+        await session.execute(_parties_statement(), {"conversation_id": conversation_id})
     ).first()
     return (row[0], row[1], row[2]) if row is not None else None
+
+
+@functools.cache
+def _parties_statement() -> Select[Conversation, Account, Contact]:
+    """Built once: every turn and delivery reads a conversation's parties."""
+    return (
+        select(Conversation, Account, Contact)
+        .join(Account, Account.id == Conversation.account_id)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .where(Conversation.id == bindparam("conversation_id"))
+    )
 
 
 async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
