@@ -35,6 +35,7 @@ from parley.store.queries.responses import (
     api_parties,
     find_idempotent,
     get_response,
+    insert_response,
     new_thread,
     set_status,
     thread_of,
@@ -112,8 +113,8 @@ class ResponsesService:
                 cache=self._prompts,
             )
             record = _new_record(owner, request, thread, idempotency_key, request_hash)
-            session.add(record)
             try:
+                await insert_response(session, record)
                 await session.commit()
                 self._remember(owner.user_id, thread)
             except IntegrityError:
