@@ -61,7 +61,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement is one trip to SQLite's thread. Nothing is held
     open between trips, so closing it costs none."""
 
-    __slots__ = ("_description", "_rowcount", "_lastrowid")
+    __slots__ = ("_description", "_lastrowid", "_rowcount")
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
         # Deliberately not the parent's __init__: that opens an aiosqlite cursor (a trip).

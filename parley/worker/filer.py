@@ -31,8 +31,9 @@ from parley.poll_loop import PollLoop
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
-from parley.store.queries.inbound import Stored, apply_statuses, record_inbound
+from parley.store.queries.inbound import Stored, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
+from parley.store.queries.statuses import apply_statuses
 
 log = structlog.get_logger(__name__)
 
