@@ -78,11 +78,11 @@ async def record_inbound(
     Returns:
         The ids of the conversations that now have messages waiting for an answer.
     """
-    # One lock order for every writer, so that two batches naming the same customers cannot
-    # deadlock on PostgreSQL; the sort is stable, so each customer's messages keep their order.
-    ordered = sorted(messages, key=lambda m: (m.channel, m.account_external_id, m.contact_key))
-    accounts = await find_accounts(session, {(m.channel, m.account_external_id) for m in ordered})
-    fresh = await _fresh(session, accounts, ordered)
+    # Matched and numbered in the order they were sent: a customer's messages keep it even when
+    # the key they are filed under changes in the batch (a BSUID appearing); the rows are locked
+    # in one order for every writer all the same (see `find_contacts`, `_insert_messages`).
+    accounts = await find_accounts(session, {(m.channel, m.account_external_id) for m in messages})
+    fresh = await _fresh(session, accounts, messages)
     if not fresh:
         return []
     contacts = await find_contacts(session, fresh)
@@ -106,10 +106,10 @@ async def record_inbound(
 
 
 async def _fresh(
-    session: AsyncSession, accounts: dict[AccountKey, int], ordered: list[InboundMessage]
+    session: AsyncSession, accounts: dict[AccountKey, int], messages: list[InboundMessage]
 ) -> list[tuple[int, InboundMessage]]:
     """The messages not stored yet, each once, with their account's id."""
-    named = [(accounts[(m.channel, m.account_external_id)], m) for m in ordered]
+    named = [(accounts[(m.channel, m.account_external_id)], m) for m in messages]
     known = await _known_message_ids(session, {(a, m.channel_message_id) for a, m in named})
     fresh = []
     for account_id, message in named:
@@ -139,14 +139,19 @@ async def _insert_messages(
     """Insert `filed` (account id, conversation id, message), numbered in order per
     conversation; returns the (account id, channel id) of those inserted."""
     counts: dict[int, int] = {}
-    for _, conversation_id, _ in filed:
+    lock_order: dict[int, tuple[str, str, str]] = {}
+    for _, conversation_id, message in filed:
         counts[conversation_id] = counts.get(conversation_id, 0) + 1
-    # One UPDATE per conversation, in the batch's (the lock) order: see `allocate_sequence`.
+        key = (message.channel, message.account_external_id, message.contact_key)
+        lock_order[conversation_id] = min(key, lock_order.get(conversation_id, key))
+    # One UPDATE per conversation (see `allocate_sequence`), in the writers' lock order (by
+    # channel, account and customer), so that two batches naming the same customers cannot
+    # deadlock on PostgreSQL.
     following = {
         conversation_id: await allocate_sequence(
-            session, conversation_id=conversation_id, count=count
+            session, conversation_id=conversation_id, count=counts[conversation_id]
         )
-        for conversation_id, count in counts.items()
+        for conversation_id in sorted(counts, key=lock_order.__getitem__)
     }
     now = utcnow()
     rows = []
