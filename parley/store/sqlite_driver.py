@@ -38,7 +38,9 @@ _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
+def _run(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
+) -> _Outcome:
     """On SQLite's thread: the whole statement, cursor opened and closed around it."""
     cursor = connection.cursor()
     try:
@@ -59,7 +61,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
     """A buffered cursor whose statement is one trip to SQLite's thread. Nothing is held
     open between trips, so closing it costs none."""
 
-    __slots__ = ("_description", "_lastrowid", "_rowcount")
+    __slots__ = ("_description", "_rowcount", "_lastrowid")
 
     def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
         # Deliberately not the parent's __init__: that opens an aiosqlite cursor (a trip).
