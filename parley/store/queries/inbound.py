@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -58,13 +59,14 @@ class Stored:
     message: InboundMessage
     account_id: int
     conversation_id: int
+    correlation_id: str = ""
 
 
 async def record_inbound(
     session: AsyncSession,
     *,
     messages: list[InboundMessage],
-    correlation_id: str,
+    correlation_id: str | Sequence[str],
     stored: list[Stored] | None = None,
 ) -> list[int]:
     """Store new inbound messages; ones already stored (Meta re-delivers) are skipped.
@@ -73,6 +75,7 @@ async def record_inbound(
     trip to the connection's thread while the file's one writer lock is held).
 
     Args:
+        correlation_id: the webhook's, or one per message when they came in several.
         stored: collects the messages stored here, when given.
 
     Returns:
@@ -82,41 +85,54 @@ async def record_inbound(
     # the key they are filed under changes in the batch (a BSUID appearing); the rows are locked
     # in one order for every writer all the same (see `find_contacts`, `_insert_messages`).
     accounts = await find_accounts(session, {(m.channel, m.account_external_id) for m in messages})
-    fresh = await _fresh(session, accounts, messages)
+    if isinstance(correlation_id, str):
+        correlation_id = [correlation_id] * len(messages)
+    fresh = await _fresh(session, accounts, list(zip(messages, correlation_id, strict=True)))
     if not fresh:
         return []
-    contacts = await find_contacts(session, fresh)
+    contacts = await find_contacts(session, [(a, m) for a, m, _ in fresh])
     conversations = await active_conversations(
-        session, {c: (a, m.channel) for c, (a, m) in zip(contacts, fresh, strict=True)}
+        session, {c: (a, m.channel) for c, (a, m, _) in zip(contacts, fresh, strict=True)}
     )
     filed = [
-        (account_id, conversations[contact_id], message)
-        for contact_id, (account_id, message) in zip(contacts, fresh, strict=True)
+        _Filed(account_id, conversations[contact_id], message, correlation)
+        for contact_id, (account_id, message, correlation) in zip(contacts, fresh, strict=True)
     ]
-    new = await _insert_messages(session, filed, correlation_id)
+    new = await _insert_messages(session, filed)
     waiting: list[int] = []
-    for account_id, conversation_id, message in filed:
+    for one in filed:
+        account_id, conversation_id, message = one.account_id, one.conversation_id, one.message
         if (account_id, message.channel_message_id) not in new:
             continue  # stored meanwhile by another writer
         if stored is not None:
-            stored.append(Stored(message, account_id, conversation_id))
+            stored.append(Stored(message, account_id, conversation_id, one.correlation_id))
         if message.needs_reply and conversation_id not in waiting:
             waiting.append(conversation_id)
     return waiting
 
 
+@dataclass(frozen=True, slots=True)
+class _Filed:
+    account_id: int
+    conversation_id: int
+    message: InboundMessage
+    correlation_id: str
+
+
 async def _fresh(
-    session: AsyncSession, accounts: dict[AccountKey, int], messages: list[InboundMessage]
-) -> list[tuple[int, InboundMessage]]:
-    """The messages not stored yet, each once, with their account's id."""
-    named = [(accounts[(m.channel, m.account_external_id)], m) for m in messages]
-    known = await _known_message_ids(session, {(a, m.channel_message_id) for a, m in named})
+    session: AsyncSession,
+    accounts: dict[AccountKey, int],
+    messages: list[tuple[InboundMessage, str]],
+) -> list[tuple[int, InboundMessage, str]]:
+    """The messages not stored yet, each once, with their account's id and correlation id."""
+    named = [(accounts[(m.channel, m.account_external_id)], m, c) for m, c in messages]
+    known = await _known_message_ids(session, {(a, m.channel_message_id) for a, m, _ in named})
     fresh = []
-    for account_id, message in named:
+    for account_id, message, correlation_id in named:
         key = (account_id, message.channel_message_id)
         if key not in known:
             known.add(key)
-            fresh.append((account_id, message))
+            fresh.append((account_id, message, correlation_id))
     return fresh
 
 
@@ -133,14 +149,13 @@ async def _known_message_ids(
     return {(account_id, mid or "") for account_id, mid in rows}
 
 
-async def _insert_messages(
-    session: AsyncSession, filed: list[tuple[int, int, InboundMessage]], correlation_id: str
-) -> set[tuple[int, str]]:
-    """Insert `filed` (account id, conversation id, message), numbered in order per
-    conversation; returns the (account id, channel id) of those inserted."""
+async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tuple[int, str]]:
+    """Insert `filed`, numbered in order per conversation; returns the (account id, channel id)
+    of those inserted."""
     counts: dict[int, int] = {}
     lock_order: dict[int, tuple[str, str, str]] = {}
-    for _, conversation_id, message in filed:
+    for one in filed:
+        conversation_id, message = one.conversation_id, one.message
         counts[conversation_id] = counts.get(conversation_id, 0) + 1
         key = (message.channel, message.account_external_id, message.contact_key)
         lock_order[conversation_id] = min(key, lock_order.get(conversation_id, key))
@@ -155,13 +170,14 @@ async def _insert_messages(
     }
     now = utcnow()
     rows = []
-    for account_id, conversation_id, message in filed:
-        sequence_no = following[conversation_id]
-        following[conversation_id] += 1
+    for one in filed:
+        sequence_no = following[one.conversation_id]
+        following[one.conversation_id] += 1
+        message = one.message
         rows.append(
             {
-                "conversation_id": conversation_id,
-                "account_id": account_id,
+                "conversation_id": one.conversation_id,
+                "account_id": one.account_id,
                 "sequence_no": sequence_no,
                 "direction": "in",
                 "sender": "customer",
@@ -170,7 +186,7 @@ async def _insert_messages(
                 "payload": message.payload,
                 "channel_message_id": message.channel_message_id,
                 "status": "received" if message.needs_reply else "ignored",
-                "meta": _inbound_meta(message, correlation_id),
+                "meta": _inbound_meta(message, one.correlation_id),
                 "created_at": now,
                 "updated_at": now,
             }

@@ -37,14 +37,21 @@ async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate])
     Unknown ids (messages sent by other tools on the same number) are ignored. One SELECT for
     the batch, one UPDATE per message moved (sent together), however many reports name it.
     """
+    return sum(await advance_statuses(session, statuses=statuses))
+
+
+async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate]) -> list[bool]:
+    """`apply_statuses`, telling for each report whether it moved its message."""
+    if not statuses:
+        return []
     sent = await _named(session, statuses)
-    moved = 0
+    moved: list[bool] = []
     changed: dict[int, _Sent] = {}
     for report in statuses:
         message = sent.get((report.channel, report.account_external_id, report.channel_message_id))
-        if message is None or not _advance(message, report):
+        moved.append(message is not None and _advance(message, report))
+        if message is None or not moved[-1]:
             continue
-        moved += 1
         changed[message.id] = message
         if report.status == "failed":
             await queue_reported_failure(
