@@ -24,15 +24,16 @@ import structlog
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.channels.base import InboundMessage, ParsedWebhook
+from parley.channels.base import InboundMessage, ParsedWebhook, StatusUpdate
 from parley.channels.text import storable
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.poll_loop import PollLoop
 from parley.queue.base import Queue
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
-from parley.store.queries.inbound import Stored, apply_statuses, record_inbound
+from parley.store.queries.inbound import Stored, record_inbound
 from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
+from parley.store.queries.statuses import advance_statuses
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,20 @@ class _Filed:
     lines: list[dict[str, object]] = field(default_factory=list)  # logged once committed
     accepted: list[tuple[str, Stored]] = field(default_factory=list)  # (correlation id, message)
     messages: dict[str, int] = field(default_factory=dict)  # per channel, counted once committed
+    pending: _Pending = field(default_factory=lambda: _Pending())
+
+
+@dataclass
+class _Pending:
+    """Messages and statuses of this transaction's rows not filed yet: filed together, in a few
+    statements for them all (`record_inbound`, `advance_statuses`), before the next row's
+    events (which may name them) and before the commit."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    correlation_ids: list[str] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    lines: list[tuple[dict[str, object], int]] = field(default_factory=list)
+    """Each row's log line, with how many of `statuses` are its."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,7 @@ class Filer:
                 if self._yield_to is not None and filed.rows < len(rows) and self._yield_to():
                     filed.more = True
                     break
+            await _file_pending(session, filed)
             await remove(session, filed.done)
             await session.commit()
         self._part = filed.part
@@ -265,29 +281,30 @@ class Filer:
         self, session: AsyncSession, row: InboxRow, parsed: ParsedWebhook, filed: _Filed
     ) -> None:
         messages = _fitting(row, parsed.messages)
-        stored: list[Stored] = []
-        waiting = await record_inbound(
-            session, messages=messages, correlation_id=row.correlation_id, stored=stored
-        )
-        filed.accepted += [(row.correlation_id, one) for one in stored]
-        moved = await apply_statuses(session, statuses=parsed.statuses)
-        events = await apply_events(
-            session, events=parsed.events, correlation_id=row.correlation_id, notify=self._notify
-        )
-        filed.waiting += [c for c in waiting if c not in filed.waiting]
+        line: dict[str, object] = {
+            "channel": row.channel,
+            "correlation_id": row.correlation_id,
+            "messages": len(parsed.messages),
+            "statuses": len(parsed.statuses),
+            "statuses_applied": 0,
+            "skipped": parsed.skipped,
+        }
+        filed.lines.append(line)
+        pending = filed.pending
+        pending.messages += messages
+        pending.correlation_ids += [row.correlation_id] * len(messages)
+        pending.statuses += parsed.statuses
+        pending.lines.append((line, len(parsed.statuses)))
         filed.messages[row.channel] = filed.messages.get(row.channel, 0) + len(parsed.messages)
-        extra = {"events": len(parsed.events), "events_applied": events} if parsed.events else {}
-        filed.lines.append(
-            {
-                **extra,
-                "channel": row.channel,
-                "correlation_id": row.correlation_id,
-                "messages": len(parsed.messages),
-                "statuses": len(parsed.statuses),
-                "statuses_applied": moved,
-                "skipped": parsed.skipped,
-            }
-        )
+        if parsed.events:
+            await _file_pending(session, filed)
+            events = await apply_events(
+                session,
+                events=parsed.events,
+                correlation_id=row.correlation_id,
+                notify=self._notify,
+            )
+            line.update(events=len(parsed.events), events_applied=events)
 
     async def _signal(self, conversation_ids: list[int]) -> None:
         # The messages are stored: a lost signal only delays them until the reconciler runs.
@@ -295,6 +312,23 @@ class Filer:
             await self._queue.signal_many(conversation_ids)
         except Exception:
             log.exception("filer.signal_failed", conversations=len(conversation_ids))
+
+
+async def _file_pending(session: AsyncSession, filed: _Filed) -> None:
+    """File the messages, then the statuses, of the rows taken since the last call."""
+    pending, filed.pending = filed.pending, _Pending()
+    stored: list[Stored] = []
+    waiting = await record_inbound(
+        session,
+        messages=pending.messages,
+        correlation_id=pending.correlation_ids,
+        stored=stored,
+    )
+    filed.accepted += [(one.correlation_id, one) for one in stored]
+    filed.waiting += [c for c in waiting if c not in filed.waiting]
+    moved = iter(await advance_statuses(session, statuses=pending.statuses))
+    for line, count in pending.lines:
+        line["statuses_applied"] = sum(next(moved) for _ in range(count))
 
 
 async def _mark_unreadable(session: AsyncSession, row: InboxRow, exc: Exception) -> None:

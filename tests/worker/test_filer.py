@@ -8,12 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.runtime import parse_webhook
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
+from parley.store.models import Message
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.inbox import Arrival, append
 from parley.worker.filer import Filer
@@ -237,4 +238,29 @@ async def test_filing_cut_short_between_chunks_is_finished_once_by_a_new_filer(
         engine,
         "SELECT count(*), count(DISTINCT channel_message_id) FROM messages",
     ) == [(1001, 1001)]
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+async def test_the_rows_of_a_transaction_are_filed_together_each_message_once_in_order(
+    engine: AsyncEngine,
+) -> None:
+    first = body_bytes(whatsapp_texts(PHONES[0], ["one"]))
+    arrivals = [
+        Arrival("whatsapp", first, "c-1"),
+        Arrival("whatsapp", body_bytes(whatsapp_texts(PHONES[1], ["other"])), "c-2"),
+        Arrival("whatsapp", first, "c-1-again"),  # Meta delivered it twice
+        Arrival("whatsapp", body_bytes(whatsapp_texts(PHONES[0], ["two", "three"])), "c-3"),
+    ]
+    async with engine.begin() as connection:
+        await append(connection, arrivals)
+    queue = RecordingQueue()
+
+    assert await filer(create_sessionmaker(engine), queue, batch=10).file_batch() == 4
+
+    assert await filed_texts(engine) == {PHONES[0]: ["one", "two", "three"], PHONES[1]: ["other"]}
+    async with create_sessionmaker(engine)() as session:
+        found = await session.execute(select(Message.text, Message.meta))
+        correlation = {text_: meta["correlation_id"] for text_, meta in found}
+    assert correlation == {"one": "c-1", "other": "c-2", "two": "c-3", "three": "c-3"}
+    assert len(queue.signalled) == 2
     assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]

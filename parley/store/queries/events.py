@@ -34,11 +34,11 @@ from parley.store.queries.handoff import BY_ECHO, HUMAN, add_notice, withdraw_ag
 from parley.store.queries.inbound import (
     _account,
     _active_conversation,
-    _advance,
     _BatchCache,
     _contact,
     allocate_sequence,
 )
+from parley.store.queries.statuses import _advance
 from parley.store.queries.upsert import insert_ignore
 
 __all__ = ["HANDOFF_BY_APP", "apply_events"]
@@ -264,7 +264,11 @@ async def _read(
     account = await _existing_account(session, event)
     if account is None:
         return False
-    query = select(Message).where(Message.direction == "out", Message.status.in_(_UNREAD))
+    query = (
+        select(Message)
+        .where(Message.direction == "out", Message.status.in_(_UNREAD))
+        .execution_options(populate_existing=True)
+    )
     if event.channel_message_id:
         # Instagram names the message read: it and everything before it in its conversation.
         last = await _message(session, account.id, event.channel_message_id)
@@ -309,8 +313,12 @@ async def _existing_account(session: AsyncSession, event: ConversationEvent) -> 
 
 
 async def _message(session: AsyncSession, account_id: int, mid: str) -> Message | None:
+    # Refreshed from the row: statuses and inbound messages are written with Core statements,
+    # which leave a message loaded earlier in the transaction as it was.
     return await session.scalar(
-        select(Message).where(Message.account_id == account_id, Message.channel_message_id == mid)
+        select(Message)
+        .where(Message.account_id == account_id, Message.channel_message_id == mid)
+        .execution_options(populate_existing=True)
     )
 
 

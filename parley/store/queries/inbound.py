@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
-from parley.channels.base import InboundMessage, StatusUpdate
+from parley.channels.base import InboundMessage
 from parley.channels.media import media_to_stored
 from parley.errors import ConversationGone, LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, utcnow
-from parley.store.queries.outbox import queue_reported_failure
-from parley.store.queries.upsert import insert_ignore
-
-# A status only moves forward: Meta may deliver "read" before "delivered", or twice.
-STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
+from parley.store.queries.customers import (
+    AccountKey,
+    active_conversations,
+    find_accounts,
+    find_contacts,
+)
+from parley.store.queries.upsert import insert_ignore, insert_ignore_many
 
 
 class Customer(Protocol):
@@ -56,58 +59,147 @@ class Stored:
     message: InboundMessage
     account_id: int
     conversation_id: int
+    correlation_id: str = ""
 
 
 async def record_inbound(
     session: AsyncSession,
     *,
     messages: list[InboundMessage],
-    correlation_id: str,
+    correlation_id: str | Sequence[str],
     stored: list[Stored] | None = None,
 ) -> list[int]:
     """Store new inbound messages; ones already stored (Meta re-delivers) are skipped.
 
+    A handful of statements for the whole batch, not several per message (on SQLite each is a
+    trip to the connection's thread while the file's one writer lock is held).
+
     Args:
+        correlation_id: the webhook's, or one per message when they came in several.
         stored: collects the messages stored here, when given.
 
     Returns:
         The ids of the conversations that now have messages waiting for an answer.
     """
-    cache = _BatchCache()
+    # Matched and numbered in the order they were sent: a customer's messages keep it even when
+    # the key they are filed under changes in the batch (a BSUID appearing); the rows are locked
+    # in one order for every writer all the same (see `find_contacts`, `_insert_messages`).
+    accounts = await find_accounts(session, {(m.channel, m.account_external_id) for m in messages})
+    if isinstance(correlation_id, str):
+        correlation_id = [correlation_id] * len(messages)
+    fresh = await _fresh(session, accounts, list(zip(messages, correlation_id, strict=True)))
+    if not fresh:
+        return []
+    contacts = await find_contacts(session, [(a, m) for a, m, _ in fresh])
+    conversations = await active_conversations(
+        session, {c: (a, m.channel) for c, (a, m, _) in zip(contacts, fresh, strict=True)}
+    )
+    filed = [
+        _Filed(account_id, conversations[contact_id], message, correlation)
+        for contact_id, (account_id, message, correlation) in zip(contacts, fresh, strict=True)
+    ]
+    new = await _insert_messages(session, filed)
     waiting: list[int] = []
-    known = await _known_message_ids(session, messages)
-    # One lock order for every writer (contacts are locked below), so that two batches naming
-    # the same customers cannot deadlock on PostgreSQL; the sort is stable, so each customer's
-    # messages keep their order.
-    ordered = sorted(messages, key=lambda m: (m.channel, m.account_external_id, m.contact_key))
-    for message in ordered:
-        if (message.channel, message.account_external_id, message.channel_message_id) in known:
-            continue
-        account = await _account(session, cache, message.channel, message.account_external_id)
-        contact = await _contact(session, cache, account, message)
-        conversation = await _active_conversation(session, cache, account, contact)
-        new = await _insert_message(session, conversation, message, correlation_id)
-        known.add((message.channel, message.account_external_id, message.channel_message_id))
-        if new and stored is not None:
-            stored.append(Stored(message, account.id, conversation.id))
-        if new and message.needs_reply and conversation.id not in waiting:
-            waiting.append(conversation.id)
-    await session.flush()
+    for one in filed:
+        account_id, conversation_id, message = one.account_id, one.conversation_id, one.message
+        if (account_id, message.channel_message_id) not in new:
+            continue  # stored meanwhile by another writer
+        if stored is not None:
+            stored.append(Stored(message, account_id, conversation_id, one.correlation_id))
+        if message.needs_reply and conversation_id not in waiting:
+            waiting.append(conversation_id)
     return waiting
 
 
+@dataclass(frozen=True, slots=True)
+class _Filed:
+    account_id: int
+    conversation_id: int
+    message: InboundMessage
+    correlation_id: str
+
+
+async def _fresh(
+    session: AsyncSession,
+    accounts: dict[AccountKey, int],
+    messages: list[tuple[InboundMessage, str]],
+) -> list[tuple[int, InboundMessage, str]]:
+    """The messages not stored yet, each once, with their account's id and correlation id."""
+    named = [(accounts[(m.channel, m.account_external_id)], m, c) for m, c in messages]
+    known = await _known_message_ids(session, {(a, m.channel_message_id) for a, m, _ in named})
+    fresh = []
+    for account_id, message, correlation_id in named:
+        key = (account_id, message.channel_message_id)
+        if key not in known:
+            known.add(key)
+            fresh.append((account_id, message, correlation_id))
+    return fresh
+
+
 async def _known_message_ids(
-    session: AsyncSession, messages: list[InboundMessage]
-) -> set[tuple[str, str, str]]:
-    if not messages:
+    session: AsyncSession, keys: set[tuple[int, str]]
+) -> set[tuple[int, str]]:
+    if not keys:
         return set()
-    ids = {m.channel_message_id for m in messages}
     rows = await session.execute(
-        select(Account.channel, Account.external_id, Message.channel_message_id)
-        .join(Account, Account.id == Message.account_id)
-        .where(Message.channel_message_id.in_(ids))
+        select(Message.account_id, Message.channel_message_id).where(
+            tuple_(Message.account_id, Message.channel_message_id).in_(sorted(keys))
+        )
     )
-    return {(channel, external, mid or "") for channel, external, mid in rows}
+    return {(account_id, mid or "") for account_id, mid in rows}
+
+
+async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tuple[int, str]]:
+    """Insert `filed`, numbered in order per conversation; returns the (account id, channel id)
+    of those inserted."""
+    counts: dict[int, int] = {}
+    lock_order: dict[int, tuple[str, str, str]] = {}
+    for one in filed:
+        conversation_id, message = one.conversation_id, one.message
+        counts[conversation_id] = counts.get(conversation_id, 0) + 1
+        key = (message.channel, message.account_external_id, message.contact_key)
+        lock_order[conversation_id] = min(key, lock_order.get(conversation_id, key))
+    # One UPDATE per conversation (see `allocate_sequence`), in the writers' lock order (by
+    # channel, account and customer), so that two batches naming the same customers cannot
+    # deadlock on PostgreSQL.
+    following = {
+        conversation_id: await allocate_sequence(
+            session, conversation_id=conversation_id, count=counts[conversation_id]
+        )
+        for conversation_id in sorted(counts, key=lock_order.__getitem__)
+    }
+    now = utcnow()
+    rows = []
+    for one in filed:
+        sequence_no = following[one.conversation_id]
+        following[one.conversation_id] += 1
+        message = one.message
+        rows.append(
+            {
+                "conversation_id": one.conversation_id,
+                "account_id": one.account_id,
+                "sequence_no": sequence_no,
+                "direction": "in",
+                "sender": "customer",
+                "kind": message.kind,
+                "text": message.text,
+                "payload": message.payload,
+                "channel_message_id": message.channel_message_id,
+                "status": "received" if message.needs_reply else "ignored",
+                "meta": _inbound_meta(message, one.correlation_id),
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    table = cast(Table, Message.__table__)
+    inserted = await insert_ignore_many(
+        session,
+        Message,
+        rows,
+        ["account_id", "channel_message_id"],
+        returning=[table.c.account_id, table.c.channel_message_id],
+    )
+    return {(row[0], row[1]) for row in inserted}
 
 
 async def get_account(session: AsyncSession, *, channel: str, external_id: str) -> Account:
@@ -194,6 +286,9 @@ async def _find_contact(
             # NO KEY UPDATE: enough to serialise writers of this customer, and it does not block
             # the foreign-key checks of rows that reference the contact.
             .with_for_update(key_share=True)
+            # `record_inbound` writes contacts with Core statements, which leave a contact
+            # loaded earlier in the transaction as it was.
+            .execution_options(populate_existing=True)
         )
         if contact is not None:
             return contact
@@ -221,6 +316,7 @@ async def _active_conversation(
             .where(Conversation.contact_id == contact.id, Conversation.status != "closed")
             .order_by(Conversation.id.desc())
             .limit(1)
+            .execution_options(populate_existing=True)
         )
         if conversation is None:
             conversation = Conversation(
@@ -277,41 +373,6 @@ async def allocate_sequence(
     return int(reserved) - count
 
 
-async def _insert_message(
-    session: AsyncSession, conversation: Conversation, message: InboundMessage, correlation_id: str
-) -> bool:
-    sequence_no = await allocate_sequence(session, conversation_id=conversation.id)
-    before = await session.scalar(
-        select(Message.id).where(
-            Message.account_id == conversation.account_id,
-            Message.channel_message_id == message.channel_message_id,
-        )
-    )
-    if before is not None:
-        return False
-    await insert_ignore(
-        session,
-        Message,
-        {
-            "conversation_id": conversation.id,
-            "account_id": conversation.account_id,
-            "sequence_no": sequence_no,
-            "direction": "in",
-            "sender": "customer",
-            "kind": message.kind,
-            "text": message.text,
-            "payload": message.payload,
-            "channel_message_id": message.channel_message_id,
-            "status": "received" if message.needs_reply else "ignored",
-            "meta": _inbound_meta(message, correlation_id),
-            "created_at": utcnow(),
-            "updated_at": utcnow(),
-        },
-        ["account_id", "channel_message_id"],
-    )
-    return True
-
-
 def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, object]:
     meta: dict[str, object] = {
         "correlation_id": correlation_id,
@@ -323,66 +384,3 @@ def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, obj
         # The neutral facts a turn downloads the files by (the payload is the channel's own).
         meta["media"] = [media_to_stored(m) for m in message.media]
     return meta
-
-
-async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate]) -> int:
-    """Move Parley's outbound messages forward by the channel's reports; returns how many moved.
-
-    Unknown ids (messages sent by other tools on the same number) are ignored.
-    """
-    moved = 0
-    for report in statuses:
-        message = await session.scalar(
-            select(Message)
-            .join(Account, Account.id == Message.account_id)
-            .where(
-                Account.channel == report.channel,
-                Account.external_id == report.account_external_id,
-                Message.channel_message_id == report.channel_message_id,
-                Message.direction == "out",
-            )
-        )
-        if message is not None and _advance(message, report):
-            moved += 1
-            if report.status == "failed":
-                await queue_reported_failure(session, message=message)
-    await session.flush()
-    return moved
-
-
-def _advance(message: Message, report: StatusUpdate) -> bool:
-    if report.status == "failed":
-        if message.status == "failed":
-            return False
-        message.status = "failed"
-        message.error = _status_error(report)
-        # Kept for delivery, which reads the channel's codes and may send the message again.
-        failures = [
-            *message.meta.get("reported_failures", []),
-            {
-                "channel_message_id": report.channel_message_id,
-                "at": report.timestamp.isoformat(),
-                "errors": [dict(error) for error in report.errors],
-            },
-        ]
-        message.meta = {**message.meta, "reported_failures": failures}
-        return True
-    new_rank = STATUS_RANK.get(report.status)
-    if new_rank is None or message.status == "failed":
-        return False
-    if new_rank <= STATUS_RANK.get(message.status, -1):
-        return False
-    message.status = report.status
-    message.meta = {**message.meta, f"{report.status}_at": report.timestamp.isoformat()}
-    return True
-
-
-def _status_error(report: StatusUpdate) -> str:
-    if not report.errors:
-        return "failed (no reason given)"
-    first = report.errors[0]
-    details = (first.get("error_data") or {}).get("details") if isinstance(first, dict) else None
-    parts = [str(first.get("code", "")), str(first.get("title") or first.get("message") or "")]
-    if details:
-        parts.append(str(details))
-    return ": ".join(p for p in parts if p)

@@ -202,17 +202,23 @@ async def requeue_reported(
     )
 
 
-async def queue_reported_failure(session: AsyncSession, *, message: Message) -> None:
+async def queue_reported_failure(
+    session: AsyncSession, *, message_id: int, conversation_id: int, reported_failures: int
+) -> None:
     """Hand a sent message that the channel reported failed to delivery, which reads the
     report's error and sends it again or leaves it failed. Its earlier reported failures count
-    as attempts, so a message that keeps failing is not sent forever."""
+    as attempts, so a message that keeps failing is not sent forever.
+
+    Args:
+        reported_failures: the failures the channel reported for it so far, this one included.
+    """
     await insert_ignore(
         session,
         Outbox,
         {
-            "message_id": message.id,
-            "conversation_id": message.conversation_id,
-            "attempts": len(message.meta.get("reported_failures", [])) - 1,
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "attempts": reported_failures - 1,
             "next_attempt_at": utcnow(),
             "locked_until": None,
             "created_at": utcnow(),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
+from sqlalchemy import ColumnElement, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase
@@ -17,3 +19,27 @@ async def insert_ignore(
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
     await session.execute(statement)
+
+
+async def insert_ignore_many(
+    session: AsyncSession,
+    model: type[DeclarativeBase],
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    returning: Sequence[ColumnElement[Any]] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert `rows` in one multi-row statement (a few, for very many rows), skipping those
+    whose `keys` exist already; returns `returning` of the rows inserted, in no set order."""
+    if not rows:
+        return []
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # The table, not the mapped class: a Core statement, without the ORM's bulk machinery.
+    table = cast(Table, model.__table__)
+    statement = insert(table).on_conflict_do_nothing(index_elements=keys)
+    if not returning:
+        await session.execute(statement, rows)
+        return []
+    # A list of rows with RETURNING: SQLAlchemy sends them as multi-row VALUES, in pages that
+    # stay under each driver's limit on parameters.
+    return [tuple(row) for row in await session.execute(statement.returning(*returning), rows)]

@@ -1,0 +1,289 @@
+"""A batch's accounts, contacts and active conversations, found or created in a few statements
+for the whole batch rather than several per message.
+
+Contacts are matched in memory, in the batch's order, by the same rules `_find_contact`
+applies one message at a time: by external id, else the user id, else the phone, the oldest
+contact first; a contact created or refreshed earlier in the batch is matched by the later
+messages as if it had been stored already.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Table, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.store.models import Account, Contact, Conversation, utcnow
+from parley.store.queries.upsert import insert_ignore_many
+
+AccountKey = tuple[str, str]
+"""(channel, external id)."""
+
+# Core, not the ORM: this path writes many rows and reads none back as objects.
+_CONTACTS = cast(Table, Contact.__table__)
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_FIELDS = ("user_id", "phone", "name", "username")
+_INDEXED = ("user_id", "phone")
+_NEW = 1 << 62
+"""Ranks of contacts created in this batch: after every stored id, in creation order, as
+their ids will be."""
+
+
+async def find_accounts(
+    session: AsyncSession, keys: Iterable[AccountKey], *, create: bool = True
+) -> dict[AccountKey, int]:
+    """The ids of the accounts `keys` name; with `create`, the missing ones are created (with
+    no settings of their own, as `get_account` does), else left out."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    found = await _select_accounts(session, wanted)
+    missing = wanted - found.keys()
+    if missing and create:
+        now = utcnow()
+        await insert_ignore_many(
+            session,
+            Account,
+            [
+                {"channel": c, "external_id": x, "settings": {}, "created_at": now}
+                for c, x in sorted(missing)
+            ],
+            ["channel", "external_id"],
+        )
+        found |= await _select_accounts(session, missing)
+    return found
+
+
+async def _select_accounts(session: AsyncSession, keys: set[AccountKey]) -> dict[AccountKey, int]:
+    rows = await session.execute(
+        select(Account.channel, Account.external_id, Account.id).where(
+            tuple_(Account.channel, Account.external_id).in_(sorted(keys))
+        )
+    )
+    return {(channel, external): id_ for channel, external, id_ in rows}
+
+
+@dataclass(eq=False)
+class _Row:
+    """A contact as the batch sees it: stored (`id`) or to be created (`id` None)."""
+
+    rank: int
+    account_id: int
+    external_id: str
+    values: dict[str, str | None]
+    id: int | None = None
+    stored: dict[str, str | None] = field(default_factory=dict)
+
+    def __lt__(self, other: _Row) -> bool:
+        return self.rank < other.rank
+
+
+class _Matcher:
+    """Contacts by the values they are found by, each list oldest first."""
+
+    def __init__(self, rows: Iterable[_Row]) -> None:
+        self._by: dict[tuple[int, str, str], list[_Row]] = {}
+        self.by_key: dict[tuple[int, str], _Row] = {}
+        self.created: list[_Row] = []
+        for row in sorted(rows):
+            self._add(row)
+
+    def _add(self, row: _Row) -> None:
+        insort(self._by.setdefault((row.account_id, "external_id", row.external_id), []), row)
+        for name in _INDEXED:
+            value = row.values[name]
+            if value:
+                insort(self._by.setdefault((row.account_id, name, value), []), row)
+
+    def match(self, account_id: int, customer: Any) -> _Row:
+        """The contact `customer` is filed under, created (in memory) when none matches, with
+        the customer's fields written over its own."""
+        key = (account_id, customer.contact_key)
+        row = self.by_key.get(key)
+        if row is None:
+            row = self._find(account_id, customer) or self._create(account_id, customer)
+            self.by_key[key] = row
+        self._refresh(row, customer)
+        return row
+
+    def _find(self, account_id: int, customer: Any) -> _Row | None:
+        for name, value in (
+            ("external_id", customer.contact_key),
+            ("user_id", customer.user_id),
+            ("phone", customer.phone),
+        ):
+            rows = self._by.get((account_id, name, value)) if value else None
+            if rows:
+                return rows[0]
+        return None
+
+    def _create(self, account_id: int, customer: Any) -> _Row:
+        row = _Row(
+            rank=_NEW + len(self.created),
+            account_id=account_id,
+            external_id=customer.contact_key,
+            values={name: None for name in _FIELDS},
+        )
+        self.created.append(row)
+        self._add(row)
+        return row
+
+    def _refresh(self, row: _Row, customer: Any) -> None:
+        given = {
+            "user_id": customer.user_id,
+            "phone": customer.phone,
+            "name": customer.contact_name,
+            "username": customer.contact_username,
+        }
+        for name, value in given.items():
+            old = row.values[name]
+            if not value or value == old:
+                continue
+            row.values[name] = value
+            if name in _INDEXED:
+                if old:
+                    self._by[(row.account_id, name, old)].remove(row)
+                insort(self._by.setdefault((row.account_id, name, value), []), row)
+
+
+async def find_contacts(session: AsyncSession, customers: Sequence[tuple[int, Any]]) -> list[int]:
+    """The contact id of each (account id, `Customer`), in order: found, refreshed with what the
+    customer now tells (user id, phone, name, username), or created.
+
+    The contacts found are locked (NO KEY UPDATE: enough to serialise writers of a customer,
+    without blocking the foreign-key checks of rows that reference it), in id order, so that
+    two transactions lock them in the same order.
+    """
+    matcher = _Matcher(await _candidates(session, customers))
+    rows = [matcher.match(account_id, customer) for account_id, customer in customers]
+    await _create(session, matcher.created)
+    for row in {id(r): r for r in rows}.values():
+        await _write_changes(session, row)
+    ids = [row.id for row in rows if row.id is not None]
+    assert len(ids) == len(rows)
+    return ids
+
+
+async def _candidates(session: AsyncSession, customers: Sequence[tuple[int, Any]]) -> list[_Row]:
+    accounts = {account_id for account_id, _ in customers}
+    keys = {c.contact_key for _, c in customers}
+    user_ids = {c.user_id for _, c in customers if c.user_id}
+    phones = {c.phone for _, c in customers if c.phone}
+    found = [Contact.external_id.in_(sorted(keys))]
+    if user_ids:
+        found.append(Contact.user_id.in_(sorted(user_ids)))
+    if phones:
+        found.append(Contact.phone.in_(sorted(phones)))
+    return await _select_contacts(session, Contact.account_id.in_(sorted(accounts)), or_(*found))
+
+
+async def _select_contacts(session: AsyncSession, *where: Any) -> list[_Row]:
+    result = await session.execute(
+        select(
+            Contact.id,
+            Contact.account_id,
+            Contact.external_id,
+            Contact.user_id,
+            Contact.phone,
+            Contact.name,
+            Contact.username,
+        )
+        .where(*where)
+        .order_by(Contact.id)
+        .with_for_update(key_share=True)
+    )
+    rows = []
+    for id_, account_id, external_id, *values in result:
+        stored = dict(zip(_FIELDS, values, strict=True))
+        rows.append(_Row(id_, account_id, external_id, dict(stored), id=id_, stored=stored))
+    return rows
+
+
+async def _create(session: AsyncSession, created: list[_Row]) -> None:
+    """Insert the contacts the batch created; a concurrent writer's row with the same external
+    id wins, and gets the batch's refreshed fields like a contact found."""
+    if not created:
+        return
+    now = utcnow()
+    await insert_ignore_many(
+        session,
+        Contact,
+        [
+            {
+                "account_id": row.account_id,
+                "external_id": row.external_id,
+                **row.values,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in created
+        ],
+        ["account_id", "external_id"],
+    )
+    keys = [(row.account_id, row.external_id) for row in created]
+    stored = {
+        (r.account_id, r.external_id): r
+        for r in await _select_contacts(
+            session, tuple_(Contact.account_id, Contact.external_id).in_(keys)
+        )
+    }
+    for row in created:
+        found = stored[(row.account_id, row.external_id)]
+        row.id, row.stored = found.id, found.stored
+
+
+async def _write_changes(session: AsyncSession, row: _Row) -> None:
+    changed = {
+        name: value
+        for name, value in row.values.items()
+        if value is not None and value != row.stored[name]
+    }
+    if changed:
+        await session.execute(
+            update(_CONTACTS).where(_CONTACTS.c.id == row.id).values(**changed, updated_at=utcnow())
+        )
+        row.stored.update(changed)
+
+
+async def active_conversations(
+    session: AsyncSession, contacts: dict[int, tuple[int, str]]
+) -> dict[int, int]:
+    """The id of each contact's active conversation (the latest not closed), created where it
+    has none.
+
+    Args:
+        contacts: (account id, channel) by contact id.
+    """
+    if not contacts:
+        return {}
+    found: dict[int, int] = {}
+    rows = await session.execute(
+        select(Conversation.contact_id, Conversation.id)
+        .where(Conversation.contact_id.in_(sorted(contacts)), Conversation.status != "closed")
+        .order_by(Conversation.id.desc())
+    )
+    for contact_id, conversation_id in rows:
+        found.setdefault(contact_id, conversation_id)
+    missing = [c for c in contacts if c not in found]
+    if missing:
+        now = utcnow()
+        created = await session.execute(
+            insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.contact_id, _CONVERSATIONS.c.id),
+            [
+                {
+                    "account_id": contacts[c][0],
+                    "contact_id": c,
+                    "channel": contacts[c][1],
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_message_at": now,
+                }
+                for c in missing
+            ],
+        )
+        found.update({contact_id: id_ for contact_id, id_ in created})
+    return found
