@@ -135,7 +135,16 @@ def worker(
     settings = _settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"parley_worker_concurrency": concurrency})
-    asyncio.run(_worker(_traced(_checked(settings, "worker")), metrics_port, metrics_host))
+    checked = _traced(_checked(settings, "worker"))
+    # On uvloop, as `serve` and `api` run (uvicorn picks it): the worker's loop carries every
+    # turn's upstream call, delivery's sends and the queue's traffic.
+    loop_factory = None
+    if _installed("uvloop"):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_worker(checked, metrics_port, metrics_host))
 
 
 async def _worker(settings: Settings, metrics_port: int | None, metrics_host: str) -> None:
@@ -146,6 +155,7 @@ async def _worker(settings: Settings, metrics_port: int | None, metrics_host: st
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with open_runtime(settings, "worker", metrics=metrics_port is not None):
+        _freeze_heap()
         if metrics_port is None:
             await stop.wait()
             return

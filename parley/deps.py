@@ -23,7 +23,11 @@ RowId = Annotated[int, Interval(ge=1, le=MAX_ROW_ID)]
 refuses the parameter, so the edge refuses it first (422 on /admin, OpenAI's 400 on /v1)."""
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` even when they only read a field: FastAPI runs a plain `def`
+# dependency in its thread pool, a trip to another thread and back on every request.
+
+
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -36,24 +40,24 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_settings(runtime: RuntimeDep) -> Settings:
+async def get_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_queue(runtime: RuntimeDep) -> Queue:
+async def get_queue(runtime: RuntimeDep) -> Queue:
     return runtime.queue
 
 
-def get_accounts(runtime: RuntimeDep) -> AccountDirectory:
+async def get_accounts(runtime: RuntimeDep) -> AccountDirectory:
     return runtime.accounts
 
 
-def get_responses(request: Request) -> ResponsesService:
+async def get_responses(request: Request) -> ResponsesService:
     service: ResponsesService = request.app.state.responses
     return service
 
 
-def get_api_limiter(request: Request) -> RateLimiter:
+async def get_api_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.api_limiter
     return limiter
 

@@ -23,7 +23,7 @@ ChannelName = Annotated[str, Path(examples=registry.names())]
 """A channel's name; the registered ones are the schema's examples."""
 
 
-def get_channel(channel: ChannelName) -> Channel:
+async def get_channel(channel: ChannelName) -> Channel:
     """The channel named by the path; a name nobody registered is a 404, like any unknown path."""
     try:
         return registry.get(channel)
