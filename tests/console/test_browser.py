@@ -37,9 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WAIT_MS = 15_000
-# One process of the parallel suite runs them all: Chromium and `parley serve` are started
-# once per module and process.
-pytestmark = pytest.mark.xdist_group("browser")
 
 
 @dataclass

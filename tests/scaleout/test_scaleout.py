@@ -20,9 +20,6 @@ from tests.scaleout.conftest import (
 from tests.servers import PostgresServer, RedisServer, redis_command
 
 FAULT_LOAD = {"conversations": 40, "per_conversation": 8}
-# One process of the parallel suite runs them all: the cluster's PostgreSQL and Redis are
-# started once per module and process, and a start costs seconds.
-pytestmark = pytest.mark.xdist_group("scaleout")
 
 
 # Its own wait for the answers is 180 s; the suite's 120 s default would cut that short.
