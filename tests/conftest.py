@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -38,7 +39,11 @@ INSTAGRAM_TOKEN = "test-instagram-token"
 MESSENGER_TOKEN = "test-messenger-page-token"
 ADMIN_TOKEN = "test-admin-token"
 BACKENDS = os.environ.get("PARLEY_TEST_BACKENDS", "sqlite,postgres").split(",")
-TEMPLATE_DB = "parley_template"
+# pytest-xdist runs the suite in several processes ("gw0", "gw1", …) on the same PostgreSQL
+# and Redis: each keeps to a template database and a Redis database of its own, so that one
+# process never drops the template another is copying, nor flushes another's queue.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+TEMPLATE_DB = f"parley_template_{XDIST_WORKER}" if XDIST_WORKER else "parley_template"
 _database_numbers = itertools.count(1)
 
 
@@ -123,7 +128,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer | None) -> str:
-    return os.environ.get("PARLEY_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+    """This process's Redis database: number N for xdist's worker "gwN" (of the 16 a Redis
+    has), so that each process flushes only its own (FLUSHDB, never FLUSHALL)."""
+    url = os.environ.get("PARLEY_TEST_REDIS_URL") or (redis_server.url if redis_server else "")
+    if not XDIST_WORKER:
+        return url
+    return urlsplit(url)._replace(path=f"/{XDIST_WORKER.removeprefix('gw')}").geturl()
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +207,7 @@ async def queue_url(backend: str, request: pytest.FixtureRequest) -> str | None:
         return None
     url: str = request.getfixturevalue("redis_url")
     client = aioredis.Redis.from_url(url, socket_timeout=5)
-    await client.flushall()
+    await client.flushdb()
     await client.aclose()
     return url
 

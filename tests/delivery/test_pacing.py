@@ -42,7 +42,7 @@ async def test_memory_pause_holds_the_account() -> None:
 @pytest.fixture
 async def redis_pacer(redis_url: str) -> AsyncIterator[RedisPacer]:
     client = aioredis.Redis.from_url(redis_url, socket_timeout=5)
-    await client.flushall()
+    await client.flushdb()
     await client.aclose()
     pacer = RedisPacer.from_url(redis_url)
     yield pacer

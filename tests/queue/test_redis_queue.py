@@ -31,9 +31,10 @@ async def crash(queue: RedisQueue) -> None:
     queue._held.clear()
 
 
-async def flushall(url: str) -> None:
+async def flush(url: str) -> None:
+    """Redis loses its data: this database's only, as the suite's other processes use others."""
     client = create_client(url)
-    await client.flushall()
+    await client.flushdb()
     await client.aclose()
 
 
@@ -96,7 +97,7 @@ async def test_redis_losing_its_data_between_signal_and_claim(
 ) -> None:
     assert await redis_queue.claim(timeout=0.05) is None  # the group exists now
     await redis_queue.signal(11)
-    await flushall(redis_url)
+    await flush(redis_url)
     assert await redis_queue.claim(timeout=0.2) is None  # lost; the reconciler re-signals
     await redis_queue.signal(11)
     assert await claim_within(redis_queue, 1) == 11
@@ -108,7 +109,7 @@ async def test_redis_losing_its_data_while_a_claim_blocks(
 ) -> None:
     waiter = asyncio.create_task(redis_queue.claim(timeout=0.8))
     await asyncio.sleep(0.2)
-    await flushall(redis_url)
+    await flush(redis_url)
     assert await waiter is None
     await redis_queue.signal(12)
     assert await claim_within(redis_queue, 1) == 12
@@ -120,7 +121,7 @@ async def test_redis_losing_its_data_while_a_conversation_is_held(
     holder, other = redis_queues(), redis_queues()
     await holder.signal(13)
     assert await holder.claim(timeout=0.5) == 13
-    await flushall(redis_url)
+    await flush(redis_url)
     await asyncio.sleep(LEASE_MS / 1000)  # a heartbeat finds the lease gone and takes it back
     await other.signal(13)
     assert await claim_within(other, 0.5) is None
