@@ -77,7 +77,7 @@ class _Filed:
     part: _Part | None = None  # how far a body filed in chunks got, once committed
     done: list[int] = field(default_factory=list)  # filed inbox ids, deleted at commit
     lines: list[dict[str, object]] = field(default_factory=list)  # logged once committed
-    accepted: list[tuple[str, Stored]] = field(default_factory=list)  # (correlation id, message)
+    accepted: list[Stored] = field(default_factory=list)
     messages: dict[str, int] = field(default_factory=dict)  # per channel, counted once committed
     pending: _Pending = field(default_factory=lambda: _Pending())
 
@@ -216,8 +216,8 @@ class Filer:
             WEBHOOK_MESSAGES.labels(channel).inc(count)
         for line in filed.lines:
             log.info("webhook.filed", **line)
-        for correlation_id, stored in filed.accepted:
-            _log_accepted(correlation_id, stored)
+        for stored in filed.accepted:
+            _log_accepted(stored)
         return filed
 
     async def _file_alone(self) -> _Filed:
@@ -324,7 +324,7 @@ async def _file_pending(session: AsyncSession, filed: _Filed) -> None:
         correlation_id=pending.correlation_ids,
         stored=stored,
     )
-    filed.accepted += [(one.correlation_id, one) for one in stored]
+    filed.accepted += stored
     filed.waiting += [c for c in waiting if c not in filed.waiting]
     moved = iter(await advance_statuses(session, statuses=pending.statuses))
     for line, count in pending.lines:
@@ -345,7 +345,7 @@ async def _mark_unreadable(session: AsyncSession, row: InboxRow, exc: Exception)
     )
 
 
-def _log_accepted(correlation_id: str, stored: Stored) -> None:
+def _log_accepted(stored: Stored) -> None:
     """The line an operator looks a customer's message up by: one per message filed (a
     re-delivered one, already filed, gets none)."""
     message = stored.message
@@ -357,7 +357,7 @@ def _log_accepted(correlation_id: str, stored: Stored) -> None:
         conversation_id=stored.conversation_id,
         channel_message_id=message.channel_message_id,
         kind=message.kind,
-        correlation_id=correlation_id,
+        correlation_id=stored.correlation_id,
     )
 
 

@@ -3,17 +3,13 @@ database, below the HTTP door."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import ConversationEvent, InboundMessage
-from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import upgrade
 from parley.store.models import Account, Conversation, HandoffNotice, Message, Outbox
 from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import record_inbound
@@ -23,15 +19,6 @@ from parley.store.queries.turns import Reply, record_turn
 ACCOUNT = "17841400538867190"
 USER = "1129842642640637"
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    async with create_sessionmaker(engine)() as session:
-        yield session
-    await engine.dispose()
 
 
 def said(mid: str, text: str = "hi") -> InboundMessage:

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import upgrade
 from parley.store.models import Contact, Conversation, Message
 from parley.store.queries.inbound import Stored, record_inbound
 from tests.factories import inbound_text
-
-
-@pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    async with create_sessionmaker(engine)() as session:
-        yield session
-    await engine.dispose()
 
 
 async def test_a_customer_keeps_one_conversation_when_their_bsuid_appears(

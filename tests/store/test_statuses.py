@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
-from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import upgrade
 from parley.store.models import Account, Message, Outbox
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import mark_sent
@@ -20,15 +16,6 @@ from parley.store.queries.turns import Reply, record_turn
 from tests.factories import PHONE_NUMBER_ID, inbound_text
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    async with create_sessionmaker(engine)() as session:
-        yield session
-    await engine.dispose()
 
 
 async def sent(session: AsyncSession, *replies: str) -> list[str]:

@@ -26,6 +26,9 @@ API_CHANNEL = "api"
 OPEN_STATUSES = ("queued", "in_progress")
 HEARTBEAT_CHUNK = 500
 """Response ids per heartbeat UPDATE: far below SQLite's and asyncpg's parameter limits."""
+# The table and its columns for the Core statements below.
+_RESPONSES = cast(Table, ResponseRecord.__table__)
+_COLUMN_ATTRIBUTES = sa_inspect(ResponseRecord).column_attrs
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +165,10 @@ async def set_status(
     A Core statement on the session's connection: the ORM's bulk-update bookkeeping (finding
     the row's object in the session to change it too) cost more than the UPDATE, and callers
     that hold the row's object set it themselves."""
-    table = _RESPONSES
     connection = await session.connection()
     result = await connection.execute(
-        update(table)
-        .where(table.c.id == response_id, table.c.status.in_(OPEN_STATUSES))
+        update(_RESPONSES)
+        .where(_RESPONSES.c.id == response_id, _RESPONSES.c.status.in_(OPEN_STATUSES))
         .values(status=status, **values)
     )
     return bool(result.rowcount)
@@ -185,10 +187,6 @@ def _row_of(record: ResponseRecord) -> dict[str, Any]:
         for attribute in _COLUMN_ATTRIBUTES
         for column in attribute.columns
     }
-
-
-_COLUMN_ATTRIBUTES = sa_inspect(ResponseRecord).column_attrs
-_RESPONSES = cast(Table, ResponseRecord.__table__)
 
 
 async def renew_heartbeats(

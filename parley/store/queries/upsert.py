@@ -1,8 +1,9 @@
-"""INSERT … ON CONFLICT DO NOTHING on both engines, for get-or-create under concurrency."""
+"""INSERT … ON CONFLICT on both engines: DO NOTHING for get-or-create under concurrency, and
+the dialect's INSERT for upserts that add up (usage)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table
@@ -15,10 +16,19 @@ async def insert_ignore(
     session: AsyncSession, model: type[DeclarativeBase], values: dict[str, Any], keys: list[str]
 ) -> None:
     """Insert a row unless one with the same `keys` exists (a concurrent writer may win)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect_of(session))
     statement = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
     await session.execute(statement)
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """The session's database: ``postgresql`` or ``sqlite``."""
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
+
+
+def dialect_insert(dialect: str) -> Callable[..., Any]:
+    """The INSERT construct with ON CONFLICT for `dialect` (``postgresql`` or ``sqlite``)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 async def insert_ignore_many(
@@ -32,8 +42,7 @@ async def insert_ignore_many(
     whose `keys` exist already; returns `returning` of the rows inserted, in no set order."""
     if not rows:
         return []
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect_of(session))
     # The table, not the mapped class: a Core statement, without the ORM's bulk machinery.
     table = cast(Table, model.__table__)
     statement = insert(table).on_conflict_do_nothing(index_elements=keys)

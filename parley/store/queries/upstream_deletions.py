@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import UpstreamDeletion, utcnow
+from parley.store.queries.upsert import dialect_insert, dialect_of
 
 CONVERSATION = "conversation"
 RESPONSE = "response"
@@ -57,8 +57,7 @@ async def queue_deletions(
     ]
     if not rows:
         return 0
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect_of(session))
     statement = insert(UpstreamDeletion).on_conflict_do_nothing(
         index_elements=["kind", "object_id"]
     )

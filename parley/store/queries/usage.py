@@ -9,11 +9,11 @@ from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
+from parley.store.queries.upsert import dialect_insert, dialect_of
 
 USAGE_FIELDS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
@@ -48,7 +48,6 @@ async def _add(
     owner: dict[str, int],
     usage: UsageAdd,
 ) -> None:
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     values = {
         "day": utcnow().date(),
         **owner,
@@ -61,7 +60,7 @@ async def _add(
         "cost_usd": usage.cost_usd or Decimal(0),
     }
     connection = await session.connection()
-    await connection.execute(_upsert(dialect, table, tuple(owner)), values)
+    await connection.execute(_upsert(dialect_of(session), table, tuple(owner)), values)
 
 
 @functools.cache
@@ -70,7 +69,7 @@ def _upsert(
 ) -> Insert:
     """The upsert of one call's usage, built once per table: every turn runs it, and building
     the statement (an expression per added column) cost more than executing it."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     added = (*USAGE_FIELDS, "cost_usd")
     names = ("day", *owner, "model", *added)
     statement = insert(table).values({name: bindparam(name) for name in names})
