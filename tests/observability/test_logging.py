@@ -3,8 +3,10 @@ through; and JSON logs, one object a line, for structlog's lines and the standar
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,15 @@ from tests.conftest import Parley
 from tests.factories import PHONE_NUMBER_ID, body_bytes, signed_headers, whatsapp_texts
 
 WAIT = 15.0
+
+
+async def logged(logs: list[dict[str, Any]], name: str) -> None:
+    """Wait (bounded) for a line: delivery logs its send just after recording it, so the line
+    may come a moment after the row the test waited for."""
+    deadline = time.monotonic() + WAIT
+    # structlog's capture fills a plain list: there is no event to await, so it is polled.
+    while not any(e["event"] == name for e in logs) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 def one(logs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -45,6 +56,7 @@ async def test_a_message_is_followed_by_its_lines(
     # The production chain's processors that decide the fields: contextvars, then redaction.
     with capture_logs(processors=[structlog.contextvars.merge_contextvars, redact]) as logs:
         correlation_id = await answer_one(parley, graph_sim, "34613000001")
+        await logged(logs, "delivery.sent")
     ((inbound_id, conversation_id, account_id),) = await parley.rows(
         "SELECT channel_message_id, conversation_id, account_id FROM messages WHERE direction='in'"
     )
