@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.types import ASGIApp
 
 from parley.agent.prompts import profile_exists
 from parley.api import (
@@ -78,18 +80,15 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
                 await lease.stop()
                 await limiter.close()
 
-    app = FastAPI(title="Parley", version="0.1.0", lifespan=lifespan)
+    app = ParleyApp(door=door, title="Parley", version="0.1.0", lifespan=lifespan)
     app.state.callers = CallerCache()
     app.state.signin_guard = SignInGuard(settings.parley_auth_failure_limit)
     app.add_middleware(StorableText)
     app.add_middleware(RefuseNul)
     app.add_middleware(CorrelationIdMiddleware)
-    # Outermost: signed webhook POSTs are answered before any other layer runs.
-    app.add_middleware(WebhookDoor, door=door)
-    # Ahead of everything that reads a body: sizes and read times bounded (webhooks: the door).
+    # Ahead of everything that reads a body: sizes and read times bounded (webhooks: the door,
+    # which `ParleyApp` puts ahead of all of these).
     app.add_middleware(BodyLimits, settings=settings)
-    # ...but inside the request's trace span, when tracing is on.
-    tracing.trace_requests(app)
     for router in (
         webhooks.router,
         health.router,
@@ -109,6 +108,20 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(PoolTimeout, _store_unavailable)
     return app
+
+
+class ParleyApp(FastAPI):
+    """FastAPI with the webhook door in front of its whole middleware stack: a signed webhook
+    POST, the hottest request by far, is answered before FastAPI's own layers (its error,
+    telemetry and body-limit middleware) and Parley's run; every other request goes through
+    them untouched. Inside the request's trace span, when tracing is on."""
+
+    def __init__(self, *, door: Door, **options: Any) -> None:
+        super().__init__(**options)
+        self._door = door
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return tracing.trace_requests(WebhookDoor(super().build_middleware_stack(), self._door))
 
 
 def build_responses(runtime: Runtime) -> ResponsesService:

@@ -38,6 +38,11 @@ class _Waiting:
     done: asyncio.Future[None]
 
 
+def _expire(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_exception(InboxUnavailable("the store did not commit in time"))
+
+
 class InboxWriter:
     def __init__(
         self,
@@ -77,15 +82,19 @@ class InboxWriter:
         """
         if self._task is None:
             raise InboxUnavailable("the inbox writer is not running")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
         try:
             self._pending.put_nowait(_Waiting(arrival, done))
         except asyncio.QueueFull:
             raise InboxUnavailable("too many webhooks waiting for the store") from None
+        # A timer that fails the future, rather than `wait_for(shield(…))`: the same outcome
+        # for a fraction of the cost (no inner task, no second future), on every webhook.
+        timer = loop.call_later(self._timeout, _expire, done)
         try:
-            await asyncio.wait_for(asyncio.shield(done), timeout=self._timeout)
-        except TimeoutError:
-            raise InboxUnavailable("the store did not commit in time") from None
+            await done
+        finally:
+            timer.cancel()
 
     async def _run(self) -> None:
         while True:

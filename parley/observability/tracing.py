@@ -11,7 +11,7 @@ answers the message, and the send of its reply, start as children of that webhoo
 a turn that answers several messages links to each one's webhook).
 
 Off, nothing of OpenTelemetry is imported, and the hot paths pay one boolean test: the door
-takes `uuid4().hex` as before, and the turn and send spans are one shared null context.
+takes a random id as before, and the turn and send spans are one shared null context.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import random
 import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -143,18 +144,16 @@ def _http_instrumentors() -> list[Any]:
     return found
 
 
-def trace_requests(app: Any) -> None:
-    """A server span per HTTP request to `app` (a Starlette app: OpenTelemetry's ASGI
-    middleware added outermost, ahead of the webhook door; a caller's `traceparent` is
-    honoured). Nothing when tracing is off."""
+def trace_requests(app: Any) -> Any:
+    """`app` (an ASGI app) with a server span per HTTP request (OpenTelemetry's ASGI
+    middleware, outermost, ahead of the webhook door; a caller's `traceparent` is honoured),
+    or `app` itself when tracing is off."""
     if not _State.enabled:
-        return
+        return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    app.add_middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls="healthz,readyz,metrics",
-        tracer_provider=_State.provider,
+    return OpenTelemetryMiddleware(
+        app, excluded_urls="healthz,readyz,metrics", tracer_provider=_State.provider
     )
 
 
@@ -181,7 +180,9 @@ def correlation_id_factory() -> Callable[[], str]:
 
 
 def _random_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, like `uuid4().hex` for a fraction of its cost (no
+    # system call, no UUID object) on every webhook: a correlation id is no secret.
+    return f"{random.getrandbits(128):032x}"
 
 
 def _traced_id() -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from parley.store.models import InboxEntry, utcnow
@@ -33,11 +34,15 @@ class InboxRow:
     received_at: datetime
 
 
+_APPEND = insert(cast(Table, InboxEntry.__table__))
+"""Built once (its cache key is then computed once): every acknowledged webhook runs it."""
+
+
 async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> None:
     """Insert every arrival in one statement (executemany); the caller commits."""
     now = utcnow()
     await connection.execute(
-        insert(InboxEntry),
+        _APPEND,
         [
             {
                 "channel": a.channel,
