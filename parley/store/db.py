@@ -26,12 +26,20 @@ from parley.store import sqlite_driver
 class _Turn:
     """An SQLite engine's promise to let a priority writer in between two of its transactions.
 
-    Set while no priority commit waits; the engine's BEGIN waits for it (bounded) first.
+    `clear` is set while no priority commit waits; the engine's BEGIN waits for it (bounded)
+    first. `idle` is set while the engine has no transaction open (tracked only on the one-trip
+    driver, which reports each transaction's end): a priority writer waits for it before its
+    own BEGIN, woken the moment the shared connection's transaction ends, instead of in
+    SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries and made each inbox
+    commit wait about 2 ms longer than the transaction ahead of it.
     """
 
     def __init__(self) -> None:
         self.clear = asyncio.Event()
         self.clear.set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.tracks_idle = False
 
 
 _TURNS: WeakKeyDictionary[Engine, _Turn] = WeakKeyDictionary()
@@ -79,6 +87,7 @@ def create_engine(
         if ahead_of is None:
             _TURNS[engine.sync_engine] = turn = _Turn()
             event.listen(engine.sync_engine, "begin", _begin_after_priority(turn))
+            event.listen(engine.sync_engine, "connect", _report_transaction_ends(turn))
         else:
             _TURNS[engine.sync_engine] = _TURNS[ahead_of.sync_engine]
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
@@ -140,6 +149,9 @@ async def priority_commit(engine: AsyncEngine) -> AsyncIterator[None]:
         return
     turn.clear.clear()
     try:
+        if turn.tracks_idle and not turn.idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(turn.idle.wait(), timeout=_YIELD_TIMEOUT)
         yield
     finally:
         turn.clear.set()
@@ -162,9 +174,22 @@ def _begin_after_priority(turn: _Turn) -> Any:
             # connections taking turns under a steady stream of webhooks.
             with contextlib.suppress(TimeoutError):
                 await_only(asyncio.wait_for(turn.clear.wait(), timeout=_YIELD_TIMEOUT))
+        turn.idle.clear()
         _sqlite_begin_immediate(connection)
 
     return begin
+
+
+def _report_transaction_ends(turn: _Turn) -> Any:
+    """On connecting: the one-trip driver's connection sets `turn.idle` when a transaction
+    ends (commit or rollback). Another driver reports nothing, and `idle` is not waited on."""
+
+    def connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
+            dbapi_connection.on_transaction_end = turn.idle.set
+            turn.tracks_idle = True
+
+    return connect
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

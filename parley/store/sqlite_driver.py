@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -128,29 +128,41 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """Also sends a transaction's BEGIN IMMEDIATE along with its first statement rather than
     in a trip of its own; a transaction without a statement never reaches SQLite at all."""
 
-    __slots__ = ("_begin_pending",)
+    __slots__ = ("_begin_pending", "on_transaction_end")
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin_pending = False
+        self.on_transaction_end: Callable[[], None] | None = None
+        """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
 
     def commit(self) -> None:
-        if self._begin_pending:  # nothing was run: nothing to commit
-            self._begin_pending = False
-            return
-        super().commit()
+        try:
+            if self._begin_pending:  # nothing was run: nothing to commit
+                self._begin_pending = False
+                return
+            super().commit()
+        finally:
+            self._ended()
 
     def rollback(self) -> None:
         self._begin_pending = False
-        # The pool rolls back every connection it takes back, after a commit too: a trip to
-        # the thread for nothing. SQLite's own flag says whether a transaction is open; it is
-        # read without the thread, which is safe here because SQLAlchemy awaits each call, so
-        # nothing of this connection's runs on the thread meanwhile.
-        driver = self._connection._connection
-        if driver is not None and not driver.in_transaction:
-            return
-        super().rollback()
+        try:
+            # The pool rolls back every connection it takes back, after a commit too: a trip
+            # to the thread for nothing. SQLite's own flag says whether a transaction is open;
+            # it is read without the thread, which is safe here because SQLAlchemy awaits each
+            # call, so nothing of this connection's runs on the thread meanwhile.
+            driver = self._connection._connection
+            if driver is not None and not driver.in_transaction:
+                return
+            super().rollback()
+        finally:
+            self._ended()
+
+    def _ended(self) -> None:
+        if self.on_transaction_end is not None:
+            self.on_transaction_end()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):

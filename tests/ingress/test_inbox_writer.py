@@ -8,9 +8,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.ingress.inbox import InboxWriter
@@ -71,6 +72,37 @@ async def test_webhooks_waiting_for_the_file_are_committed_before_the_next_trans
         assert await following == 3
         assert writer.commits == 3
         assert not priority_pending(shared)
+    finally:
+        await writer.close()
+        await own.dispose()
+
+
+async def test_the_writer_begins_once_the_shared_transaction_ends_not_in_sqlites_busy_wait(
+    shared: AsyncEngine,
+) -> None:
+    """With no busy timeout at all on the writer's connection, a BEGIN tried while the shared
+    connection holds the write lock would fail at once ("database is locked"): every commit
+    succeeding proves the writer waited for the shared transaction's end, not in SQLite."""
+    own = create_engine(str(shared.url), durable=True, ahead_of=shared)
+
+    @event.listens_for(own.sync_engine, "connect")
+    def no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout=0")
+        cursor.close()
+
+    writer = InboxWriter(own, max_batch=1, timeout=10)
+    writer.start()
+    body = body_bytes(whatsapp_texts("34600090001", ["x"]))
+    try:
+        for _ in range(3):
+            async with shared.begin() as connection:  # a turn holds the write lock
+                await connection.execute(text("DELETE FROM inbox WHERE id < 0"))
+                append = asyncio.create_task(writer.append(Arrival("whatsapp", body, "c")))
+                await until(lambda: priority_pending(shared))
+                assert not append.done()
+            await append  # raised InboxUnavailable had the BEGIN been refused
+        assert writer.commits == 3
     finally:
         await writer.close()
         await own.dispose()
