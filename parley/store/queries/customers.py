@@ -14,10 +14,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, or_, select, tuple_, update
+from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import Account, Contact, Conversation, utcnow
+from parley.store.queries.pairs import pair_in
 from parley.store.queries.upsert import insert_ignore_many
 
 AccountKey = tuple[str, str]
@@ -61,7 +62,7 @@ async def find_accounts(
 async def _select_accounts(session: AsyncSession, keys: set[AccountKey]) -> dict[AccountKey, int]:
     rows = await session.execute(
         select(Account.channel, Account.external_id, Account.id).where(
-            tuple_(Account.channel, Account.external_id).in_(sorted(keys))
+            pair_in(Account.channel, Account.external_id, keys)
         )
     )
     return {(channel, external): id_ for channel, external, id_ in rows}
@@ -228,7 +229,7 @@ async def _create(session: AsyncSession, created: list[_Row]) -> None:
     stored = {
         (r.account_id, r.external_id): r
         for r in await _select_contacts(
-            session, tuple_(Contact.account_id, Contact.external_id).in_(keys)
+            session, pair_in(Contact.account_id, Contact.external_id, keys)
         )
     }
     for row in created:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
-from sqlalchemy import Table, select, tuple_, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,6 +21,7 @@ from parley.store.queries.customers import (
     find_accounts,
     find_contacts,
 )
+from parley.store.queries.pairs import pair_in
 from parley.store.queries.upsert import insert_ignore, insert_ignore_many
 
 
@@ -143,7 +144,7 @@ async def _known_message_ids(
         return set()
     rows = await session.execute(
         select(Message.account_id, Message.channel_message_id).where(
-            tuple_(Message.account_id, Message.channel_message_id).in_(sorted(keys))
+            pair_in(Message.account_id, Message.channel_message_id, keys)
         )
     )
     return {(account_id, mid or "") for account_id, mid in rows}

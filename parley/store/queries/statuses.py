@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
 from parley.store.models import Message, utcnow
 from parley.store.queries.customers import find_accounts
 from parley.store.queries.outbox import queue_reported_failure
+from parley.store.queries.pairs import pair_in
 
 # A status only moves forward: Meta may deliver "read" before "delivered", or twice.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
@@ -103,7 +104,7 @@ async def _named(
             Message.error,
             Message.meta,
         ).where(
-            tuple_(Message.account_id, Message.channel_message_id).in_(sorted(keys)),
+            pair_in(Message.account_id, Message.channel_message_id, keys),
             Message.direction == "out",
         )
     )
