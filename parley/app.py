@@ -89,7 +89,10 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
     # Ahead of everything that reads a body: sizes and read times bounded (webhooks: the door,
     # which `ParleyApp` puts ahead of all of these).
     app.add_middleware(BodyLimits, settings=settings)
+    # `/v1/responses` first: routes are matched in order, and it is the busiest after the
+    # webhooks (which the door answers before any routing).
     for router in (
+        responses.router,
         webhooks.router,
         health.router,
         admin.router,
@@ -100,7 +103,6 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
         users.router,
         me.router,
         models.router,
-        responses.router,
     ):
         app.include_router(router)
     console.install(app)
