@@ -100,6 +100,10 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+SOLE_FILER_POLL_S = 2.0
+"""How often `parley serve` on SQLite looks at its inbox unwoken: a safety net only."""
+
+
 def build_queue(settings: Settings) -> Queue:
     if settings.redis_url is None:
         return MemoryQueue()
@@ -383,6 +387,11 @@ async def open_runtime(
     if role == "serve":
         await upgrade(settings.database_url)
     runtime = build_runtime(settings)
+    if role == "serve" and runtime.engine.dialect.name == "sqlite":
+        # One process owns an SQLite file, so its door is the only writer of the inbox and
+        # wakes the filer at each commit: polling for other processes' webhooks ten times a
+        # second was most of an idle process's CPU.
+        runtime.filer.poll_at_least(SOLE_FILER_POLL_S)
     background = role in ("serve", "worker")
     sampler = None
     try:

@@ -164,6 +164,10 @@ class Filer:
         """Rows were committed in this process: file them now rather than at the next poll."""
         self._loop.wake()
 
+    def poll_at_least(self, seconds: float) -> None:
+        """Look at the inbox unwoken no more often than every `seconds`."""
+        self._poll = max(self._poll, seconds)
+
     async def run(self) -> None:
         """File until cancelled; first whatever a previous run left in the inbox."""
         await self._loop.run()
