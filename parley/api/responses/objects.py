@@ -4,7 +4,6 @@ lists, and the server-sent events of a streamed answer, in OpenAI's order."""
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 import orjson
@@ -83,7 +82,7 @@ class EventStream:
     reader either, so a client that goes away costs the turn nothing."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._queue: asyncio.Queue[bytes | object] = asyncio.Queue()
         self._number = 0
         self._message_id: str | None = None
         self._text: list[str] = []
@@ -93,16 +92,21 @@ class EventStream:
         return "".join(self._text)
 
     def emit(self, event: dict[str, Any]) -> None:
-        self._queue.put_nowait({**event, "sequence_number": self._number})
+        """Queue `event` as its SSE frame, serialised now: what it holds may change after
+        (the response object as the turn goes on), and no copy of it is needed."""
+        event["sequence_number"] = self._number
         self._number += 1
+        self._queue.put_nowait(
+            b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
+        )
 
     def started(self, record: ResponseRecord) -> None:
         self._started(response_object(record))
 
     def _started(self, response: dict[str, Any]) -> None:
-        snapshot = {**copy.deepcopy(response), "status": "in_progress", "output": [], "usage": None}
+        snapshot = {**response, "status": "in_progress", "output": [], "usage": None}
         self.emit({"type": "response.created", "response": snapshot})
-        self.emit({"type": "response.in_progress", "response": copy.deepcopy(snapshot)})
+        self.emit({"type": "response.in_progress", "response": snapshot})
 
     async def delta(self, text: str) -> None:
         self._add_text(text)
@@ -206,16 +210,12 @@ class EventStream:
             events = [first]
             while not self._queue.empty() and events[-1] is not _CLOSE:
                 events.append(self._queue.get_nowait())
-            frames = [_frame(event) for event in events if event is not _CLOSE]
+            closed = events[-1] is _CLOSE
+            frames = [event for event in events if isinstance(event, bytes)]
             if frames:
                 yield b"".join(frames)
-            if events[-1] is _CLOSE:
+            if closed:
                 return
-
-
-def _frame(event: object) -> bytes:
-    assert isinstance(event, dict)
-    return b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
 
 
 def replay(record: ResponseRecord) -> EventStream:
