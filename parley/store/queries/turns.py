@@ -81,25 +81,34 @@ def _parties_statement() -> Select[Conversation, Account, Contact]:
 
 
 async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
-    """The conversation's waiting inbound messages, or None when there is nothing to do."""
+    """The conversation's waiting inbound messages, or None when there is nothing to do.
+
+    The messages are read first: after each turn the worker asks again, and then usually
+    nothing waits, which one statement tells."""
+    pending = list(
+        await session.scalars(_pending_statement(), {"conversation_id": conversation_id})
+    )
+    if not pending:
+        return None
     parties = await conversation_parties(session, conversation_id=conversation_id)
     if parties is None:
         return None
     conversation, account, contact = parties
-    pending = list(
-        await session.scalars(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "in",
-                Message.status == "received",
-            )
-            .order_by(Message.sequence_no)
-        )
-    )
-    if not pending:
-        return None
     return TurnWork(conversation, account, contact, pending)
+
+
+@functools.cache
+def _pending_statement() -> Select[Message]:
+    """Built once: every turn runs it, twice."""
+    return (
+        select(Message)
+        .where(
+            Message.conversation_id == bindparam("conversation_id"),
+            Message.direction == "in",
+            Message.status == "received",
+        )
+        .order_by(Message.sequence_no)
+    )
 
 
 async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> None:
