@@ -101,8 +101,8 @@ class ConversationProcessor:
                 return turns
             if await self._not_served(work) or await self._dead_letter(work):
                 continue
-            await self._start(work)
-            await self._turn(work)
+            earlier = await self._start(work)
+            await self._turn(work, earlier)
             turns += 1
 
     async def _not_served(self, work: TurnWork) -> bool:
@@ -146,29 +146,36 @@ class ConversationProcessor:
         DEAD_LETTERS.labels("turn").inc(len(dead))
         return True
 
-    async def _start(self, work: TurnWork) -> None:
+    async def _start(self, work: TurnWork) -> int:
+        """Count the turn started; returns how many of the customer's messages were handled
+        within the rate window (`_within_rate`), read in the same transaction."""
+        since = utcnow() - RATE_WINDOW
         async with self._sessions() as session:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
+            earlier = await inbound_since(
+                session, conversation_id=work.conversation.id, since=since
+            )
             await session.commit()
+        return earlier
 
     async def _refuse(self, work: TurnWork) -> None:
         """Flagged input gets the refusal and never reaches the model."""
         refusal = Reply(self._replies.refusal, sender="system", meta={"auto": "moderation"})
         await self._store(work, [refusal], status="refused", error="flagged by moderation")
 
-    async def _within_rate(self, work: TurnWork) -> TurnWork:
-        """Answer at most `messages_per_minute` of a customer's messages per minute; the rest
-        are stored as `ignored`, and the customer gets one polite notice a minute."""
-        since = utcnow() - RATE_WINDOW
+    async def _within_rate(self, work: TurnWork, earlier: int) -> TurnWork:
+        """Answer at most `messages_per_minute` of a customer's messages per minute (`earlier`
+        of them were handled within the window); the rest are stored as `ignored`, and the
+        customer gets one polite notice a minute."""
+        allowed = self._gate.allowed(earlier=earlier)
+        if allowed >= len(work.pending):
+            return work
         async with self._sessions() as session:
-            earlier = await inbound_since(
-                session, conversation_id=work.conversation.id, since=since
-            )
-            allowed = self._gate.allowed(earlier=earlier)
-            if allowed >= len(work.pending):
-                return work
             noticed = await auto_reply_since(
-                session, conversation_id=work.conversation.id, kind="rate_limited", since=since
+                session,
+                conversation_id=work.conversation.id,
+                kind="rate_limited",
+                since=utcnow() - RATE_WINDOW,
             )
         excess = work.pending[allowed:]
         log.warning("turn.rate_limited", messages=len(excess), notice=not noticed)
@@ -184,7 +191,7 @@ class ConversationProcessor:
     def _fallback(self) -> Reply:
         return Reply(self._replies.fallback, sender="system", meta={"auto": "fallback"})
 
-    async def _turn(self, work: TurnWork) -> None:
+    async def _turn(self, work: TurnWork, earlier: int) -> None:
         correlation_ids = [m.meta.get("correlation_id") for m in work.pending]
         started = time.perf_counter()
         with (
@@ -196,14 +203,14 @@ class ConversationProcessor:
             ),
             tracing.span_after("parley.turn", correlation_ids, channel=work.conversation.channel),
         ):
-            outcome = await self._outcome(work)
+            outcome = await self._outcome(work, earlier)
         TURNS.labels(outcome).inc()
         TURN_SECONDS.labels(outcome).observe(time.perf_counter() - started)
 
-    async def _outcome(self, work: TurnWork) -> str:
+    async def _outcome(self, work: TurnWork, earlier: int) -> str:
         """Run the turn; returns its outcome, as `parley_turns_total` counts it."""
         await self._receipts.mark_read(work.account, work.pending[-1], work.contact)
-        work = await self._within_rate(work)
+        work = await self._within_rate(work, earlier)
         if not work.pending:
             return "rate_limited"
         read = await self._read(work)
