@@ -356,13 +356,14 @@ async def allocate_sequence(
     A Core statement built once per shape of call (which columns `also` sets, which condition),
     on the session's connection: every stored message runs it, and the ORM's UPDATE spent more
     on building and bookkeeping than the database on the row. What the ORM's would also do is
-    done here: pending changes are flushed first (so row locks are taken in the same order),
-    and the conversation's object, when the session holds it, learns the new values.
+    done here: pending changes are flushed first (so row locks are taken in the same order;
+    a no-op when there are none), and the conversation's object, when the session holds it,
+    learns the new values.
 
     Raises:
         ConversationGone: the conversation was deleted meanwhile (retention, an erasure).
     """
-    await flush_pending(session)
+    await session.flush()
     now = utcnow()
     values = {"last_message_at": now, "updated_at": now, **also}
     connection = await session.connection()
@@ -401,13 +402,6 @@ def _allocate_statement(
             **{name: bindparam(name) for name in columns},
         }
     ).returning(table.c.next_sequence_no)
-
-
-async def flush_pending(session: AsyncSession) -> None:
-    """Flush the session's unsaved changes, as the ORM does before its own statements: a Core
-    statement on the session's connection then comes after them, as an ORM one would."""
-    if session.new or session.dirty or session.deleted:
-        await session.flush()
 
 
 def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, object]:

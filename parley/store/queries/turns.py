@@ -93,26 +93,43 @@ async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork 
         return None
     conversation, account, contact = parties
     pending = list(
-        await session.scalars(
-            select(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.direction == "in",
-                Message.status == "received",
-            )
-            .order_by(Message.sequence_no)
-        )
+        await session.scalars(_pending_statement(), {"conversation_id": conversation_id})
     )
     if not pending:
         return None
     return TurnWork(conversation, account, contact, pending)
 
 
+@functools.cache
+def _pending_statement() -> Select[Message]:
+    """Built once: every turn reads what it answers."""
+    return (
+        select(Message)
+        .where(
+            Message.conversation_id == bindparam("conversation_id"),
+            Message.direction == "in",
+            Message.status == "received",
+        )
+        .order_by(Message.sequence_no)
+    )
+
+
 async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> None:
     """Count a turn started for these messages, committed before the model is called, so
-    that a message that keeps killing its worker is noticed (see `worker.process`)."""
-    await session.execute(
-        update(Message).where(Message.id.in_(message_ids)).values(attempts=Message.attempts + 1)
+    that a message that keeps killing its worker is noticed (see `worker.process`). A Core
+    statement built once, on the session's connection (its caller's session holds none of
+    these messages' objects)."""
+    connection = await session.connection()
+    await connection.execute(_start_attempt_statement(), {"ids": message_ids})
+
+
+@functools.cache
+def _start_attempt_statement() -> Update:
+    table = _MESSAGES
+    return (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)))
+        .values(attempts=table.c.attempts + 1)
     )
 
 
