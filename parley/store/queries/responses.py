@@ -7,15 +7,17 @@ A caller is one `api` account with one contact (the user); each thread that star
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import ReturningInsert, Update
 
 from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
 from parley.store.queries.inbound import get_account
@@ -26,9 +28,11 @@ API_CHANNEL = "api"
 OPEN_STATUSES = ("queued", "in_progress")
 HEARTBEAT_CHUNK = 500
 """Response ids per heartbeat UPDATE: far below SQLite's and asyncpg's parameter limits."""
-# The table and its columns for the Core statements below.
+# The tables and columns for the Core statements below.
 _RESPONSES = cast(Table, ResponseRecord.__table__)
 _COLUMN_ATTRIBUTES = sa_inspect(ResponseRecord).column_attrs
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_INSERT_RESPONSE = insert(_RESPONSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,23 +82,33 @@ async def api_account_id(session: AsyncSession, *, user_id: int) -> int | None:
 async def new_thread(
     session: AsyncSession, *, account: Account, contact: Contact, profile: str
 ) -> Thread:
-    """A new conversation for the user, under their `api` account and contact: one
-    INSERT … RETURNING, the row as the ORM reads it."""
+    """A new conversation for the user, under their `api` account and contact.
+
+    One Core INSERT … RETURNING of the whole row, built once, on the session's connection; the
+    conversation comes back as a plain object, outside the session (its callers only read it),
+    without the ORM's bulk-insert machinery around one row."""
     now = utcnow()
-    conversation = await session.scalar(
-        insert(Conversation)
-        .values(
-            account_id=account.id,
-            contact_id=contact.id,
-            channel=API_CHANNEL,
-            profile=profile,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(Conversation)
+    connection = await session.connection()
+    result = await connection.execute(
+        _new_thread_statement(),
+        {
+            "account_id": account.id,
+            "contact_id": contact.id,
+            "channel": API_CHANNEL,
+            "profile": profile,
+            "created_at": now,
+            "updated_at": now,
+            "last_message_at": now,
+        },
     )
-    assert conversation is not None
+    conversation = Conversation(**result.one()._mapping)
     return Thread(conversation, account, contact)
+
+
+@functools.cache
+def _new_thread_statement() -> ReturningInsert[*tuple[Any, ...]]:
+    """Every column back, for the conversation's object (attributes named as the columns)."""
+    return insert(_CONVERSATIONS).returning(*_CONVERSATIONS.c)
 
 
 async def thread_of(session: AsyncSession, *, conversation_id: int) -> Thread | None:
@@ -162,23 +176,32 @@ async def set_status(
     """Move an open response (queued or in progress) on; a finished or cancelled one stays
     as it is. Returns whether it moved.
 
-    A Core statement on the session's connection: the ORM's bulk-update bookkeeping (finding
-    the row's object in the session to change it too) cost more than the UPDATE, and callers
-    that hold the row's object set it themselves."""
+    A Core statement on the session's connection, built once for each set of columns `values`
+    names: the ORM's bulk-update bookkeeping (finding the row's object in the session to change
+    it too) cost more than the UPDATE, and so did building the statement anew each time;
+    callers that hold the row's object set it themselves."""
     connection = await session.connection()
     result = await connection.execute(
-        update(_RESPONSES)
-        .where(_RESPONSES.c.id == response_id, _RESPONSES.c.status.in_(OPEN_STATUSES))
-        .values(status=status, **values)
+        _set_status_statement(tuple(sorted(values))),
+        {"response_id": response_id, "status": status, **values},
     )
     return bool(result.rowcount)
+
+
+@functools.cache
+def _set_status_statement(columns: tuple[str, ...]) -> Update:
+    return (
+        update(_RESPONSES)
+        .where(_RESPONSES.c.id == bindparam("response_id"), _RESPONSES.c.status.in_(OPEN_STATUSES))
+        .values({name: bindparam(name) for name in ("status", *columns)})
+    )
 
 
 async def insert_response(session: AsyncSession, record: ResponseRecord) -> None:
     """A new response's row, from `record` (which stays a plain object for the caller to
     read): one Core INSERT, without the ORM's unit of work around it."""
     connection = await session.connection()
-    await connection.execute(insert(_RESPONSES), _row_of(record))
+    await connection.execute(_INSERT_RESPONSE, _row_of(record))
 
 
 def _row_of(record: ResponseRecord) -> dict[str, Any]:

@@ -6,10 +6,11 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.sql.dml import Insert, ReturningInsert, Update
 
 from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
@@ -17,9 +18,14 @@ from parley.store.queries.inbound import allocate_sequence
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
 
-AGENT_MAY_ANSWER = or_(Conversation.mode == "agent", Conversation.assignee == "agent")
+_CONVERSATIONS = cast(Table, Conversation.__table__)
+_MESSAGES = cast(Table, Message.__table__)
+_OUTBOX = cast(Table, Outbox.__table__)
+
+AGENT_MAY_ANSWER = or_(_CONVERSATIONS.c.mode == "agent", _CONVERSATIONS.c.assignee == "agent")
 """A conversation the agent's turn may still answer: in agent mode, or handed to a person by
-the agent's own handoff tool in this very turn (its words to the customer still go out)."""
+the agent's own handoff tool in this very turn (its words to the customer still go out). On
+the table's columns, for `allocate_sequence`'s Core statement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +119,20 @@ def _pending_statement() -> Select[Message]:
 
 async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> None:
     """Count a turn started for these messages, committed before the model is called, so
-    that a message that keeps killing its worker is noticed (see `worker.process`)."""
-    await session.execute(
-        update(Message).where(Message.id.in_(message_ids)).values(attempts=Message.attempts + 1)
+    that a message that keeps killing its worker is noticed (see `worker.process`). A Core
+    statement built once, on the session's connection (its caller's session holds none of
+    these messages' objects)."""
+    connection = await session.connection()
+    await connection.execute(_start_attempt_statement(), {"ids": message_ids})
+
+
+@functools.cache
+def _start_attempt_statement() -> Update:
+    table = _MESSAGES
+    return (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)))
+        .values(attempts=table.c.attempts + 1)
     )
 
 
@@ -203,57 +220,99 @@ async def record_turn(
         only_if=AGENT_MAY_ANSWER if agent_turn else None,
         **also,
     )
-    await _mark_answered(session, answered, inbound_status, inbound_error)
+    # The rest are Core statements built once, on the session's connection: the ORM's cost
+    # more to build and to keep its books on than the database spent on the rows, and no
+    # caller reads these rows back as objects of the session.
+    connection = await session.connection()
+    now = utcnow()
+    await _mark_answered(connection, answered, inbound_status, inbound_error, now)
     reply_to = answered[-1] if answered else None
     ids: list[int] = []
     if replies:
         # One multi-row INSERT … RETURNING for the messages and one for their outbox rows,
-        # not a flush per row: on SQLite every statement holds the process's one connection.
+        # not a statement per row: on SQLite every statement holds the process's one connection.
         values = [
-            reply_values(conversation_id, account_id, first + offset, reply, reply_to)
+            reply_values(conversation_id, account_id, first + offset, reply, reply_to, now=now)
             for offset, reply in enumerate(replies)
         ]
-        inserted = await session.scalars(
-            insert(Message).returning(Message.id, sort_by_parameter_order=True), values
-        )
-        ids = list(inserted)
+        ids = await _insert_messages(connection, values)
         outbox = [
             {"message_id": message_id, "conversation_id": conversation_id}
             for message_id, reply in zip(ids, replies, strict=True)
             if reply.deliver
         ]
         if outbox:
-            await session.execute(insert(Outbox), outbox)
+            await connection.execute(_insert_outbox(), outbox)
     if usage is not None:
         await add_usage(session, account_id=account_id, usage=usage)
         if user_id is not None:
             await add_user_usage(session, user_id=user_id, usage=usage)
-    await session.flush()
     return ids
 
 
+async def _insert_messages(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert `rows` into `messages` (each with the same keys, as `reply_values` makes them) in
+    one multi-row INSERT … RETURNING; returns their ids in the order of `rows`."""
+    result = await connection.execute(_insert_messages_statement(), rows)
+    return list(result.scalars())
+
+
+@functools.cache
+def _insert_messages_statement() -> ReturningInsert[int]:
+    """Built once: every turn stores its messages."""
+    return insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+
+
+@functools.cache
+def _insert_outbox() -> Insert:
+    return insert(_OUTBOX)
+
+
 async def _mark_answered(
-    session: AsyncSession, answered: list[int], status: str, error: str | None
+    connection: AsyncConnection,
+    answered: list[int],
+    status: str,
+    error: str | None,
+    now: datetime,
 ) -> None:
     """Claim the inputs for this turn's answer. Marking them first makes a second answer
     impossible even if two workers ran the same turn (a lease lost to a long pause): the
     second finds them no longer `received` and its transaction is rolled back."""
     if not answered:
         return
-    result = await session.execute(
-        update(Message)
-        .where(Message.id.in_(answered), Message.status == "received")
-        .values(status=status, error=error, updated_at=utcnow())
+    result = await connection.execute(
+        _mark_answered_statement(),
+        {"ids": answered, "status": status, "error": error, "updated_at": now},
     )
-    if result.rowcount != len(answered):  # type: ignore[attr-defined]
+    if result.rowcount != len(answered):
         raise LeaseLost("the turn's messages were answered by another worker")
 
 
+@functools.cache
+def _mark_answered_statement() -> Update:
+    """Built once: every channel turn marks what it answered."""
+    table = _MESSAGES
+    return (
+        update(table)
+        .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.status == "received")
+        .values(
+            status=bindparam("status"), error=bindparam("error"), updated_at=bindparam("updated_at")
+        )
+    )
+
+
 def reply_values(
-    conversation_id: int, account_id: int, sequence_no: int, reply: Reply, reply_to: int | None
+    conversation_id: int,
+    account_id: int,
+    sequence_no: int,
+    reply: Reply,
+    reply_to: int | None,
+    *,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A reply's `messages` row, as the values of an INSERT (every row has the same keys)."""
-    now = utcnow()
+    """A reply's `messages` row, as the values of an INSERT (every row has the same keys),
+    stamped `now` (by default the present moment)."""
+    now = now or utcnow()
     return {
         "conversation_id": conversation_id,
         "account_id": account_id,
