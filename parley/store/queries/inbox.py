@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, delete, func, insert, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from parley.store.models import InboxEntry, utcnow
@@ -34,7 +34,8 @@ class InboxRow:
     received_at: datetime
 
 
-_APPEND = insert(cast(Table, InboxEntry.__table__))
+_INBOX = cast(Table, InboxEntry.__table__)
+_APPEND = insert(_INBOX)
 """Built once (its cache key is then computed once): every acknowledged webhook runs it."""
 
 
@@ -72,24 +73,27 @@ async def take_oldest(session: AsyncSession, *, limit: int) -> list[InboxRow] | 
         )
         if not got:
             return None
-    rows = await session.execute(
-        select(
-            InboxEntry.id,
-            InboxEntry.channel,
-            InboxEntry.body,
-            InboxEntry.correlation_id,
-            InboxEntry.received_at,
-        )
-        .where(InboxEntry.failed_at.is_(None))
-        .order_by(InboxEntry.id)
-        .limit(limit)
-    )
+    connection = await session.connection()
+    rows = await connection.execute(_TAKE_OLDEST, {"limit": limit})
     return [InboxRow(*row) for row in rows]
 
 
 async def remove(session: AsyncSession, ids: Sequence[int]) -> None:
     if ids:
-        await session.execute(delete(InboxEntry).where(InboxEntry.id.in_(ids)))
+        connection = await session.connection()
+        await connection.execute(_REMOVE, {"ids": list(ids)})
+
+
+# Built once (their cache keys too), as Core statements: the filer runs both per transaction.
+_TAKE_OLDEST = (
+    select(
+        _INBOX.c.id, _INBOX.c.channel, _INBOX.c.body, _INBOX.c.correlation_id, _INBOX.c.received_at
+    )
+    .where(_INBOX.c.failed_at.is_(None))
+    .order_by(_INBOX.c.id)
+    .limit(bindparam("limit"))
+)
+_REMOVE = delete(_INBOX).where(_INBOX.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def mark_unreadable(session: AsyncSession, *, row_id: int, error: str) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, Update, bindparam, delete, func, or_, select, update
+from sqlalchemy import Delete, Select, Table, Update, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.upsert import insert_ignore
+
+_MESSAGES = cast(Table, Message.__table__)
+_OUTBOX = cast(Table, Outbox.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +148,39 @@ async def mark_sent(
     it in one round trip: the only database work between the channel's answer and the
     record of the send. Elsewhere two statements, committed by the caller.
     """
-    sent = (
-        update(Message)
-        .where(Message.id == message_id, Message.status == "queued")
-        .values(status="sent", channel_message_id=channel_message_id, updated_at=utcnow())
-    )
-    gone = delete(Outbox).where(Outbox.id == outbox_id)
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(sent.add_cte(gone.cte("gone")))
+    values = {
+        "outbox_id": outbox_id,
+        "message_id": message_id,
+        "channel_message_id": channel_message_id,
+        "now": utcnow(),
+    }
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        await connection.execute(_sent_statement(together=True), values)
         return
-    await session.execute(gone)
-    await session.execute(sent)
+    await connection.execute(_gone_statement(), values)
+    await connection.execute(_sent_statement(together=False), values)
+
+
+@functools.cache
+def _gone_statement() -> Delete:
+    """Built once, as Core (as `_sent_statement`): every send is recorded so."""
+    return delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("outbox_id"))
+
+
+@functools.cache
+def _sent_statement(*, together: bool) -> Update:
+    """The message's move to `sent`; `together`: with its outbox row's delete as a WITH."""
+    sent = (
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.status == "queued")
+        .values(
+            status="sent",
+            channel_message_id=bindparam("channel_message_id"),
+            updated_at=bindparam("now"),
+        )
+    )
+    return sent.add_cte(_gone_statement().cte("gone")) if together else sent
 
 
 async def mark_failed(

@@ -395,14 +395,26 @@ async def inbound_since(
 ) -> int:
     """How many customer messages the conversation received since `since` (by default only
     those already handled, i.e. not waiting for this turn)."""
+    connection = await session.connection()
+    count = await connection.scalar(
+        _inbound_since_statement(handled_only),
+        {"conversation_id": conversation_id, "since": since},
+    )
+    return int(count or 0)
+
+
+@functools.cache
+def _inbound_since_statement(handled_only: bool) -> Select[int]:
+    """Built once, as Core: every turn counts its customer's rate window."""
+    table = _MESSAGES
     query = select(func.count()).where(
-        Message.conversation_id == conversation_id,
-        Message.direction == "in",
-        Message.created_at >= since,
+        table.c.conversation_id == bindparam("conversation_id"),
+        table.c.direction == "in",
+        table.c.created_at >= bindparam("since"),
     )
     if handled_only:
-        query = query.where(Message.status != "received")
-    return int(await session.scalar(query) or 0)
+        query = query.where(table.c.status != "received")
+    return query
 
 
 async def auto_reply_since(
