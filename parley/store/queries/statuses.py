@@ -62,21 +62,35 @@ async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate
                 reported_failures=len(message.meta.get("reported_failures", [])),
             )
     if changed:
-        await session.execute(
-            update(_MESSAGES)
-            .where(_MESSAGES.c.id == bindparam("moved_id"))
-            .values(
-                status=bindparam("new_status"),
-                error=bindparam("new_error"),
-                meta=bindparam("new_meta", type_=_MESSAGES.c.meta.type),
-                updated_at=utcnow(),
-            ),
+        now = utcnow()
+        connection = await session.connection()
+        await connection.execute(
+            _MOVE,
             [
-                {"moved_id": m.id, "new_status": m.status, "new_error": m.error, "new_meta": m.meta}
+                {
+                    "moved_id": m.id,
+                    "new_status": m.status,
+                    "new_error": m.error,
+                    "new_meta": m.meta,
+                    "now": now,
+                }
                 for m in changed.values()
             ],
         )
     return moved
+
+
+_MOVE = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("moved_id"))
+    .values(
+        status=bindparam("new_status"),
+        error=bindparam("new_error"),
+        meta=bindparam("new_meta", type_=_MESSAGES.c.meta.type),
+        updated_at=bindparam("now"),
+    )
+)
+"""Built once: every batch of status reports runs it (one row per message moved)."""
 
 
 async def _named(
