@@ -181,6 +181,22 @@ class Conversation(Base):
     """The latest message's time (the creation time before any): the listing's order."""
 
 
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """What is read of a conversation the Responses API has just started (`new_thread`): the
+    columns its prompt is chosen by, as a plain object, since nothing reads it from the
+    session and an ORM object would keep books on each of its columns for nothing."""
+
+    id: int
+    channel: str
+    profile: str | None
+    prompt_version_id: int | None
+
+
+AnyConversation: TypeAlias = Conversation | NewConversation
+"""A conversation as a turn's prompt is chosen by: read from the store, or just started."""
+
+
 class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (

@@ -21,8 +21,10 @@ from sqlalchemy.sql.dml import ReturningInsert, Update
 
 from parley.store.models import (
     Account,
+    AnyConversation,
     Contact,
     Conversation,
+    NewConversation,
     NewResponse,
     ResponseRecord,
     utcnow,
@@ -46,7 +48,7 @@ _INSERT_RESPONSE = insert(_RESPONSES)
 
 @dataclass(frozen=True, slots=True)
 class Thread:
-    conversation: Conversation
+    conversation: AnyConversation
     account: Account
     contact: Contact
 
@@ -93,9 +95,9 @@ async def new_thread(
 ) -> Thread:
     """A new conversation for the user, under their `api` account and contact.
 
-    One Core INSERT … RETURNING of the whole row, built once, on the session's connection; the
-    conversation comes back as a plain object, outside the session (its callers only read it),
-    without the ORM's bulk-insert machinery around one row."""
+    One Core INSERT … RETURNING, built once, on the session's connection; the conversation
+    comes back as a plain object (`NewConversation`), outside the session (its callers only
+    read it), without the ORM's bulk-insert machinery around one row."""
     now = utcnow()
     connection = await session.connection()
     result = await connection.execute(
@@ -110,14 +112,17 @@ async def new_thread(
             "last_message_at": now,
         },
     )
-    conversation = Conversation(**result.one()._mapping)
+    conversation = NewConversation(*result.one())
     return Thread(conversation, account, contact)
 
 
 @functools.cache
 def _new_thread_statement() -> ReturningInsert[*tuple[Any, ...]]:
-    """Every column back, for the conversation's object (attributes named as the columns)."""
-    return insert(_CONVERSATIONS).returning(*_CONVERSATIONS.c)
+    """The columns of a `NewConversation` back, in the order of its fields."""
+    columns = _CONVERSATIONS.c
+    return insert(_CONVERSATIONS).returning(
+        columns.id, columns.channel, columns.profile, columns.prompt_version_id
+    )
 
 
 async def thread_of(session: AsyncSession, *, conversation_id: int) -> Thread | None:
