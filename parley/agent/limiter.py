@@ -90,17 +90,23 @@ def estimate_tokens(params: Mapping[str, Any]) -> int:
 
 
 def _without_images(value: Any, count: list[int]) -> Any:
-    """`value` with each `input_image` part left out, counted in `count[0]`."""
+    """`value` with each `input_image` part left out, counted in `count[0]`. Only lists and
+    dicts are walked into: the strings and numbers in them are kept without a call each."""
     if isinstance(value, list):
         kept = []
         for item in value:
             if isinstance(item, dict) and item.get("type") == "input_image":
                 count[0] += 1
-            else:
+            elif isinstance(item, (dict, list)):
                 kept.append(_without_images(item, count))
+            else:
+                kept.append(item)
         return kept
     if isinstance(value, dict):
-        return {key: _without_images(item, count) for key, item in value.items()}
+        return {
+            key: _without_images(item, count) if isinstance(item, (dict, list)) else item
+            for key, item in value.items()
+        }
     return value
 
 

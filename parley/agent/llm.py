@@ -162,7 +162,7 @@ class LLM:
                     self._limiter.observe(raw.headers)
                     # Read as plain JSON: the SDK's models would be built only to be dumped
                     # back into the dicts Parley stores.
-                    body = _without_none(orjson.loads(raw.http_response.content))
+                    body = _response_json(orjson.loads(raw.http_response.content))
                 else:
                     body = await self._streamed(on_delta, params)
                 usage = _usage(body.get("usage"))
@@ -205,7 +205,7 @@ class LLM:
             await stream.close()
         if final is None:
             raise LLMError("upstream stream ended without a response", retryable=True)
-        return dict(_without_none(final))
+        return _response_json(final)
 
     async def _create(self, params: dict[str, Any], *, stream: bool) -> LegacyAPIResponse[Any]:
         """POST /responses through the client, the body sent as Parley built it.
@@ -276,12 +276,28 @@ def _tool_calls(output: list[dict[str, Any]]) -> tuple[ToolCall, ...]:
     )
 
 
+def _response_json(body: dict[str, Any]) -> dict[str, Any]:
+    """A Response object's JSON with its null fields left out, as the SDK's
+    `model_dump(exclude_none=True)` leaves them, where the turn reads them as absent: at the
+    top and throughout `output` (which is stored). The other values are read with fallbacks
+    for null (`usage`) or not at all, so they are not walked."""
+    clean = {key: value for key, value in body.items() if value is not None}
+    output = clean.get("output")
+    if output is not None:
+        clean["output"] = _without_none(output)
+    return clean
+
+
 def _without_none(value: Any) -> Any:
-    """JSON with its null fields left out, as the SDK's `model_dump(exclude_none=True)`."""
+    """JSON with its null fields left out; scalars are taken as they are, without a call."""
     if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
+        return {
+            key: _without_none(item) if isinstance(item, (dict, list)) else item
+            for key, item in value.items()
+            if item is not None
+        }
     if isinstance(value, list):
-        return [_without_none(v) for v in value]
+        return [_without_none(item) if isinstance(item, (dict, list)) else item for item in value]
     return value
 
 

@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.models import Account, Contact, Conversation, PromptBinding
+from parley.store.models import Account, AnyConversation, Contact, Conversation, PromptBinding
 from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.prompts import (
     DEFAULT_PROFILE,
@@ -74,7 +74,7 @@ class PromptChoice:
 async def choose_prompt(
     session: AsyncSession,
     *,
-    conversation: Conversation,
+    conversation: AnyConversation,
     account: Account,
     contact: Contact | None,
     defaults: PromptDefaults,
@@ -135,7 +135,7 @@ async def profile_exists(session: AsyncSession, name: str) -> bool:
     return name == DEFAULT_PROFILE or await profile_bound(session, profile=name)
 
 
-def assigned_version(binding: PromptBinding, conversation: Conversation) -> int:
+def assigned_version(binding: PromptBinding, conversation: AnyConversation) -> int:
     """The binding's version for this conversation. During an A/B test a conversation keeps
     the side it was given; outside one, every conversation follows the active version, so a
     rollback reaches the next turn of every conversation."""
@@ -157,7 +157,7 @@ def ab_bucket(conversation_id: int) -> int:
 
 def conversation_variables(
     *,
-    conversation: Conversation,
+    conversation: AnyConversation,
     account: Account,
     contact: Contact | None,
     timezone: str,

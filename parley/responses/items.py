@@ -9,7 +9,7 @@ from parley.agent.llm import ToolCall, Usage
 from parley.agent.outcome import InputGate
 from parley.agent.tools import ToolEvent
 from parley.responses.request import CreateRequest, context_lines, new_id
-from parley.store.models import ResponseRecord
+from parley.store.models import AnyResponse, ResponseRecord
 from parley.store.queries.turns import Reply
 
 CALLER_ROLES = frozenset({"user", "system", "developer"})
@@ -123,7 +123,7 @@ def held_item(event: ToolEvent) -> dict[str, Any]:
 
 
 def input_rows(
-    record: ResponseRecord, request: CreateRequest, status: str, error: str | None = None
+    record: AnyResponse, request: CreateRequest, status: str, error: str | None = None
 ) -> list[Reply]:
     """The caller's input items as messages of the thread, stored with the response."""
     rows = []

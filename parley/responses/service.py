@@ -28,7 +28,7 @@ from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
-from parley.store.models import Account, Contact, ResponseRecord, utcnow
+from parley.store.models import Account, AnyResponse, Contact, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
     Thread,
@@ -59,7 +59,7 @@ class Owner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    record: ResponseRecord
+    record: AnyResponse
     task: asyncio.Task[None] | None
     replayed: bool = False
 
@@ -216,9 +216,9 @@ def _new_record(
     thread: Thread,
     idempotency_key: str | None,
     request_hash: str,
-) -> ResponseRecord:
+) -> NewResponse:
     now = utcnow()
-    return ResponseRecord(
+    return NewResponse(
         id=new_id("resp"),
         user_id=owner.user_id,
         conversation_id=thread.conversation.id,

@@ -31,7 +31,7 @@ from parley.responses.items import (
     usage_object,
 )
 from parley.responses.request import CreateRequest
-from parley.store.models import ResponseRecord, utcnow
+from parley.store.models import AnyResponse, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.responses import (
     Thread,
     delete_response,
@@ -59,18 +59,18 @@ class TurnStream(Protocol):
     @property
     def streamed_text(self) -> str: ...
 
-    def started(self, record: ResponseRecord) -> None: ...
+    def started(self, record: AnyResponse) -> None: ...
 
     async def delta(self, text: str) -> None: ...
 
-    def finished(self, record: ResponseRecord) -> None: ...
+    def finished(self, record: AnyResponse) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     """A response to answer, with everything chosen when it was created."""
 
-    record: ResponseRecord
+    record: NewResponse
     user_id: int
     request: CreateRequest
     thread: Thread
@@ -308,7 +308,7 @@ class TurnRunner:
         error = {"code": "server_error", "message": INTERRUPTED_MESSAGE}
         async with self._sessions() as session:
             await set_status(session, response_id=job.record.id, status="failed", error=error)
-            current = await session.get(ResponseRecord, job.record.id)
+            current: AnyResponse | None = await session.get(ResponseRecord, job.record.id)
             if not job.request.store:
                 await delete_response(session, response_id=job.record.id, user_id=job.user_id)
             await session.commit()

@@ -5,9 +5,10 @@ The same schema runs on SQLite and PostgreSQL; Alembic migrations in `migrations
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import (
     JSON,
@@ -178,6 +179,22 @@ class Conversation(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_message_at: Mapped[datetime | None] = mapped_column(default=utcnow)
     """The latest message's time (the creation time before any): the listing's order."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """What is read of a conversation the Responses API has just started (`new_thread`): the
+    columns its prompt is chosen by, as a plain object, since nothing reads it from the
+    session and an ORM object would keep books on each of its columns for nothing."""
+
+    id: int
+    channel: str
+    profile: str | None
+    prompt_version_id: int | None
+
+
+AnyConversation: TypeAlias = Conversation | NewConversation
+"""A conversation as a turn's prompt is chosen by: read from the store, or just started."""
 
 
 class Message(Base):
@@ -468,6 +485,39 @@ class ResponseRecord(Base):
     """Renewed by the process running the turn while it is open (`responses.lease`); one left
     behind by PARLEY_RESPONSE_LEASE_SECONDS means that process died. None on rows made before
     it existed, which go by `created_at` instead."""
+
+
+@dataclass(slots=True)
+class NewResponse:
+    """A response this process has just created, as a plain object with `ResponseRecord`'s
+    columns: its row is inserted from it (`insert_response`), the caller's answer and the
+    stream's events read it, and its turn sets the outcome on it. Nothing reads it from the
+    session, so an ORM object would only keep books on every one of those steps."""
+
+    id: str
+    user_id: int
+    conversation_id: int | None
+    previous_response_id: str | None
+    status: str
+    profile: str
+    request: dict[str, Any]
+    output: list[Any]
+    meta: dict[str, Any]
+    background: bool
+    idempotency_key: str | None
+    request_hash: str | None
+    created_at: datetime
+    heartbeat_at: datetime | None
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    upstream_response_id: str | None = None
+    completed_at: datetime | None = None
+
+
+AnyResponse: TypeAlias = ResponseRecord | NewResponse
+"""A response as the API renders it: read from the store, or just created by this process."""
 
 
 # --- retention and erasure ------------------------------------------------------------------

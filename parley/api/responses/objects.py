@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from parley.responses.items import message_item
 from parley.responses.request import new_id
-from parley.store.models import ResponseRecord
+from parley.store.models import AnyResponse
 
 FINAL_EVENTS = {
     "completed": "response.completed",
@@ -29,7 +29,7 @@ class FastJSON(JSONResponse):
         return orjson.dumps(content)
 
 
-def response_object(record: ResponseRecord) -> dict[str, Any]:
+def response_object(record: AnyResponse) -> dict[str, Any]:
     request = record.request or {}
     completed_at = record.completed_at if record.status == "completed" else None
     return {
@@ -100,7 +100,7 @@ class EventStream:
             b"event: %s\ndata: %s\n\n" % (event["type"].encode(), orjson.dumps(event))
         )
 
-    def started(self, record: ResponseRecord) -> None:
+    def started(self, record: AnyResponse) -> None:
         self._started(response_object(record))
 
     def _started(self, response: dict[str, Any]) -> None:
@@ -146,7 +146,7 @@ class EventStream:
     def message_id(self) -> str | None:
         return self._message_id
 
-    def finished(self, record: ResponseRecord) -> None:
+    def finished(self, record: AnyResponse) -> None:
         self._finished(response_object(record))
 
     def _finished(self, response: dict[str, Any]) -> None:
@@ -218,7 +218,7 @@ class EventStream:
                 return
 
 
-def replay(record: ResponseRecord) -> EventStream:
+def replay(record: AnyResponse) -> EventStream:
     """The events of a response already finished (an idempotent retry of a streamed POST)."""
     stream = EventStream()
     stream.started(record)

@@ -8,6 +8,7 @@ A caller is one `api` account with one contact (the user); each thread that star
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -15,11 +16,19 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, or_, select, update
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert, Update
 
-from parley.store.models import Account, Contact, Conversation, ResponseRecord, utcnow
+from parley.store.models import (
+    Account,
+    AnyConversation,
+    Contact,
+    Conversation,
+    NewConversation,
+    NewResponse,
+    ResponseRecord,
+    utcnow,
+)
 from parley.store.queries.inbound import get_account
 from parley.store.queries.turns import conversation_parties
 from parley.store.queries.upsert import insert_ignore
@@ -30,14 +39,16 @@ HEARTBEAT_CHUNK = 500
 """Response ids per heartbeat UPDATE: far below SQLite's and asyncpg's parameter limits."""
 # The tables and columns for the Core statements below.
 _RESPONSES = cast(Table, ResponseRecord.__table__)
-_COLUMN_ATTRIBUTES = sa_inspect(ResponseRecord).column_attrs
+_COLUMNS = tuple(_RESPONSES.c.keys())
+_values_of = operator.attrgetter(*_COLUMNS)
+"""A `NewResponse`'s values in the order of `_COLUMNS` (its fields are named as they are)."""
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _INSERT_RESPONSE = insert(_RESPONSES)
 
 
 @dataclass(frozen=True, slots=True)
 class Thread:
-    conversation: Conversation
+    conversation: AnyConversation
     account: Account
     contact: Contact
 
@@ -84,9 +95,9 @@ async def new_thread(
 ) -> Thread:
     """A new conversation for the user, under their `api` account and contact.
 
-    One Core INSERT … RETURNING of the whole row, built once, on the session's connection; the
-    conversation comes back as a plain object, outside the session (its callers only read it),
-    without the ORM's bulk-insert machinery around one row."""
+    One Core INSERT … RETURNING, built once, on the session's connection; the conversation
+    comes back as a plain object (`NewConversation`), outside the session (its callers only
+    read it), without the ORM's bulk-insert machinery around one row."""
     now = utcnow()
     connection = await session.connection()
     result = await connection.execute(
@@ -101,14 +112,17 @@ async def new_thread(
             "last_message_at": now,
         },
     )
-    conversation = Conversation(**result.one()._mapping)
+    conversation = NewConversation(*result.one())
     return Thread(conversation, account, contact)
 
 
 @functools.cache
 def _new_thread_statement() -> ReturningInsert[*tuple[Any, ...]]:
-    """Every column back, for the conversation's object (attributes named as the columns)."""
-    return insert(_CONVERSATIONS).returning(*_CONVERSATIONS.c)
+    """The columns of a `NewConversation` back, in the order of its fields."""
+    columns = _CONVERSATIONS.c
+    return insert(_CONVERSATIONS).returning(
+        columns.id, columns.channel, columns.profile, columns.prompt_version_id
+    )
 
 
 async def thread_of(session: AsyncSession, *, conversation_id: int) -> Thread | None:
@@ -197,19 +211,11 @@ def _set_status_statement(columns: tuple[str, ...]) -> Update:
     )
 
 
-async def insert_response(session: AsyncSession, record: ResponseRecord) -> None:
+async def insert_response(session: AsyncSession, record: NewResponse) -> None:
     """A new response's row, from `record` (which stays a plain object for the caller to
     read): one Core INSERT, without the ORM's unit of work around it."""
     connection = await session.connection()
-    await connection.execute(_INSERT_RESPONSE, _row_of(record))
-
-
-def _row_of(record: ResponseRecord) -> dict[str, Any]:
-    return {
-        column.key: getattr(record, attribute.key)
-        for attribute in _COLUMN_ATTRIBUTES
-        for column in attribute.columns
-    }
+    await connection.execute(_INSERT_RESPONSE, dict(zip(_COLUMNS, _values_of(record), strict=True)))
 
 
 async def renew_heartbeats(

@@ -16,7 +16,7 @@ from parley.errors import LeaseLost
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.inbound import allocate_sequence
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
-from parley.store.queries.usage import UsageAdd, add_usage, add_user_usage
+from parley.store.queries.usage import UsageAdd, add_turn_usage
 
 _CONVERSATIONS = cast(Table, Conversation.__table__)
 _MESSAGES = cast(Table, Message.__table__)
@@ -244,9 +244,7 @@ async def record_turn(
         if outbox:
             await connection.execute(_insert_outbox(), outbox)
     if usage is not None:
-        await add_usage(session, account_id=account_id, usage=usage)
-        if user_id is not None:
-            await add_user_usage(session, user_id=user_id, usage=usage)
+        await add_turn_usage(connection, account_id=account_id, user_id=user_id, usage=usage)
     return ids
 
 

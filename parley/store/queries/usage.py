@@ -9,11 +9,11 @@ from datetime import date
 from decimal import Decimal
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
-from parley.store.queries.upsert import dialect_insert, dialect_of
+from parley.store.queries.upsert import dialect_insert
 
 USAGE_FIELDS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens")
 
@@ -33,16 +33,29 @@ class UsageAdd:
 async def add_usage(session: AsyncSession, *, account_id: int, usage: UsageAdd) -> None:
     """Add one call to today's row for the account and model (UTC days), in the caller's
     transaction, with one upsert, so concurrent turns never lose an increment."""
-    await _add(session, UsageDaily, owner={"account_id": account_id}, usage=usage)
+    await _add(
+        await session.connection(), UsageDaily, owner={"account_id": account_id}, usage=usage
+    )
 
 
 async def add_user_usage(session: AsyncSession, *, user_id: int, usage: UsageAdd) -> None:
     """Add one call to today's row for the Responses API user and model, like `add_usage`."""
-    await _add(session, UsageUserDaily, owner={"user_id": user_id}, usage=usage)
+    connection = await session.connection()
+    await _add(connection, UsageUserDaily, owner={"user_id": user_id}, usage=usage)
+
+
+async def add_turn_usage(
+    connection: AsyncConnection, *, account_id: int, user_id: int | None, usage: UsageAdd
+) -> None:
+    """`add_usage` and, for a Responses API user, `add_user_usage`, on the connection of the
+    transaction that stores the turn (which its caller already holds)."""
+    await _add(connection, UsageDaily, owner={"account_id": account_id}, usage=usage)
+    if user_id is not None:
+        await _add(connection, UsageUserDaily, owner={"user_id": user_id}, usage=usage)
 
 
 async def _add(
-    session: AsyncSession,
+    connection: AsyncConnection,
     table: type[UsageDaily] | type[UsageUserDaily],
     *,
     owner: dict[str, int],
@@ -59,8 +72,7 @@ async def _add(
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": usage.cost_usd or Decimal(0),
     }
-    connection = await session.connection()
-    await connection.execute(_upsert(dialect_of(session), table, tuple(owner)), values)
+    await connection.execute(_upsert(connection.dialect.name, table, tuple(owner)), values)
 
 
 @functools.cache
