@@ -245,8 +245,14 @@ async def test_sends_are_spread_at_the_accounts_rate(
     sends = await graph_sim.wait_for_sends(customers, timeout=WAIT + customers / rate)
     times = sorted(r.time for r in sends)
     assert times[-1] - times[0] >= (customers - 1) / rate * 0.9
-    for earlier, later in itertools.pairwise(times):
-        assert later - earlier >= 1 / rate * 0.7  # spaced, not bunched into bursts
+    # Spaced, not bunched into bursts: any three sends in a row span at least 80 % of two
+    # intervals. Not each pair: one send whose task resumed late (a busy event loop, a garbage
+    # collection of the test process) comes closer to the next one's on-time slot, while a
+    # burst puts three sends within a fraction of one interval.
+    for first, _, third in zip(times, times[1:], times[2:], strict=False):
+        assert third - first >= 2 / rate * 0.8, [
+            round(b - a, 3) for a, b in itertools.pairwise(times)
+        ]
     assert all(r.status == 200 for r in graph_sim.attempts_to(phones[0]))
     refused = [r for r in graph_sim.requests if r.status is not None and r.status >= 400]
     assert refused == []
