@@ -155,13 +155,13 @@ class Deliverer:
             )
             if not permission.allowed:
                 return await self._refuse(delivery, permission.reason or "not sent")
-            if not await self._pace(delivery):
-                return False
-            started = time.perf_counter()
             try:
-                result = await self._send_and_record(delivery, permission.tag)
+                sent = await self._send_and_record(delivery, permission.tag)
             except ChannelSendError as exc:
                 return await self._failed(delivery, exc)
+            if sent is None:  # its send slot is too far off: back to the outbox until then
+                return False
+            result, seconds = sent
             self._tokens.worked(account_id=delivery.account.id)
             SENDS.labels(channel, "sent", "").inc()
             log.info(
@@ -169,7 +169,7 @@ class Deliverer:
                 account_id=delivery.account.id,
                 channel_message_id=result.channel_message_id,
                 attempt=delivery.attempts + 1,
-                latency_ms=round((time.perf_counter() - started) * 1000),
+                latency_ms=round(seconds * 1000),
             )
             return True
 
@@ -195,23 +195,37 @@ class Deliverer:
             await session.commit()
         return False
 
-    async def _send_and_record(self, delivery: Delivery, tag: str | None) -> SendResult:
-        """Send, and record the send as soon as the channel accepted it: a crash in between
-        sends the reply twice (the row stays in the outbox), so nothing else is awaited there.
+    async def _send_and_record(
+        self, delivery: Delivery, tag: str | None
+    ) -> tuple[SendResult, float] | None:
+        """At the account's send slot, send, and record the send as soon as the channel
+        accepted it: a crash in between sends the reply twice (the row stays in the outbox),
+        so nothing else is awaited there. Returns the channel's answer and the seconds the
+        call took; None when the slot is too far off (`_pace`).
 
-        With `records`, the connection is taken (and pinged) before the call, so the record
-        waits for no pool, and is one statement in autocommit mode. A store that failed
-        meanwhile falls back to `_record_sent`'s retries. Without a connection, nothing is sent:
-        the row waits out its hold and is tried again.
+        With `records`, the connection is taken (and pinged) before the slot, so the record
+        waits for no pool, is one statement in autocommit mode, and the time a new connection
+        takes to open does not fall between the slot and the call (it made sends go out closer
+        together than the account's rate). A store that failed meanwhile falls back to
+        `_record_sent`'s retries. Without a connection, nothing is sent: the row waits out its
+        hold and is tried again.
         """
         if self._records is None:
+            if not await self._pace(delivery):
+                return None
+            started = time.perf_counter()
             result = await self._call(delivery, tag)
+            seconds = time.perf_counter() - started
             await self._record_sent(delivery, result.channel_message_id)
-            return result
+            return result, seconds
         session = self._records()
         try:
             await session.connection()
+            if not await self._pace(delivery):
+                return None
+            started = time.perf_counter()
             result = await self._call(delivery, tag)
+            seconds = time.perf_counter() - started
             recorded = await self._record_on(session, delivery, result.channel_message_id)
         finally:
             # A connection that broke is only thrown away; the record's fate is decided above.
@@ -219,7 +233,7 @@ class Deliverer:
                 await session.close()
         if not recorded:
             await self._record_sent(delivery, result.channel_message_id)
-        return result
+        return result, seconds
 
     async def _call(self, delivery: Delivery, tag: str | None) -> SendResult:
         return await self._gateway.send_text(
