@@ -210,27 +210,24 @@ class Deliverer:
         `_record_sent`'s retries. Without a connection, nothing is sent: the row waits out its
         hold and is tried again.
         """
-        if self._records is None:
-            if not await self._pace(delivery):
-                return None
-            started = time.perf_counter()
-            result = await self._call(delivery, tag)
-            seconds = time.perf_counter() - started
-            await self._record_sent(delivery, result.channel_message_id)
-            return result, seconds
-        session = self._records()
+        session = self._records() if self._records is not None else None
         try:
-            await session.connection()
+            if session is not None:
+                await session.connection()
             if not await self._pace(delivery):
                 return None
             started = time.perf_counter()
             result = await self._call(delivery, tag)
             seconds = time.perf_counter() - started
-            recorded = await self._record_on(session, delivery, result.channel_message_id)
+            recorded = session is not None and await self._record_on(
+                session, delivery, result.channel_message_id
+            )
         finally:
-            # A connection that broke is only thrown away; the record's fate is decided above.
-            with contextlib.suppress(DBAPIError, OSError):
-                await session.close()
+            if session is not None:
+                # A connection that broke is only thrown away; the record's fate is decided
+                # above.
+                with contextlib.suppress(DBAPIError, OSError):
+                    await session.close()
         if not recorded:
             await self._record_sent(delivery, result.channel_message_id)
         return result, seconds

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -566,3 +567,14 @@ class Erasure(Base):
     inbox: Mapped[int] = mapped_column(Integer, default=0)
     upstream: Mapped[int] = mapped_column(Integer, default=0)
     """Upstream objects queued for deletion."""
+
+
+# --- Core handles -----------------------------------------------------------------------------
+# The tables as Core sees them, for the statements the hot paths build once (no ORM entity).
+
+CONTACTS = cast(Table, Contact.__table__)
+CONVERSATIONS = cast(Table, Conversation.__table__)
+INBOX = cast(Table, InboxEntry.__table__)
+MESSAGES = cast(Table, Message.__table__)
+OUTBOX = cast(Table, Outbox.__table__)
+RESPONSES = cast(Table, ResponseRecord.__table__)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
+import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO, cast
 
 import pytest
 import structlog
@@ -101,6 +103,23 @@ async def test_a_message_is_followed_by_its_lines(
     assert sent["conversation_id"] == conversation_id
 
 
+class _Noting:
+    """stderr as it is at each write (the test's capture), setting `sent` once delivery's
+    line is written."""
+
+    def __init__(self, sent: threading.Event) -> None:
+        self._sent = sent
+
+    def write(self, text: str) -> int:
+        written = sys.stderr.write(text)
+        if '"delivery.sent"' in text:
+            self._sent.set()
+        return written
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 @pytest.fixture
 def json_logs() -> Iterator[None]:
     """PARLEY_LOG_FORMAT=json for the test (set in the test, once the app's uvicorn, which
@@ -119,15 +138,17 @@ async def test_json_logs_are_one_object_a_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging("INFO", "json")
+    # Delivery logs its send just after recording it, on the app's thread: the stream it
+    # writes to says when that line is out.
+    sent = threading.Event()
+    structlog.configure(
+        logger_factory=lambda *_: structlog.PrintLogger(cast(TextIO, _Noting(sent)))
+    )
     correlation_id = await answer_one(parley, graph_sim, "34613000002")
-    # Delivery logs its send just after recording it: read until that line has come too.
-    err, deadline = "", time.monotonic() + WAIT
-    while '"delivery.sent"' not in err and time.monotonic() < deadline:
-        err += capsys.readouterr().err
-        await asyncio.sleep(0.01)
+    assert await asyncio.to_thread(sent.wait, WAIT), "no delivery.sent line"
     # The standard library's loggers (uvicorn's, libraries') go through the same chain.
     logging.getLogger("uvicorn.error").warning("listening on %s", "port 8000")
-    err += capsys.readouterr().err
+    err = capsys.readouterr().err
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert all(isinstance(line, dict) and "event" in line for line in lines)
     assert all("timestamp" in line and "level" in line for line in lines)

@@ -12,12 +12,12 @@ from __future__ import annotations
 from bisect import insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.models import Account, Contact, Conversation, utcnow
+from parley.store.models import CONTACTS, CONVERSATIONS, Account, Contact, Conversation, utcnow
 from parley.store.queries.pairs import pair_in
 from parley.store.queries.upsert import insert_ignore_many
 
@@ -25,8 +25,6 @@ AccountKey = tuple[str, str]
 """(channel, external id)."""
 
 # Core, not the ORM: this path writes many rows and reads none back as objects.
-_CONTACTS = cast(Table, Contact.__table__)
-_CONVERSATIONS = cast(Table, Conversation.__table__)
 _FIELDS = ("user_id", "phone", "name", "username")
 _INDEXED = ("user_id", "phone")
 _NEW = 1 << 62
@@ -245,7 +243,7 @@ async def _write_changes(session: AsyncSession, row: _Row) -> None:
     }
     if changed:
         await session.execute(
-            update(_CONTACTS).where(_CONTACTS.c.id == row.id).values(**changed, updated_at=utcnow())
+            update(CONTACTS).where(CONTACTS.c.id == row.id).values(**changed, updated_at=utcnow())
         )
         row.stored.update(changed)
 
@@ -273,7 +271,7 @@ async def active_conversations(
     if missing:
         now = utcnow()
         created = await session.execute(
-            insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.contact_id, _CONVERSATIONS.c.id),
+            insert(CONVERSATIONS).returning(CONVERSATIONS.c.contact_id, CONVERSATIONS.c.id),
             [
                 {
                     "account_id": contacts[c][0],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.attributes import set_committed_value
@@ -18,7 +18,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from parley.channels.base import InboundMessage
 from parley.channels.media import media_to_stored
 from parley.errors import ConversationGone, LeaseLost
-from parley.store.models import Account, Contact, Conversation, Message, utcnow
+from parley.store.models import (
+    CONVERSATIONS,
+    MESSAGES,
+    Account,
+    Contact,
+    Conversation,
+    Message,
+    utcnow,
+)
 from parley.store.queries.customers import (
     AccountKey,
     active_conversations,
@@ -27,8 +35,6 @@ from parley.store.queries.customers import (
 )
 from parley.store.queries.pairs import pair_in
 from parley.store.queries.upsert import insert_ignore, insert_ignore_many
-
-_CONVERSATIONS = cast(Table, Conversation.__table__)
 
 
 class Customer(Protocol):
@@ -198,7 +204,7 @@ async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tu
                 "updated_at": now,
             }
         )
-    table = cast(Table, Message.__table__)
+    table = MESSAGES
     inserted = await insert_ignore_many(
         session,
         Message,
@@ -392,7 +398,7 @@ def _allocate_statement(
     also: tuple[str, ...], only_if: ColumnElement[bool] | None
 ) -> ReturningUpdate[int]:
     """The UPDATE … RETURNING of `allocate_sequence` that sets `also` too, under `only_if`."""
-    table = _CONVERSATIONS
+    table = CONVERSATIONS
     statement = update(table).where(table.c.id == bindparam("conversation_id"))
     if only_if is not None:
         statement = statement.where(only_if)

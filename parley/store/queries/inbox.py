@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from parley.store.models import InboxEntry, utcnow
+from parley.store.models import INBOX, InboxEntry, utcnow
 
 # One PostgreSQL advisory lock key for "someone is filing": see `take_oldest`.
 FILER_LOCK = 0x50_61_72_6C_65_79  # "Parley"
@@ -34,8 +33,7 @@ class InboxRow:
     received_at: datetime
 
 
-_INBOX = cast(Table, InboxEntry.__table__)
-_APPEND = insert(_INBOX)
+_APPEND = insert(INBOX)
 """Built once (its cache key is then computed once): every acknowledged webhook runs it."""
 
 
@@ -86,14 +84,12 @@ async def remove(session: AsyncSession, ids: Sequence[int]) -> None:
 
 # Built once (their cache keys too), as Core statements: the filer runs both per transaction.
 _TAKE_OLDEST = (
-    select(
-        _INBOX.c.id, _INBOX.c.channel, _INBOX.c.body, _INBOX.c.correlation_id, _INBOX.c.received_at
-    )
-    .where(_INBOX.c.failed_at.is_(None))
-    .order_by(_INBOX.c.id)
+    select(INBOX.c.id, INBOX.c.channel, INBOX.c.body, INBOX.c.correlation_id, INBOX.c.received_at)
+    .where(INBOX.c.failed_at.is_(None))
+    .order_by(INBOX.c.id)
     .limit(bindparam("limit"))
 )
-_REMOVE = delete(_INBOX).where(_INBOX.c.id.in_(bindparam("ids", expanding=True)))
+_REMOVE = delete(INBOX).where(INBOX.c.id.in_(bindparam("ids", expanding=True)))
 
 
 async def mark_unreadable(session: AsyncSession, *, row_id: int, error: str) -> None:

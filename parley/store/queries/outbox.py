@@ -5,17 +5,23 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Delete, Select, Table, Update, bindparam, delete, func, or_, select, update
+from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
+from parley.store.models import (
+    MESSAGES,
+    OUTBOX,
+    Account,
+    Contact,
+    Conversation,
+    Message,
+    Outbox,
+    utcnow,
+)
 from parley.store.queries.upsert import insert_ignore
-
-_MESSAGES = cast(Table, Message.__table__)
-_OUTBOX = cast(Table, Outbox.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,15 +171,15 @@ async def mark_sent(
 @functools.cache
 def _gone_statement() -> Delete:
     """Built once, as Core (as `_sent_statement`): every send is recorded so."""
-    return delete(_OUTBOX).where(_OUTBOX.c.id == bindparam("outbox_id"))
+    return delete(OUTBOX).where(OUTBOX.c.id == bindparam("outbox_id"))
 
 
 @functools.cache
 def _sent_statement(*, together: bool) -> Update:
     """The message's move to `sent`; `together`: with its outbox row's delete as a WITH."""
     sent = (
-        update(_MESSAGES)
-        .where(_MESSAGES.c.id == bindparam("message_id"), _MESSAGES.c.status == "queued")
+        update(MESSAGES)
+        .where(MESSAGES.c.id == bindparam("message_id"), MESSAGES.c.status == "queued")
         .values(
             status="sent",
             channel_message_id=bindparam("channel_message_id"),

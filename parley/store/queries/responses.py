@@ -13,17 +13,18 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert, Update
 
 from parley.store.models import (
+    CONVERSATIONS,
+    RESPONSES,
     Account,
     AnyConversation,
     Contact,
-    Conversation,
     NewConversation,
     NewResponse,
     ResponseRecord,
@@ -38,12 +39,10 @@ OPEN_STATUSES = ("queued", "in_progress")
 HEARTBEAT_CHUNK = 500
 """Response ids per heartbeat UPDATE: far below SQLite's and asyncpg's parameter limits."""
 # The tables and columns for the Core statements below.
-_RESPONSES = cast(Table, ResponseRecord.__table__)
-_COLUMNS = tuple(_RESPONSES.c.keys())
+_COLUMNS = tuple(RESPONSES.c.keys())
 _values_of = operator.attrgetter(*_COLUMNS)
 """A `NewResponse`'s values in the order of `_COLUMNS` (its fields are named as they are)."""
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_INSERT_RESPONSE = insert(_RESPONSES)
+_INSERT_RESPONSE = insert(RESPONSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +118,8 @@ async def new_thread(
 @functools.cache
 def _new_thread_statement() -> ReturningInsert[*tuple[Any, ...]]:
     """The columns of a `NewConversation` back, in the order of its fields."""
-    columns = _CONVERSATIONS.c
-    return insert(_CONVERSATIONS).returning(
+    columns = CONVERSATIONS.c
+    return insert(CONVERSATIONS).returning(
         columns.id, columns.channel, columns.profile, columns.prompt_version_id
     )
 
@@ -205,8 +204,8 @@ async def set_status(
 @functools.cache
 def _set_status_statement(columns: tuple[str, ...]) -> Update:
     return (
-        update(_RESPONSES)
-        .where(_RESPONSES.c.id == bindparam("response_id"), _RESPONSES.c.status.in_(OPEN_STATUSES))
+        update(RESPONSES)
+        .where(RESPONSES.c.id == bindparam("response_id"), RESPONSES.c.status.in_(OPEN_STATUSES))
         .values({name: bindparam(name) for name in ("status", *columns)})
     )
 

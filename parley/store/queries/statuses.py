@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
-from parley.store.models import Message, utcnow
+from parley.store.models import MESSAGES, Message, utcnow
 from parley.store.queries.customers import find_accounts
 from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.pairs import pair_in
 
 # A status only moves forward: Meta may deliver "read" before "delivered", or twice.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
-
-_MESSAGES = cast(Table, Message.__table__)
 
 
 @dataclass
@@ -81,12 +79,12 @@ async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate
 
 
 _MOVE = (
-    update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("moved_id"))
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("moved_id"))
     .values(
         status=bindparam("new_status"),
         error=bindparam("new_error"),
-        meta=bindparam("new_meta", type_=_MESSAGES.c.meta.type),
+        meta=bindparam("new_meta", type_=MESSAGES.c.meta.type),
         updated_at=bindparam("now"),
     )
 )

@@ -6,23 +6,28 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert, ReturningInsert, Update
 
 from parley.errors import LeaseLost
-from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
+from parley.store.models import (
+    CONVERSATIONS,
+    MESSAGES,
+    OUTBOX,
+    Account,
+    Contact,
+    Conversation,
+    Message,
+    utcnow,
+)
 from parley.store.queries.inbound import allocate_sequence
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_turn_usage
 
-_CONVERSATIONS = cast(Table, Conversation.__table__)
-_MESSAGES = cast(Table, Message.__table__)
-_OUTBOX = cast(Table, Outbox.__table__)
-
-AGENT_MAY_ANSWER = or_(_CONVERSATIONS.c.mode == "agent", _CONVERSATIONS.c.assignee == "agent")
+AGENT_MAY_ANSWER = or_(CONVERSATIONS.c.mode == "agent", CONVERSATIONS.c.assignee == "agent")
 """A conversation the agent's turn may still answer: in agent mode, or handed to a person by
 the agent's own handoff tool in this very turn (its words to the customer still go out). On
 the table's columns, for `allocate_sequence`'s Core statement."""
@@ -128,7 +133,7 @@ async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> Non
 
 @functools.cache
 def _start_attempt_statement() -> Update:
-    table = _MESSAGES
+    table = MESSAGES
     return (
         update(table)
         .where(table.c.id.in_(bindparam("ids", expanding=True)))
@@ -258,12 +263,12 @@ async def _insert_messages(connection: AsyncConnection, rows: list[dict[str, Any
 @functools.cache
 def _insert_messages_statement() -> ReturningInsert[int]:
     """Built once: every turn stores its messages."""
-    return insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+    return insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
 
 
 @functools.cache
 def _insert_outbox() -> Insert:
-    return insert(_OUTBOX)
+    return insert(OUTBOX)
 
 
 async def _mark_answered(
@@ -289,7 +294,7 @@ async def _mark_answered(
 @functools.cache
 def _mark_answered_statement() -> Update:
     """Built once: every channel turn marks what it answered."""
-    table = _MESSAGES
+    table = MESSAGES
     return (
         update(table)
         .where(table.c.id.in_(bindparam("ids", expanding=True)), table.c.status == "received")
@@ -404,7 +409,7 @@ async def inbound_since(
 @functools.cache
 def _inbound_since_statement(handled_only: bool) -> Select[int]:
     """Built once, as Core: every turn counts its customer's rate window."""
-    table = _MESSAGES
+    table = MESSAGES
     query = select(func.count()).where(
         table.c.conversation_id == bindparam("conversation_id"),
         table.c.direction == "in",
