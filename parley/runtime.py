@@ -41,6 +41,7 @@ from parley.queue.redis import RedisQueue
 from parley.store.crypto import SecretBox, secret_box
 from parley.store.db import (
     create_engine,
+    create_probe_engine,
     create_send_record_engine,
     create_sessionmaker,
     priority_pending,
@@ -75,6 +76,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     record_engine: AsyncEngine | None
     """Delivery's own connections for recording sends (PostgreSQL); None on SQLite."""
+    probe_engine: AsyncEngine | None
+    """`/readyz`'s own connection to the database (PostgreSQL); None on SQLite."""
     queue: Queue
     http: httpx.AsyncClient
     llm: LLM
@@ -152,6 +155,7 @@ def build_runtime(settings: Settings) -> Runtime:
         engine=engine,
         sessions=sessions,
         record_engine=record_engine,
+        probe_engine=create_probe_engine(settings.database_url),
         queue=queue,
         http=http,
         llm=llm,
@@ -370,8 +374,9 @@ async def close(runtime: Runtime) -> None:
     await runtime.http.aclose()
     await runtime.accounts.close()
     await runtime.engine.dispose()
-    if runtime.record_engine is not None:
-        await runtime.record_engine.dispose()
+    for own in (runtime.record_engine, runtime.probe_engine):
+        if own is not None:
+            await own.dispose()
 
 
 @contextlib.asynccontextmanager

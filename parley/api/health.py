@@ -50,7 +50,8 @@ def _status(problem: str | None, **details: Any) -> Check:
 
 async def _database(runtime: RuntimeDep) -> Check:
     try:
-        async with asyncio.timeout(CHECK_TIMEOUT), runtime.engine.connect() as connection:
+        engine = runtime.probe_engine or runtime.engine
+        async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return _status(type(exc).__name__)

@@ -121,6 +121,22 @@ def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | No
     return _server_engine(url, pool_size=connections, max_overflow=0, isolation_level="AUTOCOMMIT")
 
 
+def create_probe_engine(url: str) -> AsyncEngine | None:
+    """PostgreSQL only: one connection of its own for `/readyz`'s database check.
+
+    Through the shared pool, the check waited behind every turn's and delivery's
+    transactions: with the pool busy (a burst, a slow disk) it timed out and a reachable
+    database was reported down, which takes a busy process out of its load balancer, the
+    opposite of what the burst needs. Opened on the first check, autocommit (the check is one
+    statement). None for SQLite: its one connection is never held across a network call, so
+    the check's wait for it is short.
+    """
+    url = async_database_url(url)
+    if url.startswith("sqlite"):
+        return None
+    return _server_engine(url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
+
+
 def _server_engine(url: str, *, pool_size: int, max_overflow: int, **options: Any) -> AsyncEngine:
     """An engine on a database server (PostgreSQL): checked connections, bounded waits, and
     errors that never quote a statement's parameters (customer text)."""

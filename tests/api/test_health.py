@@ -4,14 +4,16 @@ fallback, refuse every webhook, or fail every request."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 from parley.app import create_app
 from parley.config import Settings
 from parley.testing import ServerThread
-from tests.conftest import MakeParley, Parley
+from tests.conftest import BACKENDS, MakeParley, Parley
 from tests.servers import free_port
 
 
@@ -73,3 +75,30 @@ async def test_a_store_and_queue_out_of_reach_are_not_ready(settings: Settings) 
     assert checks["database"]["status"] == "error"
     assert checks["queue"]["status"] == "error" and checks["queue"]["backend"] == "redis"
     assert checks["upstream"] == {"status": "ok"}
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
+async def test_a_busy_pool_does_not_make_the_database_look_down(settings: Settings) -> None:
+    """Every pooled connection taken (turns and delivery in a burst): the database check has
+    a connection of its own, so a busy process is not taken out of its load balancer."""
+    app = create_app(settings, "api")
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://parley") as client,
+    ):
+        # A process that has run a while: its accounts were read (and are served while a
+        # later read is under way).
+        assert (await readyz(client))[0] == 200
+        engine = app.state.runtime.engine
+        held = [await engine.connect() for _ in range(engine.pool.size() * 2)]
+        try:
+            with pytest.raises(TimeoutError):  # the pool is exhausted
+                async with asyncio.timeout(0.2):
+                    await engine.connect()
+            code, body = await readyz(client)
+        finally:
+            for connection in held:
+                await connection.close()
+    assert code == 200, body
+    assert body["checks"]["database"] == {"status": "ok"}
