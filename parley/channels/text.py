@@ -4,6 +4,7 @@ hold (`storable`), at every door, before it reaches the store."""
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -16,6 +17,7 @@ __all__ = [
     "Measure",
     "split_text",
     "storable",
+    "storable_json",
     "storable_tree",
 ]
 
@@ -23,6 +25,11 @@ REPLACEMENT = "\ufffd"
 """What stands in for a character the store cannot hold: U+FFFD, the Unicode replacement."""
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Where, in a JSON body, a NUL or a lone surrogate can come from: an escape of either (of any
+# surrogate: a pair is harmless, but telling it apart is the walk's job), or bytes that
+# decode to a surrogate (`json.loads` decodes bytes with "surrogatepass"), which start with
+# 0xED. A raw NUL is not valid JSON. Conservative: anything matched is walked.
+_MAYBE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\xed")
 
 
 def storable(text: str) -> str:
@@ -43,6 +50,16 @@ def storable(text: str) -> str:
     except UnicodeEncodeError:
         return _LONE_SURROGATE.sub(REPLACEMENT, text)
     return text
+
+
+def storable_json(body: bytes) -> object:
+    """`body` parsed as JSON (`json.loads`, whose errors it raises), every string in it
+    `storable`. A body without an escape or bytes that could make an unstorable character is
+    not walked: the usual webhook, whose walk cost more than its parse."""
+    value = json.loads(body)
+    if _MAYBE_UNSTORABLE.search(body) is not None:
+        storable_tree(value)
+    return value
 
 
 def storable_tree(value: object) -> object:

@@ -232,7 +232,13 @@ def _sqlite_setup(dbapi_connection: DBAPIConnection, synchronous: str) -> None:
 
 
 def _sqlite_begin_immediate(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    driver = connection.connection.dbapi_connection
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        # Not a statement of its own: executed, it went through SQLAlchemy's whole
+        # execution path (~80 calls, every transaction) only to be held back by the driver.
+        driver.begin_with_next_statement()
+    else:
+        connection.exec_driver_sql(sqlite_driver.BEGIN)
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

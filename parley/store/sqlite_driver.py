@@ -109,8 +109,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         adapted = self._adapt_connection
         assert isinstance(adapted, OneTripConnection)
         if operation == BEGIN and not parameters and not many:
-            # Sent with the transaction's first statement, in the same trip.
-            adapted._begin_pending = True
+            adapted.begin_with_next_statement()
             return
         begin, adapted._begin_pending = adapted._begin_pending, False
         connection = self._connection
@@ -136,6 +135,10 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin_pending = False
         self.on_transaction_end: Callable[[], None] | None = None
         """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
+
+    def begin_with_next_statement(self) -> None:
+        """BEGIN IMMEDIATE, sent in the trip of the transaction's first statement."""
+        self._begin_pending = True
 
     def commit(self) -> None:
         try:

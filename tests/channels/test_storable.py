@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from parley.channels.graph_path import segment
 from parley.channels.messenger_platform.send import messages_url
-from parley.channels.text import storable, storable_tree
+from parley.channels.text import storable, storable_json, storable_tree
 
 # Any code point, surrogates and NUL included.
 _ANY = st.text(alphabet=st.characters(codec=None, min_codepoint=0), max_size=40)
@@ -35,6 +35,37 @@ def test_storable_text_is_returned_as_is() -> None:
 def test_storable_tree_cleans_keys_values_and_nested_lists_in_place() -> None:
     data = json.loads('{"a\\u0000": ["x\\ud800", {"k": "\\u0000"}], "n": 1, "e": "\\ud83d\\ude00"}')
     assert storable_tree(data) == {"a\ufffd": ["x\ufffd", {"k": "\ufffd"}], "n": 1, "e": "😀"}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _ANY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_ANY, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_JSON, escaped=st.booleans())
+def test_storable_json_is_the_parsed_body_walked(value: object, escaped: bool) -> None:
+    """Bodies written with escapes (as Meta does) or as raw UTF-8 (surrogates as
+    `surrogatepass` bytes): the same as parsing and walking every one, which is skipped only
+    when nothing in the body can be unstorable."""
+    body = json.dumps(value, ensure_ascii=escaped).encode("utf-8", "surrogatepass")
+    parsed = storable_json(body)
+    assert parsed == storable_tree(json.loads(body))
+    for text in _strings(parsed):
+        assert "\x00" not in text
+        text.encode()
 
 
 def test_storable_tree_walks_nesting_deeper_than_the_recursion_limit() -> None:

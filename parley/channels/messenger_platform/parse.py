@@ -9,7 +9,6 @@ and counted in ``skipped``, and the rest still arrive. Items of a kind Parley do
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,7 +32,7 @@ from parley.channels.messenger_platform.models import (
     MessageBody,
     Postback,
 )
-from parley.channels.text import storable_tree
+from parley.channels.text import storable_json
 from parley.errors import BadPayload
 
 __all__ = ["LIKE_STICKERS", "SYNTHETIC_ID_PREFIX", "parse"]
@@ -112,12 +111,12 @@ def parse(body: bytes, *, channel: str, webhook_object: str) -> ParsedWebhook:
 
 def _envelope(body: bytes, webhook_object: str) -> Envelope:
     try:
-        data = json.loads(body)
+        # A NUL or lone surrogate escape must not cost the batch its filing.
+        data = storable_json(body)
     except (ValueError, RecursionError) as exc:
         raise BadPayload("body is not JSON") from exc
     if not isinstance(data, dict):
         raise BadPayload("body is not a JSON object")
-    storable_tree(data)  # a NUL or lone surrogate escape must not cost the batch its filing
     if data.get("object") not in (None, webhook_object):
         raise BadPayload(f"object is not {webhook_object}")
     try:

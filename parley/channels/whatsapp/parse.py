@@ -9,7 +9,6 @@ refusing it would only make Meta redeliver it for a week.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from parley.channels.base import InboundMessage, Media, ParsedWebhook, StatusUpdate
-from parley.channels.text import storable_tree
+from parley.channels.text import storable_json
 from parley.channels.whatsapp.models import (
     CHANNEL,
     MESSAGES_FIELD,
@@ -100,12 +99,12 @@ def parse(body: bytes) -> ParsedWebhook:
 
 def _envelope(body: bytes) -> Envelope:
     try:
-        data = json.loads(body)
+        # A NUL or lone surrogate escape must not cost the batch its filing.
+        data = storable_json(body)
     except (ValueError, RecursionError) as exc:
         raise BadPayload("body is not JSON") from exc
     if not isinstance(data, dict):
         raise BadPayload("body is not a JSON object")
-    storable_tree(data)  # a NUL or lone surrogate escape must not cost the batch its filing
     if data.get("object") not in (None, OBJECT):
         raise BadPayload("object is not whatsapp_business_account")
     try:
