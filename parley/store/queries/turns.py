@@ -255,15 +255,21 @@ async def record_turn(
 
 async def _insert_messages(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert `rows` into `messages` (each with the same keys, as `reply_values` makes them) in
-    one multi-row INSERT … RETURNING; returns their ids in the order of `rows`."""
+    one multi-row INSERT … RETURNING; returns their ids in the order of `rows`.
+
+    Each id is matched to its row by `sequence_no` (unique in the conversation), not by the
+    order RETURNING gives: SQLAlchemy keeps that order (`sort_by_parameter_order`) on SQLite
+    only by running an INSERT per row, SQLite having no column it can sort them back by.
+    """
     result = await connection.execute(_insert_messages_statement(), rows)
-    return list(result.scalars())
+    ids = {row.sequence_no: row.id for row in result}
+    return [ids[row["sequence_no"]] for row in rows]
 
 
 @functools.cache
-def _insert_messages_statement() -> ReturningInsert[int]:
+def _insert_messages_statement() -> ReturningInsert[tuple[int, int]]:
     """Built once: every turn stores its messages."""
-    return insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True)
+    return insert(MESSAGES).returning(MESSAGES.c.id, MESSAGES.c.sequence_no)
 
 
 @functools.cache
