@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.observability.metrics import INBOX_COMMITS
-from parley.store.db import priority_commit
+from parley.store.db import ends_with_next_statement, priority_commit
 from parley.store.queries.inbox import Arrival, append
 
 log = structlog.get_logger(__name__)
@@ -120,6 +120,7 @@ class InboxWriter:
     async def _commit(self, batch: list[_Waiting]) -> None:
         try:
             async with self._engine.begin() as connection:
+                ends_with_next_statement(connection)  # its COMMIT in the INSERT's trip
                 await append(connection, [w.arrival for w in batch])
         except Exception as exc:
             log.error("inbox.commit_failed", webhooks=len(batch), error=type(exc).__name__)

@@ -28,6 +28,7 @@ from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
+from parley.store.db import last_statement_of
 from parley.store.models import Account, AnyResponse, Contact, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
@@ -114,6 +115,7 @@ class ResponsesService:
             )
             record = _new_record(owner, request, thread, idempotency_key, request_hash)
             try:
+                await last_statement_of(session)
                 await insert_response(session, record)
                 await session.commit()
                 self._remember(owner.user_id, thread)

@@ -252,7 +252,10 @@ class TurnRunner:
                 # Deleted while it ran (DELETE mid-stream): the object is gone, but the turn
                 # happened, so its messages and usage are recorded all the same.
                 log.info("responses.deleted_while_running")
-            await self._record(session, job, rows, last_response_id, usage)
+            # Unless the response is deleted after them, the outcome's statements end the
+            # transaction: the last carries its COMMIT.
+            commits = job.request.store
+            await self._record(session, job, rows, last_response_id, usage, commits=commits)
             if not job.request.store:
                 await delete_response(session, response_id=job.record.id, user_id=job.user_id)
             await session.commit()
@@ -272,6 +275,8 @@ class TurnRunner:
         rows: list[Reply],
         last_response_id: str | None,
         usage: UsageAdd | None,
+        *,
+        commits: bool = False,
     ) -> None:
         thread = job.thread
         await record_turn(
@@ -283,6 +288,7 @@ class TurnRunner:
             last_response_id=last_response_id,
             usage=usage,
             user_id=job.user_id,
+            commits=commits,
         )
 
     async def _failed(self, job: Job, reason: str) -> None:

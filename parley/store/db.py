@@ -11,6 +11,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -239,6 +240,26 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
         driver.begin_with_next_statement()
     else:
         connection.exec_driver_sql(sqlite_driver.BEGIN)
+
+
+def ends_with_next_statement(connection: AsyncConnection) -> None:
+    """`connection`'s next statement is its transaction's last, and the caller commits right
+    after it: on SQLite the COMMIT goes to the database's thread in that statement's trip
+    rather than in a trip of its own (a trip that waits its turn on a busy event loop while the
+    process's one connection is held). Nothing changes on other drivers."""
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        driver.commit_with_next_statement()
+
+
+async def last_statement_of(session: AsyncSession) -> AsyncConnection:
+    """`session`'s connection, its next statement the transaction's last (see
+    `ends_with_next_statement`). What the ORM still holds is written first, so that the
+    commit that follows has nothing left to write after the committed statement."""
+    await session.flush()
+    connection = await session.connection()
+    ends_with_next_statement(connection)
+    return connection
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -43,10 +43,16 @@ BEGIN = "BEGIN IMMEDIATE"
 
 
 def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: bool
+    connection: sqlite3.Connection,
+    operation: str,
+    parameters: Any,
+    many: bool,
+    begin: bool,
+    commit: bool,
 ) -> _Outcome:
     """On SQLite's thread: the whole statement, cursor opened and closed around it, after
-    the transaction's BEGIN if it is the transaction's first."""
+    the transaction's BEGIN if it is the transaction's first, and followed by its COMMIT if
+    it is the last (`commit_with_next_statement`)."""
     if begin:
         connection.execute(BEGIN)
     cursor = connection.cursor()
@@ -59,9 +65,16 @@ def _run(
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
-        return description, rows, cursor.rowcount, cursor.lastrowid
+        outcome = description, rows, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+    if commit:
+        connection.commit()
+    return outcome
+
+
+class StatementAfterCommit(sqlite3.ProgrammingError):
+    """A statement sent after the one that carried its transaction's COMMIT."""
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -111,28 +124,42 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         if operation == BEGIN and not parameters and not many:
             adapted.begin_with_next_statement()
             return
+        if adapted._committed:
+            raise StatementAfterCommit(
+                "the transaction was committed with its last statement; this one came after it"
+            )
         begin, adapted._begin_pending = adapted._begin_pending, False
+        commit, adapted._commit_pending = adapted._commit_pending, False
         connection = self._connection
         try:
             outcome: _Outcome = await_(
-                connection._execute(_run, connection._conn, operation, parameters, many, begin)
+                connection._execute(
+                    _run, connection._conn, operation, parameters, many, begin, commit
+                )
             )
         except Exception as error:
             self._adapt_connection._handle_exception(error)
+        if commit:
+            adapted._committed = True
+            adapted._ended()
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """Also sends a transaction's BEGIN IMMEDIATE along with its first statement rather than
-    in a trip of its own; a transaction without a statement never reaches SQLite at all."""
+    in a trip of its own; a transaction without a statement never reaches SQLite at all. And,
+    when told (`commit_with_next_statement`), its COMMIT along with its last statement: the
+    commit that follows is then done already."""
 
-    __slots__ = ("_begin_pending", "on_transaction_end")
+    __slots__ = ("_begin_pending", "_commit_pending", "_committed", "on_transaction_end")
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         self._begin_pending = False
+        self._commit_pending = False
+        self._committed = False
         self.on_transaction_end: Callable[[], None] | None = None
         """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
 
@@ -140,7 +167,17 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         """BEGIN IMMEDIATE, sent in the trip of the transaction's first statement."""
         self._begin_pending = True
 
+    def commit_with_next_statement(self) -> None:
+        """The next statement is the transaction's last: its trip commits after it. The
+        caller commits right after it, with nothing in between (a statement in between raises
+        `StatementAfterCommit`; the data before it is committed all the same)."""
+        self._commit_pending = True
+
     def commit(self) -> None:
+        self._commit_pending = False
+        if self._committed:  # with the last statement, which reported the end
+            self._committed = False
+            return
         try:
             if self._begin_pending:  # nothing was run: nothing to commit
                 self._begin_pending = False
@@ -151,6 +188,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
     def rollback(self) -> None:
         self._begin_pending = False
+        self._commit_pending = False
+        self._committed = False
         try:
             # The pool rolls back every connection it takes back, after a commit too: a trip
             # to the thread for nothing. SQLite's own flag says whether a transaction is open;

@@ -355,6 +355,7 @@ class ConversationProcessor:
                 last_input_tokens=context_tokens,
                 usage=usage,
                 agent_turn=True,
+                commits=True,
             )
             await session.commit()
 

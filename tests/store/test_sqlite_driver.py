@@ -1,20 +1,22 @@
 """The SQLite dialect that makes each statement one trip to aiosqlite's thread: results,
-counts and errors as the stock adapter gives them, and BEGIN IMMEDIATE's write lock taken by
-the transaction's first statement."""
+counts and errors as the stock adapter gives them, BEGIN IMMEDIATE's write lock taken by
+the transaction's first statement, and COMMIT sent with the last one when told."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.store import sqlite_driver
-from parley.store.db import create_engine
+from parley.store.db import create_engine, ends_with_next_statement
 
 
 @pytest.fixture
@@ -88,3 +90,82 @@ async def test_the_first_statement_takes_the_write_lock(
         await connection.execute(text("SELECT count(*) FROM t"))
         assert _locked(path)
     assert not _locked(path)
+
+
+def _visible(path: Path) -> list[str]:
+    """What another connection reads: only what is committed."""
+    other = sqlite3.connect(path)
+    try:
+        return [v for (v,) in other.execute("SELECT v FROM t ORDER BY id")]
+    finally:
+        other.close()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each trip to SQLite's thread (a statement, a commit…), by the function it ran."""
+    sent: list[str] = []
+    execute = aiosqlite.Connection._execute
+
+    def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(function, "__name__", repr(function)))
+        return execute(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return sent
+
+
+async def test_the_last_statement_carries_the_commit(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        ends_with_next_statement(connection)
+        returned = await connection.execute(text("INSERT INTO t (v) VALUES ('b') RETURNING v"))
+        assert returned.all() == [("b",)]
+        # Committed with it, before the commit below is even asked for.
+        assert _visible(path) == ["a", "b"]
+        assert not _locked(path)
+    assert trips == ["_run", "_run"]  # BEGIN with the first statement, COMMIT with the second
+
+    async with engine.begin() as connection:  # the next transaction is an ordinary one
+        await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
+        assert _visible(path) == ["a", "b"]
+    assert _visible(path) == ["a", "b", "c"]
+    assert trips[2:] == ["_run", "commit"]  # its statement, then its commit
+
+
+async def test_a_statement_after_the_committing_one_is_refused(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    with pytest.raises(ProgrammingError, match="committed with its last statement"):
+        async with engine.begin() as connection:
+            ends_with_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
+    assert _visible(tmp_path / "driver.db") == ["a"]  # what came before it stands
+    async with engine.begin() as connection:  # and the connection is usable
+        await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
+    assert _visible(tmp_path / "driver.db") == ["a", "c"]
+
+
+async def test_a_failed_last_statement_commits_nothing_and_leaves_no_commit_behind(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('y')"))
+            ends_with_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    assert _visible(path) == ["x"]
+    # Told, but no statement came: the commit is an ordinary one.
+    async with engine.begin() as connection:
+        ends_with_next_statement(connection)
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('z')"))
+        assert _visible(path) == ["x"]  # not committed early by a leftover
+    assert _visible(path) == ["x", "z"]

@@ -197,6 +197,7 @@ async def record_turn(
     usage: UsageAdd | None = None,
     user_id: int | None = None,
     agent_turn: bool = False,
+    commits: bool = False,
 ) -> list[int]:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
     with their outbox rows, the usage summed per account (and per user, for the Responses
@@ -207,6 +208,8 @@ async def record_turn(
     chains on, and whether it prunes) are set on the conversation with the outcome. An
     `agent_turn` whose conversation a person took over meanwhile
     stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
+    `commits`: the caller commits right after, and the last statement (the usage's) carries
+    the COMMIT on SQLite (`store.db.ends_with_next_statement`).
 
     Returns:
         The ids of the stored reply messages, in order.
@@ -249,7 +252,11 @@ async def record_turn(
         if outbox:
             await connection.execute(_insert_outbox(), outbox)
     if usage is not None:
-        await add_turn_usage(connection, account_id=account_id, user_id=user_id, usage=usage)
+        if commits:
+            await session.flush()  # nothing of the ORM's left for the commit to write after
+        await add_turn_usage(
+            connection, account_id=account_id, user_id=user_id, usage=usage, commits=commits
+        )
     return ids
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
+from parley.store.db import ends_with_next_statement
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
 from parley.store.queries.upsert import dialect_insert
 
@@ -45,13 +46,23 @@ async def add_user_usage(session: AsyncSession, *, user_id: int, usage: UsageAdd
 
 
 async def add_turn_usage(
-    connection: AsyncConnection, *, account_id: int, user_id: int | None, usage: UsageAdd
+    connection: AsyncConnection,
+    *,
+    account_id: int,
+    user_id: int | None,
+    usage: UsageAdd,
+    commits: bool = False,
 ) -> None:
     """`add_usage` and, for a Responses API user, `add_user_usage`, on the connection of the
-    transaction that stores the turn (which its caller already holds)."""
-    await _add(connection, UsageDaily, owner={"account_id": account_id}, usage=usage)
+    transaction that stores the turn (which its caller already holds). `commits`: these are
+    the transaction's last statements, and the caller commits right after them (see
+    `store.db.ends_with_next_statement`)."""
+    last = user_id is None
+    account = {"account_id": account_id}
+    await _add(connection, UsageDaily, owner=account, usage=usage, commits=commits and last)
     if user_id is not None:
-        await _add(connection, UsageUserDaily, owner={"user_id": user_id}, usage=usage)
+        owner = {"user_id": user_id}
+        await _add(connection, UsageUserDaily, owner=owner, usage=usage, commits=commits)
 
 
 async def _add(
@@ -60,6 +71,7 @@ async def _add(
     *,
     owner: dict[str, int],
     usage: UsageAdd,
+    commits: bool = False,
 ) -> None:
     values = {
         "day": utcnow().date(),
@@ -72,7 +84,10 @@ async def _add(
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": usage.cost_usd or Decimal(0),
     }
-    await connection.execute(_upsert(connection.dialect.name, table, tuple(owner)), values)
+    statement = _upsert(connection.dialect.name, table, tuple(owner))
+    if commits:
+        ends_with_next_statement(connection)
+    await connection.execute(statement, values)
 
 
 @functools.cache
