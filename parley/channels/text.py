@@ -57,9 +57,9 @@ def storable_json(body: bytes) -> object:
     `storable`. A body without an escape or bytes that could make an unstorable character is
     not walked: the usual webhook, whose walk cost more than its parse."""
     value = json.loads(body)
-    if _MAYBE_UNSTORABLE.search(body) is not None:
-        storable_tree(value)
-    return value
+    if _MAYBE_UNSTORABLE.search(body) is None:
+        return value
+    return storable_tree(value)
 
 
 def storable_tree(value: object) -> object:

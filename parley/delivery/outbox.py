@@ -405,6 +405,7 @@ async def _commit_sent(
         outbox_id=delivery.outbox_id,
         message_id=delivery.message.id,
         channel_message_id=channel_message_id,
+        commits=True,
     )
     await session.commit()
 

@@ -29,6 +29,7 @@ from parley.channels.text import storable
 from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.poll_loop import PollLoop
 from parley.queue.base import Queue
+from parley.store.db import last_statement_of
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import Stored, record_inbound
@@ -213,6 +214,7 @@ class Filer:
                     filed.more = True
                     break
             await _file_pending(session, filed)
+            await last_statement_of(session)  # the removal carries the COMMIT (SQLite)
             await remove(session, filed.done)
             await session.commit()
         self._part = filed.part

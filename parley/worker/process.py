@@ -23,6 +23,7 @@ from parley.channels.render import render_text
 from parley.errors import ConversationGone, LeaseLost, LLMError
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, TURN_SECONDS, TURNS
+from parley.store.db import last_statement_of
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -152,6 +153,7 @@ class ConversationProcessor:
         since = utcnow() - RATE_WINDOW
         async with self._sessions() as session:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
+            await last_statement_of(session)  # the count carries the COMMIT (SQLite)
             earlier = await inbound_since(
                 session, conversation_id=work.conversation.id, since=since
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from parley.channels.graph_path import segment
@@ -56,6 +56,7 @@ def _strings(value: object) -> list[str]:
 
 @settings(max_examples=400, deadline=None)
 @given(value=_JSON, escaped=st.booleans())
+@example(value="\x00", escaped=True)  # a body that is one string
 def test_storable_json_is_the_parsed_body_walked(value: object, escaped: bool) -> None:
     """Bodies written with escapes (as Meta does) or as raw UTF-8 (surrogates as
     `surrogatepass` bytes): the same as parsing and walking every one, which is skipped only

@@ -11,6 +11,7 @@ from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from parley.store.db import ends_with_next_statement
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -145,14 +146,21 @@ def _delivery_statement() -> Select[Any]:
 
 
 async def mark_sent(
-    session: AsyncSession, *, outbox_id: int, message_id: int, channel_message_id: str | None
+    session: AsyncSession,
+    *,
+    outbox_id: int,
+    message_id: int,
+    channel_message_id: str | None,
+    commits: bool = False,
 ) -> None:
     """Record a send: its outbox row goes, its message is `sent`.
 
     On PostgreSQL this is one statement (the delete rides along as a data-modifying WITH,
     which runs whether or not the update reads it), so a session in autocommit mode commits
     it in one round trip: the only database work between the channel's answer and the
-    record of the send. Elsewhere two statements, committed by the caller.
+    record of the send. Elsewhere two statements, committed by the caller; with `commits`
+    (the caller commits right after), SQLite's COMMIT goes with the second
+    (`store.db.ends_with_next_statement`).
     """
     values = {
         "outbox_id": outbox_id,
@@ -165,6 +173,8 @@ async def mark_sent(
         await connection.execute(_sent_statement(together=True), values)
         return
     await connection.execute(_gone_statement(), values)
+    if commits:
+        ends_with_next_statement(connection)
     await connection.execute(_sent_statement(together=False), values)
 
 
