@@ -119,6 +119,11 @@ class ParleyApp(FastAPI):
     them untouched. Inside the request's trace span, when tracing is on."""
 
     def __init__(self, *, door: Door, **options: Any) -> None:
+        # Parley traces each request itself (`observability.tracing`: OpenTelemetry's ASGI
+        # middleware, outermost, the door inside it) and keeps its own metrics. FastAPI's
+        # native telemetry would only repeat them, and its check of the global providers
+        # (three environment look-ups) ran ahead of every request, webhooks included.
+        options.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
         super().__init__(**options)
         self._door = door
 
