@@ -14,7 +14,11 @@ from parley import readiness
 from parley.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
-CHECK_TIMEOUT = 2.0
+CHECK_TIMEOUT = 5.0
+"""Seconds each dependency gets to answer. A slow answer is still an answer: under load a
+PostgreSQL checkout with its ping took over a second (docs/queue.md), and a probe that calls a
+slow but working database down takes a busy process out of its load balancer. The load
+balancer's own probe timeout decides how long it waits for `/readyz` itself."""
 
 
 @router.get("/healthz")

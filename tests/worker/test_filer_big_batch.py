@@ -23,9 +23,14 @@ def every_text(turn: SimTurn) -> str:
     return "Re: " + " | ".join(turn.user_texts)
 
 
-async def poll_readyz(parley: Parley, statuses: list[int], stop: asyncio.Event) -> None:
+async def poll_readyz(
+    parley: Parley, statuses: list[int], stop: asyncio.Event, refusals: list[str]
+) -> None:
     while not stop.is_set():
-        statuses.append((await parley.client.get("/readyz")).status_code)
+        answer = await parley.client.get("/readyz")
+        statuses.append(answer.status_code)
+        if answer.status_code != 200:
+            refusals.append(answer.text)  # which check, and why: said by the assertion
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.05)
 
@@ -45,8 +50,9 @@ async def test_a_thousand_message_body_is_filed_in_chunks_while_readyz_answers(
     parley = make_parley(parley_customer_messages_per_minute=1_000_000, parley_filer_chunk=50)
     body = body_bytes(whatsapp_batch(PHONES, TEXTS))
     statuses: list[int] = []
+    refusals: list[str] = []
     stop = asyncio.Event()
-    polling = asyncio.create_task(poll_readyz(parley, statuses, stop))
+    polling = asyncio.create_task(poll_readyz(parley, statuses, stop, refusals))
     try:
         answer = await parley.client.post(
             "/webhooks/whatsapp", content=body, headers=signed_headers(body)
@@ -57,7 +63,7 @@ async def test_a_thousand_message_body_is_filed_in_chunks_while_readyz_answers(
         stop.set()
         await polling
 
-    assert statuses and set(statuses) == {200}
+    assert statuses and set(statuses) == {200}, refusals
     stored = await parley.rows(
         "SELECT c.external_id, m.text FROM messages m "
         "JOIN conversations v ON v.id = m.conversation_id JOIN contacts c ON c.id = v.contact_id "
