@@ -196,7 +196,9 @@ async def test_handoff_round_trip(
     )
     assert answered.status_code == 202, answered.text
     (stored,) = answered.json()["messages"]
-    assert (stored["sender"], stored["operator"], stored["status"]) == ("operator", "ana", "queued")
+    assert (stored["sender"], stored["operator"]) == ("operator", "ana")
+    # As stored when the answer was read: delivery, woken at the commit, may have sent it.
+    assert stored["status"] in {"queued", "sent"}
     texts = await wait_for_texts(graph_sim, phone, 2)
     assert texts[-1] == "Hi, Ana here. How can I help?"
     await parley.wait_for_rows(
