@@ -11,8 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from parley.channels.base import InboundMessage
 from parley.channels.signature import sign
+from parley.store.models import Message
 
 FIXTURES = Path(__file__).parent / "fixtures" / "payloads"
 APP_SECRET = "test-app-secret"
@@ -152,3 +156,14 @@ async def fresh_window(window_s: int = 60) -> None:
     left = window_s - time.time() % window_s
     if left < 3:
         await asyncio.sleep(left + 0.05)
+
+
+async def last_reply_ids(session: AsyncSession, conversation_id: int, count: int) -> list[int]:
+    """The ids of the conversation's last `count` replies (what one turn stored), in order."""
+    rows = await session.scalars(
+        select(Message.id)
+        .where(Message.conversation_id == conversation_id, Message.direction == "out")
+        .order_by(Message.sequence_no.desc())
+        .limit(count)
+    )
+    return list(rows)[::-1]

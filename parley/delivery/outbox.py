@@ -31,6 +31,7 @@ from parley.errors import ChannelSendError, FailureKind
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, SENDS
 from parley.poll_loop import PollLoop
+from parley.store.db import reading
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
@@ -98,7 +99,7 @@ class Deliverer:
         free = self._concurrency - len(self._active)
         if free <= 0:
             return
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             due = await conversations_with_due_heads(session, limit=free, exclude=set(self._active))
         for conversation_id in due:
             task = asyncio.create_task(self._drain(conversation_id))
@@ -110,7 +111,7 @@ class Deliverer:
         self._loop.wake()
 
     async def _pause(self) -> float:
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             due = await next_due_at(session)
         if due is None:
             return IDLE_POLL

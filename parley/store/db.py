@@ -252,6 +252,30 @@ def ends_with_next_statement(connection: AsyncConnection) -> None:
         driver.commit_with_next_statement()
 
 
+def defers_next_statement(connection: AsyncConnection) -> None:
+    """Nobody reads the outcome of `connection`'s next statement (no RETURNING, its rowcount
+    unread): on SQLite it goes to the database's thread in the trip of the statement after it,
+    or of the COMMIT, rather than in a trip of its own; an error it raises is raised there.
+    Nothing changes on other drivers."""
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    if isinstance(driver, sqlite_driver.OneTripConnection):
+        driver.defer_next_statement()
+
+
+@contextlib.asynccontextmanager
+async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session that only reads. On SQLite its SELECTs run outside a transaction, each a
+    consistent read of its own: no BEGIN IMMEDIATE holding the write lock while it reads, and
+    no trip to the database's thread for the ROLLBACK that ends it; a write in it is refused
+    (`sqlite_driver.WriteWhileReading`). On other drivers, an ordinary session."""
+    async with sessions() as session:
+        connection = await session.connection()
+        driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        if isinstance(driver, sqlite_driver.OneTripConnection):
+            driver.read_only()
+        yield session
+
+
 async def last_statement_of(session: AsyncSession) -> AsyncConnection:
     """`session`'s connection, its next statement the transaction's last (see
     `ends_with_next_statement`). What the ORM still holds is written first, so that the

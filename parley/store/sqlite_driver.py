@@ -37,6 +37,9 @@ AVAILABLE = callable(getattr(aiosqlite.Connection, "_execute", None))
 
 _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
+_Statement = tuple[str, Any, bool]
+"""A statement held back (`defer_next_statement`): its SQL, its parameters, executemany."""
+_NO_OUTCOME: _Outcome = (None, [], -1, None)
 
 
 BEGIN = "BEGIN IMMEDIATE"
@@ -44,25 +47,29 @@ BEGIN = "BEGIN IMMEDIATE"
 
 def _run(
     connection: sqlite3.Connection,
-    operation: str,
+    operation: str | None,
     parameters: Any,
     many: bool,
     begin: bool,
     commit: bool,
+    deferred: Sequence[_Statement] = (),
 ) -> _Outcome:
     """On SQLite's thread: the whole statement, cursor opened and closed around it, after
-    the transaction's BEGIN if it is the transaction's first, and followed by its COMMIT if
-    it is the last (`commit_with_next_statement`)."""
+    the transaction's BEGIN if it is the transaction's first and after the statements held
+    back for it (`defer_next_statement`), and followed by its COMMIT if it is the last
+    (`commit_with_next_statement`). With no `operation`, only the BEGIN, the held-back
+    statements and the COMMIT."""
     if begin:
         connection.execute(BEGIN)
+    for statement in deferred:
+        _run_deferred(connection, statement)
+    if operation is None:
+        if commit:
+            connection.commit()
+        return _NO_OUTCOME
     cursor = connection.cursor()
     try:
-        if many:
-            cursor.executemany(operation, parameters)
-        elif parameters is None:
-            cursor.execute(operation)
-        else:
-            cursor.execute(operation, parameters)
+        _execute(cursor, operation, parameters, many)
         description = cursor.description
         rows = cursor.fetchall() if description else []
         outcome = description, rows, cursor.rowcount, cursor.lastrowid
@@ -73,8 +80,38 @@ def _run(
     return outcome
 
 
+def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None:
+    operation, parameters, many = statement
+    cursor = connection.cursor()
+    try:
+        _execute(cursor, operation, parameters, many)
+    except sqlite3.Error as error:
+        # SQLAlchemy names the statement whose trip raised; this one was sent before it.
+        error.add_note(f"raised by a statement held back for this trip: {operation}")
+        raise
+    finally:
+        cursor.close()
+
+
+def _execute(cursor: sqlite3.Cursor, operation: str, parameters: Any, many: bool) -> None:
+    if many:
+        cursor.executemany(operation, parameters)
+    elif parameters is None:
+        cursor.execute(operation)
+    else:
+        cursor.execute(operation, parameters)
+
+
+async def _nothing() -> None:
+    return None
+
+
 class StatementAfterCommit(sqlite3.ProgrammingError):
     """A statement sent after the one that carried its transaction's COMMIT."""
+
+
+class WriteWhileReading(sqlite3.ProgrammingError):
+    """A statement other than a SELECT in a transaction declared read-only."""
 
 
 class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
@@ -124,17 +161,30 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         if operation == BEGIN and not parameters and not many:
             adapted.begin_with_next_statement()
             return
+        if adapted._read_only and operation.lstrip()[:6].upper() != "SELECT":
+            raise WriteWhileReading(f"a read-only transaction may only read: {operation}")
         if adapted._committed:
             raise StatementAfterCommit(
                 "the transaction was committed with its last statement; this one came after it"
             )
+        if adapted._defer_pending and not adapted._commit_pending:
+            adapted._defer_pending = False
+            adapted._deferred.append((operation, parameters, many))
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows = collections.deque()
+            # SQLAlchemy's async execute insists that the driver awaited something; this
+            # completes at once, without a turn of the event loop.
+            await_(_nothing())
+            return
+        adapted._defer_pending = False
         begin, adapted._begin_pending = adapted._begin_pending, False
         commit, adapted._commit_pending = adapted._commit_pending, False
+        deferred, adapted._deferred = adapted._deferred, []
         connection = self._connection
         try:
             outcome: _Outcome = await_(
                 connection._execute(
-                    _run, connection._conn, operation, parameters, many, begin, commit
+                    _run, connection._conn, operation, parameters, many, begin, commit, deferred
                 )
             )
         except Exception as error:
@@ -148,11 +198,21 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     """Also sends a transaction's BEGIN IMMEDIATE along with its first statement rather than
-    in a trip of its own; a transaction without a statement never reaches SQLite at all. And,
-    when told (`commit_with_next_statement`), its COMMIT along with its last statement: the
-    commit that follows is then done already."""
+    in a trip of its own; a transaction without a statement never reaches SQLite at all. When
+    told (`commit_with_next_statement`), its COMMIT along with its last statement: the
+    commit that follows is then done already. And when told (`defer_next_statement`), a
+    statement whose outcome nobody reads waits for the next trip (a statement's or the
+    COMMIT's) instead of taking one of its own."""
 
-    __slots__ = ("_begin_pending", "_commit_pending", "_committed", "on_transaction_end")
+    __slots__ = (
+        "_begin_pending",
+        "_commit_pending",
+        "_committed",
+        "_defer_pending",
+        "_deferred",
+        "_read_only",
+        "on_transaction_end",
+    )
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
@@ -160,12 +220,22 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin_pending = False
         self._commit_pending = False
         self._committed = False
+        self._defer_pending = False
+        self._deferred: list[_Statement] = []
+        self._read_only = False
         self.on_transaction_end: Callable[[], None] | None = None
         """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
 
     def begin_with_next_statement(self) -> None:
         """BEGIN IMMEDIATE, sent in the trip of the transaction's first statement."""
-        self._begin_pending = True
+        self._begin_pending = not self._read_only
+
+    def read_only(self) -> None:
+        """Until its end, this transaction only reads: no BEGIN is sent, so each SELECT is a
+        consistent read of its own that takes no write lock, and its end (a rollback, or a
+        commit) has nothing to send. Any other statement raises `WriteWhileReading`."""
+        self._read_only = True
+        self._begin_pending = False
 
     def commit_with_next_statement(self) -> None:
         """The next statement is the transaction's last: its trip commits after it. The
@@ -173,12 +243,35 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         `StatementAfterCommit`; the data before it is committed all the same)."""
         self._commit_pending = True
 
+    def defer_next_statement(self) -> None:
+        """The next statement's outcome (rows, rowcount, lastrowid) is not read: it goes to
+        SQLite's thread in the trip of the statement after it, or of the COMMIT, and reports
+        no rows and a rowcount of -1. An error it raises is raised by that later trip, with a
+        note naming it; a rollback drops it unsent. A statement that carries the COMMIT is
+        never held back."""
+        self._defer_pending = True
+
     def commit(self) -> None:
         self._commit_pending = False
+        self._defer_pending = False
+        self._read_only = False
         if self._committed:  # with the last statement, which reported the end
             self._committed = False
             return
         try:
+            if self._deferred:  # the held-back statements and the COMMIT, in one trip
+                begin, self._begin_pending = self._begin_pending, False
+                deferred, self._deferred = self._deferred, []
+                connection = self._connection
+                try:
+                    await_(
+                        connection._execute(
+                            _run, connection._conn, None, None, False, begin, True, deferred
+                        )
+                    )
+                except Exception as error:
+                    self._handle_exception(error)
+                return
             if self._begin_pending:  # nothing was run: nothing to commit
                 self._begin_pending = False
                 return
@@ -190,6 +283,9 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._begin_pending = False
         self._commit_pending = False
         self._committed = False
+        self._defer_pending = False
+        self._deferred = []
+        self._read_only = False
         try:
             # The pool rolls back every connection it takes back, after a commit too: a trip
             # to the thread for nothing. SQLite's own flag says whether a transaction is open;

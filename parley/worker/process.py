@@ -23,7 +23,7 @@ from parley.channels.render import render_text
 from parley.errors import ConversationGone, LeaseLost, LLMError
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, TURN_SECONDS, TURNS
-from parley.store.db import last_statement_of
+from parley.store.db import last_statement_of, reading
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -96,7 +96,7 @@ class ConversationProcessor:
         """Run turns until nothing waits; returns how many turns ran."""
         turns = 0
         while True:
-            async with self._sessions() as session:
+            async with reading(self._sessions) as session:
                 work = await load_work(session, conversation_id=conversation_id)
             if work is None or not _agent_answers(work):
                 return turns

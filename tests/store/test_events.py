@@ -15,6 +15,7 @@ from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import mark_sent
 from parley.store.queries.turns import Reply, record_turn
+from tests.factories import last_reply_ids
 
 ACCOUNT = "17841400538867190"
 USER = "1129842642640637"
@@ -61,13 +62,14 @@ async def answered(session: AsyncSession, mid: str, replies: list[str]) -> list[
     account_id = await session.scalar(select(Account.id).where(Account.external_id == ACCOUNT))
     inbound = await session.scalar(select(Message.id).where(Message.channel_message_id == mid))
     assert account_id is not None and inbound is not None
-    ids = await record_turn(
+    await record_turn(
         session,
         conversation_id=conversation_id,
         account_id=account_id,
         answered=[inbound],
         replies=[Reply(text) for text in replies],
     )
+    ids = await last_reply_ids(session, conversation_id, len(replies))
     sent = [f"{mid}-out-{n}" for n in range(len(ids))]
     for message_id, channel_id in zip(ids, sent, strict=True):
         await mark_sent(session, outbox_id=-1, message_id=message_id, channel_message_id=channel_id)

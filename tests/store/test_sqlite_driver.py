@@ -1,6 +1,8 @@
 """The SQLite dialect that makes each statement one trip to aiosqlite's thread: results,
 counts and errors as the stock adapter gives them, BEGIN IMMEDIATE's write lock taken by
-the transaction's first statement, and COMMIT sent with the last one when told."""
+the transaction's first statement, COMMIT sent with the last one when told, a statement
+whose outcome is not read sent with the trip after it when told, and read-only sessions run
+outside a transaction."""
 
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.store import sqlite_driver
-from parley.store.db import create_engine, ends_with_next_statement
+from parley.store.db import (
+    create_engine,
+    create_sessionmaker,
+    defers_next_statement,
+    ends_with_next_statement,
+    reading,
+)
 
 
 @pytest.fixture
@@ -169,3 +177,100 @@ async def test_a_failed_last_statement_commits_nothing_and_leaves_no_commit_behi
         await connection.execute(text("INSERT INTO t (v) VALUES ('z')"))
         assert _visible(path) == ["x"]  # not committed early by a leftover
     assert _visible(path) == ["x", "z"]
+
+
+async def test_a_held_back_statement_rides_with_the_next_trip(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        defers_next_statement(connection)
+        held = await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        assert held.rowcount == -1  # not run yet: there is no outcome to read
+        assert trips == [] and not _locked(path)  # nor its BEGIN
+        # The next statement sees it: it ran first, in the same trip.
+        counted = await connection.execute(text("SELECT count(*) FROM t"))
+        assert counted.scalar() == 1
+        assert trips == ["_run"]
+        defers_next_statement(connection)
+        await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}])
+        assert _visible(path) == []
+    # The commit carries the held-back statement: one trip for both.
+    assert trips == ["_run", "_run"]
+    assert _visible(path) == ["a", "b", "c"]
+
+
+async def test_a_held_back_statement_goes_with_the_committing_one(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        defers_next_statement(connection)
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        ends_with_next_statement(connection)
+        defers_next_statement(connection)  # the committing statement is never held back
+        returned = await connection.execute(text("INSERT INTO t (v) VALUES ('b') RETURNING id"))
+        assert returned.all() == [(2,)]
+        assert _visible(path) == ["a", "b"]
+    assert trips == ["_run"]  # BEGIN, both statements and COMMIT
+
+
+async def test_a_held_back_statements_error_fails_its_transaction(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    with pytest.raises(IntegrityError) as raised:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('y')"))
+            defers_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))  # a duplicate
+    # Raised by the commit's trip, which names the statement that failed.
+    assert any("INSERT INTO t (v) VALUES ('x')" in note for note in raised.value.orig.__notes__)
+    assert _visible(path) == ["x"]
+    async with engine.begin() as connection:  # the connection is usable, nothing was kept
+        await connection.execute(text("INSERT INTO t (v) VALUES ('z')"))
+    assert _visible(path) == ["x", "z"]
+
+
+async def test_a_rollback_drops_held_back_statements_unsent(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.connect() as connection:
+        await connection.begin()
+        defers_next_statement(connection)
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        await connection.rollback()
+        assert trips == []  # neither the statement nor its transaction reached SQLite
+        async with connection.begin():  # the next transaction does not run it either
+            await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
+    assert _visible(path) == ["b"]
+
+
+async def test_a_reading_session_takes_no_lock_and_ends_without_a_trip(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    sessions = create_sessionmaker(engine)
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+    trips.clear()
+    async with reading(sessions) as session:
+        assert (await session.execute(text("SELECT v FROM t"))).all() == [("a",)]
+        assert not _locked(path)  # a writer elsewhere is not held up by this read
+        # Each read sees what is committed when it runs.
+        other = sqlite3.connect(path)
+        other.execute("INSERT INTO t (v) VALUES ('b')")
+        other.commit()
+        other.close()
+        assert (await session.execute(text("SELECT count(*) FROM t"))).scalar() == 2
+        with pytest.raises(ProgrammingError, match="may only read"):
+            await session.execute(text("INSERT INTO t (v) VALUES ('c')"))
+    assert trips == ["_run", "_run"]  # the two reads; no BEGIN, no ROLLBACK
+    async with sessions() as session:  # the next session is an ordinary transaction
+        await session.execute(text("INSERT INTO t (v) VALUES ('d')"))
+        assert _locked(path)
+        await session.commit()
+    assert _visible(path) == ["a", "b", "d"]

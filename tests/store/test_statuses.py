@@ -13,7 +13,7 @@ from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import mark_sent
 from parley.store.queries.statuses import apply_statuses
 from parley.store.queries.turns import Reply, record_turn
-from tests.factories import PHONE_NUMBER_ID, inbound_text
+from tests.factories import PHONE_NUMBER_ID, inbound_text, last_reply_ids
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -26,13 +26,14 @@ async def sent(session: AsyncSession, *replies: str) -> list[str]:
     account_id = await session.scalar(select(Account.id))
     inbound = await session.scalar(select(Message.id).where(Message.direction == "in"))
     assert account_id is not None and inbound is not None
-    ids = await record_turn(
+    await record_turn(
         session,
         conversation_id=conversation_id,
         account_id=account_id,
         answered=[inbound],
         replies=[Reply(text) for text in replies],
     )
+    ids = await last_reply_ids(session, conversation_id, len(replies))
     for message_id, mid in zip(ids, replies, strict=True):
         await mark_sent(session, outbox_id=-1, message_id=message_id, channel_message_id=mid)
     await session.commit()

@@ -11,7 +11,7 @@ from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from parley.store.db import ends_with_next_statement
+from parley.store.db import defers_next_statement, ends_with_next_statement
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -158,8 +158,9 @@ async def mark_sent(
     On PostgreSQL this is one statement (the delete rides along as a data-modifying WITH,
     which runs whether or not the update reads it), so a session in autocommit mode commits
     it in one round trip: the only database work between the channel's answer and the
-    record of the send. Elsewhere two statements, committed by the caller; with `commits`
-    (the caller commits right after), SQLite's COMMIT goes with the second
+    record of the send. Elsewhere two statements, committed by the caller, in one trip to
+    SQLite's thread (the delete rides with the update, `store.db.defers_next_statement`);
+    with `commits` (the caller commits right after), the COMMIT goes with them too
     (`store.db.ends_with_next_statement`).
     """
     values = {
@@ -172,6 +173,7 @@ async def mark_sent(
     if connection.dialect.name == "postgresql":
         await connection.execute(_sent_statement(together=True), values)
         return
+    defers_next_statement(connection)
     await connection.execute(_gone_statement(), values)
     if commits:
         ends_with_next_statement(connection)

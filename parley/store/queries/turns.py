@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select, update
+from sqlalchemy import Select, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.sql.dml import Insert, ReturningInsert, Update
+from sqlalchemy.sql.dml import Insert, Update
 
 from parley.errors import LeaseLost
+from parley.store.db import defers_next_statement
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -128,6 +129,7 @@ async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> Non
     statement built once, on the session's connection (its caller's session holds none of
     these messages' objects)."""
     connection = await session.connection()
+    defers_next_statement(connection)  # on SQLite, it rides with the caller's next statement
     await connection.execute(_start_attempt_statement(), {"ids": message_ids})
 
 
@@ -198,7 +200,7 @@ async def record_turn(
     user_id: int | None = None,
     agent_turn: bool = False,
     commits: bool = False,
-) -> list[int]:
+) -> None:
     """The turn's outcome in one transaction: the inbound messages marked, the replies stored
     with their outbox rows, the usage summed per account (and per user, for the Responses
     API). A worker that dies before this commits leaves the inbound messages `received`, and
@@ -209,10 +211,10 @@ async def record_turn(
     `agent_turn` whose conversation a person took over meanwhile
     stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
     `commits`: the caller commits right after, and the last statement (the usage's) carries
-    the COMMIT on SQLite (`store.db.ends_with_next_statement`).
-
-    Returns:
-        The ids of the stored reply messages, in order.
+    the COMMIT on SQLite (`store.db.ends_with_next_statement`). The replies' and outbox rows'
+    INSERTs return nothing, so on SQLite they ride with the statement after them
+    (`store.db.defers_next_statement`): a channel turn's outcome is three trips to SQLite's
+    thread, not five.
     """
     # The conversation row is locked first, as every writer to a conversation does (webhooks
     # too), so that writers queue on it instead of deadlocking on each other's message rows.
@@ -235,53 +237,47 @@ async def record_turn(
     now = utcnow()
     await _mark_answered(connection, answered, inbound_status, inbound_error, now)
     reply_to = answered[-1] if answered else None
-    ids: list[int] = []
     if replies:
-        # One multi-row INSERT … RETURNING for the messages and one for their outbox rows,
-        # not a statement per row: on SQLite every statement holds the process's one connection.
+        # The messages in one statement, and their outbox rows in one more that finds them by
+        # their sequence numbers, not a statement per row.
         values = [
             reply_values(conversation_id, account_id, first + offset, reply, reply_to, now=now)
             for offset, reply in enumerate(replies)
         ]
-        ids = await _insert_messages(connection, values)
-        outbox = [
-            {"message_id": message_id, "conversation_id": conversation_id}
-            for message_id, reply in zip(ids, replies, strict=True)
-            if reply.deliver
-        ]
-        if outbox:
-            await connection.execute(_insert_outbox(), outbox)
+        defers_next_statement(connection)
+        await connection.execute(_insert_messages(), values)
+        delivered = [first + offset for offset, reply in enumerate(replies) if reply.deliver]
+        if delivered:
+            defers_next_statement(connection)
+            await connection.execute(
+                _insert_outbox(),
+                {"conversation_id": conversation_id, "sequence_nos": delivered, "now": now},
+            )
     if usage is not None:
         if commits:
             await session.flush()  # nothing of the ORM's left for the commit to write after
         await add_turn_usage(
             connection, account_id=account_id, user_id=user_id, usage=usage, commits=commits
         )
-    return ids
-
-
-async def _insert_messages(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert `rows` into `messages` (each with the same keys, as `reply_values` makes them) in
-    one multi-row INSERT … RETURNING; returns their ids in the order of `rows`.
-
-    Each id is matched to its row by `sequence_no` (unique in the conversation), not by the
-    order RETURNING gives: SQLAlchemy keeps that order (`sort_by_parameter_order`) on SQLite
-    only by running an INSERT per row, SQLite having no column it can sort them back by.
-    """
-    result = await connection.execute(_insert_messages_statement(), rows)
-    ids = {row.sequence_no: row.id for row in result}
-    return [ids[row["sequence_no"]] for row in rows]
 
 
 @functools.cache
-def _insert_messages_statement() -> ReturningInsert[tuple[int, int]]:
+def _insert_messages() -> Insert:
     """Built once: every turn stores its messages."""
-    return insert(MESSAGES).returning(MESSAGES.c.id, MESSAGES.c.sequence_no)
+    return insert(MESSAGES)
 
 
 @functools.cache
 def _insert_outbox() -> Insert:
-    return insert(OUTBOX)
+    """The outbox rows of a turn's replies, found by the sequence numbers they were given."""
+    messages = MESSAGES.c
+    now = bindparam("now", type_=OUTBOX.c.created_at.type)
+    replies = select(messages.id, messages.conversation_id, literal(0), now, now).where(
+        messages.conversation_id == bindparam("conversation_id"),
+        messages.sequence_no.in_(bindparam("sequence_nos", expanding=True)),
+    )
+    columns = ("message_id", "conversation_id", "attempts", "next_attempt_at", "created_at")
+    return insert(OUTBOX).from_select(columns, replies)
 
 
 async def _mark_answered(

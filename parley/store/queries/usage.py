@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from parley.store.db import ends_with_next_statement
+from parley.store.db import defers_next_statement, ends_with_next_statement
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
 from parley.store.queries.upsert import dialect_insert
 
@@ -59,6 +59,8 @@ async def add_turn_usage(
     `store.db.ends_with_next_statement`)."""
     last = user_id is None
     account = {"account_id": account_id}
+    if not last:  # its outcome is not read: on SQLite it rides with the user's upsert
+        defers_next_statement(connection)
     await _add(connection, UsageDaily, owner=account, usage=usage, commits=commits and last)
     if user_id is not None:
         owner = {"user_id": user_id}
