@@ -268,13 +268,19 @@ def _sqlite_begin_immediate(connection: Connection) -> None:
         connection.exec_driver_sql(sqlite_driver.BEGIN)
 
 
+def _one_trip_driver(connection: AsyncConnection) -> sqlite_driver.OneTripConnection | None:
+    """`connection`'s one-trip SQLite driver connection; None on other drivers."""
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    return driver if isinstance(driver, sqlite_driver.OneTripConnection) else None
+
+
 def ends_with_next_statement(connection: AsyncConnection) -> None:
     """`connection`'s next statement is its transaction's last, and the caller commits right
     after it: on SQLite the COMMIT goes to the database's thread in that statement's trip
     rather than in a trip of its own (a trip that waits its turn on a busy event loop while the
     process's one connection is held). Nothing changes on other drivers."""
-    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    if isinstance(driver, sqlite_driver.OneTripConnection):
+    driver = _one_trip_driver(connection)
+    if driver is not None:
         driver.commit_with_next_statement()
 
 
@@ -283,8 +289,8 @@ def defers_next_statement(connection: AsyncConnection) -> None:
     unread): on SQLite it goes to the database's thread in the trip of the statement after it,
     or of the COMMIT, rather than in a trip of its own; an error it raises is raised there.
     Nothing changes on other drivers."""
-    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-    if isinstance(driver, sqlite_driver.OneTripConnection):
+    driver = _one_trip_driver(connection)
+    if driver is not None:
         driver.defer_next_statement()
 
 
@@ -295,9 +301,8 @@ async def reading(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
     no trip to the database's thread for the ROLLBACK that ends it; a write in it is refused
     (`sqlite_driver.WriteWhileReading`). On other drivers, an ordinary session."""
     async with sessions() as session:
-        connection = await session.connection()
-        driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        if isinstance(driver, sqlite_driver.OneTripConnection):
+        driver = _one_trip_driver(await session.connection())
+        if driver is not None:
             driver.read_only()
         yield session
 

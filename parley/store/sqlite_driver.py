@@ -170,28 +170,17 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         if adapted._defer_pending and not adapted._commit_pending:
             adapted._defer_pending = False
             adapted._deferred.append((operation, parameters, many))
-            self._description, self._rowcount, self._lastrowid = None, -1, None
-            self._rows = collections.deque()
             # SQLAlchemy's async execute insists that the driver awaited something; this
             # completes at once, without a turn of the event loop.
             await_(_nothing())
-            return
-        adapted._defer_pending = False
-        begin, adapted._begin_pending = adapted._begin_pending, False
-        commit, adapted._commit_pending = adapted._commit_pending, False
-        deferred, adapted._deferred = adapted._deferred, []
-        connection = self._connection
-        try:
-            outcome: _Outcome = await_(
-                connection._execute(
-                    _run, connection._conn, operation, parameters, many, begin, commit, deferred
-                )
-            )
-        except Exception as error:
-            self._adapt_connection._handle_exception(error)
-        if commit:
-            adapted._committed = True
-            adapted._ended()
+            outcome = _NO_OUTCOME
+        else:
+            adapted._defer_pending = False
+            commit, adapted._commit_pending = adapted._commit_pending, False
+            outcome = adapted._send(operation, parameters, many, commit=commit)
+            if commit:
+                adapted._committed = True
+                adapted._ended()
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -251,6 +240,24 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         never held back."""
         self._defer_pending = True
 
+    def _send(
+        self, operation: str | None, parameters: Any, many: bool, *, commit: bool
+    ) -> _Outcome:
+        """One trip to SQLite's thread: the pending BEGIN, the held-back statements, then
+        `operation` (if any) and the COMMIT if `commit`."""
+        begin, self._begin_pending = self._begin_pending, False
+        deferred, self._deferred = self._deferred, []
+        connection = self._connection
+        try:
+            outcome: _Outcome = await_(
+                connection._execute(
+                    _run, connection._conn, operation, parameters, many, begin, commit, deferred
+                )
+            )
+        except Exception as error:
+            self._handle_exception(error)
+        return outcome
+
     def commit(self) -> None:
         self._commit_pending = False
         self._defer_pending = False
@@ -260,17 +267,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
             return
         try:
             if self._deferred:  # the held-back statements and the COMMIT, in one trip
-                begin, self._begin_pending = self._begin_pending, False
-                deferred, self._deferred = self._deferred, []
-                connection = self._connection
-                try:
-                    await_(
-                        connection._execute(
-                            _run, connection._conn, None, None, False, begin, True, deferred
-                        )
-                    )
-                except Exception as error:
-                    self._handle_exception(error)
+                self._send(None, None, False, commit=True)
                 return
             if self._begin_pending:  # nothing was run: nothing to commit
                 self._begin_pending = False
