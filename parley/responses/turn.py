@@ -35,6 +35,7 @@ from parley.store.models import AnyResponse, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.responses import (
     Thread,
     delete_response,
+    hold_status,
     response_status,
     set_status,
 )
@@ -245,17 +246,26 @@ class TurnRunner:
         still open (a cancelled one stays cancelled); then the stream's last events."""
         values = {**values, "completed_at": utcnow()}
         async with self._sessions() as session:
-            if not await set_status(session, response_id=job.record.id, status=status, **values):
-                if await session.get(ResponseRecord, job.record.id) is not None:
-                    log.info("responses.result_dropped", reason="no longer open (cancelled)")
+            # Still open, as nearly always: the outcome and the thread's rows in two trips to
+            # SQLite's thread. The status's UPDATE rides with the first of the turn's
+            # statements, and whether it moved the row is read before the COMMIT.
+            moved = await hold_status(session, response_id=job.record.id, status=status, **values)
+            commits = job.request.store  # else the response's delete comes after them
+            await self._record(session, job, rows, last_response_id, usage, commits=commits)
+            if not moved.value:
+                await session.rollback()
+                current = await session.get(ResponseRecord, job.record.id)
+                if current is not None:  # cancelled, or closed by another process's sweep
+                    log.info(
+                        "responses.result_dropped", reason=f"no longer open ({current.status})"
+                    )
+                    # A caller still waiting is answered with the response as it stands.
+                    job.record.status, job.record.error = current.status, current.error
                     return False
                 # Deleted while it ran (DELETE mid-stream): the object is gone, but the turn
                 # happened, so its messages and usage are recorded all the same.
                 log.info("responses.deleted_while_running")
-            # Unless the response is deleted after them, the outcome's statements end the
-            # transaction: the last carries its COMMIT.
-            commits = job.request.store
-            await self._record(session, job, rows, last_response_id, usage, commits=commits)
+                await self._record(session, job, rows, last_response_id, usage, commits=commits)
             if not job.request.store:
                 await delete_response(session, response_id=job.record.id, user_id=job.user_id)
             await session.commit()

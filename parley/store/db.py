@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.util import await_only
 
 from parley.config import async_database_url
@@ -292,6 +293,42 @@ def defers_next_statement(connection: AsyncConnection) -> None:
     driver = _one_trip_driver(connection)
     if driver is not None:
         driver.defer_next_statement()
+
+
+class LaterRowcount:
+    """The rowcount of a statement executed by `execute_held`, known once a later statement
+    of its transaction (or its COMMIT) has gone to the database."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self) -> None:
+        self._value: int | None = None
+
+    def take(self, value: int) -> None:
+        self._value = value
+
+    @property
+    def value(self) -> int:
+        if self._value is None:
+            raise RuntimeError("the held statement has not gone to the database yet")
+        return self._value
+
+
+async def execute_held(
+    connection: AsyncConnection, statement: Executable, parameters: dict[str, Any]
+) -> LaterRowcount:
+    """Execute `statement`, whose rowcount its caller reads only after the transaction's next
+    statement: on SQLite it goes to the database's thread in that statement's trip (see
+    `defers_next_statement`), and the rowcount is known once that trip is back. On other
+    drivers it runs at once, and so is its rowcount known."""
+    rowcount = LaterRowcount()
+    driver = _one_trip_driver(connection)
+    if driver is not None:
+        driver.defer_next_statement(rowcount.take)
+        await connection.execute(statement, parameters)
+    else:
+        rowcount.take((await connection.execute(statement, parameters)).rowcount)
+    return rowcount
 
 
 @contextlib.asynccontextmanager

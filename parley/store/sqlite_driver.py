@@ -37,8 +37,10 @@ AVAILABLE = callable(getattr(aiosqlite.Connection, "_execute", None))
 
 _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
-_Statement = tuple[str, Any, bool]
-"""A statement held back (`defer_next_statement`): its SQL, its parameters, executemany."""
+RowcountTaker = Callable[[int], None]
+_Statement = tuple[str, Any, bool, RowcountTaker | None]
+"""A statement held back (`defer_next_statement`): its SQL, its parameters, executemany, and
+who is told its rowcount once it has run."""
 _NO_OUTCOME: _Outcome = (None, [], -1, None)
 
 
@@ -53,20 +55,19 @@ def _run(
     begin: bool,
     commit: bool,
     deferred: Sequence[_Statement] = (),
-) -> _Outcome:
+) -> tuple[_Outcome, list[int]]:
     """On SQLite's thread: the whole statement, cursor opened and closed around it, after
     the transaction's BEGIN if it is the transaction's first and after the statements held
     back for it (`defer_next_statement`), and followed by its COMMIT if it is the last
     (`commit_with_next_statement`). With no `operation`, only the BEGIN, the held-back
-    statements and the COMMIT."""
+    statements and the COMMIT. Also returns the held-back statements' rowcounts."""
     if begin:
         connection.execute(BEGIN)
-    for statement in deferred:
-        _run_deferred(connection, statement)
+    counts = [_run_deferred(connection, statement) for statement in deferred]
     if operation is None:
         if commit:
             connection.commit()
-        return _NO_OUTCOME
+        return _NO_OUTCOME, counts
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
@@ -77,14 +78,15 @@ def _run(
         cursor.close()
     if commit:
         connection.commit()
-    return outcome
+    return outcome, counts
 
 
-def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None:
-    operation, parameters, many = statement
+def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> int:
+    operation, parameters, many, _ = statement
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
+        return cursor.rowcount
     except sqlite3.Error as error:
         # SQLAlchemy names the statement whose trip raised; this one was sent before it.
         error.add_note(f"raised by a statement held back for this trip: {operation}")
@@ -169,15 +171,19 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             )
         if adapted._defer_pending and not adapted._commit_pending:
             adapted._defer_pending = False
-            adapted._deferred.append((operation, parameters, many))
+            taker, adapted._rowcount_taker = adapted._rowcount_taker, None
+            adapted._deferred.append((operation, parameters, many, taker))
             # SQLAlchemy's async execute insists that the driver awaited something; this
             # completes at once, without a turn of the event loop.
             await_(_nothing())
             outcome = _NO_OUTCOME
         else:
             adapted._defer_pending = False
+            taker, adapted._rowcount_taker = adapted._rowcount_taker, None
             commit, adapted._commit_pending = adapted._commit_pending, False
             outcome = adapted._send(operation, parameters, many, commit=commit)
+            if taker is not None:  # asked to be held back, but it carried the COMMIT
+                taker(outcome[2])
             if commit:
                 adapted._committed = True
                 adapted._ended()
@@ -200,6 +206,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         "_defer_pending",
         "_deferred",
         "_read_only",
+        "_rowcount_taker",
         "on_transaction_end",
     )
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
@@ -212,6 +219,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._defer_pending = False
         self._deferred: list[_Statement] = []
         self._read_only = False
+        self._rowcount_taker: RowcountTaker | None = None
         self.on_transaction_end: Callable[[], None] | None = None
         """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
 
@@ -232,13 +240,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         `StatementAfterCommit`; the data before it is committed all the same)."""
         self._commit_pending = True
 
-    def defer_next_statement(self) -> None:
-        """The next statement's outcome (rows, rowcount, lastrowid) is not read: it goes to
-        SQLite's thread in the trip of the statement after it, or of the COMMIT, and reports
-        no rows and a rowcount of -1. An error it raises is raised by that later trip, with a
-        note naming it; a rollback drops it unsent. A statement that carries the COMMIT is
-        never held back."""
+    def defer_next_statement(self, rowcount: RowcountTaker | None = None) -> None:
+        """The next statement's outcome (rows, rowcount, lastrowid) is not read when it is
+        executed: it goes to SQLite's thread in the trip of the statement after it, or of the
+        COMMIT, and reports no rows and a rowcount of -1; `rowcount` is called with its real
+        rowcount once that trip is back. An error it raises is raised by that later trip,
+        with a note naming it; a rollback drops it unsent. A statement that carries the
+        COMMIT is never held back."""
         self._defer_pending = True
+        self._rowcount_taker = rowcount
 
     def _send(
         self, operation: str | None, parameters: Any, many: bool, *, commit: bool
@@ -249,18 +259,23 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         deferred, self._deferred = self._deferred, []
         connection = self._connection
         try:
-            outcome: _Outcome = await_(
+            outcome: _Outcome
+            outcome, counts = await_(
                 connection._execute(
                     _run, connection._conn, operation, parameters, many, begin, commit, deferred
                 )
             )
         except Exception as error:
             self._handle_exception(error)
+        for (*_, taker), count in zip(deferred, counts, strict=True):
+            if taker is not None:
+                taker(count)
         return outcome
 
     def commit(self) -> None:
         self._commit_pending = False
         self._defer_pending = False
+        self._rowcount_taker = None
         self._read_only = False
         if self._committed:  # with the last statement, which reported the end
             self._committed = False
@@ -281,6 +296,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._commit_pending = False
         self._committed = False
         self._defer_pending = False
+        self._rowcount_taker = None
         self._deferred = []
         self._read_only = False
         try:

@@ -218,3 +218,24 @@ async def test_cancel_marked_by_another_replica_stops_the_turn(
     assert (await client.responses.retrieve(final.id)).status == "cancelled"
     rows = await parley.rows("SELECT direction FROM messages WHERE direction = 'out'")
     assert rows == []
+
+
+async def test_a_turn_that_ends_after_its_response_was_closed_stores_nothing(
+    client: AsyncOpenAI, openai_sim: OpenAISimulator, parley: Parley, store: Store
+) -> None:
+    openai_sim.latency = 0.5
+    created = asyncio.create_task(client.responses.create(model="default", input="too late"))
+    await openai_sim.wait_for_requests(1, path="/v1/responses")
+    # Meanwhile another process closed it (as its sweep closes one whose process seems gone).
+    [(response_id,)] = await parley.rows("SELECT id FROM responses")
+    async with AsyncSession(store.engine) as session:
+        assert await set_status(session, response_id=response_id, status="failed")
+        await session.commit()
+
+    answered = await asyncio.wait_for(created, 10)
+    assert answered.status == "failed"
+    assert (await client.responses.retrieve(response_id)).status == "failed"
+    # The answer came too late: none of the turn is stored, and nothing is counted.
+    assert await parley.rows("SELECT count(*) FROM messages") == [(0,)]
+    assert await usage_requests(parley) == []
+    assert await parley.rows("SELECT last_response_id FROM conversations") == [(None,)]

@@ -10,7 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parley.store.db import create_engine
 from parley.store.migrate import upgrade
 from parley.store.models import Account
-from parley.store.queries.pairs import pair_in
+from parley.store.queries.pairs import pair_in, pair_params
+
+ACCOUNTS_BY_PAIR = select(Account.channel, Account.external_id).where(
+    pair_in(Account.channel, Account.external_id)
+)
 
 
 async def accounts(session: AsyncSession, *keys: tuple[str, str]) -> None:
@@ -25,13 +29,17 @@ async def test_only_the_pairs_asked_for_not_every_combination_of_their_columns(
     await accounts(session, ("whatsapp", "1"), ("whatsapp", "2"), ("messenger", "1"))
     await accounts(session, ("messenger", "2"), ("instagram", "1"))
     asked = {("whatsapp", "1"), ("messenger", "2"), ("whatsapp", "9")}
-    rows = await session.execute(
-        select(Account.channel, Account.external_id).where(
-            pair_in(Account.channel, Account.external_id, asked)
-        )
-    )
+    rows = await session.execute(ACCOUNTS_BY_PAIR, pair_params(asked))
     # ("whatsapp", "2") and ("messenger", "1") match each column's list, not a pair.
     assert {tuple(row) for row in rows} == {("whatsapp", "1"), ("messenger", "2")}
+    # The same statement, built once, with other pairs (and more of them).
+    asked = {("instagram", "1"), ("messenger", "1"), ("whatsapp", "2"), ("instagram", "2")}
+    rows = await session.execute(ACCOUNTS_BY_PAIR, pair_params(asked))
+    assert {tuple(row) for row in rows} == {
+        ("instagram", "1"),
+        ("messenger", "1"),
+        ("whatsapp", "2"),
+    }
 
 
 async def test_sqlite_searches_the_pairs_index_instead_of_scanning_the_table(
@@ -40,8 +48,10 @@ async def test_sqlite_searches_the_pairs_index_instead_of_scanning_the_table(
     url = f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
     await upgrade(url)
     engine = create_engine(url)
-    statement = select(Account.id).where(
-        pair_in(Account.channel, Account.external_id, [("whatsapp", "1"), ("messenger", "2")])
+    statement = (
+        select(Account.id)
+        .where(pair_in(Account.channel, Account.external_id))
+        .params(pair_params([("whatsapp", "1"), ("messenger", "2")]))
     )
     sql = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
     try:

@@ -23,6 +23,7 @@ from parley.store.db import (
     create_sessionmaker,
     defers_next_statement,
     ends_with_next_statement,
+    execute_held,
     reading,
 )
 
@@ -215,6 +216,35 @@ async def test_a_held_back_statement_goes_with_the_committing_one(
     assert trips == ["_run"]  # BEGIN, both statements and COMMIT
 
 
+async def test_a_held_back_statements_rowcount_is_known_once_the_next_trip_is_back(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a'), ('b'), ('c')"))
+    trips.clear()
+    async with engine.begin() as connection:
+        update = text("UPDATE t SET v = v || '!' WHERE v IN ('a', 'b', 'z')")
+        moved = await execute_held(connection, update, {})
+        with pytest.raises(RuntimeError, match="not gone to the database yet"):
+            _ = moved.value
+        assert trips == []
+        nothing = await execute_held(connection, text("DELETE FROM t WHERE v = 'z'"), {})
+        counted = await connection.execute(text("SELECT count(*) FROM t WHERE v LIKE '%!'"))
+        assert counted.scalar() == 2  # the held UPDATE ran first, in the same trip
+        assert trips == ["_run"]
+        assert (moved.value, nothing.value) == (2, 0)
+        # Held for the COMMIT: known once the commit's trip is back.
+        last = await execute_held(connection, text("DELETE FROM t WHERE v = 'c'"), {})
+    assert trips == ["_run", "_run"] and last.value == 1
+    assert _visible(path) == ["a!", "b!"]
+    # Asked to be held back but carrying the COMMIT, it runs at once, its count known.
+    async with engine.begin() as connection:
+        ends_with_next_statement(connection)
+        moved = await execute_held(connection, text("UPDATE t SET v = 'A' WHERE v = 'a!'"), {})
+        assert moved.value == 1 and _visible(path) == ["A", "b!"]
+
+
 async def test_a_held_back_statements_error_fails_its_transaction(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -240,10 +270,11 @@ async def test_a_rollback_drops_held_back_statements_unsent(
     path = tmp_path / "driver.db"
     async with engine.connect() as connection:
         await connection.begin()
-        defers_next_statement(connection)
-        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        held = await execute_held(connection, text("INSERT INTO t (v) VALUES ('a')"), {})
         await connection.rollback()
         assert trips == []  # neither the statement nor its transaction reached SQLite
+        with pytest.raises(RuntimeError):  # so it has no rowcount
+            _ = held.value
         async with connection.begin():  # the next transaction does not run it either
             await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
     assert _visible(path) == ["b"]

@@ -9,16 +9,17 @@ messages as if it had been stored already.
 
 from __future__ import annotations
 
+import functools
 from bisect import insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Select, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.models import CONTACTS, CONVERSATIONS, Account, Contact, Conversation, utcnow
-from parley.store.queries.pairs import pair_in
+from parley.store.queries.pairs import pair_in, pair_params
 from parley.store.queries.upsert import insert_ignore_many
 
 AccountKey = tuple[str, str]
@@ -58,12 +59,16 @@ async def find_accounts(
 
 
 async def _select_accounts(session: AsyncSession, keys: set[AccountKey]) -> dict[AccountKey, int]:
-    rows = await session.execute(
-        select(Account.channel, Account.external_id, Account.id).where(
-            pair_in(Account.channel, Account.external_id, keys)
-        )
-    )
+    rows = await session.execute(_accounts_statement(), pair_params(keys))
     return {(channel, external): id_ for channel, external, id_ in rows}
+
+
+@functools.cache
+def _accounts_statement() -> Select[str, str, int]:
+    """Built once: every batch filed reads its accounts."""
+    return select(Account.channel, Account.external_id, Account.id).where(
+        pair_in(Account.channel, Account.external_id)
+    )
 
 
 @dataclass(eq=False)
@@ -180,7 +185,9 @@ async def _candidates(session: AsyncSession, customers: Sequence[tuple[int, Any]
     return await _select_contacts(session, Contact.account_id.in_(sorted(accounts)), or_(*found))
 
 
-async def _select_contacts(session: AsyncSession, *where: Any) -> list[_Row]:
+async def _select_contacts(
+    session: AsyncSession, *where: Any, params: dict[str, Any] | None = None
+) -> list[_Row]:
     result = await session.execute(
         select(
             Contact.id,
@@ -193,7 +200,8 @@ async def _select_contacts(session: AsyncSession, *where: Any) -> list[_Row]:
         )
         .where(*where)
         .order_by(Contact.id)
-        .with_for_update(key_share=True)
+        .with_for_update(key_share=True),
+        params,
     )
     rows = []
     for id_, account_id, external_id, *values in result:
@@ -227,7 +235,7 @@ async def _create(session: AsyncSession, created: list[_Row]) -> None:
     stored = {
         (r.account_id, r.external_id): r
         for r in await _select_contacts(
-            session, pair_in(Contact.account_id, Contact.external_id, keys)
+            session, pair_in(Contact.account_id, Contact.external_id), params=pair_params(keys)
         )
     }
     for row in created:

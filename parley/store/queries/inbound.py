@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.attributes import set_committed_value
@@ -33,7 +33,7 @@ from parley.store.queries.customers import (
     find_accounts,
     find_contacts,
 )
-from parley.store.queries.pairs import pair_in
+from parley.store.queries.pairs import pair_in, pair_params
 from parley.store.queries.upsert import insert_ignore, insert_ignore_many
 
 
@@ -154,12 +154,16 @@ async def _known_message_ids(
 ) -> set[tuple[int, str]]:
     if not keys:
         return set()
-    rows = await session.execute(
-        select(Message.account_id, Message.channel_message_id).where(
-            pair_in(Message.account_id, Message.channel_message_id, keys)
-        )
-    )
+    rows = await session.execute(_known_statement(), pair_params(keys))
     return {(account_id, mid or "") for account_id, mid in rows}
+
+
+@functools.cache
+def _known_statement() -> Select[int, str | None]:
+    """Built once: every batch of messages filed is checked against those stored."""
+    return select(Message.account_id, Message.channel_message_id).where(
+        pair_in(Message.account_id, Message.channel_message_id)
+    )
 
 
 async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tuple[int, str]]:

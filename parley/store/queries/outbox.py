@@ -81,8 +81,9 @@ async def claim_head(
     One UPDATE … RETURNING: only the head counts (a later row never goes before it), and a
     head another sender holds, or one in backoff, is left as it is."""
     now = utcnow()
+    connection = await session.connection()
     claimed = (
-        await session.execute(
+        await connection.execute(
             _claim_head_statement(),
             {"of_conversation": conversation_id, "now_at": now, "hold_until": now + hold},
         )
@@ -98,21 +99,24 @@ async def claim_head(
 
 @functools.cache
 def _claim_head_statement() -> Update:
+    """Core, on the session's connection: as an ORM statement, each claim went through the
+    ORM's bulk-update machinery (matching the session's objects) for objects it never has."""
+    columns = OUTBOX.c
     head = (
-        select(func.min(Outbox.id))
-        .where(Outbox.conversation_id == bindparam("of_conversation"))
+        select(func.min(columns.id))
+        .where(columns.conversation_id == bindparam("of_conversation"))
         .scalar_subquery()
     )
-    now = bindparam("now_at", type_=Outbox.next_attempt_at.type)
+    now = bindparam("now_at", type_=columns.next_attempt_at.type)
     return (
-        update(Outbox)
+        update(OUTBOX)
         .where(
-            Outbox.id == head,
-            Outbox.next_attempt_at <= now,
-            or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
+            columns.id == head,
+            columns.next_attempt_at <= now,
+            or_(columns.locked_until.is_(None), columns.locked_until < now),
         )
-        .values(locked_until=bindparam("hold_until", type_=Outbox.locked_until.type))
-        .returning(Outbox.id, Outbox.message_id, Outbox.attempts)
+        .values(locked_until=bindparam("hold_until", type_=columns.locked_until.type))
+        .returning(columns.id, columns.message_id, columns.attempts)
     )
 
 

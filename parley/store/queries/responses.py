@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, sele
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert, Update
 
+from parley.store.db import LaterRowcount, execute_held
 from parley.store.models import (
     CONVERSATIONS,
     RESPONSES,
@@ -199,6 +200,20 @@ async def set_status(
         {"response_id": response_id, "status": status, **values},
     )
     return bool(result.rowcount)
+
+
+async def hold_status(
+    session: AsyncSession, *, response_id: str, status: str, **values: Any
+) -> LaterRowcount:
+    """`set_status`, whose outcome (1 if it moved, else 0) is read after the transaction's
+    next statement: on SQLite the UPDATE goes to the database in that statement's trip
+    (`store.db.execute_held`)."""
+    connection = await session.connection()
+    return await execute_held(
+        connection,
+        _set_status_statement(tuple(sorted(values))),
+        {"response_id": response_id, "status": status, **values},
+    )
 
 
 @functools.cache

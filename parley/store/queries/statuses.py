@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
 from parley.store.models import MESSAGES, Message, utcnow
 from parley.store.queries.customers import find_accounts
 from parley.store.queries.outbox import queue_reported_failure
-from parley.store.queries.pairs import pair_in
+from parley.store.queries.pairs import pair_in, pair_params
 
 # A status only moves forward: Meta may deliver "read" before "delivered", or twice.
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "played": 4}
@@ -106,24 +107,25 @@ async def _named(
     if not keys:
         return {}
     by_id = {id_: key for key, id_ in accounts.items()}
-    rows = await session.execute(
-        select(
-            Message.account_id,
-            Message.channel_message_id,
-            Message.id,
-            Message.conversation_id,
-            Message.status,
-            Message.error,
-            Message.meta,
-        ).where(
-            pair_in(Message.account_id, Message.channel_message_id, keys),
-            Message.direction == "out",
-        )
-    )
+    rows = await session.execute(_named_statement(), pair_params(keys))
     return {
         (*by_id[account_id], mid or ""): _Sent(id_, conversation_id, status, error, meta or {})
         for account_id, mid, id_, conversation_id, status, error, meta in rows
     }
+
+
+@functools.cache
+def _named_statement() -> Select[Any]:
+    """Built once: every batch of status reports reads the messages it names."""
+    return select(
+        Message.account_id,
+        Message.channel_message_id,
+        Message.id,
+        Message.conversation_id,
+        Message.status,
+        Message.error,
+        Message.meta,
+    ).where(pair_in(Message.account_id, Message.channel_message_id), Message.direction == "out")
 
 
 def _advance(message: Message | _Sent, report: StatusUpdate) -> bool:

@@ -210,11 +210,12 @@ async def record_turn(
     chains on, and whether it prunes) are set on the conversation with the outcome. An
     `agent_turn` whose conversation a person took over meanwhile
     stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
-    `commits`: the caller commits right after, and the last statement (the usage's) carries
-    the COMMIT on SQLite (`store.db.ends_with_next_statement`). The replies' and outbox rows'
-    INSERTs return nothing, so on SQLite they ride with the statement after them
-    (`store.db.defers_next_statement`): a channel turn's outcome is three trips to SQLite's
-    thread, not five.
+    `commits`: the caller commits after this with no other statement in between, and the
+    last statement (the usage's) rides with the COMMIT on SQLite; the caller may read what
+    the statements before returned (a held rowcount, `store.db.execute_held`) before it
+    commits. The replies' and outbox rows' INSERTs return nothing, so on SQLite they ride with
+    the statement after them (`store.db.defers_next_statement`): a channel turn's outcome is
+    three trips to SQLite's thread, not five.
     """
     # The conversation row is locked first, as every writer to a conversation does (webhooks
     # too), so that writers queue on it instead of deadlocking on each other's message rows.

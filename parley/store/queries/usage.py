@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
-from parley.store.db import defers_next_statement, ends_with_next_statement
+from parley.store.db import defers_next_statement
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
 from parley.store.queries.upsert import dialect_insert
 
@@ -54,17 +54,16 @@ async def add_turn_usage(
     commits: bool = False,
 ) -> None:
     """`add_usage` and, for a Responses API user, `add_user_usage`, on the connection of the
-    transaction that stores the turn (which its caller already holds). `commits`: these are
-    the transaction's last statements, and the caller commits right after them (see
-    `store.db.ends_with_next_statement`)."""
+    transaction that stores the turn (which its caller already holds). Their outcomes are not
+    read: on SQLite the account's rides with the user's upsert; with `commits` (the caller
+    commits after them, with no other statement in between) the last rides with the COMMIT
+    (see `store.db.defers_next_statement`)."""
     last = user_id is None
     account = {"account_id": account_id}
-    if not last:  # its outcome is not read: on SQLite it rides with the user's upsert
-        defers_next_statement(connection)
-    await _add(connection, UsageDaily, owner=account, usage=usage, commits=commits and last)
+    await _add(connection, UsageDaily, owner=account, usage=usage, held=commits or not last)
     if user_id is not None:
         owner = {"user_id": user_id}
-        await _add(connection, UsageUserDaily, owner=owner, usage=usage, commits=commits)
+        await _add(connection, UsageUserDaily, owner=owner, usage=usage, held=commits)
 
 
 async def _add(
@@ -73,7 +72,7 @@ async def _add(
     *,
     owner: dict[str, int],
     usage: UsageAdd,
-    commits: bool = False,
+    held: bool = False,
 ) -> None:
     values = {
         "day": utcnow().date(),
@@ -87,8 +86,8 @@ async def _add(
         "cost_usd": usage.cost_usd or Decimal(0),
     }
     statement = _upsert(connection.dialect.name, table, tuple(owner))
-    if commits:
-        ends_with_next_statement(connection)
+    if held:
+        defers_next_statement(connection)
     await connection.execute(statement, values)
 
 
