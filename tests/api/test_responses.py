@@ -213,6 +213,16 @@ async def test_model_names_an_agent_profile_and_its_prompt(
     # The default profile keeps the built-in prompt.
     await client.responses.create(model="default", input="hi")
     assert upstream_bodies(openai_sim)[-1]["model"] == "gpt-5-mini"
+    # Each response's thread is its own conversation, under its profile; the bound one
+    # records the prompt version it follows.
+    threads = await parley.rows(
+        "SELECT c.profile, c.channel, c.prompt_version_id IS NOT NULL, count(m.id) "
+        "FROM responses r JOIN conversations c ON c.id = r.conversation_id "
+        "JOIN messages m ON m.conversation_id = c.id "
+        "GROUP BY r.id, r.created_at, c.profile, c.channel, c.prompt_version_id "
+        "ORDER BY r.created_at"
+    )
+    assert threads == [("sales", "api", True, 2), ("default", "api", False, 2)]
 
 
 async def test_unknown_model_is_a_bad_request(client: AsyncOpenAI) -> None:
