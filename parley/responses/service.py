@@ -28,25 +28,15 @@ from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
-from parley.store.db import holds_statements, last_statement_of
-from parley.store.models import (
-    Account,
-    AnyResponse,
-    Contact,
-    NewConversation,
-    NewResponse,
-    ResponseRecord,
-    utcnow,
-)
+from parley.store.db import last_statement_of
+from parley.store.models import Account, AnyResponse, Contact, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
-    API_CHANNEL,
     Thread,
     api_parties,
     find_idempotent,
     get_response,
     insert_response,
-    insert_thread_and_response,
     new_thread,
     set_status,
     thread_of,
@@ -113,7 +103,7 @@ class ResponsesService:
                 if earlier is not None:
                     return _replayed(earlier, request_hash)
             await self._check_model(session, request.model)
-            previous, thread, held = await self._thread(session, owner, request)
+            previous, thread = await self._thread(session, owner, request)
             # Chosen here, in the response's own transaction (it may record an A/B assignment).
             prompt = await choose_prompt(
                 session,
@@ -125,18 +115,8 @@ class ResponsesService:
             )
             record = _new_record(owner, request, thread, idempotency_key, request_hash)
             try:
-                if held:  # the thread's INSERT goes with the response's, in one trip
-                    thread = await insert_thread_and_response(
-                        session,
-                        account=thread.account,
-                        contact=thread.contact,
-                        profile=request.model,
-                        record=record,
-                        commits=True,
-                    )
-                else:
-                    await last_statement_of(session)
-                    await insert_response(session, record)
+                await last_statement_of(session)
+                await insert_response(session, record)
                 await session.commit()
                 self._remember(owner.user_id, thread)
             except IntegrityError:
@@ -174,28 +154,16 @@ class ResponsesService:
 
     async def _thread(
         self, session: AsyncSession, owner: Owner, request: CreateRequest
-    ) -> tuple[ResponseRecord | None, Thread, bool]:
-        """The response's previous one and its thread. A new thread is stored here, or, where
-        the store can hold its INSERT back for the response's (`store.db.holds_statements`)
-        and its prompt is chosen without its id (no prompt bound to the profile, so no A/B
-        test), stored with the response: then its conversation's id is 0 until it is
-        (`insert_thread_and_response`), and the last value returned is True. (Should a
-        binding appear between this look-up and the prompt's choice, the choice's UPDATE of
-        the conversation's version finds no row 0: the thread's next response records it.)"""
+    ) -> tuple[ResponseRecord | None, Thread]:
         if request.previous_response_id is None:
             parties = self._parties.get(owner.user_id)
             if parties is None:
                 parties = await api_parties(session, user_id=owner.user_id, user_name=owner.name)
             account, contact = parties
-            if holds_statements(await session.connection()) and not await self._prompts.binding_for(
-                session, account_id=account.id, profile=request.model
-            ):
-                pending = NewConversation(0, API_CHANNEL, request.model, None)
-                return None, Thread(pending, account, contact), True
             fresh = await new_thread(
                 session, account=account, contact=contact, profile=request.model
             )
-            return None, fresh, False
+            return None, fresh
         previous = await get_response(
             session, response_id=request.previous_response_id, user_id=owner.user_id
         )
@@ -206,7 +174,7 @@ class ResponsesService:
         )
         if previous is None or thread is None:
             raise NotFound("response", request.previous_response_id, param="previous_response_id")
-        return previous, thread, False
+        return previous, thread
 
     async def cancel(self, owner: Owner, response_id: str) -> ResponseRecord:
         async with self._sessions() as session:

@@ -285,12 +285,6 @@ def ends_with_next_statement(connection: AsyncConnection) -> None:
         driver.commit_with_next_statement()
 
 
-def holds_statements(connection: AsyncConnection) -> bool:
-    """Whether `connection` holds statements back for a later trip (SQLite's one-trip
-    driver): what `defers_next_statement` and `execute_held` save is a trip there only."""
-    return _one_trip_driver(connection) is not None
-
-
 def defers_next_statement(connection: AsyncConnection) -> None:
     """Nobody reads the outcome of `connection`'s next statement (no RETURNING, its rowcount
     unread): on SQLite it goes to the database's thread in the trip of the statement after it,

@@ -15,16 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert, ReturningInsert, Update
+from sqlalchemy.sql.dml import ReturningInsert, Update
 
-from parley.store.db import (
-    LaterRowcount,
-    defers_next_statement,
-    ends_with_next_statement,
-    execute_held,
-)
+from parley.store.db import LaterRowcount, execute_held
 from parley.store.models import (
     CONVERSATIONS,
     RESPONSES,
@@ -103,25 +98,22 @@ async def new_thread(
     One Core INSERT … RETURNING, built once, on the session's connection; the conversation
     comes back as a plain object (`NewConversation`), outside the session (its callers only
     read it), without the ORM's bulk-insert machinery around one row."""
+    now = utcnow()
     connection = await session.connection()
     result = await connection.execute(
-        _new_thread_statement(), _thread_values(account, contact, profile)
+        _new_thread_statement(),
+        {
+            "account_id": account.id,
+            "contact_id": contact.id,
+            "channel": API_CHANNEL,
+            "profile": profile,
+            "created_at": now,
+            "updated_at": now,
+            "last_message_at": now,
+        },
     )
     conversation = NewConversation(*result.one())
     return Thread(conversation, account, contact)
-
-
-def _thread_values(account: Account, contact: Contact, profile: str) -> dict[str, Any]:
-    now = utcnow()
-    return {
-        "account_id": account.id,
-        "contact_id": contact.id,
-        "channel": API_CHANNEL,
-        "profile": profile,
-        "created_at": now,
-        "updated_at": now,
-        "last_message_at": now,
-    }
 
 
 @functools.cache
@@ -230,57 +222,6 @@ def _set_status_statement(columns: tuple[str, ...]) -> Update:
         update(RESPONSES)
         .where(RESPONSES.c.id == bindparam("response_id"), RESPONSES.c.status.in_(OPEN_STATUSES))
         .values({name: bindparam(name) for name in ("status", *columns)})
-    )
-
-
-async def insert_thread_and_response(
-    session: AsyncSession,
-    *,
-    account: Account,
-    contact: Contact,
-    profile: str,
-    record: NewResponse,
-    commits: bool = False,
-) -> Thread:
-    """A new thread (`new_thread`) with its first response (`insert_response`), in one trip to
-    SQLite's thread: the conversation's INSERT is held back and rides with the response's,
-    which takes the conversation's id from SQLite's `last_insert_rowid()` (the row inserted
-    just before it, on the same connection) and returns it; `record.conversation_id` is set
-    from it. `commits`: the caller commits right after, and the same trip carries the COMMIT.
-    Only where the connection holds statements (`store.db.holds_statements`); a caller that
-    needs the conversation's id before its response is stored (a prompt A/B test assigns by
-    it) uses `new_thread` and `insert_response` instead."""
-    if commits:
-        await session.flush()  # nothing of the ORM's left for the commit to write after
-    connection = await session.connection()
-    defers_next_statement(connection)
-    await connection.execute(_hold_thread_statement(), _thread_values(account, contact, profile))
-    values = dict(zip(_COLUMNS, _values_of(record), strict=True))
-    del values["conversation_id"]
-    if commits:
-        ends_with_next_statement(connection)
-    result = await connection.execute(_insert_on_new_thread_statement(), values)
-    record.conversation_id = conversation_id = result.scalar_one()
-    return Thread(NewConversation(conversation_id, API_CHANNEL, profile, None), account, contact)
-
-
-@functools.cache
-def _hold_thread_statement() -> Insert:
-    return insert(CONVERSATIONS)
-
-
-@functools.cache
-def _insert_on_new_thread_statement() -> ReturningInsert[int]:
-    """The response's INSERT, its conversation the row SQLite inserted last (SQLite only)."""
-    columns: dict[str, Any] = {
-        name: bindparam(name, type_=RESPONSES.c[name].type)
-        for name in _COLUMNS
-        if name != "conversation_id"
-    }
-    return (
-        insert(RESPONSES)
-        .values({**columns, "conversation_id": func.last_insert_rowid()})
-        .returning(RESPONSES.c.conversation_id)
     )
 
 
