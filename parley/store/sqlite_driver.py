@@ -169,17 +169,16 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             raise StatementAfterCommit(
                 "the transaction was committed with its last statement; this one came after it"
             )
-        if adapted._defer_pending and not adapted._commit_pending:
-            adapted._defer_pending = False
-            taker, adapted._rowcount_taker = adapted._rowcount_taker, None
+        held = adapted._defer_pending and not adapted._commit_pending
+        adapted._defer_pending = False
+        taker, adapted._rowcount_taker = adapted._rowcount_taker, None
+        if held:
             adapted._deferred.append((operation, parameters, many, taker))
             # SQLAlchemy's async execute insists that the driver awaited something; this
             # completes at once, without a turn of the event loop.
             await_(_nothing())
             outcome = _NO_OUTCOME
         else:
-            adapted._defer_pending = False
-            taker, adapted._rowcount_taker = adapted._rowcount_taker, None
             commit, adapted._commit_pending = adapted._commit_pending, False
             outcome = adapted._send(operation, parameters, many, commit=commit)
             if taker is not None:  # asked to be held back, but it carried the COMMIT
