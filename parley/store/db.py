@@ -285,14 +285,18 @@ def ends_with_next_statement(connection: AsyncConnection) -> None:
         driver.commit_with_next_statement()
 
 
-def defers_next_statement(connection: AsyncConnection) -> None:
+def defers_next_statement(
+    connection: AsyncConnection, rowcount: sqlite_driver.RowcountTaker | None = None
+) -> bool:
     """Nobody reads the outcome of `connection`'s next statement (no RETURNING, its rowcount
     unread): on SQLite it goes to the database's thread in the trip of the statement after it,
     or of the COMMIT, rather than in a trip of its own; an error it raises is raised there.
-    Nothing changes on other drivers."""
+    Nothing changes on other drivers. `rowcount` is told the statement's rowcount once it has
+    run. Returns whether the statement will be held back."""
     driver = _one_trip_driver(connection)
     if driver is not None:
-        driver.defer_next_statement()
+        driver.defer_next_statement(rowcount)
+    return driver is not None
 
 
 class LaterRowcount:
@@ -322,12 +326,10 @@ async def execute_held(
     `defers_next_statement`), and the rowcount is known once that trip is back. On other
     drivers it runs at once, and so is its rowcount known."""
     rowcount = LaterRowcount()
-    driver = _one_trip_driver(connection)
-    if driver is not None:
-        driver.defer_next_statement(rowcount.take)
-        await connection.execute(statement, parameters)
-    else:
-        rowcount.take((await connection.execute(statement, parameters)).rowcount)
+    held = defers_next_statement(connection, rowcount.take)
+    result = await connection.execute(statement, parameters)
+    if not held:
+        rowcount.take(result.rowcount)  # type: ignore[attr-defined]
     return rowcount
 
 

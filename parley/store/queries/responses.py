@@ -195,10 +195,7 @@ async def set_status(
     it too) cost more than the UPDATE, and so did building the statement anew each time;
     callers that hold the row's object set it themselves."""
     connection = await session.connection()
-    result = await connection.execute(
-        _set_status_statement(tuple(sorted(values))),
-        {"response_id": response_id, "status": status, **values},
-    )
+    result = await connection.execute(*_status_change(response_id, status, values))
     return bool(result.rowcount)
 
 
@@ -209,11 +206,15 @@ async def hold_status(
     next statement: on SQLite the UPDATE goes to the database in that statement's trip
     (`store.db.execute_held`)."""
     connection = await session.connection()
-    return await execute_held(
-        connection,
-        _set_status_statement(tuple(sorted(values))),
-        {"response_id": response_id, "status": status, **values},
-    )
+    return await execute_held(connection, *_status_change(response_id, status, values))
+
+
+def _status_change(
+    response_id: str, status: str, values: dict[str, Any]
+) -> tuple[Update, dict[str, Any]]:
+    """The UPDATE moving an open response on, and its parameters."""
+    parameters = {"response_id": response_id, "status": status, **values}
+    return _set_status_statement(tuple(sorted(values))), parameters
 
 
 @functools.cache
