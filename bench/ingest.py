@@ -37,7 +37,9 @@ from tests.servers import free_port
 
 # Webhooks Parley acknowledged (each bench body carries one message). Not the filed-messages
 # metric: filing runs after the 200, so it lags the acknowledgements under load.
-ACCEPTED = re.compile(r'^parley_webhooks_acknowledged_total\{channel="whatsapp"\} (\S+)$', re.M)
+ACCEPTED = re.compile(
+    r'^parley_webhooks_total\{channel="whatsapp",outcome="accepted"\} (\S+)$', re.M
+)
 
 
 @dataclass
@@ -135,7 +137,7 @@ async def accepted_messages(url: str, timeout: float = 15) -> int:
         while time.monotonic() < deadline:
             found = ACCEPTED.search((await client.get("/metrics")).text)
             if found is None:
-                raise RuntimeError("parley_webhooks_acknowledged_total missing from /metrics")
+                raise RuntimeError("parley_webhooks_total (accepted) missing from /metrics")
             count = int(float(found.group(1)))
             if count == last:
                 return count

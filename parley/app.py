@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.agent.prompts import profile_exists
 from parley.api import (
@@ -113,10 +113,10 @@ def create_app(settings: Settings, role: Role = "serve") -> FastAPI:
 
 
 class ParleyApp(FastAPI):
-    """FastAPI with the webhook door in front of its whole middleware stack: a signed webhook
-    POST, the hottest request by far, is answered before FastAPI's own layers (its error,
-    telemetry and body-limit middleware) and Parley's run; every other request goes through
-    them untouched. Inside the request's trace span, when tracing is on."""
+    """FastAPI with the webhook door in front of it: a signed webhook POST, the hottest
+    request by far, is answered before FastAPI's own layers (its entry, error, telemetry and
+    body-limit middleware) and Parley's run; every other request goes through them untouched.
+    Inside the request's trace span, when tracing is on."""
 
     def __init__(self, *, door: Door, **options: Any) -> None:
         # Parley traces each request itself (`observability.tracing`: OpenTelemetry's ASGI
@@ -126,9 +126,15 @@ class ParleyApp(FastAPI):
         options.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
         super().__init__(**options)
         self._door = door
+        self._front: ASGIApp | None = None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        return tracing.trace_requests(WebhookDoor(super().build_middleware_stack(), self._door))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The door goes ahead of FastAPI's and Starlette's own entry too (each a call and a
+        # check per request); built on first use, when tracing has been configured.
+        front = self._front
+        if front is None:
+            front = self._front = tracing.trace_requests(WebhookDoor(super().__call__, self._door))
+        await front(scope, receive, send)
 
 
 def build_responses(runtime: Runtime) -> ResponsesService:

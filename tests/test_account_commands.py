@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from parley.channels.signature import sign
 from parley.cli import app
+from parley.observability.logging import reset_logging
 from parley.store.migrate import upgrade
 from parley.testing import GraphSimulator, OpenAISimulator
 from tests.conftest import MakeParley, Store
@@ -39,7 +39,7 @@ def environment(
     monkeypatch.setenv("SHOP_TOKEN", OTHER_TOKEN)
     monkeypatch.setenv("SHOP_APP_SECRET", SHOP_APP_SECRET)
     yield
-    structlog.reset_defaults()  # the commands configure logging for their process
+    reset_logging()  # the commands configure logging for their process
 
 
 def invoke(*args: str, stdin: str | None = None, code: int = 0) -> str:

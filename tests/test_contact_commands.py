@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from parley.cli import app
 from parley.config import Settings
+from parley.observability.logging import reset_logging
 from parley.runtime import build_llm
 from parley.store.db import create_engine, create_sessionmaker
 from parley.testing import GraphSimulator, OpenAISimulator
@@ -36,7 +36,7 @@ def environment(
     for key, value in settings_env.items():
         monkeypatch.setenv(key, value)
     yield
-    structlog.reset_defaults()  # the commands configure logging for their process
+    reset_logging()  # the commands configure logging for their process
 
 
 def invoke(*args: str, stdin: str | None = None, code: int = 0) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from parley.cli import app
+from parley.observability.logging import reset_logging
 from parley.store.migrate import upgrade
 from parley.store.models import UsageDaily
 from tests.api.test_conversations_admin import seed
@@ -33,7 +33,7 @@ def environment(
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: Rich wraps cells to fit
     yield
-    structlog.reset_defaults()  # the commands configure logging for their process
+    reset_logging()  # the commands configure logging for their process
 
 
 def invoke(*args: str, code: int = 0, stdin: str | None = None) -> str:

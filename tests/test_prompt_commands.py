@@ -7,16 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from parley.cli import app
+from parley.observability.logging import reset_logging
 
 
 @pytest.fixture(autouse=True)
 def _logging_reset() -> Iterator[None]:
     yield
-    structlog.reset_defaults()  # the commands configure logging for their process
+    reset_logging()  # the commands configure logging for their process
 
 
 PROMPT_FILE = """---

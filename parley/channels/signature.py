@@ -7,7 +7,6 @@ round trip would change the bytes and with them the digest.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -78,4 +77,6 @@ def _received_digest(header_value: str | None) -> bytes:
 
 
 def _digest(body: bytes, secret: str) -> bytes:
-    return hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    # The one-shot form: OpenSSL's HMAC in one call, without the HMAC object (five Python
+    # calls) that `hmac.new(…).digest()` builds for every webhook.
+    return hmac.digest(secret.encode(), body, "sha256")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -33,11 +35,11 @@ from parley.ingress import verification
 from parley.ingress.inbox import InboxUnavailable, InboxWriter
 from parley.observability import tracing
 from parley.observability.correlation import HEADER, incoming_correlation_id
+from parley.observability.logging import writes
 from parley.observability.metrics import (
     WEBHOOK_ACK_SECONDS,
     WEBHOOK_OUTCOMES,
     WEBHOOKS,
-    WEBHOOKS_ACKNOWLEDGED,
 )
 from parley.runtime import Runtime
 from parley.store.db import create_engine
@@ -74,7 +76,6 @@ class _Counters:
         bound = _ChannelCounters(
             outcomes={outcome: WEBHOOKS.labels(name, outcome) for outcome in WEBHOOK_OUTCOMES},
             ack=WEBHOOK_ACK_SECONDS.labels(name),
-            acknowledged=WEBHOOKS_ACKNOWLEDGED.labels(name),
         )
         self._channels[name] = bound
         return bound
@@ -84,14 +85,12 @@ class _Counters:
         bound.outcomes[outcome].inc()
         if outcome == "accepted":
             bound.ack.observe(time.perf_counter() - started)
-            bound.acknowledged.inc()
 
 
 @dataclass(frozen=True, slots=True)
 class _ChannelCounters:
     outcomes: dict[str, Counter]
     ack: Histogram
-    acknowledged: Counter
 
 
 @dataclass
@@ -193,7 +192,7 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
             return 413, b"payload too large"
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = _RawHeaders(scope["headers"])
         accounts = self.door.accounts
         if accounts is None:
             return 503, b"store unavailable"
@@ -244,16 +243,53 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
             return 503, b"store unavailable"
-        log.info(
-            "webhook.received", channel=channel.name, bytes=len(body), correlation_id=correlation_id
-        )
+        if writes(logging.INFO):
+            log.info(
+                "webhook.received",
+                channel=channel.name,
+                bytes=len(body),
+                correlation_id=correlation_id,
+            )
         return 200, b""
+
+
+class _RawHeaders(Mapping[str, str]):
+    """A request's headers as the channels read them (lower-case names), decoded only when
+    looked up: verifying a webhook reads one of them, and decoding them all into a dict cost
+    a call per name and per value on every webhook."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def get(self, name: str, default: Any = None) -> Any:
+        wanted = name.encode("latin-1")
+        for key, value in self._raw:
+            if key == wanted:
+                return value.decode("latin-1")
+        return default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name, _MISSING)
+        if value is _MISSING:
+            raise KeyError(name)
+        return cast(str, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.decode("latin-1") for key, _ in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+_MISSING = object()
 
 
 def _foreign_accounts(
     channel: Channel,
     body: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     signer: verification.Signer,
     directory: Directory,
 ) -> list[str]:

@@ -1,7 +1,8 @@
 """Group commit: many concurrent webhooks appended to the inbox in one transaction.
 
-Each request puts its body and a future on a queue; one task drains whatever is waiting (up to
-`max_batch`), inserts it with one statement, commits, and resolves the futures. A commit is
+Each request adds its body and a future to the newest batch; one task takes the batches in
+order (each up to `max_batch`), inserts each with one statement, commits, and resolves its
+futures. A commit is
 the expensive part of accepting a webhook (a sync to disk, a round trip to PostgreSQL), so
 under load one commit acknowledges many webhooks, and at low load a webhook waits for no one.
 """
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,15 +33,22 @@ class InboxUnavailable(Exception):
     """The body was not committed in time (or at all): the channel should deliver it again."""
 
 
-@dataclass
-class _Waiting:
-    arrival: Arrival
-    done: asyncio.Future[None]
+class _Batch:
+    """Webhooks committed in one transaction, and the one timer that answers them all 503
+    should their commit not come in time."""
+
+    __slots__ = ("arrivals", "timer", "waiters")
+
+    def __init__(self) -> None:
+        self.arrivals: list[Arrival] = []
+        self.waiters: list[asyncio.Future[None]] = []
+        self.timer: asyncio.TimerHandle | None = None
 
 
-def _expire(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_exception(InboxUnavailable("the store did not commit in time"))
+def _expire(batch: _Batch) -> None:
+    for done in batch.waiters:
+        if not done.done():
+            done.set_exception(InboxUnavailable("the store did not commit in time"))
 
 
 class InboxWriter:
@@ -57,7 +65,13 @@ class InboxWriter:
         self._timeout = timeout
         self._on_commit = on_commit
         # Bounded, so that a stalled store turns into quick 503s instead of unbounded memory.
-        self._pending: asyncio.Queue[_Waiting] = asyncio.Queue(maxsize=max_batch * 16)
+        self._limit = max_batch * 16
+        self._batches: deque[_Batch] = deque()
+        self._open: _Batch | None = None  # the newest batch, still taking webhooks
+        self._waiting = 0  # webhooks in `_batches`
+        self._wake: asyncio.Future[None] | None = None
+        self._idle = asyncio.Event()  # nothing waiting, nothing being committed
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
 
@@ -69,7 +83,7 @@ class InboxWriter:
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.join(), timeout=self._timeout)
+            await asyncio.wait_for(self._idle.wait(), timeout=self._timeout)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -77,28 +91,43 @@ class InboxWriter:
     async def append(self, arrival: Arrival) -> None:
         """Return once `arrival` is committed; `InboxUnavailable` if it was not, in time.
 
-        A timeout does not cancel the insert: the row may still commit, and the channel's
-        re-delivery is then filed as a known message id, which is a no-op.
+        Webhooks join the newest batch that the writer has not taken yet (a new one once it
+        holds `max_batch`). The batch's timer starts with its first webhook, so a webhook that
+        joins later may be answered 503 up to one commit's time early. A timeout does not
+        cancel the insert: the row may still commit, and the channel's re-delivery is then
+        filed as a known message id, which is a no-op.
+
+        Plain lists and one timer per batch, rather than a queue and a timer per webhook: this
+        runs for every webhook, and those cost a dozen Python calls each time.
         """
         if self._task is None:
             raise InboxUnavailable("the inbox writer is not running")
+        if self._waiting >= self._limit:
+            raise InboxUnavailable("too many webhooks waiting for the store")
         loop = asyncio.get_running_loop()
+        batch = self._open
+        if batch is None or len(batch.arrivals) >= self._max_batch:
+            batch = self._open = _Batch()
+            batch.timer = loop.call_later(self._timeout, _expire, batch)
+            self._batches.append(batch)
+            self._idle.clear()
+            wake = self._wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)
         done: asyncio.Future[None] = loop.create_future()
-        try:
-            self._pending.put_nowait(_Waiting(arrival, done))
-        except asyncio.QueueFull:
-            raise InboxUnavailable("too many webhooks waiting for the store") from None
-        # A timer that fails the future, rather than `wait_for(shield(…))`: the same outcome
-        # for a fraction of the cost (no inner task, no second future), on every webhook.
-        timer = loop.call_later(self._timeout, _expire, done)
-        try:
-            await done
-        finally:
-            timer.cancel()
+        batch.arrivals.append(arrival)
+        batch.waiters.append(done)
+        self._waiting += 1
+        await done
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._pending.get()]
+            if not self._batches:
+                self._idle.set()
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
             # Webhooks that arrived during a commit are committed right after it, before the
             # shared connection's next transaction (on SQLite), for a few commits in a row:
             # otherwise each would wait for a whole transaction of the filer or a turn.
@@ -106,35 +135,39 @@ class InboxWriter:
             # stream, a commit's worth of time apart.
             async with priority_commit(self._engine):
                 for chained in range(1, _CHAIN + 1):
-                    while len(batch) < self._max_batch and not self._pending.empty():
-                        batch.append(self._pending.get_nowait())
-                    try:
-                        await self._commit(batch)
-                    finally:
-                        for _ in batch:
-                            self._pending.task_done()
-                    if chained == _CHAIN or self._pending.empty():
+                    await self._commit(self._take())
+                    if chained == _CHAIN or not self._batches:
                         break
-                    batch = [self._pending.get_nowait()]
 
-    async def _commit(self, batch: list[_Waiting]) -> None:
+    def _take(self) -> _Batch:
+        """The oldest batch, which takes no more webhooks from now on."""
+        batch = self._batches.popleft()
+        if batch is self._open:
+            self._open = None
+        self._waiting -= len(batch.arrivals)
+        return batch
+
+    async def _commit(self, batch: _Batch) -> None:
         try:
             async with self._engine.begin() as connection:
                 ends_with_next_statement(connection)  # its COMMIT in the INSERT's trip
-                await append(connection, [w.arrival for w in batch])
+                await append(connection, batch.arrivals)
         except Exception as exc:
-            log.error("inbox.commit_failed", webhooks=len(batch), error=type(exc).__name__)
+            log.error("inbox.commit_failed", webhooks=len(batch.arrivals), error=type(exc).__name__)
             failure = InboxUnavailable(f"commit failed: {type(exc).__name__}")
-            for waiting in batch:
-                if not waiting.done.done():
-                    waiting.done.set_exception(failure)
+            for done in batch.waiters:
+                if not done.done():
+                    done.set_exception(failure)
                     # Marked retrieved: a request that timed out never awaits its future.
-                    waiting.done.exception()
+                    done.exception()
             return
+        finally:
+            if batch.timer is not None:
+                batch.timer.cancel()
         self.commits += 1
         INBOX_COMMITS.inc()
-        for waiting in batch:
-            if not waiting.done.done():
-                waiting.done.set_result(None)
+        for done in batch.waiters:
+            if not done.done():
+                done.set_result(None)
         if self._on_commit is not None:
             self._on_commit()

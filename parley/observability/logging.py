@@ -199,6 +199,25 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
+_writes_from = logging.NOTSET
+"""The lowest level written, as `configure_logging` last set it (until then, every level)."""
+
+
+def writes(level: int) -> bool:
+    """Whether a line at `level` would be written. For the hottest paths only (the webhook
+    door's line per request): structlog builds a bound logger for every call on a module's
+    logger, even for a line its level then drops."""
+    return level >= _writes_from
+
+
+def reset_logging() -> None:
+    """structlog's defaults back (every level written, to stdout), as before any
+    `configure_logging`."""
+    global _writes_from
+    _writes_from = logging.NOTSET
+    structlog.reset_defaults()
+
+
 def configure_logging(
     level: str = "INFO", fmt: str = "console", secrets: Iterable[str] = ()
 ) -> None:
@@ -218,9 +237,11 @@ def configure_logging(
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    global _writes_from
+    _writes_from = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, final, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(_writes_from),
         logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -33,11 +33,6 @@ WEBHOOK_ACK_SECONDS = Histogram(
     ["channel"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-WEBHOOKS_ACKNOWLEDGED = Counter(
-    "parley_webhooks_acknowledged_total",
-    "Webhook bodies committed to the inbox and answered 200",
-    ["channel"],
-)
 INBOX_COMMITS = Counter("parley_inbox_commits_total", "Group commits of webhook bodies")
 
 # --- Filing -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from parley.ingress.inbox import InboxWriter
+from parley.ingress.inbox import InboxUnavailable, InboxWriter
 from parley.store.db import create_engine, priority_pending
 from parley.store.migrate import upgrade
 from parley.store.queries.inbox import Arrival
@@ -103,6 +103,119 @@ async def test_the_writer_begins_once_the_shared_transaction_ends_not_in_sqlites
                 assert not append.done()
             await append  # raised InboxUnavailable had the BEGIN been refused
         assert writer.commits == 3
+    finally:
+        await writer.close()
+        await own.dispose()
+
+
+def _arrivals(count: int, first: int = 0) -> list[Arrival]:
+    return [
+        Arrival("whatsapp", body_bytes(whatsapp_texts(f"3460008{n:04d}", ["x"])), f"c{n}")
+        for n in range(first, first + count)
+    ]
+
+
+@pytest.fixture
+async def inbox_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The writer's engine as `parley serve` and `parley api` make it: on SQLite a priority
+    writer of the shared connection's file, on PostgreSQL the shared engine."""
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    own = None
+    if database_url.startswith("sqlite"):
+        own = create_engine(database_url, durable=True, ahead_of=engine)
+    yield own or engine
+    if own is not None:
+        await own.dispose()
+    await engine.dispose()
+
+
+async def _stored(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(text("SELECT correlation_id FROM inbox ORDER BY id"))
+        return [row[0] for row in rows]
+
+
+async def test_webhooks_arriving_together_are_committed_in_batches_of_at_most_max_batch(
+    inbox_engine: AsyncEngine,
+) -> None:
+    engine = inbox_engine
+    writer = InboxWriter(engine, max_batch=10, timeout=10)
+    writer.start()
+    arrivals = _arrivals(45)
+    try:
+        # All 45 join before the writer runs again: four full batches and one of five.
+        await asyncio.gather(*(writer.append(arrival) for arrival in arrivals))
+        assert writer.commits == 5
+        assert await _stored(engine) == [a.correlation_id for a in arrivals]
+    finally:
+        await writer.close()
+
+
+async def test_closing_commits_what_is_waiting_first(inbox_engine: AsyncEngine) -> None:
+    engine = inbox_engine
+    writer = InboxWriter(engine, max_batch=4, timeout=10)
+    writer.start()
+    arrivals = _arrivals(10)
+    appends = [asyncio.create_task(writer.append(arrival)) for arrival in arrivals]
+    await asyncio.sleep(0)  # every append has joined a batch; none is committed yet
+    assert writer.commits == 0
+    await writer.close()
+    assert all(task.done() and task.exception() is None for task in appends)
+    assert await _stored(engine) == [a.correlation_id for a in arrivals]
+
+
+async def test_a_batch_not_committed_in_time_is_refused_and_its_rows_still_land(
+    shared: AsyncEngine,
+) -> None:
+    """Every webhook of a batch whose commit waits past the timeout is answered 503 (the
+    channel delivers it again, filed then as a known message id); the commit itself goes on."""
+    own = create_engine(str(shared.url), durable=True, ahead_of=shared)
+    writer = InboxWriter(own, max_batch=256, timeout=0.3)
+    writer.start()
+    arrivals = _arrivals(3)
+    try:
+        async with shared.begin() as connection:  # a turn holds the write lock past the timeout
+            await connection.execute(text("DELETE FROM inbox WHERE id < 0"))
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(writer.append(arrival) for arrival in arrivals), return_exceptions=True
+            )
+            waited = time.monotonic() - started
+        assert [type(outcome) for outcome in outcomes] == [InboxUnavailable] * 3
+        assert all("in time" in str(outcome) for outcome in outcomes)
+        assert 0.25 < waited < 5
+        await until(lambda: writer.commits == 1)
+        assert await _stored(own) == [a.correlation_id for a in arrivals]
+    finally:
+        await writer.close()
+        await own.dispose()
+
+
+async def test_webhooks_past_the_waiting_bound_are_refused_at_once(shared: AsyncEngine) -> None:
+    own = create_engine(str(shared.url), durable=True, ahead_of=shared)
+    writer = InboxWriter(own, max_batch=1, timeout=10)  # at most 16 waiting
+    writer.start()
+    arrivals = _arrivals(20)
+    try:
+        async with shared.begin() as connection:  # the store is stalled
+            await connection.execute(text("DELETE FROM inbox WHERE id < 0"))
+            appends = [asyncio.create_task(writer.append(arrival)) for arrival in arrivals]
+            await until(lambda: any(task.done() for task in appends))
+            refused = [task for task in appends if task.done()]
+            for task in refused:
+                error = task.exception()
+                assert isinstance(error, InboxUnavailable)
+                assert "too many" in str(error)
+            # All twenty arrive before the writer takes a batch: sixteen may wait.
+            assert len(refused) == 20 - 16
+        await asyncio.gather(*(task for task in appends if task not in refused))
+        kept = [
+            a.correlation_id
+            for a, task in zip(arrivals, appends, strict=True)
+            if task not in refused
+        ]
+        assert await _stored(own) == kept
     finally:
         await writer.close()
         await own.dispose()

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from parley.config import Settings
+from parley.observability import logging as parley_logging
 from parley.observability.logging import configure_logging
 from parley.store.db import create_engine
 from tests.conftest import Parley
@@ -46,7 +47,7 @@ def json_lines(output: str) -> list[dict[str, object]]:
 @pytest.fixture
 def reset_logging() -> Iterator[None]:
     yield
-    structlog.reset_defaults()
+    parley_logging.reset_logging()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]:
         root.removeHandler(handler)

@@ -16,7 +16,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from parley.observability.logging import configure_logging, redact
+from parley.observability.logging import configure_logging, redact, reset_logging
 from parley.testing import GraphSimulator
 from tests.conftest import Parley
 from tests.factories import PHONE_NUMBER_ID, body_bytes, signed_headers, whatsapp_texts
@@ -125,7 +125,7 @@ def json_logs() -> Iterator[None]:
     """PARLEY_LOG_FORMAT=json for the test (set in the test, once the app's uvicorn, which
     the CLI runs with `log_config=None` but the test server does not, has started)."""
     yield
-    structlog.reset_defaults()
+    reset_logging()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if type(h).__name__ == "_StderrHandler"]:
         root.removeHandler(handler)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from parley.store.models import INBOX, InboxEntry, utcnow
@@ -33,16 +35,48 @@ class InboxRow:
     received_at: datetime
 
 
-_APPEND = insert(INBOX)
-"""Built once (its cache key is then computed once): every acknowledged webhook runs it."""
+_APPEND_COLUMNS = ("channel", "body", "correlation_id", "received_at")
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    """The inbox INSERT as one dialect's driver takes it."""
+
+    sql: str
+    named: bool  # the driver takes a dict per row (pyformat), else a tuple in column order
+    received_at: Callable[[datetime], Any]  # the time as the driver takes it
+
+
+_APPENDS: dict[tuple[str, str], _Append] = {}
+
+
+def _append_for(dialect: Dialect) -> _Append:
+    key = (dialect.name, dialect.driver)
+    found = _APPENDS.get(key)
+    if found is None:
+        compiled = insert(INBOX).inline().compile(dialect=dialect, column_keys=_APPEND_COLUMNS)
+        named = not compiled.positional
+        if not named and compiled.positiontup != list(_APPEND_COLUMNS):
+            raise RuntimeError(f"inbox INSERT parameters out of order: {compiled.positiontup}")
+        convert = INBOX.c.received_at.type._cached_bind_processor(dialect)
+        found = _APPENDS[key] = _Append(str(compiled), named, convert or (lambda value: value))
+    return found
 
 
 async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> None:
-    """Insert every arrival in one statement (executemany); the caller commits."""
-    now = utcnow()
-    await connection.execute(
-        _APPEND,
-        [
+    """Insert every arrival in one statement (executemany); the caller commits.
+
+    The rows go to the driver as they are (`exec_driver_sql`, the statement compiled once per
+    dialect): every webhook is a row here, and as a Core INSERT each row's four values went
+    through SQLAlchemy's parameter processing one by one. The strings and bytes need none on
+    any driver; the time, the one typed value and the same for the whole batch, is converted
+    once by its column's type.
+    """
+    statement = _append_for(connection.dialect)
+    now = statement.received_at(utcnow())
+    rows: list[Any]
+    if statement.named:
+        rows = [
             {
                 "channel": a.channel,
                 "body": a.body,
@@ -50,8 +84,10 @@ async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> No
                 "received_at": now,
             }
             for a in arrivals
-        ],
-    )
+        ]
+    else:
+        rows = [(a.channel, a.body, a.correlation_id, now) for a in arrivals]
+    await connection.exec_driver_sql(statement.sql, rows)
 
 
 async def take_oldest(session: AsyncSession, *, limit: int) -> list[InboxRow] | None:
