@@ -447,8 +447,8 @@ class Settings(BaseSettings):
     parley_inbox_timeout: float = Field(
         default=5.0,
         gt=0,
-        description="Seconds a webhook waits for its inbox commit before it is answered 503 "
-        "(the channel delivers it again).",
+        description="Seconds a batch of webhooks waits for its inbox commit, from its first "
+        "webhook, before they are answered 503 (the channel delivers them again).",
     )
     parley_filer_batch: int = Field(
         default=8,
