@@ -14,6 +14,7 @@ import httpx
 
 from parley.testing import GraphSimulator, OpenAISimulator, wait_until_ready
 from tests.conftest import Parley, Store
+from tests.console.helpers import new_user
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 from tests.servers import free_port
 
@@ -86,6 +87,38 @@ async def test_sigterm_mid_turn_then_restart_answers_the_accepted_message(
         await graph_sim.wait_for_sends(1, timeout=15)
         assert graph_sim.texts_to("34600000071") == ["Echo: answer me after the restart"]
         await store.wait_for_rows(STATUSES, [("in", "answered"), ("out", "sent")])
+    finally:
+        process.send_signal(signal.SIGINT)
+        await stopped_cleanly(process)
+
+
+async def test_the_served_app_believes_a_trusted_proxys_headers(
+    settings_env: dict[str, str], tmp_path: Path, store: Store
+) -> None:
+    """`parley serve` believes the proxy headers of a trusted address (loopback by default,
+    FORWARDED_ALLOW_IPS): behind a TLS proxy the console's cookie is Secure; a webhook POST
+    with the same headers is answered as any other."""
+    process, url = await start_serve({**os.environ, **settings_env}, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=url) as client:
+            _, token = await new_user(client, "proxied", is_admin=True)
+            https = {"x-forwarded-proto": "https", "x-forwarded-for": "203.0.113.7"}
+            signed_in = await client.post(
+                "/console/login", data={"token": token}, headers={**https, "origin": url}
+            )
+            assert signed_in.status_code == 303, signed_in.text
+            flags = {p.strip().lower() for p in signed_in.headers["set-cookie"].split(";")}
+            assert "secure" in flags
+            plain = await client.post(
+                "/console/login", data={"token": token}, headers={"origin": url}
+            )
+            flags = {p.strip().lower() for p in plain.headers["set-cookie"].split(";")}
+            assert "secure" not in flags
+            body = body_bytes(whatsapp_texts("34600000072", ["through the proxy"]))
+            webhook = await client.post(
+                "/webhooks/whatsapp", content=body, headers={**signed_headers(body), **https}
+            )
+            assert webhook.status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         await stopped_cleanly(process)
