@@ -2,9 +2,9 @@
 
 Each request adds its body and a future to the newest batch; one task takes the batches in
 order (each up to `max_batch`), inserts each with one statement, commits, and resolves its
-futures. A commit is
-the expensive part of accepting a webhook (a sync to disk, a round trip to PostgreSQL), so
-under load one commit acknowledges many webhooks, and at low load a webhook waits for no one.
+futures. A commit is the expensive part of accepting a webhook (a sync to disk, a round trip
+to PostgreSQL), so under load one commit acknowledges many webhooks, and at low load a webhook
+waits for no one.
 """
 
 from __future__ import annotations
@@ -46,9 +46,17 @@ class _Batch:
 
 
 def _expire(batch: _Batch) -> None:
+    _fail(batch, InboxUnavailable("the store did not commit in time"))
+
+
+def _fail(batch: _Batch, failure: InboxUnavailable) -> None:
+    if batch.timer is not None:
+        batch.timer.cancel()
     for done in batch.waiters:
         if not done.done():
-            done.set_exception(InboxUnavailable("the store did not commit in time"))
+            done.set_exception(failure)
+            # Marked retrieved: a request that timed out never awaits its future.
+            done.exception()
 
 
 class InboxWriter:
@@ -78,15 +86,21 @@ class InboxWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
 
-    async def close(self) -> None:
-        """Commit what is already waiting, then stop."""
+    async def close(self, grace: float | None = None) -> None:
+        """Commit what is already waiting (for at most `grace` seconds, the inbox timeout by
+        default), then stop; webhooks still waiting are answered 503."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout=self._timeout)
+            await asyncio.wait_for(
+                self._idle.wait(), timeout=self._timeout if grace is None else grace
+            )
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        stopped = InboxUnavailable("the inbox writer stopped")
+        while self._batches:
+            _fail(self._take(), stopped)
 
     async def append(self, arrival: Arrival) -> None:
         """Return once `arrival` is committed; `InboxUnavailable` if it was not, in time.
@@ -152,18 +166,15 @@ class InboxWriter:
             async with self._engine.begin() as connection:
                 ends_with_next_statement(connection)  # its COMMIT in the INSERT's trip
                 await append(connection, batch.arrivals)
+        except asyncio.CancelledError:  # the writer stopped mid-commit: none is left waiting
+            _fail(batch, InboxUnavailable("the inbox writer stopped"))
+            raise
         except Exception as exc:
             log.error("inbox.commit_failed", webhooks=len(batch.arrivals), error=type(exc).__name__)
-            failure = InboxUnavailable(f"commit failed: {type(exc).__name__}")
-            for done in batch.waiters:
-                if not done.done():
-                    done.set_exception(failure)
-                    # Marked retrieved: a request that timed out never awaits its future.
-                    done.exception()
+            _fail(batch, InboxUnavailable(f"commit failed: {type(exc).__name__}"))
             return
-        finally:
-            if batch.timer is not None:
-                batch.timer.cancel()
+        if batch.timer is not None:
+            batch.timer.cancel()
         self.commits += 1
         INBOX_COMMITS.inc()
         for done in batch.waiters:

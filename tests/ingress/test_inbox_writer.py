@@ -219,3 +219,27 @@ async def test_webhooks_past_the_waiting_bound_are_refused_at_once(shared: Async
     finally:
         await writer.close()
         await own.dispose()
+
+
+async def test_closing_while_the_store_is_stalled_answers_every_waiting_webhook(
+    shared: AsyncEngine,
+) -> None:
+    """The one being committed and the ones queued behind it: none is left waiting for a
+    writer that has stopped (each is answered 503, and the channel delivers it again)."""
+    own = create_engine(str(shared.url), durable=True, ahead_of=shared)
+    writer = InboxWriter(own, max_batch=1, timeout=30)
+    writer.start()
+    try:
+        async with shared.begin() as connection:  # the store is stalled
+            await connection.execute(text("DELETE FROM inbox WHERE id < 0"))
+            appends = [asyncio.create_task(writer.append(a)) for a in _arrivals(3)]
+            await until(lambda: priority_pending(shared))  # the first is being committed
+            started = time.monotonic()
+            await writer.close(grace=0)
+            outcomes = await asyncio.gather(*appends, return_exceptions=True)
+            assert time.monotonic() - started < 5  # not the 30 s of the inbox timeout
+        assert [type(outcome) for outcome in outcomes] == [InboxUnavailable] * 3
+        assert all("stopped" in str(outcome) for outcome in outcomes)
+    finally:
+        await writer.close()
+        await own.dispose()
