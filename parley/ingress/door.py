@@ -16,14 +16,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
 
 import orjson
 import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parley.asgi_body import BodyTimeout, BodyTooLarge, ClientGone, read_body
@@ -192,7 +192,8 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
             return 413, b"payload too large"
-        headers = _RawHeaders(scope["headers"])
+        # Decoded only when looked up: verifying reads one header of the request.
+        headers = Headers(raw=scope["headers"])
         accounts = self.door.accounts
         if accounts is None:
             return 503, b"store unavailable"
@@ -251,39 +252,6 @@ class WebhookDoor:
                 correlation_id=correlation_id,
             )
         return 200, b""
-
-
-class _RawHeaders(Mapping[str, str]):
-    """A request's headers as the channels read them (lower-case names), decoded only when
-    looked up: verifying a webhook reads one of them, and decoding them all into a dict cost
-    a call per name and per value on every webhook."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self._raw = raw
-
-    def get(self, name: str, default: Any = None) -> Any:
-        wanted = name.encode("latin-1")
-        for key, value in self._raw:
-            if key == wanted:
-                return value.decode("latin-1")
-        return default
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name, _MISSING)
-        if value is _MISSING:
-            raise KeyError(name)
-        return cast(str, value)
-
-    def __iter__(self) -> Iterator[str]:
-        return (key.decode("latin-1") for key, _ in self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-
-_MISSING = object()
 
 
 def _foreign_accounts(

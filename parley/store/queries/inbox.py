@@ -74,19 +74,9 @@ async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> No
     """
     statement = _append_for(connection.dialect)
     now = statement.received_at(utcnow())
-    rows: list[Any]
+    rows: list[Any] = [(a.channel, a.body, a.correlation_id, now) for a in arrivals]
     if statement.named:
-        rows = [
-            {
-                "channel": a.channel,
-                "body": a.body,
-                "correlation_id": a.correlation_id,
-                "received_at": now,
-            }
-            for a in arrivals
-        ]
-    else:
-        rows = [(a.channel, a.body, a.correlation_id, now) for a in arrivals]
+        rows = [dict(zip(_APPEND_COLUMNS, row, strict=True)) for row in rows]
     await connection.exec_driver_sql(statement.sql, rows)
 
 
