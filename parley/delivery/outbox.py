@@ -123,10 +123,10 @@ class Deliverer:
             while not self._stopping:
                 async with self._sessions() as session:
                     delivery = await claim_head(
-                        session, conversation_id=conversation_id, hold=self._hold
+                        session, conversation_id=conversation_id, hold=self._hold, commits=True
                     )
                     await session.commit()
-                if delivery is None or not await self._send(delivery):
+                if delivery is None or not await self._send(delivery) or not delivery.more:
                     return
         except Exception:
             # The rows stay in the outbox; the loop comes back to them once their hold ends.

@@ -17,7 +17,7 @@ How it works, and why:
   (only while the value is still ours; a lease found gone, e.g. after a Redis flush, is taken
   back if no one else took it). `release` deletes it with compare-and-delete. The lease, not the
   stream, is what makes a conversation exclusive; the database guard in
-  `store.queries.turns._mark_answered` is the last line if a lease is ever lost mid-turn.
+  `store.queries.turns._check_answered` is the last line if a lease is ever lost mid-turn.
 - **A signal for a held conversation sets `{conv:<id>}:again`** instead of adding an entry, and
   an entry read for a held conversation is acknowledged after setting that flag; both checks run
   atomically with the lease in one script. On `release`, the holder clears the flag and signals

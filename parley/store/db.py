@@ -275,6 +275,12 @@ def _one_trip_driver(connection: AsyncConnection) -> sqlite_driver.OneTripConnec
     return driver if isinstance(driver, sqlite_driver.OneTripConnection) else None
 
 
+def holds_statements(connection: AsyncConnection) -> bool:
+    """Whether `connection` holds a statement back for a later trip when told to
+    (`defers_next_statement`): SQLite's one-trip driver does; other drivers run each at once."""
+    return _one_trip_driver(connection) is not None
+
+
 def ends_with_next_statement(connection: AsyncConnection) -> None:
     """`connection`'s next statement is its transaction's last, and the caller commits right
     after it: on SQLite the COMMIT goes to the database's thread in that statement's trip

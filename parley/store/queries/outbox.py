@@ -11,7 +11,7 @@ from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, sel
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from parley.store.db import defers_next_statement, ends_with_next_statement
+from parley.store.db import defers_next_statement, ends_with_next_statement, last_statement_of
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -37,6 +37,10 @@ class Delivery:
     reply_to_channel_id: str | None
     last_customer_at: datetime | None = None
     """When Parley received the customer's latest message in this conversation; None if never."""
+    more: bool = True
+    """Whether other replies of the conversation waited behind this one when it was claimed.
+    When none did, delivery claims no further head of it after this send: a reply queued
+    meanwhile wakes delivery's loop, which finds it once this conversation's drain ends."""
 
     @property
     def reported_failed(self) -> bool:
@@ -74,12 +78,16 @@ async def conversations_with_due_heads(
 
 
 async def claim_head(
-    session: AsyncSession, *, conversation_id: int, hold: timedelta
+    session: AsyncSession, *, conversation_id: int, hold: timedelta, commits: bool = False
 ) -> Delivery | None:
     """Take the conversation's oldest outbox row if it is due and free; hold it for `hold`.
 
     One UPDATE … RETURNING: only the head counts (a later row never goes before it), and a
-    head another sender holds, or one in backoff, is left as it is."""
+    head another sender holds, or one in backoff, is left as it is. It also returns how many
+    rows the conversation has queued (`Delivery.more`). `commits`: the caller commits right
+    after, with no statement in between; on SQLite the COMMIT then rides with the read of
+    what the claimed row sends (`store.db.last_statement_of`), two trips to SQLite's thread
+    for a claim instead of three."""
     now = utcnow()
     connection = await session.connection()
     claimed = (
@@ -90,11 +98,22 @@ async def claim_head(
     ).one_or_none()
     if claimed is None:
         return None
-    outbox_id, message_id, attempts = claimed
+    outbox_id, message_id, attempts, queued = claimed
+    if commits:
+        await last_statement_of(session)
     message, account, contact, reply_to, last_customer_at = (
         await session.execute(_delivery_statement(), {"message_id": message_id})
     ).one()
-    return Delivery(outbox_id, attempts, message, account, contact, reply_to, last_customer_at)
+    return Delivery(
+        outbox_id,
+        attempts,
+        message,
+        account,
+        contact,
+        reply_to,
+        last_customer_at,
+        more=queued > 1,
+    )
 
 
 @functools.cache
@@ -107,6 +126,13 @@ def _claim_head_statement() -> Update:
         .where(columns.conversation_id == bindparam("of_conversation"))
         .scalar_subquery()
     )
+    behind = OUTBOX.alias("queued")
+    queued = (
+        select(func.count())
+        .select_from(behind)
+        .where(behind.c.conversation_id == bindparam("of_conversation"))
+        .scalar_subquery()
+    )
     now = bindparam("now_at", type_=columns.next_attempt_at.type)
     return (
         update(OUTBOX)
@@ -116,7 +142,7 @@ def _claim_head_statement() -> Update:
             or_(columns.locked_until.is_(None), columns.locked_until < now),
         )
         .values(locked_until=bindparam("hold_until", type_=columns.locked_until.type))
-        .returning(columns.id, columns.message_id, columns.attempts)
+        .returning(columns.id, columns.message_id, columns.attempts, queued)
     )
 
 

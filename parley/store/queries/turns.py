@@ -9,11 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, insert, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
 
 from parley.errors import LeaseLost
-from parley.store.db import defers_next_statement
+from parley.store.db import LaterRowcount, defers_next_statement, execute_held, holds_statements
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -93,27 +93,25 @@ def _parties_statement() -> Select[Conversation, Account, Contact]:
 
 
 async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork | None:
-    """The conversation's waiting inbound messages, or None when there is nothing to do.
-
-    The messages are read first: after each turn the worker asks again, and then usually
-    nothing waits, which one statement tells."""
-    pending = list(
-        await session.scalars(_pending_statement(), {"conversation_id": conversation_id})
-    )
-    if not pending:
+    """The conversation's waiting inbound messages with its parties, or None when there is
+    nothing to do. One statement: after each turn the worker asks again, and then usually
+    nothing waits, which the same statement tells."""
+    rows = (await session.execute(_work_statement(), {"conversation_id": conversation_id})).all()
+    if not rows:
         return None
-    parties = await conversation_parties(session, conversation_id=conversation_id)
-    if parties is None:
-        return None
-    conversation, account, contact = parties
-    return TurnWork(conversation, account, contact, pending)
+    _, conversation, account, contact = rows[0]
+    return TurnWork(conversation, account, contact, [row[0] for row in rows])
 
 
 @functools.cache
-def _pending_statement() -> Select[Message]:
-    """Built once: every turn runs it, twice."""
+def _work_statement() -> Select[Message, Conversation, Account, Contact]:
+    """Built once: every turn runs it, twice. Each waiting message comes with the
+    conversation's parties (the same objects on every row, by the session's identity map)."""
     return (
-        select(Message)
+        select(Message, Conversation, Account, Contact)
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .join(Account, Account.id == Conversation.account_id)
+        .join(Contact, Contact.id == Conversation.contact_id)
         .where(
             Message.conversation_id == bindparam("conversation_id"),
             Message.direction == "in",
@@ -224,6 +222,18 @@ async def record_turn(
         also["last_response_id"] = last_response_id
     if last_input_tokens is not None:
         also["last_input_tokens"] = last_input_tokens
+    # The rest are Core statements built once, on the session's connection: the ORM's cost
+    # more to build and to keep its books on than the database spent on the rows, and no
+    # caller reads these rows back as objects of the session.
+    connection = await session.connection()
+    now = utcnow()
+    marking = {"ids": answered, "status": inbound_status, "error": inbound_error, "updated_at": now}
+    marked: LaterRowcount | None = None
+    if answered and holds_statements(connection):
+        # SQLite locks the whole database, not rows, so there is no order of locks to keep:
+        # the inputs' claim rides with the conversation's UPDATE, and its rowcount is checked
+        # once that trip is back, before anything else of the turn is sent.
+        marked = await execute_held(connection, _mark_answered_statement(), marking)
     first = await allocate_sequence(
         session,
         conversation_id=conversation_id,
@@ -231,12 +241,11 @@ async def record_turn(
         only_if=AGENT_MAY_ANSWER if agent_turn else None,
         **also,
     )
-    # The rest are Core statements built once, on the session's connection: the ORM's cost
-    # more to build and to keep its books on than the database spent on the rows, and no
-    # caller reads these rows back as objects of the session.
-    connection = await session.connection()
-    now = utcnow()
-    await _mark_answered(connection, answered, inbound_status, inbound_error, now)
+    if marked is not None:
+        _check_answered(marked.value, answered)
+    elif answered:
+        result = await connection.execute(_mark_answered_statement(), marking)
+        _check_answered(result.rowcount, answered)  # type: ignore[attr-defined]
     reply_to = answered[-1] if answered else None
     if replies:
         # The messages in one statement, and their outbox rows in one more that finds them by
@@ -281,23 +290,11 @@ def _insert_outbox() -> Insert:
     return insert(OUTBOX).from_select(columns, replies)
 
 
-async def _mark_answered(
-    connection: AsyncConnection,
-    answered: list[int],
-    status: str,
-    error: str | None,
-    now: datetime,
-) -> None:
-    """Claim the inputs for this turn's answer. Marking them first makes a second answer
+def _check_answered(rowcount: int, answered: list[int]) -> None:
+    """The turn's inputs were claimed for its answer. Marking them makes a second answer
     impossible even if two workers ran the same turn (a lease lost to a long pause): the
     second finds them no longer `received` and its transaction is rolled back."""
-    if not answered:
-        return
-    result = await connection.execute(
-        _mark_answered_statement(),
-        {"ids": answered, "status": status, "error": error, "updated_at": now},
-    )
-    if result.rowcount != len(answered):
+    if rowcount != len(answered):
         raise LeaseLost("the turn's messages were answered by another worker")
 
 
