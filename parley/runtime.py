@@ -34,6 +34,7 @@ from parley.delivery.gateway import ChannelGateway
 from parley.delivery.handoff_notices import HandoffNotifier, NoticeConfig
 from parley.delivery.outbox import Deliverer
 from parley.delivery.pacing import build_pacer
+from parley.http_client import create_http_client
 from parley.observability import tracing
 from parley.queue.base import Queue
 from parley.queue.memory import MemoryQueue
@@ -124,10 +125,8 @@ def build_runtime(settings: Settings) -> Runtime:
     if record_engine is not None:
         tracing.instrument_engine(record_engine)
     queue = build_queue(settings)
-    http = httpx.AsyncClient(
-        timeout=settings.graph_timeout,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-    )
+    http = create_http_client(timeout=settings.graph_timeout)
+    tracing.instrument_http_client(http)
     llm = build_llm(settings)
     secrets = secret_box(settings.secret("parley_secret_key"))
     agent = build_agent(settings, llm, sessions, http, secrets)

@@ -15,12 +15,13 @@ from typing import Any, cast
 
 import openai
 import orjson
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai._legacy_response import LegacyAPIResponse
 from openai._types import RequestOptions
 
 from parley.agent.limiter import UpstreamLimiter, estimate_tokens
 from parley.errors import LLMError
+from parley.observability import tracing
 from parley.observability.metrics import UPSTREAM_ERRORS, UPSTREAM_SECONDS
 
 RETRYABLE_STATUSES = {408, 409, 429}
@@ -71,12 +72,19 @@ _RAW_CREATE: RequestOptions = {
 def create_client(
     *, api_key: str | None, base_url: str, timeout_s: float, max_retries: int
 ) -> AsyncOpenAI:
+    # On aiohttp's connections (the SDK's `aiohttp` extra): the SDK's default httpx2
+    # transport spent ~2.5 ms of CPU per call on loopback, aiohttp's ~1.75 ms (measured with
+    # `LLM.respond` against the simulator). The SDK maps aiohttp's errors as it does httpx2's:
+    # timeouts and connection errors are retried, then raised as its own.
+    http_client = DefaultAioHttpClient()
+    tracing.instrument_http_client(http_client)
     # The SDK refuses to start without a key; a local OpenAI-compatible server needs none.
     client = AsyncOpenAI(
         api_key=api_key or "not-set",
         base_url=base_url,
         timeout=timeout_s,
         max_retries=max_retries,
+        http_client=http_client,
     )
     # The SDK imports each resource's module on its first use: at start, not in the first
     # caller's request (the Responses API's modules take a good part of a second to import).

@@ -132,6 +132,25 @@ def stop_tracing() -> None:
     _State.enabled = False
 
 
+def instrument_http_client(client: Any) -> None:
+    """Client spans for the calls of `client` (an httpx or httpx2 client) while tracing is
+    on. Parley's clients run on aiohttp's transport, which the instrumentors' own patch of
+    httpx's default transport does not reach, so each client is instrumented where it is
+    made; a client made while tracing is off stays as it is."""
+    if not _State.enabled:
+        return
+    from opentelemetry.instrumentation import httpx as instrumentation
+
+    on_httpx2 = any(kind.__module__.split(".")[0] == "httpx2" for kind in type(client).__mro__)
+    instrumentor = (
+        getattr(instrumentation, "HTTPX2ClientInstrumentor", None)
+        if on_httpx2
+        else instrumentation.HTTPXClientInstrumentor
+    )
+    if instrumentor is not None:
+        instrumentor.instrument_client(client, tracer_provider=_State.provider)
+
+
 def _http_instrumentors() -> list[Any]:
     """httpx's instrumentor (Graph sends, media, tools), and httpx2's where it is installed:
     newer openai SDKs make their upstream calls with httpx2."""
