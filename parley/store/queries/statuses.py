@@ -10,6 +10,7 @@ from sqlalchemy import Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
+from parley.store.db import defers_next_statement
 from parley.store.models import MESSAGES, Message, utcnow
 from parley.store.queries.customers import find_accounts
 from parley.store.queries.outbox import queue_reported_failure
@@ -35,7 +36,8 @@ async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate])
     returns how many reports moved one.
 
     Unknown ids (messages sent by other tools on the same number) are ignored. One SELECT for
-    the batch, one UPDATE per message moved (sent together), however many reports name it.
+    the batch, one UPDATE per message moved (sent together), however many reports name it; on
+    SQLite the UPDATEs go to the database with the transaction's next statement or COMMIT.
     """
     return sum(await advance_statuses(session, statuses=statuses))
 
@@ -63,6 +65,9 @@ async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate
     if changed:
         now = utcnow()
         connection = await session.connection()
+        # Nothing reads its outcome: on SQLite it rides with the transaction's next trip (the
+        # filer's removal of the inbox rows and COMMIT) instead of taking one of its own.
+        defers_next_statement(connection)
         await connection.execute(
             _MOVE,
             [
