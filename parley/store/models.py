@@ -572,6 +572,7 @@ class Erasure(Base):
 # --- Core handles -----------------------------------------------------------------------------
 # The tables as Core sees them, for the statements the hot paths build once (no ORM entity).
 
+ACCOUNTS = cast(Table, Account.__table__)
 CONTACTS = cast(Table, Contact.__table__)
 CONVERSATIONS = cast(Table, Conversation.__table__)
 INBOX = cast(Table, InboxEntry.__table__)

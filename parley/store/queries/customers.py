@@ -18,7 +18,15 @@ from typing import Any
 from sqlalchemy import Select, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.store.models import CONTACTS, CONVERSATIONS, Account, Contact, Conversation, utcnow
+from parley.store.models import (
+    ACCOUNTS,
+    CONTACTS,
+    CONVERSATIONS,
+    Account,
+    Contact,
+    Conversation,
+    utcnow,
+)
 from parley.store.queries.pairs import pair_in, pair_params
 from parley.store.queries.upsert import insert_ignore_many
 
@@ -59,15 +67,18 @@ async def find_accounts(
 
 
 async def _select_accounts(session: AsyncSession, keys: set[AccountKey]) -> dict[AccountKey, int]:
-    rows = await session.execute(_accounts_statement(), pair_params(keys))
+    connection = await session.connection()
+    rows = await connection.execute(_accounts_statement(), pair_params(keys))
     return {(channel, external): id_ for channel, external, id_ in rows}
 
 
 @functools.cache
 def _accounts_statement() -> Select[str, str, int]:
-    """Built once: every batch filed reads its accounts."""
-    return select(Account.channel, Account.external_id, Account.id).where(
-        pair_in(Account.channel, Account.external_id)
+    """Built once, as Core on the session's connection: every batch filed reads its accounts,
+    and the ORM's execution path cost more than the read (no object is loaded)."""
+    columns = ACCOUNTS.c
+    return select(columns.channel, columns.external_id, columns.id).where(
+        pair_in(columns.channel, columns.external_id)
     )
 
 

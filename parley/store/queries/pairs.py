@@ -10,7 +10,9 @@ from sqlalchemy.orm import QueryableAttribute
 
 
 def pair_in(
-    first: QueryableAttribute[Any], second: QueryableAttribute[Any], name: str = "pairs"
+    first: QueryableAttribute[Any] | ColumnElement[Any],
+    second: QueryableAttribute[Any] | ColumnElement[Any],
+    name: str = "pairs",
 ) -> ColumnElement[bool]:
     """`(first, second) IN :name`, in a form both engines answer from an index on the pair;
     the pairs are given at each execution (`pair_params`), so that a statement using it is
