@@ -16,6 +16,7 @@ catching `httpx.HTTPError` would miss. Here each becomes the httpx error of what
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import aiohttp
 import httpx
@@ -34,7 +35,7 @@ class _Transport(AiohttpTransport):
         try:
             response = await super().handle_async_request(request)
         except (httpx.TransportError, aiohttp.ClientError) as error:
-            raise _as_httpx(error, request) from error
+            _raise_as_httpx(error, request)
         response.stream = _Body(response.stream, request)
         return response
 
@@ -54,13 +55,13 @@ class _Body(httpx.AsyncByteStream):
             async for chunk in self._stream:
                 yield chunk
         except (httpx.TransportError, aiohttp.ClientError) as error:
-            raise _as_httpx(error, self._request) from error
+            _raise_as_httpx(error, self._request)
 
     async def aclose(self) -> None:
         try:
             await self._stream.aclose()
         except (httpx.TransportError, aiohttp.ClientError) as error:
-            raise _as_httpx(error, self._request) from error
+            _raise_as_httpx(error, self._request)
 
 
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -79,14 +80,14 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
 )
 
 
-def _as_httpx(error: BaseException, request: httpx.Request) -> httpx.TransportError:
-    """`error` (aiohttp's, or `httpx-aiohttp`'s mapping of one) as the httpx error of what
-    happened; what aiohttp does not say more of is a protocol error (the answer was not HTTP
-    as it should be)."""
+def _raise_as_httpx(error: BaseException, request: httpx.Request) -> NoReturn:
+    """Raise `error` (aiohttp's, or `httpx-aiohttp`'s mapping of one) as the httpx error of
+    what happened; what aiohttp does not say more of is a protocol error (the answer was not
+    HTTP as it should be). An httpx error of httpx's own goes on as it is."""
     cause = error.__cause__ if isinstance(error, httpx.TransportError) else error
     for raised, meant in _ERRORS:
         if isinstance(cause, raised):
-            return meant(str(cause) or type(cause).__name__, request=request)
+            raise meant(str(cause) or type(cause).__name__, request=request) from cause
     if isinstance(error, httpx.TransportError):
-        return error
-    return httpx.RemoteProtocolError(str(error) or type(error).__name__, request=request)
+        raise error
+    raise httpx.RemoteProtocolError(str(error) or type(error).__name__, request=request) from error
