@@ -22,12 +22,13 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
-def create_http_client(*, timeout: float, max_connections: int = 100) -> httpx.AsyncClient:
+
+def create_http_client(*, timeout: float) -> httpx.AsyncClient:
     """An httpx client on aiohttp's connections, with `timeout` seconds for each phase of a
     request (connect, write, read, pool) unless a call gives its own."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=20)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, transport=_Transport(limits=limits))
+    return httpx.AsyncClient(timeout=timeout, limits=_LIMITS, transport=_Transport(limits=_LIMITS))
 
 
 class _Transport(AiohttpTransport):

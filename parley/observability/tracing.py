@@ -139,13 +139,13 @@ def instrument_http_client(client: Any) -> None:
     made; a client made while tracing is off stays as it is."""
     if not _State.enabled:
         return
+    import httpx
     from opentelemetry.instrumentation import httpx as instrumentation
 
-    on_httpx2 = any(kind.__module__.split(".")[0] == "httpx2" for kind in type(client).__mro__)
     instrumentor = (
-        getattr(instrumentation, "HTTPX2ClientInstrumentor", None)
-        if on_httpx2
-        else instrumentation.HTTPXClientInstrumentor
+        instrumentation.HTTPXClientInstrumentor
+        if isinstance(client, httpx.AsyncClient)
+        else getattr(instrumentation, "HTTPX2ClientInstrumentor", None)
     )
     if instrumentor is not None:
         instrumentor.instrument_client(client, tracer_provider=_State.provider)

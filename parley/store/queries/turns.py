@@ -99,24 +99,19 @@ async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork 
     rows = (await session.execute(_work_statement(), {"conversation_id": conversation_id})).all()
     if not rows:
         return None
-    _, conversation, account, contact = rows[0]
-    return TurnWork(conversation, account, contact, [row[0] for row in rows])
+    conversation, account, contact, _ = rows[0]
+    return TurnWork(conversation, account, contact, [row[3] for row in rows])
 
 
 @functools.cache
-def _work_statement() -> Select[Message, Conversation, Account, Contact]:
-    """Built once: every turn runs it, twice. Each waiting message comes with the
-    conversation's parties (the same objects on every row, by the session's identity map)."""
+def _work_statement() -> Select[Conversation, Account, Contact, Message]:
+    """Built once: every turn runs it, twice. The parties' statement with each waiting
+    message (the parties are the same objects on every row, by the session's identity map)."""
     return (
-        select(Message, Conversation, Account, Contact)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .join(Account, Account.id == Conversation.account_id)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .where(
-            Message.conversation_id == bindparam("conversation_id"),
-            Message.direction == "in",
-            Message.status == "received",
-        )
+        _parties_statement()
+        .add_columns(Message)
+        .join(Message, Message.conversation_id == Conversation.id)
+        .where(Message.direction == "in", Message.status == "received")
         .order_by(Message.sequence_no)
     )
 
@@ -232,7 +227,8 @@ async def record_turn(
     if answered and holds_statements(connection):
         # SQLite locks the whole database, not rows, so there is no order of locks to keep:
         # the inputs' claim rides with the conversation's UPDATE, and its rowcount is checked
-        # once that trip is back, before anything else of the turn is sent.
+        # once that trip is back, before anything else of the turn is sent. Elsewhere it
+        # runs after that UPDATE, which locked the conversation's row first.
         marked = await execute_held(connection, _mark_answered_statement(), marking)
     first = await allocate_sequence(
         session,
@@ -241,11 +237,10 @@ async def record_turn(
         only_if=AGENT_MAY_ANSWER if agent_turn else None,
         **also,
     )
-    if marked is not None:
+    if answered:
+        if marked is None:
+            marked = await execute_held(connection, _mark_answered_statement(), marking)
         _check_answered(marked.value, answered)
-    elif answered:
-        result = await connection.execute(_mark_answered_statement(), marking)
-        _check_answered(result.rowcount, answered)  # type: ignore[attr-defined]
     reply_to = answered[-1] if answered else None
     if replies:
         # The messages in one statement, and their outbox rows in one more that finds them by
