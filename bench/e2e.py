@@ -11,8 +11,16 @@ process CPU (user + system, /proc) per message, of which status webhooks, and it
 over a block of `--sample` turns around message 10 and at the end. A turn must not cost more
 as the conversation grows.
 
+`--capacity`: a model that takes `--latency` (1 s) per call, and `--conversations` (2,000)
+customers who each write at once. Parley keeps at most its upstream concurrency cap
+(`OPENAI_MAX_CONCURRENCY`, `--cap`) model calls in flight, so the cap is what should bound its
+throughput: reported is the model calls in flight on average from the first webhook to the
+last answer (read off the simulator's record of each call) against the cap, the most at once,
+answers a second, and Parley's peak RSS.
+
     python bench/e2e.py --messages 2000 --conversations 200
     python bench/e2e.py --turn-cost --turns 1000
+    python bench/e2e.py --capacity --conversations 2000 --latency 1
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ class Rig:
     book: AnswerBook
     client: httpx.AsyncClient
     gate: asyncio.Semaphore
+    model: OpenAISimulator
 
     async def post(self, signature: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
@@ -62,13 +71,19 @@ class Rig:
             raise RuntimeError(f"webhook answered {answer.status_code}: {answer.text[:200]}")
 
     async def messages(
-        self, start: int, count: int, conversations: int, *, first_customer: int = 0
+        self,
+        start: int,
+        count: int,
+        conversations: int,
+        *,
+        first_customer: int = 0,
+        timeout: float = ANSWER_TIMEOUT,
     ) -> None:
         """Post messages `start`… and wait (bounded) until each is answered."""
         bodies = signed_bodies(start, count, conversations, first_customer=first_customer)
         await _all(self.post(signature, body) for signature, body in bodies)
-        if not await self.book.wait(range(start, start + count), ANSWER_TIMEOUT, poll=0.005):
-            raise RuntimeError(f"messages {start}… not all answered in {ANSWER_TIMEOUT:.0f} s")
+        if not await self.book.wait(range(start, start + count), timeout, poll=0.005):
+            raise RuntimeError(f"messages {start}… not all answered in {timeout:.0f} s")
 
 
 async def _all(work: Iterable[Awaitable[None]]) -> None:
@@ -76,15 +91,17 @@ async def _all(work: Iterable[Awaitable[None]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_rig(parallel: int) -> AsyncIterator[Rig]:
-    openai_sim = OpenAISimulator(reply=marker_reply)  # answers at once: Parley's CPU alone
+async def open_rig(parallel: int, latency: float = 0.0, **env: str) -> AsyncIterator[Rig]:
+    """Parley and its simulators; by default the model answers at once (Parley's CPU alone)."""
+    openai_sim = OpenAISimulator(reply=marker_reply, latency=latency)
     graph = BenchGraph()
     with ServerThread(openai_sim.app) as openai_server, ServerThread(graph.app) as graph_server:
         async with (
-            parley_serve(whatsapp_env(openai_server.url, graph_server.url)) as parley,
+            parley_serve(whatsapp_env(openai_server.url, graph_server.url, **env)) as parley,
             httpx.AsyncClient(base_url=parley.url, timeout=60) as client,
         ):
-            yield Rig(parley, graph, AnswerBook(graph), client, asyncio.Semaphore(parallel))
+            gate = asyncio.Semaphore(parallel)
+            yield Rig(parley, graph, AnswerBook(graph), client, gate, openai_sim)
 
 
 STATUS_SAMPLE = sample("whatsapp/status_sent.json")
@@ -318,6 +335,97 @@ def report_turns(blocks: list[Block], duplicated: int) -> None:
     print(f"duplicated answers {duplicated}")
 
 
+# --- throughput against the upstream's concurrency cap --------------------------------------
+
+
+@dataclass
+class CapacityRun:
+    messages: int
+    answers: int
+    wall_s: float
+    cap: int
+    calls: int
+    busy_s: float  # the model calls' durations, summed
+    peak_in_flight: int
+    peak_rss_mib: float
+    cpu_s: float
+    duplicated: int
+
+    @property
+    def in_flight(self) -> float:
+        """Model calls in flight on average over the run."""
+        return self.busy_s / self.wall_s
+
+
+async def capacity(
+    conversations: int, latency: float, cap: int, parallel: int, worker_concurrency: int | None
+) -> CapacityRun:
+    """`conversations` customers write at once to a model taking `latency` per call."""
+    env = {"OPENAI_MAX_CONCURRENCY": str(cap)}
+    if worker_concurrency is not None:
+        env["PARLEY_WORKER_CONCURRENCY"] = str(worker_concurrency)
+    async with open_rig(parallel, latency, **env) as rig:
+        pid = rig.parley.pid
+        await warm_up(rig, [])
+        first_call = len(rig.model.requests)
+        # Three times as long as the cap allows, and a minute: a stall fails loudly. A fresh
+        # customer's first turn makes two calls (its server-side conversation, then the answer).
+        timeout = 3 * 2 * conversations * latency / cap + 60
+        before = cpu_seconds(pid)
+        started, wall_started = time.monotonic(), time.time()
+        await rig.messages(0, conversations, conversations, timeout=timeout)
+        wall, cpu, ended = time.monotonic() - started, cpu_seconds(pid) - before, time.time()
+        await asyncio.sleep(2)  # late duplicates would come now
+        spans = [
+            (r.time, r.answered_at or ended)
+            for r in rig.model.requests[first_call:]
+            if r.path in MODEL_CALLS
+        ]
+        run = CapacityRun(
+            messages=conversations,
+            answers=rig.book.answered(range(conversations)),
+            wall_s=wall,
+            cap=cap,
+            calls=len(spans),
+            busy_s=sum(min(end, ended) - max(start, wall_started) for start, end in spans),
+            peak_in_flight=most_at_once(spans),
+            peak_rss_mib=peak_rss_mib(pid),
+            cpu_s=cpu,
+            duplicated=rig.book.refresh().duplicated,
+        )
+    return run
+
+
+MODEL_CALLS = frozenset({"/v1/responses", "/v1/conversations"})
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    """The most spans (start, end) open at one moment."""
+    edges = sorted(edge for start, end in spans for edge in ((start, 1), (end, -1)))
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def report_capacity(run: CapacityRun, latency: float) -> None:
+    print(
+        f"{run.messages} customers writing at once, model {latency:g} s per call, upstream cap "
+        f"{run.cap}: {run.answers} answered ({run.duplicated} duplicated) in {run.wall_s:.1f} s, "
+        f"{run.answers / run.wall_s:.1f} answers/s, {run.calls / run.answers:.2f} model calls "
+        "per answer"
+    )
+    print(
+        f"model calls in flight: {run.in_flight:.1f} on average = {run.in_flight / run.cap:.0%} "
+        f"of the cap, {run.peak_in_flight} at most"
+    )
+    print(
+        f"Parley CPU {run.cpu_s / run.messages * 1000:.1f} ms per message; "
+        f"peak RSS (VmHWM) {run.peak_rss_mib:.0f} MiB"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -332,11 +440,28 @@ def main() -> None:
         type=Path,
         help="py-spy the measured run (with --turn-cost: both blocks, FILE-early, FILE-late)",
     )
-    args = parser.parse_args()
-    print(
-        f"server stack: {server_stack()}; {load_average()} at start. The simulators (model "
-        "answering at once) run in this process, on the same machine as Parley."
+    parser.add_argument("--capacity", action="store_true")
+    parser.add_argument("--latency", type=float, default=1.0, help="the model's, s (--capacity)")
+    parser.add_argument("--cap", type=int, default=32, help="OPENAI_MAX_CONCURRENCY (--capacity)")
+    parser.add_argument(
+        "--worker-concurrency", type=int, help="PARLEY_WORKER_CONCURRENCY (--capacity)"
     )
+    args = parser.parse_args()
+    model = (
+        f"model taking {args.latency:g} s a call" if args.capacity else "model answering at once"
+    )
+    print(
+        f"server stack: {server_stack()}; {load_average()} at start. The simulators ({model}) "
+        "run in this process, on the same machine as Parley."
+    )
+    if args.capacity:
+        run = asyncio.run(
+            capacity(
+                args.conversations, args.latency, args.cap, args.parallel, args.worker_concurrency
+            )
+        )
+        report_capacity(run, args.latency)
+        sys.exit(1 if run.duplicated or run.answers < run.messages else 0)
     if args.turn_cost:
         blocks, duplicated = asyncio.run(turn_cost(args.turns, args.sample, args.profile))
         report_turns(blocks, duplicated)

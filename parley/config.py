@@ -476,8 +476,12 @@ class Settings(BaseSettings):
     )
 
     # Worker.
-    parley_worker_concurrency: int = Field(
-        default=16, ge=1, description="Conversations answered at once per process."
+    parley_worker_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Conversations answered at once per process. Unset: twice "
+        "OPENAI_MAX_CONCURRENCY, so that the upstream's cap, not the worker, bounds the turns "
+        "waiting on the model (a turn also reads, stores and marks read around its model call).",
     )
     parley_reconcile_interval: float = Field(
         default=15.0, gt=0, description="Seconds between reconciler runs."
@@ -558,6 +562,11 @@ class Settings(BaseSettings):
     @property
     def openai_timeout_s(self) -> float:
         return self.openai_timeout / 1000
+
+    @property
+    def worker_concurrency(self) -> int:
+        """PARLEY_WORKER_CONCURRENCY, or twice the upstream's cap when unset."""
+        return self.parley_worker_concurrency or 2 * self.openai_max_concurrency
 
     @property
     def queue_backend(self) -> Literal["memory", "redis"]:

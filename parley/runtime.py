@@ -164,9 +164,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         deliverer=deliverer,
         processor=processor,
-        worker=Worker(
-            queue=queue, processor=processor, concurrency=settings.parley_worker_concurrency
-        ),
+        worker=Worker(queue=queue, processor=processor, concurrency=settings.worker_concurrency),
         filer=Filer(
             sessions=sessions,
             queue=queue,
