@@ -7,14 +7,22 @@ p50/p99, non-2xx, socket errors and timeouts, and Parley/bare. Then it waits (bo
 every message Parley accepted has been answered exactly once at the Graph simulator, and
 reports lost and duplicated answers and how long the backlog took to drain.
 
+With `--database-url` and `--redis-url` (a PostgreSQL server and a Redis database, both
+emptied for the run), Parley is scaled out instead: one `parley api` process takes the
+webhooks (the process measured against the bare reference) and one `parley worker` files and
+answers them.
+
     python bench/ingest.py                      # closed loop: as fast as 64 connections go
     python bench/ingest.py --rate 500           # p99 at a fixed 500 requests/s
+    python bench/ingest.py --database-url postgresql://postgres@127.0.0.1:5432/postgres \
+        --redis-url redis://127.0.0.1:6379/0
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import sys
@@ -30,7 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.answers import AnswerBook, BenchGraph, Tally, marker_reply
 from bench.measure import cpu_seconds, peak_rss_mib, ratio
 from bench.profile import py_spy, summarize
-from bench.serve import load_average, parley_serve, serve_process, server_stack, whatsapp_env
+from bench.serve import (
+    Served,
+    load_average,
+    parley_api_and_worker,
+    parley_serve,
+    serve_process,
+    server_stack,
+    whatsapp_env,
+)
 from bench.wrk import WEBHOOK, WrkResult, run_wrk, warm_up, write_bodies
 from parley.testing import OpenAISimulator, ServerThread
 from tests.servers import free_port
@@ -54,6 +70,8 @@ class Options:
     drain_timeout: float = 300.0
     settle: float = 2.0
     profile: Path | None = None  # py-spy Parley during the load, into this file
+    database_url: str | None = None  # with redis_url: `parley api` and `parley worker`
+    redis_url: str | None = None
 
 
 @dataclass
@@ -66,6 +84,7 @@ class ParleyRun:
     extra: int  # answered though never accepted (should be impossible)
     drain_s: float | None  # None: not drained within --drain-timeout
     peak_rss_mib: float
+    turns: int  # model calls for the measured messages: fewer than messages when coalesced
 
     @property
     def clean(self) -> bool:
@@ -110,11 +129,13 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
     openai_sim = OpenAISimulator(latency=opts.latency, reply=marker_reply)
     graph = BenchGraph()
     with ServerThread(openai_sim.app) as openai_server, ServerThread(graph.app) as graph_server:
-        async with parley_serve(whatsapp_env(openai_server.url, graph_server.url, **env)) as p:
+        env = whatsapp_env(openai_server.url, graph_server.url, **env)
+        async with parley_process(env, opts) as p:
             if not await AnswerBook(graph).wait(await warm_up(p.url), timeout=60):
                 raise RuntimeError("Parley did not answer the warm-up messages within 60 s")
             book = AnswerBook(graph, skip_existing=True)
             before = await accepted_messages(p.url)
+            calls_before = len(openai_sim.requests_to("/v1/responses"))
             async with py_spy(p.pid, opts.profile):
                 load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
             ended = time.monotonic()
@@ -125,8 +146,19 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
             await asyncio.sleep(opts.settle)
             tally = book.refresh()
             rss = peak_rss_mib(p.pid)
+            turns = len(openai_sim.requests_to("/v1/responses")) - calls_before
     lost, extra = max(0, accepted - tally.answered), max(0, tally.answered - accepted)
-    return ParleyRun(load, cpu, accepted, tally, lost, extra, drain_s, rss)
+    return ParleyRun(load, cpu, accepted, tally, lost, extra, drain_s, rss, turns)
+
+
+def parley_process(
+    env: dict[str, str], opts: Options
+) -> contextlib.AbstractAsyncContextManager[Served]:
+    """The process taking the webhooks: `parley serve` on SQLite, or `parley api` (with a
+    worker beside it) on PostgreSQL and Redis."""
+    if opts.database_url and opts.redis_url:
+        return parley_api_and_worker(env, opts.database_url, opts.redis_url)
+    return parley_serve(env)
 
 
 async def accepted_messages(url: str, timeout: float = 15) -> int:
@@ -148,7 +180,13 @@ async def accepted_messages(url: str, timeout: float = 15) -> int:
 
 def describe(opts: Options) -> str:
     pace = f"fixed {opts.rate:g} requests/s" if opts.rate else "closed loop"
+    parley = (
+        "`parley api` on PostgreSQL and Redis, a `parley worker` beside it"
+        if opts.database_url
+        else "`parley serve` on SQLite"
+    )
     return (
+        f"{parley}; "
         f"signed WhatsApp webhooks, wrk -t1 -c{opts.connections} -d{opts.duration:g}s, {pace}; "
         f"{opts.conversations} customers, one new message id per request; "
         f"model latency {opts.latency * 1000:.0f} ms\n"
@@ -180,7 +218,10 @@ def report_parley(run: ParleyRun) -> None:
         f"lost {run.lost}, duplicated {t.duplicated}, answers to no message {t.unmarked}, "
         f"sends refused {t.refused}, answered but never accepted {run.extra}"
     )
-    print(f"drained {drain} after the load; Parley peak RSS {run.peak_rss_mib:.0f} MiB")
+    print(
+        f"drained {drain} after the load, in {run.turns} turns (a customer's messages that "
+        f"wait together are answered by one); Parley peak RSS {run.peak_rss_mib:.0f} MiB"
+    )
 
 
 async def run(opts: Options, *, bare: bool = True) -> bool:
@@ -220,7 +261,11 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout)
     parser.add_argument("--no-bare", action="store_true", help="Parley only")
     parser.add_argument("--profile", type=Path, help="py-spy Parley under load into this file")
+    parser.add_argument("--database-url", help="a PostgreSQL server's URL (with --redis-url)")
+    parser.add_argument("--redis-url", help="a Redis database, emptied for the run")
     args = parser.parse_args()
+    if bool(args.database_url) != bool(args.redis_url):
+        parser.error("--database-url and --redis-url go together")
     bare = not args.no_bare
     del args.no_bare
     ok = asyncio.run(run(Options(**vars(args)), bare=bare))

@@ -111,6 +111,50 @@ async def parley_serve(env: dict[str, str]) -> AsyncIterator[Served]:
             yield dataclasses.replace(served, db=Path(folder) / "bench.db")
 
 
+@contextlib.asynccontextmanager
+async def parley_api_and_worker(
+    env: dict[str, str], database_url: str, redis_url: str
+) -> AsyncIterator[Served]:
+    """`parley api` (yielded: the door, measured alone) and one `parley worker` (filing and
+    answering), on a fresh copy of a migrated database on `database_url`'s PostgreSQL server
+    and an emptied Redis database at `redis_url`."""
+    from redis import asyncio as redis
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import TEMPLATE_DB, _recreate_database, postgres_template
+
+    await postgres_template(database_url)
+    name = f"parley_bench_{os.getpid()}"
+    await _recreate_database(database_url, name, template=TEMPLATE_DB)
+    client = redis.from_url(redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+    url = make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    full = {"DATABASE_URL": url, "REDIS_URL": redis_url, "PARLEY_LOG_LEVEL": "WARNING", **env}
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log") as log,
+    ):
+        worker = await asyncio.create_subprocess_exec(
+            str(BIN / "parley"),
+            "worker",
+            env={**os.environ, **full},
+            cwd=folder,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            port = free_port()
+            argv = [str(BIN / "parley"), "api", "--port", str(port)]
+            async with serve_process("parley", argv, port=port, env=full, cwd=folder) as served:
+                yield served
+        finally:
+            await _stop(worker)
+
+
 def server_stack() -> str:
     """What uvicorn's "auto" picks in this environment, as `parley serve` and the bare
     reference both run it: uvloop and httptools when installed, else asyncio and h11."""

@@ -42,7 +42,7 @@ from parley.observability.metrics import (
     WEBHOOKS,
 )
 from parley.runtime import Runtime
-from parley.store.db import create_engine
+from parley.store.db import create_engine, create_inbox_engine
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.inbox import Arrival
 
@@ -111,15 +111,16 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
     On SQLite the writer has a connection of its own that goes ahead of the shared one
     (`store/db.py`), so an acknowledgement waits for at most one transaction of the shared
     connection, not behind every turn queued for it; it commits with synchronous=FULL, so a
-    200 survives a power cut.
+    200 survives a power cut. On PostgreSQL it has an autocommit connection of its own
+    (`create_inbox_engine`): a batch is one round trip, and never waits for a connection.
     """
     settings = runtime.settings
-    own: AsyncEngine | None = None
-    if settings.database_url.startswith("sqlite"):
+    own: AsyncEngine | None = create_inbox_engine(settings.database_url)
+    if own is None:  # SQLite
         own = create_engine(settings.database_url, durable=True, ahead_of=runtime.engine)
-        tracing.instrument_engine(own)
+    tracing.instrument_engine(own)
     writer = InboxWriter(
-        own or runtime.engine,
+        own,
         max_batch=settings.parley_inbox_batch,
         timeout=settings.parley_inbox_timeout,
         on_commit=runtime.filer.wake if file_here else None,
@@ -131,8 +132,7 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
     finally:
         door.writer = door.accounts = None
         await writer.close()
-        if own is not None:
-            await own.dispose()
+        await own.dispose()
 
 
 class WebhookDoor:

@@ -53,7 +53,7 @@ stuck priority writer makes it matter, and then transactions go on without it.""
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, durable: bool = False, ahead_of: AsyncEngine | None = None
+    url: str, *, pool_size: int = 20, durable: bool = False, ahead_of: AsyncEngine | None = None
 ) -> AsyncEngine:
     """An async engine tuned for its backend.
 
@@ -61,9 +61,13 @@ def create_engine(
     hold customers' texts and numbers, and an error's text ends up in the logs.
 
     SQLite gets WAL (readers never wait on the writer), a busy timeout so concurrent writers
-    queue instead of failing, and foreign keys on. PostgreSQL gets a small pool per process
-    and no server-side prepared-statement cache, so it also works behind PgBouncer in
-    transaction mode.
+    queue instead of failing, and foreign keys on. PostgreSQL gets a pool of `pool_size`
+    connections per process and no server-side prepared-statement cache, so it also works
+    behind PgBouncer in transaction mode. The pool has no overflow: SQLAlchemy closes an
+    overflow connection when it is returned, so a steady load past the pool's size (a worker's
+    turns) opened a new connection, a new PostgreSQL backend, for most transactions, and the
+    worker drained a backlog more slowly than with fewer turns at once. Past the pool, a
+    transaction waits its turn for a connection (`pool_timeout`).
 
     SQLite only: `ahead_of` makes this a priority writer of `ahead_of`'s file, a second
     connection whose commits (see `priority_commit`) go in before `ahead_of`'s next
@@ -98,7 +102,7 @@ def create_engine(
             _TURNS[engine.sync_engine] = _TURNS[ahead_of.sync_engine]
             event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         return engine
-    return _server_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    return _server_engine(url, pool_size=pool_size, max_overflow=0)
 
 
 def _one_trip(url: str) -> Any:
@@ -125,6 +129,20 @@ def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | No
     if url.startswith("sqlite"):
         return None
     return _server_engine(url, pool_size=connections, max_overflow=0, isolation_level="AUTOCOMMIT")
+
+
+def create_inbox_engine(url: str) -> AsyncEngine | None:
+    """PostgreSQL only: the inbox writer's own connection, in autocommit mode.
+
+    A batch of webhooks is one INSERT of many rows (`executemany`), which asyncpg sends as one
+    pipeline closed by one Sync: PostgreSQL runs it as one implicit transaction, all rows or
+    none, in one round trip, where BEGIN, the INSERT and COMMIT took three. Its own pool, so
+    that acknowledgements never wait behind the `/v1` turns' transactions for a connection.
+    None for SQLite, whose writer is a priority connection (`create_engine(ahead_of=…)`)."""
+    url = async_database_url(url)
+    if url.startswith("sqlite"):
+        return None
+    return _server_engine(url, pool_size=1, max_overflow=0, isolation_level="AUTOCOMMIT")
 
 
 def create_probe_engine(url: str) -> AsyncEngine | None:

@@ -15,7 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.ingress.inbox import InboxUnavailable, InboxWriter
-from parley.store.db import create_engine, priority_pending
+from parley.store.db import create_engine, create_inbox_engine, priority_pending
 from parley.store.migrate import upgrade
 from parley.store.queries.inbox import Arrival
 from tests.factories import body_bytes, whatsapp_texts
@@ -118,15 +118,14 @@ def _arrivals(count: int, first: int = 0) -> list[Arrival]:
 @pytest.fixture
 async def inbox_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """The writer's engine as `parley serve` and `parley api` make it: on SQLite a priority
-    writer of the shared connection's file, on PostgreSQL the shared engine."""
+    writer of the shared connection's file, on PostgreSQL an autocommit engine of its own."""
     await upgrade(database_url)
     engine = create_engine(database_url)
-    own = None
-    if database_url.startswith("sqlite"):
-        own = create_engine(database_url, durable=True, ahead_of=engine)
-    yield own or engine
-    if own is not None:
-        await own.dispose()
+    own = create_inbox_engine(database_url) or create_engine(
+        database_url, durable=True, ahead_of=engine
+    )
+    yield own
+    await own.dispose()
     await engine.dispose()
 
 
@@ -148,6 +147,27 @@ async def test_webhooks_arriving_together_are_committed_in_batches_of_at_most_ma
         await asyncio.gather(*(writer.append(arrival) for arrival in arrivals))
         assert writer.commits == 5
         assert await _stored(engine) == [a.correlation_id for a in arrivals]
+    finally:
+        await writer.close()
+
+
+async def test_a_batch_is_stored_whole_or_not_at_all(inbox_engine: AsyncEngine) -> None:
+    writer = InboxWriter(inbox_engine, max_batch=10, timeout=10)
+    writer.start()
+    try:
+        arrivals = _arrivals(5)
+        # A row the store refuses (NOT NULL), in the middle of the batch: on PostgreSQL the
+        # batch is one INSERT of many rows in autocommit mode, atomic only as one pipeline.
+        arrivals[2] = Arrival(None, b"{}", "refused")  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(
+            *(writer.append(arrival) for arrival in arrivals), return_exceptions=True
+        )
+        assert writer.commits == 0
+        assert all(isinstance(outcome, InboxUnavailable) for outcome in outcomes)
+        assert await _stored(inbox_engine) == []  # none of the batch: all were answered 503
+        later = _arrivals(3, first=5)
+        await asyncio.gather(*(writer.append(arrival) for arrival in later))
+        assert await _stored(inbox_engine) == [a.correlation_id for a in later]
     finally:
         await writer.close()
 
