@@ -429,7 +429,7 @@ def report_capacity(run: CapacityRun, latency: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--conversations", type=int, default=200)
+    parser.add_argument("--conversations", type=int, help="customers (200; with --capacity, 2,000)")
     parser.add_argument("--statuses", default="sent,delivered,read", help="comma-separated")
     parser.add_argument("--parallel", type=int, default=32, help="webhooks in flight")
     parser.add_argument("--turn-cost", action="store_true")
@@ -447,6 +447,8 @@ def main() -> None:
         "--worker-concurrency", type=int, help="PARLEY_WORKER_CONCURRENCY (--capacity)"
     )
     args = parser.parse_args()
+    if args.conversations is None:
+        args.conversations = 2000 if args.capacity else 200
     model = (
         f"model taking {args.latency:g} s a call" if args.capacity else "model answering at once"
     )

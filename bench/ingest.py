@@ -85,6 +85,8 @@ class ParleyRun:
     drain_s: float | None  # None: not drained within --drain-timeout
     peak_rss_mib: float
     turns: int  # model calls for the measured messages: fewer than messages when coalesced
+    background_cpu_s: float  # from the load's start to the drain's end: the worker's, or serve's
+    background: str  # whose CPU that is
 
     @property
     def clean(self) -> bool:
@@ -136,19 +138,25 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
             book = AnswerBook(graph, skip_existing=True)
             before = await accepted_messages(p.url)
             calls_before = len(openai_sim.requests_to("/v1/responses"))
+            background = p.worker or p.pid
+            name = "`parley worker`" if p.worker else "`parley serve` (the door included)"
+            background_before = cpu_seconds(background)
             async with py_spy(p.pid, opts.profile):
                 load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
             ended = time.monotonic()
             accepted = await accepted_messages(p.url) - before
             drained = await book.wait(accepted, timeout=opts.drain_timeout)
             drain_s = time.monotonic() - ended if drained else None
+            background_cpu_s = cpu_seconds(background) - background_before
             # A late duplicate (a turn run twice) would come after the first answer.
             await asyncio.sleep(opts.settle)
             tally = book.refresh()
             rss = peak_rss_mib(p.pid)
             turns = len(openai_sim.requests_to("/v1/responses")) - calls_before
     lost, extra = max(0, accepted - tally.answered), max(0, tally.answered - accepted)
-    return ParleyRun(load, cpu, accepted, tally, lost, extra, drain_s, rss, turns)
+    return ParleyRun(
+        load, cpu, accepted, tally, lost, extra, drain_s, rss, turns, background_cpu_s, name
+    )
 
 
 def parley_process(
@@ -222,6 +230,12 @@ def report_parley(run: ParleyRun) -> None:
         f"drained {drain} after the load, in {run.turns} turns (a customer's messages that "
         f"wait together are answered by one); Parley peak RSS {run.peak_rss_mib:.0f} MiB"
     )
+    if run.turns and run.accepted:
+        cpu_ms = run.background_cpu_s * 1000
+        print(
+            f"{run.background}: CPU from the load's start to the drain's end: "
+            f"{cpu_ms / run.turns:.1f} ms per turn, {cpu_ms / run.accepted:.1f} ms per message"
+        )
 
 
 async def run(opts: Options, *, bare: bool = True) -> bool:

@@ -32,6 +32,7 @@ class Served:
     pid: int
     name: str
     db: Path | None = None  # Parley's SQLite file
+    worker: int | None = None  # the pid of the `parley worker` beside a `parley api`
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +151,7 @@ async def parley_api_and_worker(
             port = free_port()
             argv = [str(BIN / "parley"), "api", "--port", str(port)]
             async with serve_process("parley", argv, port=port, env=full, cwd=folder) as served:
-                yield served
+                yield dataclasses.replace(served, worker=worker.pid)
         finally:
             await _stop(worker)
 

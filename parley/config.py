@@ -481,7 +481,10 @@ class Settings(BaseSettings):
         ge=1,
         description="Conversations answered at once per process. Unset: twice "
         "OPENAI_MAX_CONCURRENCY, so that the upstream's cap, not the worker, bounds the turns "
-        "waiting on the model (a turn also reads, stores and marks read around its model call).",
+        "waiting on the model (a turn also reads, stores and marks read around its model call). "
+        "While the process's filer has a backlog (a burst not yet filed), a quarter of it: a "
+        "burst is filed first, then answered in fewer turns (one per customer's waiting "
+        "messages).",
     )
     parley_reconcile_interval: float = Field(
         default=15.0, gt=0, description="Seconds between reconciler runs."

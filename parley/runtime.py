@@ -149,6 +149,17 @@ def build_runtime(settings: Settings) -> Runtime:
     upstream_deleter = UpstreamDeleter(
         sessions=sessions, llm=llm, call_timeout=settings.openai_timeout_s
     )
+    filer = Filer(
+        sessions=sessions,
+        queue=queue,
+        parse=parse_webhook,
+        accounts=accounts,
+        batch=settings.parley_filer_batch,
+        chunk=settings.parley_filer_chunk,
+        poll_interval=settings.parley_filer_poll_interval,
+        notify_handoffs=settings.parley_handoff_webhook_url is not None,
+        yield_to=functools.partial(priority_pending, engine),
+    )
     return Runtime(
         settings=settings,
         engine=engine,
@@ -164,18 +175,13 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway=gateway,
         deliverer=deliverer,
         processor=processor,
-        worker=Worker(queue=queue, processor=processor, concurrency=settings.worker_concurrency),
-        filer=Filer(
-            sessions=sessions,
+        worker=Worker(
             queue=queue,
-            parse=parse_webhook,
-            accounts=accounts,
-            batch=settings.parley_filer_batch,
-            chunk=settings.parley_filer_chunk,
-            poll_interval=settings.parley_filer_poll_interval,
-            notify_handoffs=settings.parley_handoff_webhook_url is not None,
-            yield_to=functools.partial(priority_pending, engine),
+            processor=processor,
+            concurrency=settings.worker_concurrency,
+            filed=filer.caught_up,
         ),
+        filer=filer,
         secrets=secrets,
         accounts=accounts,
         upstream_deleter=upstream_deleter,

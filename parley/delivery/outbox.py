@@ -204,12 +204,12 @@ class Deliverer:
         so nothing else is awaited there. Returns the channel's answer and the seconds the
         call took; None when the slot is too far off (`_pace`).
 
-        With `records`, the connection is taken (and pinged) before the slot, so the record
-        waits for no pool, is one statement in autocommit mode, and the time a new connection
-        takes to open does not fall between the slot and the call (it made sends go out closer
-        together than the account's rate). A store that failed meanwhile falls back to
-        `_record_sent`'s retries. Without a connection, nothing is sent: the row waits out its
-        hold and is tried again.
+        With `records`, the connection is taken (and checked, if it rested) before the slot,
+        so the record waits for no pool, is one statement in autocommit mode, and the time a
+        new connection takes to open does not fall between the slot and the call (it made
+        sends go out closer together than the account's rate). A store that failed meanwhile
+        falls back to `_record_sent`'s retries. Without a connection, nothing is sent: the row
+        waits out its hold and is tried again.
         """
         session = self._records() if self._records is not None else None
         try:

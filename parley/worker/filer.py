@@ -16,6 +16,7 @@ forward). Since its row stays the oldest until then, no later body is filed befo
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -157,6 +158,10 @@ class Filer:
         self._poll = poll_interval
         self._yield_to = yield_to
         self._part: _Part | None = None
+        self.caught_up = asyncio.Event()
+        """Set unless the filer's last transaction left rows waiting in the inbox (a full
+        batch, or a body filed in part): then the worker gives way to it (`Worker`)."""
+        self.caught_up.set()
         self._loop = PollLoop(
             self._file_more, failed="filer.failed", retry=poll_interval, wake_during_retry=False
         )
@@ -174,8 +179,8 @@ class Filer:
         await self._loop.run()
 
     async def _file_more(self) -> float:
-        filed = await self._file_batch()
-        return 0 if filed.more or filed.rows >= self._batch else self._poll
+        await self._file_batch()
+        return self._poll if self.caught_up.is_set() else 0
 
     async def file_batch(self) -> int:
         """File the oldest rows, a transaction's worth; returns how many rows were taken, a
@@ -183,6 +188,18 @@ class Filer:
         return (await self._file_batch()).rows
 
     async def _file_batch(self) -> _Filed:
+        try:
+            filed = await self._file_oldest()
+        except BaseException:
+            self.caught_up.set()  # a store that fails must not hold the turns back as well
+            raise
+        if filed.more or filed.rows >= self._batch:
+            self.caught_up.clear()
+        else:
+            self.caught_up.set()
+        return filed
+
+    async def _file_oldest(self) -> _Filed:
         try:
             filed = await self._file(limit=self._batch)
         except _REFUSED as exc:

@@ -1,0 +1,68 @@
+"""The worker loop gives way to filing: while the filer has a backlog, at most a quarter of its
+concurrency runs, so that a burst is filed before it is answered (in fewer, bigger turns)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from parley.queue.memory import MemoryQueue
+from parley.worker.runner import Worker
+
+
+class WatchedEvent(asyncio.Event):
+    """An event that says when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> bool:  # type: ignore[override]
+        self.waited.set()
+        return await super().wait()
+
+
+class HeldTurns:
+    """A processor whose turns run until released, recording which started."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.release = asyncio.Event()
+        self.changed = asyncio.Condition()
+
+    async def process(self, conversation_id: int) -> None:
+        async with self.changed:
+            self.started.append(conversation_id)
+            self.changed.notify_all()
+        await self.release.wait()
+
+    async def until_started(self, count: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(
+                self.changed.wait_for(lambda: len(self.started) >= count), timeout=5
+            )
+
+
+async def test_a_quarter_of_the_turns_run_while_the_filer_is_behind() -> None:
+    queue = MemoryQueue()
+    turns = HeldTurns()
+    filed = WatchedEvent()  # clear: the filer has a backlog
+    worker = Worker(queue=queue, processor=turns, concurrency=8, filed=filed)  # type: ignore[arg-type]
+    await queue.signal_many(range(1, 11))
+    running = asyncio.create_task(worker.run())
+    try:
+        await turns.until_started(2)
+        # The worker waits for the filer with two turns running: none started past them.
+        await asyncio.wait_for(filed.waited.wait(), timeout=5)
+        assert turns.started == [1, 2]
+
+        filed.set()  # caught up: the full concurrency, and no more
+        await turns.until_started(8)
+        filed.waited.clear()
+        filed.clear()  # behind again, with eight running: no slot is free anyway
+        turns.release.set()  # the eight end; two start while the filer is behind
+        await turns.until_started(10)
+        assert turns.started == list(range(1, 11))
+    finally:
+        turns.release.set()
+        await worker.stop(grace=5)
+        await asyncio.wait_for(running, timeout=5)
