@@ -124,7 +124,9 @@ async def _wrk(
         timeout=opts.timeout,
         wrap=wrap,
     )
-    return load, (cpu_seconds(pid) - before) / load.duration_s
+    # Over wrk's whole run: out of bodies, it idles to the end of its duration while the
+    # server may still work (`parley serve` files and answers the backlog meanwhile).
+    return load, (cpu_seconds(pid) - before) / (load.run_s or load.duration_s)
 
 
 async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
@@ -207,8 +209,14 @@ def describe(opts: Options) -> str:
 def report_load(name: str, load: WrkResult, cpu: float) -> None:
     # CPU per request moves less than req/s when other processes take the cores (Parley's
     # includes the turns its worker runs meanwhile).
-    per_request = cpu * load.duration_s / load.completed * 1000 if load.completed else 0.0
+    run = load.run_s or load.duration_s
+    per_request = cpu * run / load.completed * 1000 if load.completed else 0.0
     print(f"{name:7} {load.line()}  cpu {cpu * 100:.0f}% of a core, {per_request:.2f} ms/req")
+    if load.exhausted:
+        print(
+            f"        cpu over wrk's whole {run:.1f} s, after its last body too: for `parley "
+            "serve`, the backlog's filing and turns included"
+        )
     if load.late:
         print(
             f"        {load.late} requests left more than 10 ms behind schedule (worst "

@@ -75,7 +75,7 @@ async def warm_up(url: str, count: int = 20) -> range:
 
 @dataclass(frozen=True)
 class WrkResult:
-    duration_s: float
+    duration_s: float  # the load's: out of bodies, from the first request to the last answer
     completed: int
     issued: int
     statuses: dict[int, int]
@@ -84,6 +84,7 @@ class WrkResult:
     late: int
     late_max_ms: float
     exhausted: bool
+    run_s: float = 0.0  # wrk's whole run, the idle end after the last body included
 
     @property
     def rps(self) -> float:
@@ -127,6 +128,7 @@ def parse(output: str) -> WrkResult:
         late=data["late"],
         late_max_ms=data["late_max_ms"],
         exhausted=data["exhausted"],
+        run_s=data["duration_us"] / 1e6,
     )
 
 
