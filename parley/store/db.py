@@ -64,8 +64,8 @@ def create_engine(
 
     SQLite gets WAL (readers never wait on the writer), a busy timeout so concurrent writers
     queue instead of failing, and foreign keys on. PostgreSQL gets a pool of `pool_size`
-    connections per process and no server-side prepared-statement cache, so it also works
-    behind PgBouncer in transaction mode. The pool has no overflow: SQLAlchemy closes an
+    connections per process (see `_server_engine` for its prepared statements and pings).
+    The pool has no overflow: SQLAlchemy closes an
     overflow connection when it is returned, so a steady load past the pool's size (a worker's
     turns) opened a new connection, a new PostgreSQL backend, for most transactions, and the
     worker drained a backlog more slowly than with fewer turns at once. Past the pool, a
@@ -199,10 +199,10 @@ IDLE_BEFORE_PING = 0.5
 """Seconds a pooled connection may rest and still be handed out unchecked (HikariCP's
 `aliveBypassWindowMs` does the same). SQLAlchemy's `pool_pre_ping` checks every checkout,
 and on asyncpg a check is three round trips (BEGIN, a statement, ROLLBACK), spent under load
-on connections that came back to the pool milliseconds before. A
-connection the server dropped while it rested is still caught before use; one dropped in the
-middle of a use fails that use, which SQLAlchemy sees as a disconnect and then replaces every
-connection the pool held (as with `pool_pre_ping`)."""
+on connections that came back to the pool milliseconds before. A connection the server
+dropped while it rested is still caught before use; one dropped in the middle of a use fails
+that use, which SQLAlchemy sees as a disconnect and then replaces every connection the pool
+held (as with `pool_pre_ping`)."""
 _RESTING_SINCE = "parley_resting_since"
 
 
