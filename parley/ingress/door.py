@@ -125,6 +125,9 @@ async def open_inbox(door: Door, runtime: Runtime, *, file_here: bool) -> AsyncI
         timeout=settings.parley_inbox_timeout,
         on_commit=runtime.filer.wake if file_here else None,
     )
+    if file_here:
+        runtime.filer.give_way_to(writer.quiet)
+        runtime.worker.give_way_to(writer.quiet)
     writer.start()
     door.writer, door.accounts = writer, runtime.accounts
     try:

@@ -24,6 +24,10 @@ from parley.store.queries.inbox import Arrival, append
 log = structlog.get_logger(__name__)
 
 
+PRESSED = 4
+"""Webhooks in one commit from which the door counts as pressed (`InboxWriter.quiet` clear):
+they came in faster than one commit each. At a few hundred a second each commit takes one."""
+
 _CHAIN = 4
 """Most commits in a row the writer makes while webhooks keep arriving, before the shared
 connection's waiting transaction goes in (see `_run`)."""
@@ -82,6 +86,11 @@ class InboxWriter:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
+        self.quiet = asyncio.Event()
+        """Set unless the last commit took `PRESSED` webhooks or more and more are waiting:
+        the filer of this process waits for it (`Filer.give_way_to`), so that a burst's
+        acknowledgements get the event loop first."""
+        self.quiet.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="inbox-writer")
@@ -98,6 +107,7 @@ class InboxWriter:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
+        self.quiet.set()  # nothing is acknowledged here any more: the filer goes on
         stopped = InboxUnavailable("the inbox writer stopped")
         while self._batches:
             _fail(self._take(), stopped)
@@ -138,6 +148,7 @@ class InboxWriter:
         loop = asyncio.get_running_loop()
         while True:
             if not self._batches:
+                self.quiet.set()
                 self._idle.set()
                 self._wake = loop.create_future()
                 await self._wake
@@ -175,6 +186,10 @@ class InboxWriter:
             return
         if batch.timer is not None:
             batch.timer.cancel()
+        if len(batch.arrivals) >= PRESSED:
+            self.quiet.clear()
+        else:
+            self.quiet.set()
         self.commits += 1
         INBOX_COMMITS.inc()
         for done in batch.waiters:

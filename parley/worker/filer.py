@@ -12,11 +12,20 @@ chunk. Nothing records how far it got: a crash between chunks (or another proces
 its turn on PostgreSQL) files the body again from its start, and what is already filed is a
 no-op, as when Meta delivers a webhook twice (messages by their channel id, statuses only
 forward). Since its row stays the oldest until then, no later body is filed before it.
+
+The door comes first. Filing shares the process's event loop with the door, so while the door
+of the same process is pressed (its last group commit took several webhooks at once: they
+arrive faster than it commits them), the filer waits until it is quiet again, for at most
+`DOOR_FIRST_WAIT` before each transaction. A burst is acknowledged at the door's own pace and
+filed right after it, in bigger batches; the answers come later by as long as the burst lasts,
+while a webhook not acknowledged in time is one that Meta sends again and counts against the
+endpoint. Measured in docs/benchmarks.md (2026-12-02, session 11).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +75,11 @@ def _refused(exc: BaseException) -> bool:
     # A statement the server refused (a value too wide for its index, …): its SQLSTATE says so.
     return str(getattr(exc.orig, "sqlstate", "") or "")[:2] in ("22", "23", "54")
 
+
+DOOR_FIRST_WAIT = 0.2
+"""The longest the filer waits for a pressed door (`Filer.give_way_to`) before filing one
+transaction's worth all the same: a door pressed for minutes still has its webhooks filed, a
+transaction every 0.2 s at least, and the rest once it is quiet."""
 
 Parser = Callable[[str, bytes], ParsedWebhook]
 
@@ -162,6 +176,7 @@ class Filer:
         """Set unless the filer's last transaction left rows waiting in the inbox (a full
         batch, or a body filed in part): then the worker gives way to it (`Worker`)."""
         self.caught_up.set()
+        self._door_quiet: asyncio.Event | None = None
         self._loop = PollLoop(
             self._file_more, failed="filer.failed", retry=poll_interval, wake_during_retry=False
         )
@@ -169,6 +184,12 @@ class Filer:
     def wake(self) -> None:
         """Rows were committed in this process: file them now rather than at the next poll."""
         self._loop.wake()
+
+    def give_way_to(self, quiet: asyncio.Event) -> None:
+        """File while `quiet` is set (the door of the same process keeps up with its webhooks,
+        `InboxWriter.quiet`); while it is clear, wait for it, at most `DOOR_FIRST_WAIT` before
+        each transaction."""
+        self._door_quiet = quiet
 
     def poll_at_least(self, seconds: float) -> None:
         """Look at the inbox unwoken no more often than every `seconds`."""
@@ -179,8 +200,16 @@ class Filer:
         await self._loop.run()
 
     async def _file_more(self) -> float:
+        await self._behind_the_door()
         await self._file_batch()
         return self._poll if self.caught_up.is_set() else 0
+
+    async def _behind_the_door(self) -> None:
+        quiet = self._door_quiet
+        if quiet is None or quiet.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(quiet.wait(), timeout=DOOR_FIRST_WAIT)
 
     async def file_batch(self) -> int:
         """File the oldest rows, a transaction's worth; returns how many rows were taken, a

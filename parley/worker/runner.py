@@ -9,6 +9,12 @@ loop and its store's connections: with the worker's full concurrency, a burst of
 webhooks from 1,000 customers was filed no faster than it was answered, one message per turn
 (18,925 turns), and not answered within five minutes. Giving way, it is filed first and
 answered in far fewer, bigger turns.
+
+While the webhook door of the same process is pressed (`InboxWriter.quiet` clear: webhooks
+come in faster than it commits them one by one), it starts no turn while one runs: a turn
+costs as much of the event loop as a few hundred acknowledgements, and the door comes first
+(the filer waits for it too). One turn at a time still runs, so a door pressed for minutes
+does not stop the answers.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from parley.worker.process import ConversationProcessor
 log = structlog.get_logger(__name__)
 CLAIM_TIMEOUT = 0.5
 GIVE_WAY_CHECK = 0.05
-"""Seconds between looks at the turns running, while the worker gives way to filing."""
+"""Seconds between looks at the turns running, while the worker gives way to filing or to the
+door."""
+DOOR_FIRST_TURNS = 1
+"""Most turns at once while the door of the same process is pressed."""
 
 
 class Worker:
@@ -46,10 +55,16 @@ class Worker:
         self._processor = processor
         self._slots = asyncio.Semaphore(concurrency)
         self._filed = filed
+        self._door_quiet: asyncio.Event | None = None
         self._while_filing = max(1, concurrency // 4)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._loop_done = asyncio.Event()
+
+    def give_way_to(self, quiet: asyncio.Event) -> None:
+        """Run at most `DOOR_FIRST_TURNS` turns while `quiet` is clear (the door of the same
+        process is pressed, `InboxWriter.quiet`)."""
+        self._door_quiet = quiet
 
     async def run(self) -> None:
         log.info("worker.started")
@@ -61,7 +76,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             await self._slots.acquire()
-            await self._give_way_to_filing()
+            await self._give_way()
             try:
                 conversation_id = await self._queue.claim(timeout=CLAIM_TIMEOUT)
             except Exception:
@@ -80,18 +95,21 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _give_way_to_filing(self) -> None:
-        filed = self._filed
-        if filed is None:
-            return
-        while (
-            not filed.is_set()
-            and len(self._tasks) >= self._while_filing
-            and not self._stopping.is_set()
-        ):
-            # Bounded, so that a turn ending (room under the quarter) is seen soon.
+    async def _give_way(self) -> None:
+        """Wait while the turns running fill what the door and the filer leave them."""
+        while not self._stopping.is_set():
+            door, filed = self._door_quiet, self._filed
+            if door is not None and not door.is_set():
+                room, until = DOOR_FIRST_TURNS, door
+            elif filed is not None and not filed.is_set():
+                room, until = self._while_filing, filed
+            else:
+                return
+            if len(self._tasks) < room:
+                return
+            # Bounded, so that a turn ending (room under the limit) is seen soon.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(filed.wait(), timeout=GIVE_WAY_CHECK)
+                await asyncio.wait_for(until.wait(), timeout=GIVE_WAY_CHECK)
 
     async def _handle(self, conversation_id: int) -> None:
         try:

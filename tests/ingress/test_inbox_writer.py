@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from parley.ingress.inbox import InboxUnavailable, InboxWriter
+from parley.ingress.inbox import PRESSED, InboxUnavailable, InboxWriter
 from parley.store.db import create_engine, create_inbox_engine, priority_pending
 from parley.store.migrate import upgrade
 from parley.store.queries.inbox import Arrival
@@ -147,6 +147,33 @@ async def test_webhooks_arriving_together_are_committed_in_batches_of_at_most_ma
         await asyncio.gather(*(writer.append(arrival) for arrival in arrivals))
         assert writer.commits == 5
         assert await _stored(engine) == [a.correlation_id for a in arrivals]
+    finally:
+        await writer.close()
+
+
+async def test_the_door_is_pressed_while_commits_take_several_webhooks_and_quiet_once_idle(
+    inbox_engine: AsyncEngine,
+) -> None:
+    quiet_at_commits: list[bool] = []
+    writer = InboxWriter(
+        inbox_engine,
+        max_batch=PRESSED * 2,
+        timeout=10,
+        on_commit=lambda: quiet_at_commits.append(writer.quiet.is_set()),
+    )
+    writer.start()
+    try:
+        assert writer.quiet.is_set()
+        # Arriving together: commits of PRESSED webhooks or more, each one pressed.
+        # Two full batches and one of PRESSED.
+        await asyncio.gather(*(writer.append(a) for a in _arrivals(PRESSED * 4 + PRESSED)))
+        assert writer.commits == 3
+        assert quiet_at_commits == [False] * 3
+        await asyncio.wait_for(writer.quiet.wait(), timeout=5)  # nothing waits: quiet
+        # One at a time, as at a few hundred a second: quiet at each commit.
+        for arrival in _arrivals(2, first=100):
+            await writer.append(arrival)
+        assert quiet_at_commits[3:] == [True, True]
     finally:
         await writer.close()
 

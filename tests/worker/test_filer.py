@@ -1,10 +1,13 @@
 """The filer on a real, migrated store (both backends): inbox rows become messages in id
 order, in one transaction per batch; a row its channel cannot read is kept, marked, and does
 not hold back the rows around it; a body bigger than a transaction's chunk is filed in chunks,
-once, in order, even when its filing is cut short between chunks."""
+once, in order, even when its filing is cut short between chunks. While the door of the same
+process is pressed, the filer waits for it, a bounded time."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 import pytest
@@ -17,6 +20,7 @@ from parley.store.migrate import upgrade
 from parley.store.models import Message
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.inbox import Arrival, append
+from parley.worker import filer as filer_module
 from parley.worker.filer import Filer
 from tests.factories import body_bytes, whatsapp_batch, whatsapp_texts
 
@@ -24,9 +28,11 @@ from tests.factories import body_bytes, whatsapp_batch, whatsapp_texts
 class RecordingQueue:
     def __init__(self) -> None:
         self.signalled: list[int] = []
+        self.any = asyncio.Event()
 
     async def signal_many(self, conversation_ids: Iterable[int]) -> None:
         self.signalled += list(conversation_ids)
+        self.any.set()
 
 
 @pytest.fixture
@@ -271,3 +277,66 @@ async def test_the_rows_of_a_transaction_are_filed_together_each_message_once_in
     assert correlation == {"one": "c-1", "other": "c-2", "two": "c-3", "three": "c-3"}
     assert len(queue.signalled) == 2
     assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+class WatchedEvent(asyncio.Event):
+    """An event that says when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> bool:  # type: ignore[override]
+        self.waited.set()
+        return await super().wait()
+
+
+async def _one_backlog_row(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        body = body_bytes(whatsapp_texts("34600000099", ["after the burst"]))
+        await append(connection, [Arrival("whatsapp", body, "c-door")])
+
+
+async def _until_signalled(queue: RecordingQueue, timeout: float) -> None:
+    await asyncio.wait_for(queue.any.wait(), timeout=timeout)
+
+
+async def test_the_filer_waits_while_the_door_is_pressed_and_files_once_it_is_quiet(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filer_module, "DOOR_FIRST_WAIT", 30.0)
+    await _one_backlog_row(engine)
+    queue = RecordingQueue()
+    the_filer = filer(create_sessionmaker(engine), queue, batch=10)
+    quiet = WatchedEvent()  # clear: the door is pressed
+    the_filer.give_way_to(quiet)
+    running = asyncio.create_task(the_filer.run())
+    try:
+        await asyncio.wait_for(quiet.waited.wait(), timeout=5)
+        # Waiting for the door, before its transaction: nothing filed yet.
+        assert await rows(engine, "SELECT count(*) FROM messages") == [(0,)]
+        quiet.set()
+        await _until_signalled(queue, timeout=5)
+        assert await rows(engine, "SELECT text FROM messages") == [("after the burst",)]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_door_pressed_for_long_still_has_its_webhooks_filed(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filer_module, "DOOR_FIRST_WAIT", 0.3)
+    await _one_backlog_row(engine)
+    queue = RecordingQueue()
+    the_filer = filer(create_sessionmaker(engine), queue, batch=10)
+    the_filer.give_way_to(asyncio.Event())  # pressed, and never quiet
+    started = time.monotonic()
+    running = asyncio.create_task(the_filer.run())
+    try:
+        await _until_signalled(queue, timeout=5)
+        assert time.monotonic() - started >= 0.3  # not before the wait's bound
+        assert await rows(engine, "SELECT text FROM messages") == [("after the burst",)]
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)

@@ -1,5 +1,6 @@
 """The worker loop gives way to filing: while the filer has a backlog, at most a quarter of its
-concurrency runs, so that a burst is filed before it is answered (in fewer, bigger turns)."""
+concurrency runs, so that a burst is filed before it is answered (in fewer, bigger turns). And
+to the door: while the door of the same process is pressed, one turn at a time."""
 
 from __future__ import annotations
 
@@ -62,6 +63,35 @@ async def test_a_quarter_of_the_turns_run_while_the_filer_is_behind() -> None:
         turns.release.set()  # the eight end; two start while the filer is behind
         await turns.until_started(10)
         assert turns.started == list(range(1, 11))
+    finally:
+        turns.release.set()
+        await worker.stop(grace=5)
+        await asyncio.wait_for(running, timeout=5)
+
+
+async def test_one_turn_at_a_time_runs_while_the_door_is_pressed() -> None:
+    queue = MemoryQueue()
+    turns = HeldTurns()
+    filed = WatchedEvent()  # the filer is behind as well: the door's limit is the lower one
+    quiet = WatchedEvent()  # clear: the door is pressed
+    worker = Worker(queue=queue, processor=turns, concurrency=8, filed=filed)  # type: ignore[arg-type]
+    worker.give_way_to(quiet)
+    await queue.signal_many(range(1, 11))
+    running = asyncio.create_task(worker.run())
+    try:
+        await turns.until_started(1)
+        # The worker waits for the door with one turn running: none started past it.
+        await asyncio.wait_for(quiet.waited.wait(), timeout=5)
+        assert turns.started == [1]
+
+        quiet.set()  # the door is quiet, the filer still behind: a quarter of eight
+        await turns.until_started(2)
+        await asyncio.wait_for(filed.waited.wait(), timeout=5)
+        assert turns.started == [1, 2]
+
+        filed.set()  # both: the full concurrency
+        await turns.until_started(8)
+        assert turns.started == list(range(1, 9))
     finally:
         turns.release.set()
         await worker.stop(grace=5)
