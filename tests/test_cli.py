@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -11,7 +12,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
+from parley import cli
+from parley.config import Settings
 from parley.testing import GraphSimulator, OpenAISimulator, wait_until_ready
 from tests.conftest import Parley, Store
 from tests.console.helpers import new_user
@@ -243,3 +247,22 @@ async def test_commands_other_than_serve_name_the_database_and_never_create_it(
     assert out.strip() == f"database sqlite+aiosqlite:///{db} at head"
     code, out, _ = await run_parley(env, tmp_path, "users", "create", "admin", "--admin")
     assert code == 0 and out.splitlines()[-1].startswith("pk-")
+
+
+def test_the_served_process_hands_the_gil_to_sqlites_threads_sooner(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`parley serve` runs with a shorter switch interval than Python's, so that SQLite's
+    threads get the GIL back soon while the event loop is busy (see `_hand_over_sooner`)."""
+    at_start: list[float] = []
+    monkeypatch.setattr(
+        cli.uvicorn, "run", lambda *_, **__: at_start.append(sys.getswitchinterval())
+    )
+    default = sys.getswitchinterval()
+    try:
+        cli._run_http(settings, "serve", "127.0.0.1", free_port())
+    finally:
+        sys.setswitchinterval(default)
+        gc.unfreeze()
+    assert at_start == [cli.SWITCH_INTERVAL]
+    assert default > cli.SWITCH_INTERVAL
