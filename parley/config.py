@@ -484,7 +484,8 @@ class Settings(BaseSettings):
         "waiting on the model (a turn also reads, stores and marks read around its model call). "
         "While the process's filer has a backlog (a burst not yet filed), a quarter of it: a "
         "burst is filed first, then answered in fewer turns (one per customer's waiting "
-        "messages).",
+        "messages). In `parley serve`, one while the door is pressed (webhooks coming in "
+        "faster than one commit each).",
     )
     parley_reconcile_interval: float = Field(
         default=15.0, gt=0, description="Seconds between reconciler runs."
