@@ -485,7 +485,7 @@ class Settings(BaseSettings):
         "While the process's filer has a backlog (a burst not yet filed), a quarter of it: a "
         "burst is filed first, then answered in fewer turns (one per customer's waiting "
         "messages). In `parley serve`, one while the door is pressed (webhooks coming in "
-        "faster than one commit each).",
+        "much faster than it commits them: 16 or more in one commit).",
     )
     parley_reconcile_interval: float = Field(
         default=15.0, gt=0, description="Seconds between reconciler runs."

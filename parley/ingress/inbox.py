@@ -24,9 +24,12 @@ from parley.store.queries.inbox import Arrival, append
 log = structlog.get_logger(__name__)
 
 
-PRESSED = 4
+PRESSED = 16
 """Webhooks in one commit from which the door counts as pressed (`InboxWriter.quiet` clear):
-they came in faster than one commit each. At a few hundred a second each commit takes one."""
+they came in much faster than it commits. At a few hundred a second each commit takes one or
+two; a disk slow to sync (10 ms) makes it take a few at such rates, where the door is far from
+busy and filing must not wait, hence sixteen. A burst that saturates the door takes dozens per
+commit (about 30 in `bench/ingest.py`'s 64 connections)."""
 
 _CHAIN = 4
 """Most commits in a row the writer makes while webhooks keep arriving, before the shared

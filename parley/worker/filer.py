@@ -14,7 +14,7 @@ no-op, as when Meta delivers a webhook twice (messages by their channel id, stat
 forward). Since its row stays the oldest until then, no later body is filed before it.
 
 The door comes first. Filing shares the process's event loop with the door, so while the door
-of the same process is pressed (its last group commit took several webhooks at once: they
+of the same process is pressed (its last group commit took many webhooks at once: they
 arrive faster than it commits them), the filer waits until it is quiet again, for at most
 `DOOR_FIRST_WAIT` before each transaction. A burst is acknowledged at the door's own pace and
 filed right after it, in bigger batches; the answers come later by as long as the burst lasts,

@@ -11,7 +11,7 @@ webhooks from 1,000 customers was filed no faster than it was answered, one mess
 answered in far fewer, bigger turns.
 
 While the webhook door of the same process is pressed (`InboxWriter.quiet` clear: webhooks
-come in faster than it commits them one by one), it starts no turn while one runs: a turn
+come in much faster than it commits them), it starts no turn while one runs: a turn
 costs as much of the event loop as a few hundred acknowledgements, and the door comes first
 (the filer waits for it too). One turn at a time still runs, so a door pressed for minutes
 does not stop the answers.

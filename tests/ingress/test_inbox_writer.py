@@ -170,9 +170,10 @@ async def test_the_door_is_pressed_while_commits_take_several_webhooks_and_quiet
         assert writer.commits == 3
         assert quiet_at_commits == [False] * 3
         await asyncio.wait_for(writer.quiet.wait(), timeout=5)  # nothing waits: quiet
-        # One at a time, as at a few hundred a second: quiet at each commit.
-        for arrival in _arrivals(2, first=100):
-            await writer.append(arrival)
+        # Fewer together than PRESSED, then one at a time: quiet at each commit.
+        await asyncio.gather(*(writer.append(a) for a in _arrivals(PRESSED - 1, first=100)))
+        await writer.append(_arrivals(1, first=200)[0])
+        assert writer.commits == 5
         assert quiet_at_commits[3:] == [True, True]
     finally:
         await writer.close()
