@@ -17,7 +17,7 @@ The door comes first. Filing shares the process's event loop with the door, so w
 of the same process is pressed (its last group commit took many webhooks at once: they
 arrive faster than it commits them), the filer waits until it is quiet again, for at most
 `DOOR_FIRST_WAIT` before each transaction. A burst is acknowledged at the door's own pace and
-filed right after it, in bigger batches; the answers come later by as long as the burst lasts,
+filed right after it; the answers come later by as long as the burst lasts,
 while a webhook not acknowledged in time is one that Meta sends again and counts against the
 endpoint. Measured in docs/benchmarks.md (2026-12-02, session 11).
 """

@@ -7,6 +7,7 @@ process is pressed, the filer waits for it, a bounded time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -22,6 +23,7 @@ from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.inbox import Arrival, append
 from parley.worker import filer as filer_module
 from parley.worker.filer import Filer
+from tests.events import WatchedEvent
 from tests.factories import body_bytes, whatsapp_batch, whatsapp_texts
 
 
@@ -279,18 +281,6 @@ async def test_the_rows_of_a_transaction_are_filed_together_each_message_once_in
     assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
 
 
-class WatchedEvent(asyncio.Event):
-    """An event that says when someone waits for it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waited = asyncio.Event()
-
-    async def wait(self) -> bool:  # type: ignore[override]
-        self.waited.set()
-        return await super().wait()
-
-
 async def _one_backlog_row(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
         body = body_bytes(whatsapp_texts("34600000099", ["after the burst"]))
@@ -299,6 +289,17 @@ async def _one_backlog_row(engine: AsyncEngine) -> None:
 
 async def _until_signalled(queue: RecordingQueue, timeout: float) -> None:
     await asyncio.wait_for(queue.any.wait(), timeout=timeout)
+
+
+@contextlib.asynccontextmanager
+async def filing(the_filer: Filer) -> AsyncIterator[None]:
+    """The filer's loop running until the block ends."""
+    task = asyncio.create_task(the_filer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_the_filer_waits_while_the_door_is_pressed_and_files_once_it_is_quiet(
@@ -310,17 +311,13 @@ async def test_the_filer_waits_while_the_door_is_pressed_and_files_once_it_is_qu
     the_filer = filer(create_sessionmaker(engine), queue, batch=10)
     quiet = WatchedEvent()  # clear: the door is pressed
     the_filer.give_way_to(quiet)
-    running = asyncio.create_task(the_filer.run())
-    try:
+    async with filing(the_filer):
         await asyncio.wait_for(quiet.waited.wait(), timeout=5)
         # Waiting for the door, before its transaction: nothing filed yet.
         assert await rows(engine, "SELECT count(*) FROM messages") == [(0,)]
         quiet.set()
         await _until_signalled(queue, timeout=5)
         assert await rows(engine, "SELECT text FROM messages") == [("after the burst",)]
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
 
 
 async def test_a_door_pressed_for_long_still_has_its_webhooks_filed(
@@ -332,11 +329,7 @@ async def test_a_door_pressed_for_long_still_has_its_webhooks_filed(
     the_filer = filer(create_sessionmaker(engine), queue, batch=10)
     the_filer.give_way_to(asyncio.Event())  # pressed, and never quiet
     started = time.monotonic()
-    running = asyncio.create_task(the_filer.run())
-    try:
+    async with filing(the_filer):
         await _until_signalled(queue, timeout=5)
         assert time.monotonic() - started >= 0.3  # not before the wait's bound
         assert await rows(engine, "SELECT text FROM messages") == [("after the burst",)]
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)

@@ -5,21 +5,12 @@ to the door: while the door of the same process is pressed, one turn at a time."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from parley.queue.memory import MemoryQueue
 from parley.worker.runner import Worker
-
-
-class WatchedEvent(asyncio.Event):
-    """An event that says when someone waits for it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.waited = asyncio.Event()
-
-    async def wait(self) -> bool:  # type: ignore[override]
-        self.waited.set()
-        return await super().wait()
+from tests.events import WatchedEvent
 
 
 class HeldTurns:
@@ -43,14 +34,26 @@ class HeldTurns:
             )
 
 
+@contextlib.asynccontextmanager
+async def running(worker: Worker, queue: MemoryQueue, turns: HeldTurns) -> AsyncIterator[None]:
+    """The worker running with ten conversations signalled; on the way out every turn is let
+    go and the worker stopped."""
+    await queue.signal_many(range(1, 11))
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        turns.release.set()
+        await worker.stop(grace=5)
+        await asyncio.wait_for(task, timeout=5)
+
+
 async def test_a_quarter_of_the_turns_run_while_the_filer_is_behind() -> None:
     queue = MemoryQueue()
     turns = HeldTurns()
     filed = WatchedEvent()  # clear: the filer has a backlog
     worker = Worker(queue=queue, processor=turns, concurrency=8, filed=filed)  # type: ignore[arg-type]
-    await queue.signal_many(range(1, 11))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with running(worker, queue, turns):
         await turns.until_started(2)
         # The worker waits for the filer with two turns running: none started past them.
         await asyncio.wait_for(filed.waited.wait(), timeout=5)
@@ -63,10 +66,6 @@ async def test_a_quarter_of_the_turns_run_while_the_filer_is_behind() -> None:
         turns.release.set()  # the eight end; two start while the filer is behind
         await turns.until_started(10)
         assert turns.started == list(range(1, 11))
-    finally:
-        turns.release.set()
-        await worker.stop(grace=5)
-        await asyncio.wait_for(running, timeout=5)
 
 
 async def test_one_turn_at_a_time_runs_while_the_door_is_pressed() -> None:
@@ -76,9 +75,7 @@ async def test_one_turn_at_a_time_runs_while_the_door_is_pressed() -> None:
     quiet = WatchedEvent()  # clear: the door is pressed
     worker = Worker(queue=queue, processor=turns, concurrency=8, filed=filed)  # type: ignore[arg-type]
     worker.give_way_to(quiet)
-    await queue.signal_many(range(1, 11))
-    running = asyncio.create_task(worker.run())
-    try:
+    async with running(worker, queue, turns):
         await turns.until_started(1)
         # The worker waits for the door with one turn running: none started past it.
         await asyncio.wait_for(quiet.waited.wait(), timeout=5)
@@ -92,7 +89,3 @@ async def test_one_turn_at_a_time_runs_while_the_door_is_pressed() -> None:
         filed.set()  # both: the full concurrency
         await turns.until_started(8)
         assert turns.started == list(range(1, 9))
-    finally:
-        turns.release.set()
-        await worker.stop(grace=5)
-        await asyncio.wait_for(running, timeout=5)
