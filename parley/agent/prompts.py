@@ -84,26 +84,73 @@ async def choose_prompt(
     """The prompt for the conversation's next turn. Records the version on the conversation
     when it changes (in the caller's transaction, which the caller commits). With `cache`,
     bindings and versions are read through it (see `store.queries.prompt_cache`)."""
-    values = conversation_variables(
+    profile = conversation.profile
+    binding = await find_binding(session, account=account, profile=profile, cache=cache)
+    if binding is None:
+        return builtin_prompt(
+            conversation=conversation, account=account, contact=contact, defaults=defaults, now=now
+        )
+    return await bound_prompt(
+        session,
+        binding,
         conversation=conversation,
         account=account,
         contact=contact,
-        timezone=defaults.timezone,
+        defaults=defaults,
         now=now,
+        cache=cache,
     )
+
+
+async def find_binding(
+    session: AsyncSession,
+    *,
+    account: Account,
+    profile: str | None,
+    cache: PromptCache | None = None,
+) -> PromptBinding | None:
+    """The binding that gives a conversation of `account` with `profile` (its own, if any)
+    its prompt; None: the built-in prompt. The conversation need not be stored yet."""
     lookup = cache or _Uncached
-    profile = conversation.profile or account.profile
-    binding = await lookup.binding_for(session, account_id=account.id, profile=profile)
-    model = account.model or defaults.model
-    if binding is None:
-        return PromptChoice(
-            name=None,
-            version=None,
-            version_id=None,
-            instructions=fill(defaults.instructions, values),
-            model=model,
-            variables=values,
-        )
+    return await lookup.binding_for(
+        session, account_id=account.id, profile=profile or account.profile
+    )
+
+
+def builtin_prompt(
+    *,
+    conversation: AnyConversation,
+    account: Account,
+    contact: Contact | None,
+    defaults: PromptDefaults,
+    now: datetime | None = None,
+) -> PromptChoice:
+    """The built-in prompt (no binding), filled in for the conversation: nothing is read or
+    written, and the conversation's id is not needed."""
+    values = _variables(conversation, account, contact, defaults, now)
+    return PromptChoice(
+        name=None,
+        version=None,
+        version_id=None,
+        instructions=fill(defaults.instructions, values),
+        model=account.model or defaults.model,
+        variables=values,
+    )
+
+
+async def bound_prompt(
+    session: AsyncSession,
+    binding: PromptBinding,
+    *,
+    conversation: AnyConversation,
+    account: Account,
+    contact: Contact | None,
+    defaults: PromptDefaults,
+    now: datetime | None = None,
+    cache: PromptCache | None = None,
+) -> PromptChoice:
+    """The version `binding` gives the conversation, recorded on it when it changes."""
+    values = _variables(conversation, account, contact, defaults, now)
     version_id = assigned_version(binding, conversation)
     if version_id != conversation.prompt_version_id:
         await session.execute(
@@ -111,6 +158,7 @@ async def choose_prompt(
             .where(Conversation.id == conversation.id)
             .values(prompt_version_id=version_id)
         )
+    lookup = cache or _Uncached
     name, version = await lookup.version_named(session, version_id=version_id)
     # The conversation's own facts win; a version's defaults fill what is empty or extra.
     values = {**values, **version.variables, **{k: v for k, v in values.items() if v}}
@@ -119,9 +167,22 @@ async def choose_prompt(
         version=version.version,
         version_id=version.id,
         instructions=fill(version.instructions, values),
-        model=version.model or model,
+        model=version.model or account.model or defaults.model,
         settings=dict(version.settings),
         variables=values,
+    )
+
+
+def _variables(
+    conversation: AnyConversation,
+    account: Account,
+    contact: Contact | None,
+    defaults: PromptDefaults,
+    now: datetime | None,
+) -> dict[str, str]:
+    timezone = defaults.timezone
+    return conversation_variables(
+        conversation=conversation, account=account, contact=contact, timezone=timezone, now=now
     )
 
 

@@ -23,13 +23,26 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.agent.prompts import choose_prompt
+from parley.agent.prompts import (
+    PromptChoice,
+    bound_prompt,
+    builtin_prompt,
+    choose_prompt,
+    find_binding,
+)
 from parley.agent.turn import Agent
 from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
 from parley.store.db import last_statement_of
-from parley.store.models import Account, AnyResponse, Contact, NewResponse, ResponseRecord, utcnow
+from parley.store.models import (
+    Account,
+    AnyResponse,
+    Contact,
+    NewResponse,
+    ResponseRecord,
+    utcnow,
+)
 from parley.store.queries.prompt_cache import PromptCache
 from parley.store.queries.responses import (
     Thread,
@@ -38,6 +51,7 @@ from parley.store.queries.responses import (
     get_response,
     insert_response,
     new_thread,
+    open_thread,
     set_status,
     thread_of,
 )
@@ -97,26 +111,23 @@ class ResponsesService:
         # An empty key is no key, as the look-up below already takes it; stored, it made a
         # second request with an empty key collide with the first one's row.
         idempotency_key = idempotency_key or None
+        record = _new_record(owner, request, idempotency_key, request_hash)
         async with self._sessions() as session:
             if idempotency_key:
                 earlier = await find_idempotent(session, user_id=owner.user_id, key=idempotency_key)
                 if earlier is not None:
                     return _replayed(earlier, request_hash)
             await self._check_model(session, request.model)
-            previous, thread = await self._thread(session, owner, request)
-            # Chosen here, in the response's own transaction (it may record an A/B assignment).
-            prompt = await choose_prompt(
-                session,
-                conversation=thread.conversation,
-                account=thread.account,
-                contact=thread.contact,
-                defaults=self._agent.prompt_defaults,
-                cache=self._prompts,
-            )
-            record = _new_record(owner, request, thread, idempotency_key, request_hash)
             try:
-                await last_statement_of(session)
-                await insert_response(session, record)
+                if request.previous_response_id is None:
+                    previous = None
+                    thread, prompt = await self._open(session, owner, request, record)
+                else:
+                    previous, thread = await self._chained(session, owner, request)
+                    prompt = await self._prompt(session, thread)
+                    record.conversation_id = thread.conversation.id
+                    await last_statement_of(session)
+                    await insert_response(session, record)
                 await session.commit()
                 self._remember(owner.user_id, thread)
             except IntegrityError:
@@ -136,6 +147,56 @@ class ResponsesService:
         task.add_done_callback(lambda _: self._tasks.pop(record.id, None))
         return Started(record, task)
 
+    async def _open(
+        self, session: AsyncSession, owner: Owner, request: CreateRequest, record: NewResponse
+    ) -> tuple[Thread, PromptChoice]:
+        """A new thread with `record` in it, and its prompt, chosen in the response's own
+        transaction (it may record an A/B assignment on the new conversation). With no
+        binding, as for most callers, nothing is recorded but the two rows, and on SQLite the
+        whole transaction is one trip to the database (`open_thread`)."""
+        parties = self._parties.get(owner.user_id)
+        if parties is None:
+            parties = await api_parties(session, user_id=owner.user_id, user_name=owner.name)
+        account, contact = parties
+        binding = await find_binding(
+            session, account=account, profile=request.model, cache=self._prompts
+        )
+        if binding is None:
+            thread = await open_thread(
+                session, account=account, contact=contact, profile=request.model, response=record
+            )
+            prompt = builtin_prompt(
+                conversation=thread.conversation,
+                account=account,
+                contact=contact,
+                defaults=self._agent.prompt_defaults,
+            )
+            return thread, prompt
+        thread = await new_thread(session, account=account, contact=contact, profile=request.model)
+        prompt = await bound_prompt(
+            session,
+            binding,
+            conversation=thread.conversation,
+            account=account,
+            contact=contact,
+            defaults=self._agent.prompt_defaults,
+            cache=self._prompts,
+        )
+        record.conversation_id = thread.conversation.id
+        await last_statement_of(session)
+        await insert_response(session, record)
+        return thread, prompt
+
+    async def _prompt(self, session: AsyncSession, thread: Thread) -> PromptChoice:
+        return await choose_prompt(
+            session,
+            conversation=thread.conversation,
+            account=thread.account,
+            contact=thread.contact,
+            defaults=self._agent.prompt_defaults,
+            cache=self._prompts,
+        )
+
     def _remember(self, user_id: int, thread: Thread) -> None:
         if len(self._parties) >= MAX_REMEMBERED_USERS:
             self._parties.clear()
@@ -152,18 +213,11 @@ class ResponsesService:
             code="model_not_found",
         )
 
-    async def _thread(
+    async def _chained(
         self, session: AsyncSession, owner: Owner, request: CreateRequest
-    ) -> tuple[ResponseRecord | None, Thread]:
-        if request.previous_response_id is None:
-            parties = self._parties.get(owner.user_id)
-            if parties is None:
-                parties = await api_parties(session, user_id=owner.user_id, user_name=owner.name)
-            account, contact = parties
-            fresh = await new_thread(
-                session, account=account, contact=contact, profile=request.model
-            )
-            return None, fresh
+    ) -> tuple[ResponseRecord, Thread]:
+        """The response `previous_response_id` names and its thread."""
+        assert request.previous_response_id is not None
         previous = await get_response(
             session, response_id=request.previous_response_id, user_id=owner.user_id
         )
@@ -215,15 +269,16 @@ class ResponsesService:
 def _new_record(
     owner: Owner,
     request: CreateRequest,
-    thread: Thread,
     idempotency_key: str | None,
     request_hash: str,
 ) -> NewResponse:
+    """The response's row, built before its transaction begins; its conversation is set once
+    the thread is known."""
     now = utcnow()
     return NewResponse(
         id=new_id("resp"),
         user_id=owner.user_id,
-        conversation_id=thread.conversation.id,
+        conversation_id=None,
         previous_response_id=request.previous_response_id,
         status="queued" if request.background else "in_progress",
         profile=request.model,

@@ -33,9 +33,10 @@ from parley.responses.items import (
 from parley.responses.request import CreateRequest
 from parley.store.models import AnyResponse, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.responses import (
+    ResponseClosed,
     Thread,
     delete_response,
-    hold_status,
+    guard_status,
     response_status,
     set_status,
 )
@@ -246,13 +247,16 @@ class TurnRunner:
         still open (a cancelled one stays cancelled); then the stream's last events."""
         values = {**values, "completed_at": utcnow()}
         async with self._sessions() as session:
-            # Still open, as nearly always: the outcome and the thread's rows in two trips to
-            # SQLite's thread. The status's UPDATE rides with the first of the turn's
-            # statements, and whether it moved the row is read before the COMMIT.
-            moved = await hold_status(session, response_id=job.record.id, status=status, **values)
-            commits = job.request.store  # else the response's delete comes after them
-            await self._record(session, job, rows, last_response_id, usage, commits=commits)
-            if not moved.value:
+            try:
+                # Still open, as nearly always: on SQLite the outcome and the thread's rows
+                # are one trip to the database's thread, the status's UPDATE a guard in it.
+                await guard_status(session, response_id=job.record.id, status=status, **values)
+                stored = job.request.store  # else the response's delete comes after the rows
+                await self._record(session, job, rows, last_response_id, usage, commits=stored)
+                if not stored:
+                    await delete_response(session, response_id=job.record.id, user_id=job.user_id)
+                    await session.commit()
+            except ResponseClosed:
                 await session.rollback()
                 current = await session.get(ResponseRecord, job.record.id)
                 if current is not None:  # cancelled, or closed by another process's sweep
@@ -265,10 +269,7 @@ class TurnRunner:
                 # Deleted while it ran (DELETE mid-stream): the object is gone, but the turn
                 # happened, so its messages and usage are recorded all the same.
                 log.info("responses.deleted_while_running")
-                await self._record(session, job, rows, last_response_id, usage, commits=commits)
-            if not job.request.store:
-                await delete_response(session, response_id=job.record.id, user_id=job.user_id)
-            await session.commit()
+                await self._record(session, job, rows, last_response_id, usage, commits=True)
         # The caller's answer is built from this copy, with no second read of the row.
         record = job.record
         record.status = status

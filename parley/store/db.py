@@ -357,52 +357,46 @@ def ends_with_next_statement(connection: AsyncConnection) -> None:
         driver.commit_with_next_statement()
 
 
-def defers_next_statement(
-    connection: AsyncConnection, rowcount: sqlite_driver.RowcountTaker | None = None
-) -> bool:
+def defers_next_statement(connection: AsyncConnection) -> bool:
     """Nobody reads the outcome of `connection`'s next statement (no RETURNING, its rowcount
     unread): on SQLite it goes to the database's thread in the trip of the statement after it,
     or of the COMMIT, rather than in a trip of its own; an error it raises is raised there.
-    Nothing changes on other drivers. `rowcount` is told the statement's rowcount once it has
-    run. Returns whether the statement will be held back."""
+    Nothing changes on other drivers. Returns whether the statement will be held back."""
     driver = _one_trip_driver(connection)
     if driver is not None:
-        driver.defer_next_statement(rowcount)
+        driver.defer_next_statement()
     return driver is not None
 
 
-class LaterRowcount:
-    """The rowcount of a statement executed by `execute_held`, known once a later statement
-    of its transaction (or its COMMIT) has gone to the database."""
+async def execute_guarded(
+    connection: AsyncConnection,
+    statement: Executable,
+    parameters: dict[str, Any],
+    *,
+    expect: int,
+    refusal: sqlite_driver.Refusal,
+    hold: bool = True,
+) -> None:
+    """Execute `statement`, which must change `expect` rows; if it changes another number,
+    `refusal(rowcount)` is raised and nothing of the transaction is kept.
 
-    __slots__ = ("_value",)
-
-    def __init__(self) -> None:
-        self._value: int | None = None
-
-    def take(self, value: int) -> None:
-        self._value = value
-
-    @property
-    def value(self) -> int:
-        if self._value is None:
-            raise RuntimeError("the held statement has not gone to the database yet")
-        return self._value
-
-
-async def execute_held(
-    connection: AsyncConnection, statement: Executable, parameters: dict[str, Any]
-) -> LaterRowcount:
-    """Execute `statement`, whose rowcount its caller reads only after the transaction's next
-    statement: on SQLite it goes to the database's thread in that statement's trip (see
-    `defers_next_statement`), and the rowcount is known once that trip is back. On other
-    drivers it runs at once, and so is its rowcount known."""
-    rowcount = LaterRowcount()
-    held = defers_next_statement(connection, rowcount.take)
+    On SQLite (with `hold`) it goes to the database's thread in the trip of the transaction's
+    next statement or COMMIT (see `defers_next_statement`), where the guard is checked before
+    anything after it runs: that trip rolls the transaction back and raises the refusal, so a
+    transaction whose outcome depends on the statement still takes no trip of its own for it.
+    Without `hold` it runs at once, and on SQLite a COMMIT it carries is not made if it
+    refuses. Elsewhere it runs at once and the refusal is raised from here; the caller's
+    transaction is then rolled back as after any error."""
+    driver = _one_trip_driver(connection)
+    if driver is not None:
+        driver.guard_next_statement(expect, refusal)
+        if hold:
+            driver.defer_next_statement()
+        await connection.execute(statement, parameters)
+        return
     result = await connection.execute(statement, parameters)
-    if not held:
-        rowcount.take(result.rowcount)  # type: ignore[attr-defined]
-    return rowcount
+    if result.rowcount != expect:  # type: ignore[attr-defined]
+        raise refusal(result.rowcount)  # type: ignore[attr-defined]
 
 
 @contextlib.asynccontextmanager

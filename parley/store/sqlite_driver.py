@@ -37,10 +37,13 @@ AVAILABLE = callable(getattr(aiosqlite.Connection, "_execute", None))
 
 _Description = tuple[tuple[Any, ...], ...] | None
 _Outcome = tuple[_Description, list[Any], int, int | None]
-RowcountTaker = Callable[[int], None]
-_Statement = tuple[str, Any, bool, RowcountTaker | None]
+Refusal = Callable[[int], Exception]
+"""What a guarded statement raises when it changed another number of rows than expected, made
+from the number it changed."""
+_Guard = tuple[int, Refusal]
+_Statement = tuple[str, Any, bool, _Guard | None]
 """A statement held back (`defer_next_statement`): its SQL, its parameters, executemany, and
-who is told its rowcount once it has run."""
+the rowcount it must have (with what is raised otherwise), if any."""
 _NO_OUTCOME: _Outcome = (None, [], -1, None)
 
 
@@ -55,22 +58,28 @@ def _run(
     begin: bool,
     commit: bool,
     deferred: Sequence[_Statement] = (),
-) -> tuple[_Outcome, list[int]]:
+    guard: _Guard | None = None,
+) -> _Outcome:
     """On SQLite's thread: the whole statement, cursor opened and closed around it, after
     the transaction's BEGIN if it is the transaction's first and after the statements held
     back for it (`defer_next_statement`), and followed by its COMMIT if it is the last
     (`commit_with_next_statement`). With no `operation`, only the BEGIN, the held-back
-    statements and the COMMIT. Also returns the held-back statements' rowcounts."""
+    statements and the COMMIT. A statement whose guard refuses (`guard`, or a held-back
+    one's) stops the trip there: nothing after it runs, the COMMIT neither, and its refusal
+    is raised."""
     if begin:
         connection.execute(BEGIN)
-    counts = [_run_deferred(connection, statement) for statement in deferred]
+    for statement in deferred:
+        _run_deferred(connection, statement)
     if operation is None:
         if commit:
             connection.commit()
-        return _NO_OUTCOME, counts
+        return _NO_OUTCOME
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
+        if guard is not None and cursor.rowcount != guard[0]:
+            _refuse(connection, guard, cursor.rowcount)
         description = cursor.description
         rows = cursor.fetchall() if description else []
         outcome = description, rows, cursor.rowcount, cursor.lastrowid
@@ -78,15 +87,23 @@ def _run(
         cursor.close()
     if commit:
         connection.commit()
-    return outcome, counts
+    return outcome
 
 
-def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> int:
-    operation, parameters, many, _ = statement
+def _refuse(connection: sqlite3.Connection, guard: _Guard, rowcount: int) -> None:
+    """A guard refused: the transaction is rolled back here, on the thread, so that the write
+    lock is let go at once, and the guard's refusal is raised."""
+    connection.rollback()
+    raise guard[1](rowcount)
+
+
+def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None:
+    operation, parameters, many, guard = statement
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
-        return cursor.rowcount
+        if guard is not None and cursor.rowcount != guard[0]:
+            _refuse(connection, guard, cursor.rowcount)
     except sqlite3.Error as error:
         # SQLAlchemy names the statement whose trip raised; this one was sent before it.
         error.add_note(f"raised by a statement held back for this trip: {operation}")
@@ -171,18 +188,16 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             )
         held = adapted._defer_pending and not adapted._commit_pending
         adapted._defer_pending = False
-        taker, adapted._rowcount_taker = adapted._rowcount_taker, None
+        guard, adapted._guard = adapted._guard, None
         if held:
-            adapted._deferred.append((operation, parameters, many, taker))
+            adapted._deferred.append((operation, parameters, many, guard))
             # SQLAlchemy's async execute insists that the driver awaited something; this
             # completes at once, without a turn of the event loop.
             await_(_nothing())
             outcome = _NO_OUTCOME
         else:
             commit, adapted._commit_pending = adapted._commit_pending, False
-            outcome = adapted._send(operation, parameters, many, commit=commit)
-            if taker is not None:  # asked to be held back, but it carried the COMMIT
-                taker(outcome[2])
+            outcome = adapted._send(operation, parameters, many, commit=commit, guard=guard)
             if commit:
                 adapted._committed = True
                 adapted._ended()
@@ -204,8 +219,8 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         "_committed",
         "_defer_pending",
         "_deferred",
+        "_guard",
         "_read_only",
-        "_rowcount_taker",
         "on_transaction_end",
     )
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
@@ -218,7 +233,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._defer_pending = False
         self._deferred: list[_Statement] = []
         self._read_only = False
-        self._rowcount_taker: RowcountTaker | None = None
+        self._guard: _Guard | None = None
         self.on_transaction_end: Callable[[], None] | None = None
         """Called once a commit or a rollback is done (`store.db` wakes a priority writer)."""
 
@@ -239,18 +254,28 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         `StatementAfterCommit`; the data before it is committed all the same)."""
         self._commit_pending = True
 
-    def defer_next_statement(self, rowcount: RowcountTaker | None = None) -> None:
+    def defer_next_statement(self) -> None:
         """The next statement's outcome (rows, rowcount, lastrowid) is not read when it is
         executed: it goes to SQLite's thread in the trip of the statement after it, or of the
-        COMMIT, and reports no rows and a rowcount of -1; `rowcount` is called with its real
-        rowcount once that trip is back. An error it raises is raised by that later trip,
-        with a note naming it; a rollback drops it unsent. A statement that carries the
-        COMMIT is never held back."""
+        COMMIT, and reports no rows and a rowcount of -1. An error it raises is raised by that
+        later trip, with a note naming it; a rollback drops it unsent. A statement that
+        carries the COMMIT is never held back."""
         self._defer_pending = True
-        self._rowcount_taker = rowcount
+
+    def guard_next_statement(self, expect: int, refusal: Refusal) -> None:
+        """The next statement must change `expect` rows. If it changes another number, its
+        trip (its own, or the later one it is held back for) stops right after it, rolls the
+        transaction back and raises `refusal(rowcount)`; a COMMIT it carries is not made."""
+        self._guard = (expect, refusal)
 
     def _send(
-        self, operation: str | None, parameters: Any, many: bool, *, commit: bool
+        self,
+        operation: str | None,
+        parameters: Any,
+        many: bool,
+        *,
+        commit: bool,
+        guard: _Guard | None = None,
     ) -> _Outcome:
         """One trip to SQLite's thread: the pending BEGIN, the held-back statements, then
         `operation` (if any) and the COMMIT if `commit`."""
@@ -258,23 +283,21 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         deferred, self._deferred = self._deferred, []
         connection = self._connection
         try:
-            outcome: _Outcome
-            outcome, counts = await_(
+            outcome: _Outcome = await_(
                 connection._execute(
-                    _run, connection._conn, operation, parameters, many, begin, commit, deferred
+                    _run,
+                    *(connection._conn, operation, parameters, many, begin, commit),
+                    *(deferred, guard),
                 )
             )
         except Exception as error:
             self._handle_exception(error)
-        for (*_, taker), count in zip(deferred, counts, strict=True):
-            if taker is not None:
-                taker(count)
         return outcome
 
     def commit(self) -> None:
         self._commit_pending = False
         self._defer_pending = False
-        self._rowcount_taker = None
+        self._guard = None
         self._read_only = False
         if self._committed:  # with the last statement, which reported the end
             self._committed = False
@@ -295,7 +318,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._commit_pending = False
         self._committed = False
         self._defer_pending = False
-        self._rowcount_taker = None
+        self._guard = None
         self._deferred = []
         self._read_only = False
         try:

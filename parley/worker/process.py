@@ -359,7 +359,6 @@ class ConversationProcessor:
                 agent_turn=True,
                 commits=True,
             )
-            await session.commit()
 
 
 def _prompt_name(prompt: PromptChoice | None) -> str | None:

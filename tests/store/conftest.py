@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,3 +21,17 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
     async with create_sessionmaker(engine)() as session:
         yield session
     await engine.dispose()
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Each trip to SQLite's thread (a statement, a commit…), by the function it ran."""
+    sent: list[str] = []
+    execute = aiosqlite.Connection._execute
+
+    def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(function, "__name__", repr(function)))
+        return execute(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return sent

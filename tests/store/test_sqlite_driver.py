@@ -9,9 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -23,7 +21,7 @@ from parley.store.db import (
     create_sessionmaker,
     defers_next_statement,
     ends_with_next_statement,
-    execute_held,
+    execute_guarded,
     reading,
 )
 
@@ -108,20 +106,6 @@ def _visible(path: Path) -> list[str]:
         return [v for (v,) in other.execute("SELECT v FROM t ORDER BY id")]
     finally:
         other.close()
-
-
-@pytest.fixture
-def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Each trip to SQLite's thread (a statement, a commit…), by the function it ran."""
-    sent: list[str] = []
-    execute = aiosqlite.Connection._execute
-
-    def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(function, "__name__", repr(function)))
-        return execute(self, function, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return sent
 
 
 async def test_the_last_statement_carries_the_commit(
@@ -216,7 +200,15 @@ async def test_a_held_back_statement_goes_with_the_committing_one(
     assert trips == ["_run"]  # BEGIN, both statements and COMMIT
 
 
-async def test_a_held_back_statements_rowcount_is_known_once_the_next_trip_is_back(
+class Refused(Exception):
+    pass
+
+
+def _refused(rowcount: int) -> Refused:
+    return Refused(rowcount)
+
+
+async def test_a_guarded_statement_rides_with_the_next_trip_and_is_checked_there(
     engine: AsyncEngine, tmp_path: Path, trips: list[str]
 ) -> None:
     path = tmp_path / "driver.db"
@@ -225,24 +217,67 @@ async def test_a_held_back_statements_rowcount_is_known_once_the_next_trip_is_ba
     trips.clear()
     async with engine.begin() as connection:
         update = text("UPDATE t SET v = v || '!' WHERE v IN ('a', 'b', 'z')")
-        moved = await execute_held(connection, update, {})
-        with pytest.raises(RuntimeError, match="not gone to the database yet"):
-            _ = moved.value
+        await execute_guarded(connection, update, {}, expect=2, refusal=_refused)
         assert trips == []
-        nothing = await execute_held(connection, text("DELETE FROM t WHERE v = 'z'"), {})
         counted = await connection.execute(text("SELECT count(*) FROM t WHERE v LIKE '%!'"))
         assert counted.scalar() == 2  # the held UPDATE ran first, in the same trip
         assert trips == ["_run"]
-        assert (moved.value, nothing.value) == (2, 0)
-        # Held for the COMMIT: known once the commit's trip is back.
-        last = await execute_held(connection, text("DELETE FROM t WHERE v = 'c'"), {})
-    assert trips == ["_run", "_run"] and last.value == 1
+        # Held for the COMMIT: checked in the commit's trip.
+        delete = text("DELETE FROM t WHERE v = 'c'")
+        await execute_guarded(connection, delete, {}, expect=1, refusal=_refused)
+    assert trips == ["_run", "_run"]
     assert _visible(path) == ["a!", "b!"]
-    # Asked to be held back but carrying the COMMIT, it runs at once, its count known.
+
+
+async def test_a_refused_guard_stops_its_trip_and_keeps_nothing(
+    engine: AsyncEngine, tmp_path: Path, trips: list[str]
+) -> None:
+    path = tmp_path / "driver.db"
     async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
+    trips.clear()
+    with pytest.raises(Refused) as raised:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+            update = text("UPDATE t SET v = 'z' WHERE v = 'nobody'")
+            await execute_guarded(connection, update, {}, expect=1, refusal=_refused)
+            defers_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('y')"))
+            ends_with_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES ('w')"))
+    assert raised.value.args == (0,)
+    assert not _locked(path)  # rolled back on the thread: the write lock is let go at once
+    assert _visible(path) == ["a", "b"]  # neither before nor after it, nor a COMMIT
+    assert trips == ["_run", "_run"]  # the INSERT, then the trip that stopped; no ROLLBACK
+    async with engine.begin() as connection:  # the connection is usable
+        await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
+    assert _visible(path) == ["a", "b", "c"]
+
+
+async def test_a_guard_carrying_the_commit_or_run_at_once_is_checked_before_the_commit(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "driver.db"
+    with pytest.raises(Refused):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            ends_with_next_statement(connection)
+            update = text("UPDATE t SET v = 'z' WHERE v = 'nobody'")
+            await execute_guarded(connection, update, {}, expect=1, refusal=_refused)
+    assert _visible(path) == []
+    with pytest.raises(Refused):
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            ends_with_next_statement(connection)
+            delete = text("DELETE FROM t WHERE v = 'nobody'")
+            await execute_guarded(connection, delete, {}, expect=1, refusal=_refused, hold=False)
+    assert _visible(path) == []
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
         ends_with_next_statement(connection)
-        moved = await execute_held(connection, text("UPDATE t SET v = 'A' WHERE v = 'a!'"), {})
-        assert moved.value == 1 and _visible(path) == ["A", "b!"]
+        update = text("UPDATE t SET v = 'A' WHERE v = 'a'")
+        await execute_guarded(connection, update, {}, expect=1, refusal=_refused, hold=False)
+    assert _visible(path) == ["A"]
 
 
 async def test_a_held_back_statements_error_fails_its_transaction(
@@ -270,11 +305,10 @@ async def test_a_rollback_drops_held_back_statements_unsent(
     path = tmp_path / "driver.db"
     async with engine.connect() as connection:
         await connection.begin()
-        held = await execute_held(connection, text("INSERT INTO t (v) VALUES ('a')"), {})
+        insert = text("INSERT INTO t (v) VALUES ('a')")
+        await execute_guarded(connection, insert, {}, expect=1, refusal=_refused)
         await connection.rollback()
         assert trips == []  # neither the statement nor its transaction reached SQLite
-        with pytest.raises(RuntimeError):  # so it has no rowcount
-            _ = held.value
         async with connection.begin():  # the next transaction does not run it either
             await connection.execute(text("INSERT INTO t (v) VALUES ('b')"))
     assert _visible(path) == ["b"]

@@ -5,17 +5,21 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from parley.errors import LeaseLost
-from parley.store.models import Account, Contact, Message, Outbox
+from parley.errors import ConversationGone, LeaseLost
+from parley.store.models import Account, Contact, Conversation, Message, Outbox, UsageDaily
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import claim_head, mark_sent
 from parley.store.queries.turns import Reply, load_work, record_turn
+from parley.store.queries.usage import UsageAdd
 from tests.factories import inbound_text
 
 HOLD = timedelta(seconds=30)
+USAGE = UsageAdd(
+    "m", input_tokens=3, cached_tokens=0, output_tokens=2, reasoning_tokens=0, cost_usd=None
+)
 
 
 async def waiting(session: AsyncSession, *texts: str) -> tuple[int, int, list[int]]:
@@ -115,3 +119,79 @@ async def test_a_claimed_head_tells_whether_replies_wait_behind_it(
         )
         await session.commit()
     assert sent == [("one", True), ("two", False)]
+
+
+async def test_a_turns_outcome_is_one_trip_on_sqlite_and_numbered_after_what_came_before(
+    session: AsyncSession, backend: str, trips: list[str]
+) -> None:
+    conversation_id, account_id, inbound = await waiting(session, "one", "two")
+    trips.clear()
+    await record_turn(
+        session,
+        conversation_id=conversation_id,
+        account_id=account_id,
+        answered=inbound,
+        replies=[Reply("noted", deliver=False), Reply("a"), Reply("b")],
+        usage=USAGE,
+        agent_turn=True,
+        commits=True,
+    )
+    if backend == "sqlite":
+        assert trips == ["_run"]  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
+    rows = await session.execute(
+        select(Message.sequence_no, Message.direction, Message.text, Message.status)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.sequence_no)
+    )
+    assert [tuple(row) for row in rows] == [
+        (1, "in", "one", "answered"),
+        (2, "in", "two", "answered"),
+        (3, "internal", "noted", "done"),
+        (4, "out", "a", "queued"),
+        (5, "out", "b", "queued"),
+    ]
+    queued = await session.scalars(
+        select(Message.text).join(Outbox, Outbox.message_id == Message.id).order_by(Outbox.id)
+    )
+    assert list(queued) == ["a", "b"]
+    counter = await session.scalar(
+        select(Conversation.next_sequence_no).where(Conversation.id == conversation_id)
+    )
+    assert counter == 6
+
+
+async def test_a_turn_for_a_conversation_a_person_took_or_that_is_gone_stores_nothing(
+    session: AsyncSession,
+) -> None:
+    conversation_id, account_id, inbound = await waiting(session, "hi")
+
+    async def answer() -> None:
+        await record_turn(
+            session,
+            conversation_id=conversation_id,
+            account_id=account_id,
+            answered=inbound,
+            replies=[Reply("hello")],
+            usage=USAGE,
+            agent_turn=True,
+            commits=True,
+        )
+
+    await session.execute(
+        update(Conversation).where(Conversation.id == conversation_id).values(mode="human")
+    )
+    await session.commit()
+    with pytest.raises(LeaseLost):
+        await answer()
+    await session.rollback()
+    assert await session.scalar(select(Message.status).where(Message.id == inbound[0])) == (
+        "received"  # left for the person
+    )
+    await session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+    await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+    await session.commit()
+    with pytest.raises(ConversationGone):  # not LeaseLost: its inputs are gone with it
+        await answer()
+    await session.rollback()
+    assert await session.scalar(select(func.count()).select_from(Message)) == 0
+    assert await session.scalar(select(func.count()).select_from(UsageDaily)) == 0

@@ -14,7 +14,8 @@ import pytest
 from parley.agent.prompts import ab_bucket
 from parley.testing import GraphSimulator, OpenAISimulator, SimTurn
 from tests.api.test_admin import ADMIN
-from tests.conftest import MakeParley, Parley
+from tests.api.test_responses import new_token, sdk
+from tests.conftest import MakeParley, Parley, Store
 from tests.factories import body_bytes, signed_headers, whatsapp_texts
 
 INSTRUCTIONS = "Help {{customer_name}} on {{channel}} ({{account}}). Now: {{local_time}}."
@@ -219,3 +220,46 @@ async def test_a_live_dashboard_prompt_gets_the_variables(
     rows = await parley.rows("SELECT meta, prompt_version_id FROM messages WHERE sender = 'agent'")
     meta = rows[0][0] if isinstance(rows[0][0], dict) else json.loads(rows[0][0])
     assert meta["prompt"] == {"id": "pmpt_live"} and rows[0][1] is None
+
+
+async def test_responses_api_threads_get_the_bound_prompt_and_their_ab_side(
+    parley: Parley, openai_sim: OpenAISimulator, store: Store
+) -> None:
+    """A thread the Responses API starts is given its side of the split in the transaction
+    that stores it (on SQLite a thread without a binding takes a shorter path, which must not
+    be taken here), and its next response keeps that side."""
+    await make_prompt(parley)
+    await admin(
+        parley,
+        "PUT",
+        "/admin/profiles/default/ab",
+        {"prompt": "support", "version": 2, "percent": 30},
+    )
+    client = sdk(parley, await new_token(store, "bea"))
+    first = [await client.responses.create(model="default", input=f"hi {n}") for n in range(8)]
+    sent = [request.json for request in openai_sim.response_requests[-8:]]
+
+    sides = dict(
+        await parley.rows(
+            "SELECT r.id, v.version FROM responses r JOIN conversations c"
+            " ON c.id = r.conversation_id JOIN prompt_versions v ON v.id = c.prompt_version_id"
+        )
+    )
+    ids = dict(await parley.rows("SELECT id, conversation_id FROM responses"))
+    expected = {r.id: 2 if ab_bucket(ids[r.id]) < 30 else 1 for r in first}
+    assert sides == expected and set(expected.values()) == {1, 2}
+    for response, request in zip(first, sent, strict=True):
+        terse = request["instructions"] == "Be terse with bea."
+        assert terse == (expected[response.id] == 2), request["instructions"]
+
+    # The split moves to all of the candidate; a thread that had version 1 keeps it.
+    await admin(
+        parley,
+        "PUT",
+        "/admin/profiles/default/ab",
+        {"prompt": "support", "version": 2, "percent": 100},
+    )
+    kept = next(r for r in first if expected[r.id] == 1)
+    await client.responses.create(model="default", input="again", previous_response_id=kept.id)
+    assert last_request(openai_sim)["instructions"].startswith("Help bea on api")
+    await client.close()

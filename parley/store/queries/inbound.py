@@ -7,17 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Integer, Select, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
-from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.dml import ReturningUpdate, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from parley.channels.base import InboundMessage
 from parley.channels.media import media_to_stored
-from parley.errors import ConversationGone, LeaseLost
+from parley.errors import ConversationGone, LeaseLost, ParleyError
+from parley.store.db import execute_guarded
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -397,11 +398,73 @@ async def allocate_sequence(
     return int(reserved) - count
 
 
+class SequenceRefused(Exception):
+    """`reserve_sequence` found no conversation to take the numbers: it is gone, or its
+    `only_if` no longer holds."""
+
+
+async def reserve_sequence(
+    session: AsyncSession,
+    *,
+    conversation_id: int,
+    count: int,
+    only_if: ColumnElement[bool] | None = None,
+    hold: bool = False,
+    **also: object,
+) -> None:
+    """`allocate_sequence` for a writer that does not read the numbers back: its INSERTs take
+    them in SQL from the conversation's counter (`reserved_sequence_no`), so on SQLite, with
+    `hold`, the UPDATE goes to the database in the trip of the transaction's next statement
+    or COMMIT (`store.db.execute_guarded`) instead of a trip of its own for the numbers.
+
+    Raises:
+        SequenceRefused: the conversation is gone or `only_if` no longer holds (with `hold`
+            on SQLite, from the trip that carries the UPDATE; the transaction is then rolled
+            back). Which of the two, `refused_why` tells after the rollback.
+    """
+    await session.flush()
+    now = utcnow()
+    values = {"last_message_at": now, "updated_at": now, **also}
+    connection = await session.connection()
+    await execute_guarded(
+        connection,
+        _reserve_statement(tuple(sorted(also)), only_if),
+        {"conversation_id": conversation_id, "count": count, **values},
+        expect=1,
+        refusal=lambda _: SequenceRefused(conversation_id),
+        hold=hold,
+    )
+    loaded = session.identity_map.get(identity_key(Conversation, conversation_id))
+    if loaded is not None:  # its counter is not known here: read afresh on the next load
+        session.expire(loaded, ["next_sequence_no"])
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+
+
+def reserved_sequence_no(offset: ColumnElement[int]) -> ColumnElement[int]:
+    """The sequence number `offset` (from 0) among the `count` that `reserve_sequence` has
+    just reserved in the conversation `thread_id`, read from its counter in the same
+    transaction: for the INSERTs that follow it."""
+    counter = (
+        select(CONVERSATIONS.c.next_sequence_no)
+        .where(CONVERSATIONS.c.id == bindparam("thread_id", type_=Integer))
+        .scalar_subquery()
+    )
+    return counter - bindparam("count", type_=Integer) + offset
+
+
+async def refused_why(session: AsyncSession, refused: SequenceRefused) -> ParleyError:
+    """What a `SequenceRefused` meant, asked after its transaction was rolled back."""
+    conversation_id = refused.args[0]
+    found = await session.scalar(select(Conversation.id).where(Conversation.id == conversation_id))
+    if found is None:
+        return ConversationGone(f"conversation {conversation_id} no longer exists")
+    return LeaseLost(f"conversation {conversation_id} no longer takes this answer")
+
+
 @functools.cache
-def _allocate_statement(
-    also: tuple[str, ...], only_if: ColumnElement[bool] | None
-) -> ReturningUpdate[int]:
-    """The UPDATE … RETURNING of `allocate_sequence` that sets `also` too, under `only_if`."""
+def _reserve_statement(also: tuple[str, ...], only_if: ColumnElement[bool] | None) -> Update:
+    """The UPDATE of `reserve_sequence` that sets `also` too, under `only_if`."""
     table = CONVERSATIONS
     statement = update(table).where(table.c.id == bindparam("conversation_id"))
     if only_if is not None:
@@ -412,7 +475,15 @@ def _allocate_statement(
             "next_sequence_no": table.c.next_sequence_no + bindparam("count"),
             **{name: bindparam(name) for name in columns},
         }
-    ).returning(table.c.next_sequence_no)
+    )
+
+
+@functools.cache
+def _allocate_statement(
+    also: tuple[str, ...], only_if: ColumnElement[bool] | None
+) -> ReturningUpdate[int]:
+    """The UPDATE … RETURNING of `allocate_sequence` that sets `also` too, under `only_if`."""
+    return _reserve_statement(also, only_if).returning(CONVERSATIONS.c.next_sequence_no)
 
 
 def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, object]:

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningInsert, Update
 
-from parley.store.db import LaterRowcount, execute_held
+from parley.store.db import (
+    defers_next_statement,
+    ends_with_next_statement,
+    execute_guarded,
+    holds_statements,
+)
 from parley.store.models import (
     CONVERSATIONS,
     RESPONSES,
@@ -98,22 +103,76 @@ async def new_thread(
     One Core INSERT … RETURNING, built once, on the session's connection; the conversation
     comes back as a plain object (`NewConversation`), outside the session (its callers only
     read it), without the ORM's bulk-insert machinery around one row."""
-    now = utcnow()
     connection = await session.connection()
     result = await connection.execute(
-        _new_thread_statement(),
-        {
-            "account_id": account.id,
-            "contact_id": contact.id,
-            "channel": API_CHANNEL,
-            "profile": profile,
-            "created_at": now,
-            "updated_at": now,
-            "last_message_at": now,
-        },
+        _new_thread_statement(), _new_thread_values(account, contact, profile, utcnow())
     )
     conversation = NewConversation(*result.one())
     return Thread(conversation, account, contact)
+
+
+async def open_thread(
+    session: AsyncSession,
+    *,
+    account: Account,
+    contact: Contact,
+    profile: str,
+    response: NewResponse,
+) -> Thread:
+    """A new conversation for the user with `response`, its first response, in it; the
+    caller commits right after, with nothing in between.
+
+    On SQLite, one trip to the database's thread: the BEGIN, the conversation's INSERT, the
+    response's (which takes the conversation's id from `last_insert_rowid()` and returns it)
+    and the COMMIT. The transaction holds the process's one connection for that trip alone,
+    where a trip for the conversation's id and one more for the rest held it across a turn
+    of a busy event loop in between. Elsewhere, `new_thread` and `insert_response`."""
+    connection = await session.connection()
+    if not holds_statements(connection):
+        thread = await new_thread(session, account=account, contact=contact, profile=profile)
+        response.conversation_id = thread.conversation.id
+        await insert_response(session, response)
+        return thread
+    await session.flush()  # nothing of the ORM's left for the COMMIT to write after
+    now = utcnow()
+    defers_next_statement(connection)
+    await connection.execute(
+        _INSERT_CONVERSATION, _new_thread_values(account, contact, profile, now)
+    )
+    ends_with_next_statement(connection)
+    values = dict(zip(_COLUMNS, _values_of(response), strict=True))
+    del values["conversation_id"]
+    result = await connection.execute(_insert_response_in_new_thread(), values)
+    response.conversation_id = int(result.scalar_one())
+    conversation = NewConversation(response.conversation_id, API_CHANNEL, profile, None)
+    return Thread(conversation, account, contact)
+
+
+def _new_thread_values(
+    account: Account, contact: Contact, profile: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "contact_id": contact.id,
+        "channel": API_CHANNEL,
+        "profile": profile,
+        "created_at": now,
+        "updated_at": now,
+        "last_message_at": now,
+    }
+
+
+_INSERT_CONVERSATION = insert(CONVERSATIONS)
+
+
+@functools.cache
+def _insert_response_in_new_thread() -> ReturningInsert[int]:
+    """SQLite: a response in the conversation inserted just before it on the connection."""
+    return (
+        insert(RESPONSES)
+        .values(conversation_id=func.last_insert_rowid())
+        .returning(RESPONSES.c.conversation_id)
+    )
 
 
 @functools.cache
@@ -199,14 +258,27 @@ async def set_status(
     return bool(result.rowcount)
 
 
-async def hold_status(
+class ResponseClosed(Exception):
+    """The response was no longer open when its turn ended: cancelled, closed by another
+    process's sweep, or deleted."""
+
+
+async def guard_status(
     session: AsyncSession, *, response_id: str, status: str, **values: Any
-) -> LaterRowcount:
-    """`set_status`, whose outcome (1 if it moved, else 0) is read after the transaction's
-    next statement: on SQLite the UPDATE goes to the database in that statement's trip
-    (`store.db.execute_held`)."""
+) -> None:
+    """`set_status` for the transaction that stores the response's outcome, as a guard
+    (`store.db.execute_guarded`): if the response is no longer open, `ResponseClosed` is
+    raised and nothing of the transaction is kept. On SQLite the UPDATE goes to the database
+    in the trip of the transaction's next statement or COMMIT, and is checked there."""
     connection = await session.connection()
-    return await execute_held(connection, *_status_change(response_id, status, values))
+    statement, parameters = _status_change(response_id, status, values)
+    await execute_guarded(
+        connection,
+        statement,
+        parameters,
+        expect=1,
+        refusal=lambda _: ResponseClosed(response_id),
+    )
 
 
 def _status_change(

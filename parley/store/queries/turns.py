@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Select, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
 
 from parley.errors import LeaseLost
-from parley.store.db import LaterRowcount, defers_next_statement, execute_held, holds_statements
+from parley.store.db import defers_next_statement, execute_guarded
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -24,14 +24,19 @@ from parley.store.models import (
     Message,
     utcnow,
 )
-from parley.store.queries.inbound import allocate_sequence
+from parley.store.queries.inbound import (
+    SequenceRefused,
+    refused_why,
+    reserve_sequence,
+    reserved_sequence_no,
+)
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd, add_turn_usage
 
 AGENT_MAY_ANSWER = or_(CONVERSATIONS.c.mode == "agent", CONVERSATIONS.c.assignee == "agent")
 """A conversation the agent's turn may still answer: in agent mode, or handed to a person by
 the agent's own handoff tool in this very turn (its words to the customer still go out). On
-the table's columns, for `allocate_sequence`'s Core statement."""
+the table's columns, for `reserve_sequence`'s Core statement."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,96 +206,120 @@ async def record_turn(
     (`answered` empty) in the transaction that finishes its response, so a reader never sees
     one without the other. `last_response_id` and `last_input_tokens` (what the next turn
     chains on, and whether it prunes) are set on the conversation with the outcome. An
-    `agent_turn` whose conversation a person took over meanwhile
-    stores nothing (`LeaseLost`): the customer's messages stay waiting for the person.
-    `commits`: the caller commits after this with no other statement in between, and the
-    last statement (the usage's) rides with the COMMIT on SQLite; the caller may read what
-    the statements before returned (a held rowcount, `store.db.execute_held`) before it
-    commits. The replies' and outbox rows' INSERTs return nothing, so on SQLite they ride with
-    the statement after them (`store.db.defers_next_statement`): a channel turn's outcome is
-    three trips to SQLite's thread, not five.
+    `agent_turn` whose conversation a person took over meanwhile stores nothing (`LeaseLost`):
+    the customer's messages stay waiting for the person.
+
+    `commits`: this commits the transaction itself, and on SQLite the whole of it is then one
+    trip to the database's thread: every statement is held back for the COMMIT's trip, the
+    replies take their sequence numbers in SQL from the conversation's counter, and the
+    conditions the outcome depends on (the inputs still unanswered, the conversation still
+    there and the agent's) are guards checked in that trip (`store.db.execute_guarded`). A
+    guard the caller held back before (the Responses API's status) raises its refusal from
+    here, with nothing stored.
+
+    Raises:
+        LeaseLost: another worker answered the inputs, or a person took the conversation.
+        ConversationGone: the conversation was deleted meanwhile (retention, an erasure).
     """
-    # The conversation row is locked first, as every writer to a conversation does (webhooks
-    # too), so that writers queue on it instead of deadlocking on each other's message rows.
     also: dict[str, object] = {}
     if last_response_id is not None:
         also["last_response_id"] = last_response_id
     if last_input_tokens is not None:
         also["last_input_tokens"] = last_input_tokens
-    # The rest are Core statements built once, on the session's connection: the ORM's cost
-    # more to build and to keep its books on than the database spent on the rows, and no
-    # caller reads these rows back as objects of the session.
+    # Core statements built once, on the session's connection: the ORM's cost more to build
+    # and to keep its books on than the database spent on the rows, and no caller reads
+    # these rows back as objects of the session.
     connection = await session.connection()
     now = utcnow()
     marking = {"ids": answered, "status": inbound_status, "error": inbound_error, "updated_at": now}
-    marked: LaterRowcount | None = None
-    if answered and holds_statements(connection):
-        # SQLite locks the whole database, not rows, so there is no order of locks to keep:
-        # the inputs' claim rides with the conversation's UPDATE, and its rowcount is checked
-        # once that trip is back, before anything else of the turn is sent. Elsewhere it
-        # runs after that UPDATE, which locked the conversation's row first.
-        marked = await execute_held(connection, _mark_answered_statement(), marking)
-    first = await allocate_sequence(
-        session,
-        conversation_id=conversation_id,
-        count=max(len(replies), 1),
-        only_if=AGENT_MAY_ANSWER if agent_turn else None,
-        **also,
-    )
-    if answered:
-        if marked is None:
-            marked = await execute_held(connection, _mark_answered_statement(), marking)
-        _check_answered(marked.value, answered)
-    reply_to = answered[-1] if answered else None
-    if replies:
-        # The messages in one statement, and their outbox rows in one more that finds them by
-        # their sequence numbers, not a statement per row.
-        values = [
-            reply_values(conversation_id, account_id, first + offset, reply, reply_to, now=now)
-            for offset, reply in enumerate(replies)
-        ]
-        defers_next_statement(connection)
-        await connection.execute(_insert_messages(), values)
-        delivered = [first + offset for offset, reply in enumerate(replies) if reply.deliver]
-        if delivered:
-            defers_next_statement(connection)
-            await connection.execute(
-                _insert_outbox(),
-                {"conversation_id": conversation_id, "sequence_nos": delivered, "now": now},
-            )
-    if usage is not None:
-        if commits:
-            await session.flush()  # nothing of the ORM's left for the commit to write after
-        await add_turn_usage(
-            connection, account_id=account_id, user_id=user_id, usage=usage, commits=commits
+    count = max(len(replies), 1)
+    try:
+        # The conversation's row first, as every writer to a conversation does (webhooks
+        # too), so that writers queue on it instead of deadlocking on each other's message
+        # rows; its guard also goes first, so that a conversation gone meanwhile reads as gone
+        # and not as inputs answered elsewhere.
+        await reserve_sequence(
+            session,
+            conversation_id=conversation_id,
+            count=count,
+            only_if=AGENT_MAY_ANSWER if agent_turn else None,
+            hold=commits,
+            **also,
         )
+        if answered:
+            await _claim(connection, marking)
+        if replies:
+            await _insert_replies(connection, conversation_id, account_id, replies, answered, now)
+        if usage is not None:
+            await add_turn_usage(
+                connection, account_id=account_id, user_id=user_id, usage=usage, commits=commits
+            )
+        if commits:
+            await session.commit()
+    except SequenceRefused as refused:
+        await session.rollback()
+        raise await refused_why(session, refused) from None
+
+
+async def _claim(connection: AsyncConnection, marking: dict[str, Any]) -> None:
+    """The turn's inputs marked as answered; if any of them was not waiting any more, another
+    worker answered them (a lease lost to a long pause), and nothing of this turn is kept."""
+    await execute_guarded(
+        connection,
+        _mark_answered_statement(),
+        marking,
+        expect=len(marking["ids"]),
+        refusal=lambda _: LeaseLost("the turn's messages were answered by another worker"),
+    )
+
+
+async def _insert_replies(
+    connection: AsyncConnection,
+    conversation_id: int,
+    account_id: int,
+    replies: list[Reply],
+    answered: list[int],
+    now: datetime,
+) -> None:
+    """The replies in one statement, numbered in SQL from the counter `reserve_sequence` has
+    just moved, and their outbox rows in one more that finds them by those numbers; neither
+    returns anything, so on SQLite both ride with the trip after them."""
+    reply_to = answered[-1] if answered else None
+    numbering = {"thread_id": conversation_id, "count": len(replies)}
+    values = [
+        {**reply_row(conversation_id, account_id, reply, reply_to, now=now), **numbering}
+        | {"offset": offset}
+        for offset, reply in enumerate(replies)
+    ]
+    defers_next_statement(connection)
+    await connection.execute(_insert_messages(), values)
+    delivered = [offset for offset, reply in enumerate(replies) if reply.deliver]
+    if delivered:
+        defers_next_statement(connection)
+        await connection.execute(_insert_outbox(), {**numbering, "offsets": delivered, "now": now})
 
 
 @functools.cache
 def _insert_messages() -> Insert:
     """Built once: every turn stores its messages."""
-    return insert(MESSAGES)
+    offset = bindparam("offset", type_=Integer)
+    return insert(MESSAGES).values(sequence_no=reserved_sequence_no(offset))
 
 
 @functools.cache
 def _insert_outbox() -> Insert:
-    """The outbox rows of a turn's replies, found by the sequence numbers they were given."""
+    """The outbox rows of a turn's replies, found by their offsets among the numbers the turn
+    reserved (a range of the conversation's index, the turn's own rows only)."""
     messages = MESSAGES.c
     now = bindparam("now", type_=OUTBOX.c.created_at.type)
+    first = reserved_sequence_no(literal(0, Integer))
     replies = select(messages.id, messages.conversation_id, literal(0), now, now).where(
-        messages.conversation_id == bindparam("conversation_id"),
-        messages.sequence_no.in_(bindparam("sequence_nos", expanding=True)),
+        messages.conversation_id == bindparam("thread_id", type_=Integer),
+        messages.sequence_no >= first,
+        (messages.sequence_no - first).in_(bindparam("offsets", expanding=True)),
     )
     columns = ("message_id", "conversation_id", "attempts", "next_attempt_at", "created_at")
     return insert(OUTBOX).from_select(columns, replies)
-
-
-def _check_answered(rowcount: int, answered: list[int]) -> None:
-    """The turn's inputs were claimed for its answer. Marking them makes a second answer
-    impossible even if two workers ran the same turn (a lease lost to a long pause): the
-    second finds them no longer `received` and its transaction is rolled back."""
-    if rowcount != len(answered):
-        raise LeaseLost("the turn's messages were answered by another worker")
 
 
 @functools.cache
@@ -317,11 +346,25 @@ def reply_values(
 ) -> dict[str, Any]:
     """A reply's `messages` row, as the values of an INSERT (every row has the same keys),
     stamped `now` (by default the present moment)."""
+    return {
+        **reply_row(conversation_id, account_id, reply, reply_to, now=now),
+        "sequence_no": sequence_no,
+    }
+
+
+def reply_row(
+    conversation_id: int,
+    account_id: int,
+    reply: Reply,
+    reply_to: int | None,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """`reply_values` but its sequence number, for an INSERT that numbers it in SQL."""
     now = now or utcnow()
     return {
         "conversation_id": conversation_id,
         "account_id": account_id,
-        "sequence_no": sequence_no,
         "direction": reply.direction or ("out" if reply.deliver else "internal"),
         "sender": reply.sender,
         "kind": reply.kind,
