@@ -124,7 +124,14 @@ class ResponsesService:
                     thread, prompt = await self._open(session, owner, request, record)
                 else:
                     previous, thread = await self._chained(session, owner, request)
-                    prompt = await self._prompt(session, thread)
+                    prompt = await choose_prompt(
+                        session,
+                        conversation=thread.conversation,
+                        account=thread.account,
+                        contact=thread.contact,
+                        defaults=self._agent.prompt_defaults,
+                        cache=self._prompts,
+                    )
                     record.conversation_id = thread.conversation.id
                     await last_statement_of(session)
                     await insert_response(session, record)
@@ -186,16 +193,6 @@ class ResponsesService:
         await last_statement_of(session)
         await insert_response(session, record)
         return thread, prompt
-
-    async def _prompt(self, session: AsyncSession, thread: Thread) -> PromptChoice:
-        return await choose_prompt(
-            session,
-            conversation=thread.conversation,
-            account=thread.account,
-            contact=thread.contact,
-            defaults=self._agent.prompt_defaults,
-            cache=self._prompts,
-        )
 
     def _remember(self, user_id: int, thread: Thread) -> None:
         if len(self._parties) >= MAX_REMEMBERED_USERS:

@@ -78,8 +78,7 @@ def _run(
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
-        if guard is not None and cursor.rowcount != guard[0]:
-            _refuse(connection, guard, cursor.rowcount)
+        _check(connection, guard, cursor.rowcount)
         description = cursor.description
         rows = cursor.fetchall() if description else []
         outcome = description, rows, cursor.rowcount, cursor.lastrowid
@@ -90,11 +89,12 @@ def _run(
     return outcome
 
 
-def _refuse(connection: sqlite3.Connection, guard: _Guard, rowcount: int) -> None:
-    """A guard refused: the transaction is rolled back here, on the thread, so that the write
-    lock is let go at once, and the guard's refusal is raised."""
-    connection.rollback()
-    raise guard[1](rowcount)
+def _check(connection: sqlite3.Connection, guard: _Guard | None, rowcount: int) -> None:
+    """If `guard` refuses `rowcount`, the transaction is rolled back here, on the thread, so
+    that the write lock is let go at once, and the guard's refusal is raised."""
+    if guard is not None and rowcount != guard[0]:
+        connection.rollback()
+        raise guard[1](rowcount)
 
 
 def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None:
@@ -102,8 +102,7 @@ def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None
     cursor = connection.cursor()
     try:
         _execute(cursor, operation, parameters, many)
-        if guard is not None and cursor.rowcount != guard[0]:
-            _refuse(connection, guard, cursor.rowcount)
+        _check(connection, guard, cursor.rowcount)
     except sqlite3.Error as error:
         # SQLAlchemy names the statement whose trip raised; this one was sent before it.
         error.add_note(f"raised by a statement held back for this trip: {operation}")

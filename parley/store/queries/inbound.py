@@ -385,12 +385,7 @@ async def allocate_sequence(
     )
     reserved = result.scalar_one_or_none()
     if reserved is None:
-        gone = await session.scalar(
-            select(Conversation.id).where(Conversation.id == conversation_id)
-        )
-        if gone is None:
-            raise ConversationGone(f"conversation {conversation_id} no longer exists")
-        raise LeaseLost(f"conversation {conversation_id} no longer takes this answer")
+        raise await _why_not(session, conversation_id)
     loaded = session.identity_map.get(identity_key(Conversation, conversation_id))
     if loaded is not None:
         for name, value in {"next_sequence_no": reserved, **values}.items():
@@ -455,7 +450,11 @@ def reserved_sequence_no(offset: ColumnElement[int]) -> ColumnElement[int]:
 
 async def refused_why(session: AsyncSession, refused: SequenceRefused) -> ParleyError:
     """What a `SequenceRefused` meant, asked after its transaction was rolled back."""
-    conversation_id = refused.args[0]
+    return await _why_not(session, refused.args[0])
+
+
+async def _why_not(session: AsyncSession, conversation_id: int) -> ParleyError:
+    """Why a conversation took no sequence numbers: gone, or no longer the turn's to answer."""
     found = await session.scalar(select(Conversation.id).where(Conversation.id == conversation_id))
     if found is None:
         return ConversationGone(f"conversation {conversation_id} no longer exists")

@@ -179,7 +179,7 @@ def _insert_response_in_new_thread() -> ReturningInsert[int]:
 def _new_thread_statement() -> ReturningInsert[*tuple[Any, ...]]:
     """The columns of a `NewConversation` back, in the order of its fields."""
     columns = CONVERSATIONS.c
-    return insert(CONVERSATIONS).returning(
+    return _INSERT_CONVERSATION.returning(
         columns.id, columns.channel, columns.profile, columns.prompt_version_id
     )
 
