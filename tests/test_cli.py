@@ -30,23 +30,29 @@ async def start_serve(
 ) -> tuple[asyncio.subprocess.Process, str]:
     """`parley serve` (or `parley api`) on a free port, once it answers `/readyz`. With
     `keep_logs`, its stderr is a pipe for the test to read: only for short-lived processes,
-    since a pipe nobody reads fills up and then blocks the process's logging."""
+    since a pipe nobody reads fills up and then blocks the process's logging. Otherwise it
+    goes to a file in `cwd`, whose end a failed start reports."""
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        PARLEY,
-        command,
-        "--port",
-        str(port),
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE if keep_logs else asyncio.subprocess.DEVNULL,
-    )
+    log = cwd / f"parley-{command}-{port}.log"
+    with log.open("wb") as written:
+        process = await asyncio.create_subprocess_exec(
+            PARLEY,
+            command,
+            "--port",
+            str(port),
+            env=env,
+            cwd=cwd,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE if keep_logs else written,
+        )
     url = f"http://127.0.0.1:{port}"
     if await wait_until_ready(url, alive=lambda: process.returncode is None):
         return process, url
-    process.kill()
-    raise AssertionError(f"parley {command} did not become ready")
+    if process.returncode is None:
+        process.kill()
+    code = await asyncio.wait_for(process.wait(), timeout=10)
+    logs = log.read_text(errors="replace")[-4000:]
+    raise AssertionError(f"parley {command} did not become ready (exit {code}):\n{logs}")
 
 
 async def stopped_cleanly(process: asyncio.subprocess.Process) -> None:

@@ -80,16 +80,21 @@ def create_engine(
     """
     url = async_database_url(url)
     if url.startswith("sqlite"):
-        # One connection, so that transactions queue in the pool (a fair asyncio wait) rather
-        # than in SQLite's busy handler, which sleeps up to 100 ms between tries and made
-        # webhook acknowledgements take seconds under load. One process owns the file, and
-        # no transaction is held across a network call, so the queue stays short.
+        # One SQLite connection, so that transactions queue in the process (a fair asyncio
+        # wait) rather than in SQLite's busy handler, which sleeps up to 100 ms between tries
+        # and made webhook acknowledgements take seconds under load. One process owns the
+        # file, and no transaction is held across a network call, so the queue stays short.
+        # On the one-trip driver the pool's `pool_size` connections are views of that one
+        # (see `sqlite_driver`): a transaction sent in one trip waits for no other's answer.
+        # On another driver the pool is that one connection.
+        driver = _one_trip(url)
+        shared = ahead_of is None and driver.drivername == f"sqlite+{sqlite_driver.DRIVER}"
         engine = create_async_engine(
-            _one_trip(url),
+            driver,
             connect_args={"timeout": 30},
-            pool_size=1,
+            pool_size=pool_size if shared else 1,
             max_overflow=0,
-            pool_timeout=60,
+            pool_timeout=sqlite_driver.LINE_TIMEOUT,
             hide_parameters=True,
             json_serializer=json_text,
             json_deserializer=json_value,
@@ -313,6 +318,9 @@ def _sqlite_pragmas_durable(
 
 
 def _sqlite_setup(dbapi_connection: DBAPIConnection, synchronous: str) -> None:
+    shared = isinstance(dbapi_connection, sqlite_driver.OneTripConnection)
+    if shared and not dbapi_connection.opened_line:  # type: ignore[attr-defined]
+        return  # another view of a connection that was set up when it opened
     # Take transaction control from the driver so that `_sqlite_begin_immediate` can open
     # every transaction as a writer: a deferred transaction that reads and then writes fails
     # with "database is locked" when another writer got in between, whatever the timeout.

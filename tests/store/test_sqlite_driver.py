@@ -6,6 +6,7 @@ outside a transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from parley.store import sqlite_driver
 from parley.store.db import (
@@ -22,6 +23,7 @@ from parley.store.db import (
     defers_next_statement,
     ends_with_next_statement,
     execute_guarded,
+    last_statement_of,
     reading,
 )
 
@@ -126,7 +128,7 @@ async def test_the_last_statement_carries_the_commit(
         await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
         assert _visible(path) == ["a", "b"]
     assert _visible(path) == ["a", "b", "c"]
-    assert trips[2:] == ["_run", "commit"]  # its statement, then its commit
+    assert trips[2:] == ["_run", "_run"]  # its statement, then its commit
 
 
 async def test_a_statement_after_the_committing_one_is_refused(
@@ -339,3 +341,116 @@ async def test_a_reading_session_takes_no_lock_and_ends_without_a_trip(
         assert _locked(path)
         await session.commit()
     assert _visible(path) == ["a", "b", "d"]
+
+
+# --- one connection, many views ---------------------------------------------------------------
+
+
+def _line_of(connection: AsyncConnection) -> object:
+    """The aiosqlite connection under `connection`'s view."""
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    assert isinstance(driver, sqlite_driver.OneTripConnection)
+    return driver._connection
+
+
+async def test_the_pools_connections_are_views_of_one_connection(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    assert engine.pool.size() > 1  # type: ignore[attr-defined]
+    async with asyncio.timeout(5), engine.connect() as first, engine.connect() as second:
+        assert _line_of(first) is _line_of(second)
+        # A priority writer of the same file is another SQLite connection, on purpose.
+        writer = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}", ahead_of=engine)
+        try:
+            async with writer.connect() as third:
+                assert _line_of(third) is not _line_of(first)
+        finally:
+            await writer.dispose()
+
+
+async def test_a_whole_transaction_waits_for_one_open_on_the_line(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """A transaction sent in one trip, queued while another view's transaction is open, goes
+    after it: it is not swept into it (the other's rollback keeps it) and does not fail on a
+    transaction already open."""
+    path = tmp_path / "driver.db"
+    sessions = create_sessionmaker(engine)
+
+    async def whole(value: str) -> None:
+        async with sessions() as session:
+            await last_statement_of(session)
+            await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            await session.commit()
+
+    async def read() -> int:
+        async with reading(sessions) as session:
+            return int((await session.execute(text("SELECT count(*) FROM t"))).scalar_one())
+
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))  # holds the line
+        written = asyncio.create_task(whole("b"))
+        counted = asyncio.create_task(read())
+        await _waiting_for_the_line(connection, 2)
+        await connection.rollback()
+    async with asyncio.timeout(5):
+        await written
+        assert await counted in (0, 1)  # before or after "b"; never "a", which was unmade
+    assert _visible(path) == ["b"]
+
+
+async def _waiting_for_the_line(connection: AsyncConnection, trips: int) -> None:
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    assert isinstance(driver, sqlite_driver.OneTripConnection)
+    async with asyncio.timeout(5):
+        # Nothing announces a trip that starts to wait: one pass of the loop at a time.
+        while driver._line.waiting < trips:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+
+async def test_a_transaction_of_several_trips_waits_for_another(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "driver.db"
+    order: list[str] = []
+
+    async def several(value: str) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value + "2"})
+        order.append(value)
+
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+        later = asyncio.create_task(several("b"))
+        await _waiting_for_the_line(connection, 1)
+        await connection.execute(text("INSERT INTO t (v) VALUES ('a2')"))
+        await connection.commit()
+        order.append("a")
+    async with asyncio.timeout(5):
+        await later
+    assert order == ["a", "b"]
+    assert _visible(path) == ["a", "a2", "b", "b2"]
+
+
+async def test_a_failed_whole_transaction_is_rolled_back_on_the_thread(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """The line is let go before a transaction's last trip is answered, so the trip itself
+    ends the transaction when it fails: the write lock is free before SQLAlchemy rolls back."""
+    path = tmp_path / "driver.db"
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+    async with engine.connect() as connection:
+        await connection.begin()
+        await connection.execute(text("INSERT INTO t (v) VALUES ('y')"))
+        ends_with_next_statement(connection)
+        with pytest.raises(IntegrityError):
+            await connection.execute(text("INSERT INTO t (v) VALUES ('x')"))
+        assert not _locked(path)
+        await connection.rollback()
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO t (v) VALUES ('z')"))
+    assert _visible(path) == ["x", "z"]
