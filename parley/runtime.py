@@ -45,6 +45,7 @@ from parley.store.db import (
     create_probe_engine,
     create_send_record_engine,
     create_sessionmaker,
+    create_shared_engine,
     priority_pending,
 )
 from parley.store.migrate import upgrade
@@ -67,6 +68,10 @@ DELIVERY_CONCURRENCY = 16
 """Sends in flight per process; on PostgreSQL each holds one connection of delivery's own
 pool for its call (see `create_send_record_engine`), so the pool has as many."""
 
+RESPONSES_VIEWS = 20
+"""On SQLite, `/v1`'s views of the one connection: as many requests' transactions can be
+under way at once (the pool of other backends is as large)."""
+
 Role = Literal["serve", "api", "worker"]
 
 
@@ -79,6 +84,10 @@ class Runtime:
     """Delivery's own connections for recording sends (PostgreSQL); None on SQLite."""
     probe_engine: AsyncEngine | None
     """`/readyz`'s own connection to the database (PostgreSQL); None on SQLite."""
+    responses_engine: AsyncEngine
+    """`/v1`'s: on SQLite, views of `engine`'s one connection in a pool of their own
+    (`create_shared_engine`); elsewhere `engine` itself."""
+    responses_sessions: async_sessionmaker[AsyncSession]
     queue: Queue
     http: httpx.AsyncClient
     llm: LLM
@@ -119,6 +128,9 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings.database_url)
     tracing.instrument_engine(engine)
     sessions = create_sessionmaker(engine)
+    responses_engine = create_shared_engine(engine, pool_size=RESPONSES_VIEWS)
+    if responses_engine is not engine:
+        tracing.instrument_engine(responses_engine)
     record_engine = create_send_record_engine(
         settings.database_url, connections=DELIVERY_CONCURRENCY
     )
@@ -166,6 +178,10 @@ def build_runtime(settings: Settings) -> Runtime:
         sessions=sessions,
         record_engine=record_engine,
         probe_engine=create_probe_engine(settings.database_url),
+        responses_engine=responses_engine,
+        responses_sessions=(
+            sessions if responses_engine is engine else create_sessionmaker(responses_engine)
+        ),
         queue=queue,
         http=http,
         llm=llm,
@@ -376,6 +392,8 @@ async def close(runtime: Runtime) -> None:
     await runtime.llm.close()
     await runtime.http.aclose()
     await runtime.accounts.close()
+    if runtime.responses_engine is not runtime.engine:
+        await runtime.responses_engine.dispose()
     await runtime.engine.dispose()
     for own in (runtime.record_engine, runtime.probe_engine):
         if own is not None:

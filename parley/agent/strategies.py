@@ -31,6 +31,7 @@ from parley.agent.summary import Summarizer
 from parley.agent.tool_loop import ToolLoop
 from parley.agent.turn_types import AgentConfig, TurnRequest, TurnResult
 from parley.errors import LLMError
+from parley.store.db import reading
 from parley.store.queries.history import History, load_history
 from parley.store.queries.turns import set_remote_conversation
 
@@ -124,7 +125,7 @@ class Strategies:
         if request.fresh:  # nothing said yet: a read would only hold the store's connection
             return History()
         # Read and closed before the model is called: no transaction spans an LLM call.
-        async with self._sessions() as session:
+        async with reading(self._sessions) as session:
             return await load_history(session, conversation_id=request.conversation_id)
 
     async def _fold(
@@ -171,6 +172,7 @@ class Strategies:
                 conversation_id=request.conversation_id,
                 remote_id=remote,
                 replaced=replaces,
+                commits=True,
             )
             await session.commit()
         return remote

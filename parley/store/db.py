@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -23,35 +22,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.base import Executable
-from sqlalchemy.util import await_only
 
 from parley.config import async_database_url
 from parley.store import sqlite_driver
-
-
-class _Turn:
-    """An SQLite engine's promise to let a priority writer in between two of its transactions.
-
-    `clear` is set while no priority commit waits; the engine's BEGIN waits for it (bounded)
-    first. `idle` is set while the engine has no transaction open (tracked only on the one-trip
-    driver, which reports each transaction's end): a priority writer waits for it before its
-    own BEGIN, woken the moment the shared connection's transaction ends, instead of in
-    SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries and made each inbox
-    commit wait about 2 ms longer than the transaction ahead of it.
-    """
-
-    def __init__(self) -> None:
-        self.clear = asyncio.Event()
-        self.clear.set()
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.tracks_idle = False
-
-
-_TURNS: WeakKeyDictionary[Engine, _Turn] = WeakKeyDictionary()
-_YIELD_TIMEOUT = 5.0
-"""The longest a transaction of the shared connection waits for a priority commit; only a
-stuck priority writer makes it matter, and then transactions go on without it."""
 
 
 def create_engine(
@@ -72,11 +45,11 @@ def create_engine(
     transaction waits its turn for a connection (`pool_timeout`).
 
     SQLite only: `ahead_of` makes this a priority writer of `ahead_of`'s file, a second
-    connection whose commits (see `priority_commit`) go in before `ahead_of`'s next
-    transaction, and `durable` syncs each of its commits to disk (synchronous=FULL), which
-    also makes durable whatever was committed before it. The inbox writer is one: an
-    acknowledgement then waits for at most one transaction of the shared connection, not for
-    every transaction queued for it.
+    connection whose commits (see `priority_commit`) go in before `ahead_of`'s next write,
+    and `durable` syncs each of its commits to disk (synchronous=FULL), which also makes
+    durable whatever was committed before it. The inbox writer is one: an acknowledgement
+    then waits for at most the writes of the shared connection already under way, not for
+    every transaction queued for it, and never for its reads.
     """
     url = async_database_url(url)
     if url.startswith("sqlite"):
@@ -84,15 +57,15 @@ def create_engine(
         # wait) rather than in SQLite's busy handler, which sleeps up to 100 ms between tries
         # and made webhook acknowledgements take seconds under load. One process owns the
         # file, and no transaction is held across a network call, so the queue stays short.
-        # On the one-trip driver the pool's `pool_size` connections are views of that one
-        # (see `sqlite_driver`): a transaction sent in one trip waits for no other's answer.
-        # On another driver the pool is that one connection.
+        # The pool is that one connection, which also keeps the channels' background work
+        # (filing, turns, delivery) to one transaction at a time: let run side by side, it
+        # took the event loop from the webhooks' acknowledgements (`bench/ingest.py`, p50
+        # 3 → 5-8 ms at 500/s). `create_shared_engine` adds views of it for `/v1`.
         driver = _one_trip(url)
-        shared = ahead_of is None and driver.drivername == f"sqlite+{sqlite_driver.DRIVER}"
         engine = create_async_engine(
             driver,
             connect_args={"timeout": 30},
-            pool_size=pool_size if shared else 1,
+            pool_size=1,
             max_overflow=0,
             pool_timeout=sqlite_driver.LINE_TIMEOUT,
             hide_parameters=True,
@@ -101,15 +74,46 @@ def create_engine(
         )
         pragmas = _sqlite_pragmas_durable if durable else _sqlite_pragmas
         event.listen(engine.sync_engine, "connect", pragmas)
-        if ahead_of is None:
-            _TURNS[engine.sync_engine] = turn = _Turn()
-            event.listen(engine.sync_engine, "begin", _begin_after_priority(turn))
-            event.listen(engine.sync_engine, "connect", _report_transaction_ends(turn))
-        else:
-            _TURNS[engine.sync_engine] = _TURNS[ahead_of.sync_engine]
-            event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        if ahead_of is not None:
+            _AHEAD[engine.sync_engine] = ahead_of.sync_engine
         return engine
     return _server_engine(url, pool_size=pool_size, max_overflow=0)
+
+
+_AHEAD: WeakKeyDictionary[Engine, Engine] = WeakKeyDictionary()
+"""A priority writer's engine → the engine whose connection it goes ahead of."""
+_PRIORITY_PATIENCE = 5.0
+"""The longest a priority writer waits for the shared connection's writes under way; only
+a stuck transaction makes it matter, and then SQLite's busy handler makes them take turns."""
+
+
+def create_shared_engine(engine: AsyncEngine, *, pool_size: int) -> AsyncEngine:
+    """On SQLite's one-trip driver, an engine whose pool is `pool_size` views of `engine`'s
+    connection (see `sqlite_driver`): a transaction sent whole in one trip waits for no
+    other's answer, and one of several trips holds the connection from its first trip to
+    its last. `/v1` takes its sessions from it: each request is two such transactions, and
+    through one pooled connection each waited for the pool to hand it over and then held it
+    for its trip's answer, two passes of a busy event loop for well under 0.1 ms of SQLite
+    (`bench/responses.py`, about +50 % requests/s with the views). Elsewhere (PostgreSQL,
+    another SQLite driver) `engine` itself."""
+    dbapi = engine.sync_engine.dialect.dbapi
+    if not isinstance(dbapi, sqlite_driver.OneTripDBAPI):
+        return engine
+    shared = create_async_engine(
+        engine.url,
+        module=sqlite_driver.OneTripDBAPI(shares=dbapi),
+        connect_args={"timeout": 30},
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=sqlite_driver.LINE_TIMEOUT,
+        hide_parameters=True,
+        json_serializer=json_text,
+        json_deserializer=json_value,
+    )
+    event.listen(shared.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(shared.sync_engine, "begin", _sqlite_begin_immediate)
+    return shared
 
 
 def _one_trip(url: str) -> Any:
@@ -256,55 +260,32 @@ def json_value(text: str | bytes) -> Any:
 
 @contextlib.asynccontextmanager
 async def priority_commit(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Around a priority writer's transaction: the shared connection begins nothing new until
-    it ends. A no-op for an engine that is not a priority writer (PostgreSQL)."""
-    turn = _TURNS.get(engine.sync_engine)
-    if turn is None:
+    """Around a priority writer's transactions: the shared connection queues no write until
+    they are done, and they begin once its writes under way are done
+    (`sqlite_driver._Line.prioritised`). A no-op for an engine that is not a priority writer
+    of the one-trip driver (PostgreSQL)."""
+    shared = _AHEAD.get(engine.sync_engine)
+    line = None if shared is None else _line_of(shared)
+    if line is None:
         yield
         return
-    turn.clear.clear()
-    try:
-        if turn.tracks_idle and not turn.idle.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(turn.idle.wait(), timeout=_YIELD_TIMEOUT)
+    async with line.prioritised(_PRIORITY_PATIENCE):
         yield
-    finally:
-        turn.clear.set()
 
 
 def priority_pending(engine: AsyncEngine) -> bool:
-    """Whether a priority writer of `engine`'s file is committing or waiting to: then a
+    """Whether a priority writer of `engine`'s file has transactions to send: then a
     transaction of `engine` that can end early (the filer's batch) should, since the
     priority writer waits for it to end. Always False for an engine without one (PostgreSQL)."""
-    turn = _TURNS.get(engine.sync_engine)
-    return turn is not None and not turn.clear.is_set()
+    line = _line_of(engine.sync_engine)
+    return line is not None and line.priority > 0
 
 
-def _begin_after_priority(turn: _Turn) -> Any:
-    def begin(connection: Connection) -> None:
-        if not turn.clear.is_set():
-            # SQLAlchemy runs this in its greenlet, where awaiting is allowed. No lock is
-            # taken, so nothing can be left held: a waiter woken by `set` goes on even if the
-            # next priority commit has already cleared the event again, which keeps the two
-            # connections taking turns under a steady stream of webhooks.
-            with contextlib.suppress(TimeoutError):
-                await_only(asyncio.wait_for(turn.clear.wait(), timeout=_YIELD_TIMEOUT))
-        turn.idle.clear()
-        _sqlite_begin_immediate(connection)
-
-    return begin
-
-
-def _report_transaction_ends(turn: _Turn) -> Any:
-    """On connecting: the one-trip driver's connection sets `turn.idle` when a transaction
-    ends (commit or rollback). Another driver reports nothing, and `idle` is not waited on."""
-
-    def connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
-            dbapi_connection.on_transaction_end = turn.idle.set
-            turn.tracks_idle = True
-
-    return connect
+def _line_of(engine: Engine) -> sqlite_driver._Line | None:
+    """The shared SQLite connection under `engine`'s pool, once opened; None on other
+    drivers."""
+    dbapi = engine.dialect.dbapi
+    return dbapi.line if isinstance(dbapi, sqlite_driver.OneTripDBAPI) else None
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -158,9 +159,24 @@ class _Line:
     line: it then waits until that one's last trip is queued (`alone`). A transaction's first
     trip, when more trips follow, takes the line (`own`); its last trip gives it back as it is
     queued (`last`), so that what waits is queued right behind it, not one answer later.
+
+    A priority writer (the inbox's, on a connection of its own: see
+    `store.db.priority_commit`) needs SQLite's write lock at once. While it has transactions
+    to send (`prioritised`), no transaction that writes is queued here, and it waits only for
+    the writes already open or queued (`writing`); reads go on, as WAL lets them.
     """
 
-    __slots__ = ("_free", "_lock", "active", "closed", "connection", "opened", "users", "waiting")
+    __slots__ = (
+        "_changed",
+        "closed",
+        "connection",
+        "opened",
+        "owner",
+        "priority",
+        "users",
+        "waiting",
+        "writing",
+    )
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self.connection = connection
@@ -169,42 +185,98 @@ class _Line:
         self.users = 0
         """Views open on it; the last one to close closes the connection."""
         self.closed = False
-        self.active = 0
-        """Views with a transaction begun and not ended (see `OneTripConnection`)."""
+        self.owner: object | None = None
+        """The view whose transaction holds the line, if any."""
+        self.writing = 0
+        """Trips queued and not yet answered that end a transaction (whole ones, last ones)."""
+        self.priority = 0
+        """Priority writers with transactions to send (`prioritised`)."""
         self.waiting = 0
         """Trips waiting for the line to be free, or to take it."""
-        self._lock = asyncio.Lock()
-        self._free = asyncio.Event()
-        self._free.set()
+        self._changed: list[asyncio.Future[None]] = []
 
-    async def alone(self, function: Callable[..., Any], *args: Any) -> Any:
-        """`function`'s trip, queued once no transaction is open on the line."""
-        while not self._free.is_set():
-            await self._wait(self._free.wait())
-        return await self.connection._execute(function, *args)
+    async def alone(self, function: Callable[..., Any], *args: Any, writes: bool) -> Any:
+        """`function`'s trip, queued once no transaction is open on the line, and, if it
+        `writes` (a whole transaction), once no priority writer has transactions to send."""
+        if not writes:
+            if self.owner is not None:
+                await self._until(lambda: self.owner is None)
+            return await self.connection._execute(function, *args)
+        if self.owner is not None or self.priority:
+            await self._until(lambda: self.owner is None and not self.priority)
+        return await self._write(function, *args)
 
-    async def own(self) -> None:
-        """Hold the line for a transaction of several trips, until `last`."""
-        await self._wait(self._lock.acquire())
-        self._free.clear()
+    async def own(self, view: object) -> None:
+        """Hold the line for `view`'s transaction of several trips, until `last`."""
+        if self.owner is not None or self.priority:
+            await self._until(lambda: self.owner is None and not self.priority)
+        self.owner = view
 
     async def last(self, function: Callable[..., Any], *args: Any) -> Any:
         """The owning transaction's last trip: the line is let go as the trip is queued,
-        in the same step, so nothing can be queued in between. Trips waiting in `alone`
-        are woken before the next owner."""
-        self._free.set()
-        self._lock.release()
-        return await self.connection._execute(function, *args)
+        in the same step, so nothing can be queued in between."""
+        self.owner = None
+        self._wake()
+        return await self._write(function, *args)
 
-    async def _wait(self, until: Awaitable[Any]) -> None:
+    async def _write(self, function: Callable[..., Any], *args: Any) -> Any:
+        self.writing += 1
+        try:
+            return await self.connection._execute(function, *args)
+        finally:
+            self.writing -= 1
+            if not self.writing and self.priority:
+                self._wake()
+
+    def abandon(self, view: object) -> None:
+        """`view` is dropped without a word (see `OneTripConnection.terminate`): if it holds
+        the line, its transaction's ROLLBACK is queued now, before anything else can be,
+        and the line is let go. Queued on aiosqlite's own queue with no one to answer, as
+        SQLAlchemy's adapter queues its isolation level: no trip can be awaited here."""
+        if self.owner is not view:
+            return
+        self.owner = None
+        connection = self.connection
+        if connection._connection is not None:
+            connection._tx.put_nowait((None, connection._conn.rollback))
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def prioritised(self, patience: float) -> AsyncIterator[None]:
+        """Around a priority writer's transactions: no write is queued here meanwhile, and
+        they begin once the writes open or queued are done, or after `patience` seconds
+        (a stuck transaction here: SQLite's busy handler then makes them take turns)."""
+        self.priority += 1
+        try:
+            if self.owner is not None or self.writing:
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await self._until(
+                        lambda: self.owner is None and not self.writing, timeout=patience
+                    )
+            yield
+        finally:
+            self.priority -= 1
+            if not self.priority:
+                self._wake()
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, []
+        for waiter in changed:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _until(self, ready: Callable[[], bool], timeout: float = LINE_TIMEOUT) -> None:
         self.waiting += 1
         try:
-            async with asyncio.timeout(LINE_TIMEOUT):
-                await until
+            async with asyncio.timeout(timeout):
+                while not ready():
+                    waiter = asyncio.get_running_loop().create_future()
+                    self._changed.append(waiter)
+                    await waiter
         except TimeoutError:
             raise sqlite3.OperationalError(
                 f"database is locked: another transaction of this process held its "
-                f"connection for {LINE_TIMEOUT:.0f} s"
+                f"connection for {timeout:.0f} s"
             ) from None
         finally:
             self.waiting -= 1
@@ -285,7 +357,6 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             outcome = adapted._send(operation, parameters, many, commit=commit, guard=guard)
             if commit:
                 adapted._committed = True
-                adapted._ended()
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows)
 
@@ -301,17 +372,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     COMMIT's) instead of taking one of its own."""
 
     __slots__ = (
-        "_active",
         "_begin_pending",
+        "_closed",
         "_commit_pending",
         "_committed",
         "_defer_pending",
         "_deferred",
         "_guard",
         "_line",
-        "_owns",
         "_read_only",
-        "on_transaction_end",
         "opened_line",
     )
     _cursor_cls = OneTripCursor  # type: ignore[assignment]
@@ -323,10 +392,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self.opened_line = line.users == 1
         """The line's first view: the connection's own settings are made once, on it (setting
         one on another view could land in the middle of a transaction of the line's)."""
-        self._owns = False
-        """This view's transaction holds the line (`_Line.own`)."""
-        self._active = False
-        """A transaction of this view has begun and not ended (counted in `_Line.active`)."""
+        self._closed = False
         self._begin_pending = False
         self._commit_pending = False
         self._committed = False
@@ -334,16 +400,10 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._deferred: list[_Statement] = []
         self._read_only = False
         self._guard: _Guard | None = None
-        self.on_transaction_end: Callable[[], None] | None = None
-        """Called once no transaction of the line's views is open any more (`store.db`
-        wakes a priority writer)."""
 
     def begin_with_next_statement(self) -> None:
         """BEGIN IMMEDIATE, sent in the trip of the transaction's first statement."""
         self._begin_pending = not self._read_only
-        if self._begin_pending and not self._active:
-            self._active = True
-            self._line.active += 1
 
     def read_only(self) -> None:
         """Until its end, this transaction only reads: no BEGIN is sent, so each SELECT is a
@@ -351,7 +411,6 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         commit) has nothing to send. Any other statement raises `WriteWhileReading`."""
         self._read_only = True
         self._begin_pending = False
-        self._ended()  # it holds nothing that a priority writer waits for
 
     def commit_with_next_statement(self) -> None:
         """The next statement is the transaction's last: its trip commits after it. The
@@ -393,18 +452,16 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         line = self._line
         trip = (_run, line.connection._conn, operation, parameters, many, begin, commit)
         try:
-            if self._owns:
+            if line.owner is self:
                 if commit:
-                    self._owns = False
                     outcome: _Outcome = await_(line.last(*trip, deferred, guard))
                 else:
                     outcome = await_(line.connection._execute(*trip, deferred, guard))
             elif begin and not commit:
-                await_(line.own())
-                self._owns = True
+                await_(line.own(self))
                 outcome = await_(line.connection._execute(*trip, deferred, guard))
             else:
-                outcome = await_(line.alone(*trip, deferred, guard))
+                outcome = await_(line.alone(*trip, deferred, guard, writes=begin))
         except Exception as error:
             self._handle_exception(error)
         return outcome
@@ -417,14 +474,11 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         if self._committed:  # with the last statement, which reported the end
             self._committed = False
             return
-        try:
-            if self._deferred or self._owns:  # what was held back, and the COMMIT: one trip
-                self._send(None, None, False, commit=True)
-            # Otherwise nothing was sent (a BEGIN still pending, or reads outside a
-            # transaction): nothing to commit.
-            self._begin_pending = False
-        finally:
-            self._ended()
+        if self._deferred or self._line.owner is self:  # held back, and the COMMIT: one trip
+            self._send(None, None, False, commit=True)
+        # Otherwise nothing was sent (a BEGIN still pending, or reads outside a
+        # transaction): nothing to commit.
+        self._begin_pending = False
 
     def rollback(self) -> None:
         self._begin_pending = False
@@ -434,45 +488,66 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._guard = None
         self._deferred = []
         self._read_only = False
-        try:
-            # Only a transaction that holds the line is open on SQLite: any other trip ended
-            # its own (`_run`). The pool rolls back every connection it takes back, after a
-            # commit too, and that costs no trip.
-            if self._owns:
-                self._owns = False
-                try:
-                    await_(self._line.last(self._line.connection._conn.rollback))
-                except Exception as error:
-                    self._handle_exception(error)
-        finally:
-            self._ended()
+        # Only a transaction that holds the line is open on SQLite: any other trip ended
+        # its own (`_run`). The pool rolls back every connection it takes back, after a
+        # commit too, and that costs no trip.
+        if self._line.owner is self:
+            try:
+                await_(self._line.last(self._line.connection._conn.rollback))
+            except Exception as error:
+                self._handle_exception(error)
 
     def close(self) -> None:
+        if self._closed:
+            return
         try:
             self.rollback()
         finally:
-            self._line.users -= 1
-            if self._line.users == 0:
-                self._line.closed = True
+            if self._leave():
                 super().close()
 
-    def _ended(self) -> None:
-        if not self._active:
+    def terminate(self) -> None:
+        """The pool drops a view it cannot trust (cancelled in the middle of a trip) or
+        that was garbage collected. Its transaction, if it holds the line, is rolled back:
+        queued at once, ahead of whatever waits for the line. The shared connection is
+        stopped only with its last view."""
+        if self._closed:
             return
-        self._active = False
-        self._line.active -= 1
-        if self._line.active == 0 and self.on_transaction_end is not None:
-            self.on_transaction_end()
+        self._line.abandon(self)
+        if self._leave():
+            super().terminate()
+
+    def _leave(self) -> bool:
+        """Counts this view out of its line; whether it was the line's last."""
+        self._closed = True
+        self._line.users -= 1
+        if self._line.users:
+            return False
+        self._line.closed = True
+        return True
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
-    """One per engine (`dbapi()`): its connections are views of one shared connection."""
+    """One per engine (SQLAlchemy's `create_engine` asks the dialect for one each time): its
+    connections are views of one shared connection, its own or, with `shares`, that of
+    another engine's DB-API. A priority writer's engine shares none: its connection is
+    another SQLite connection on purpose."""
 
-    def __init__(self) -> None:
+    def __init__(self, shares: OneTripDBAPI | None = None) -> None:
         super().__init__(aiosqlite, sqlite3)
         self._line: _Line | None = None
+        self._shares = shares
+
+    @property
+    def line(self) -> _Line | None:
+        """The shared connection, once one was opened."""
+        return self._line if self._shares is None else self._shares.line
 
     def connect(self, *arg: Any, **kw: Any) -> OneTripConnection:
+        owner = self if self._shares is None else self._shares
+        return OneTripConnection(self, owner._open(arg, kw))
+
+    def _open(self, arg: tuple[Any, ...], kw: dict[str, Any]) -> _Line:
         line = self._line
         if line is None or line.closed:
             # Made and named before it is awaited: a pool opening several views at once
@@ -488,14 +563,7 @@ class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
             if self._line is line:
                 self._line = None  # the next view tries again
             raise
-        return OneTripConnection(self, line)
-
-
-def dbapi() -> OneTripDBAPI:
-    """A DB-API module for one engine (SQLAlchemy's `create_engine` asks the dialect for one
-    each time): each engine's connections share a line of their own, never another engine's
-    (a priority writer's connection is another SQLite connection on purpose)."""
-    return OneTripDBAPI()
+        return line
 
 
 class OneTripDialect(SQLiteDialect_aiosqlite):
@@ -504,7 +572,7 @@ class OneTripDialect(SQLiteDialect_aiosqlite):
 
     @classmethod
     def import_dbapi(cls) -> OneTripDBAPI:  # type: ignore[override]
-        return dbapi()
+        return OneTripDBAPI()
 
 
 registry.register(f"sqlite.{DRIVER}", __name__, "OneTripDialect")

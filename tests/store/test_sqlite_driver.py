@@ -20,21 +20,28 @@ from parley.store import sqlite_driver
 from parley.store.db import (
     create_engine,
     create_sessionmaker,
+    create_shared_engine,
     defers_next_statement,
     ends_with_next_statement,
     execute_guarded,
     last_statement_of,
+    priority_commit,
+    priority_pending,
     reading,
 )
 
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    """Views of one connection, as `/v1`'s engine (`create_shared_engine`); the engine
+    that opened the connection stays open beside it, as the channels' one does."""
+    first = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'driver.db'}")
+    engine = create_shared_engine(first, pool_size=8)
     async with engine.begin() as connection:
         await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)"))
     yield engine
     await engine.dispose()
+    await first.dispose()
 
 
 def _locked(path: Path) -> bool:
@@ -366,6 +373,57 @@ async def test_the_pools_connections_are_views_of_one_connection(
                 assert _line_of(third) is not _line_of(first)
         finally:
             await writer.dispose()
+
+
+async def test_a_priority_writer_goes_ahead_of_writes_waiting_for_the_line(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """It waits for the transaction open on the line, then goes before the writes that
+    were waiting for it (one of several trips, and a whole one); a read is not held up."""
+    path = tmp_path / "driver.db"
+    writer = create_engine(f"sqlite+aiosqlite:///{path}", durable=True, ahead_of=engine)
+    sessions = create_sessionmaker(engine)
+
+    async def several(value: str) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value + "2"})
+
+    async def whole(value: str) -> None:
+        async with sessions() as session:
+            await last_statement_of(session)
+            await session.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            await session.commit()
+
+    async def priority(value: str) -> None:
+        async with priority_commit(writer), writer.begin() as connection:
+            ends_with_next_statement(connection)
+            await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), {"v": value})
+            # A read on the shared connection goes on meanwhile; its writes wait.
+            async with reading(sessions) as session:
+                await session.execute(text("SELECT count(*) FROM t"))
+            assert not written.done()
+
+    try:
+        async with engine.connect() as connection:
+            await connection.begin()
+            await connection.execute(text("INSERT INTO t (v) VALUES ('a')"))
+            waiting = asyncio.create_task(several("b"))
+            await _waiting_for_the_line(connection, 1)
+            first = asyncio.create_task(priority("p"))
+            await _waiting_for_the_line(connection, 2)
+            assert priority_pending(engine)
+            written = asyncio.create_task(whole("w"))
+            await _waiting_for_the_line(connection, 3)
+            await connection.commit()
+        async with asyncio.timeout(5):
+            await asyncio.gather(waiting, first, written)
+    finally:
+        await writer.dispose()
+    assert not priority_pending(engine)
+    rows = _visible(path)
+    assert rows[:2] == ["a", "p"]
+    assert sorted(rows[2:]) == ["b", "b2", "w"]
 
 
 async def test_a_whole_transaction_waits_for_one_open_on_the_line(

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert, Update
 
 from parley.errors import LeaseLost
-from parley.store.db import defers_next_statement, execute_guarded
+from parley.store.db import defers_next_statement, execute_guarded, last_statement_of
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -160,18 +160,29 @@ async def set_remote_conversation(
     conversation_id: int,
     remote_id: str | None,
     replaced: str | None = None,
+    commits: bool = False,
 ) -> None:
     """Point the conversation at another upstream conversation. The last turn's input tokens
     measured the old one, so they are cleared with it: a turn redone after a crash does not
     prune the new one again. `replaced` (a pruned chat's old one) is queued for deletion
     upstream. One made for a conversation that went meanwhile (expired, its
-    customer erased) is queued for deletion upstream instead."""
+    customer erased) is queued for deletion upstream instead.
+
+    `commits`: the caller commits right after. Without `replaced`, the UPDATE is then the
+    transaction's last statement (on SQLite its COMMIT rides with it, one trip that holds
+    the connection for no other), and an orphan's deletion, when the UPDATE found no
+    conversation, is queued in a transaction of its own."""
+    last = commits and replaced is None
+    if last:
+        await last_statement_of(session)
     result = await session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id)
         .values(remote_conversation_id=remote_id, last_input_tokens=None)
     )
     if remote_id and not result.rowcount:  # type: ignore[attr-defined]
+        if last:
+            await session.commit()  # the UPDATE's, which changed nothing
         await queue_deletions(
             session, objects=[UpstreamObject(CONVERSATION, remote_id)], reason="orphan"
         )
