@@ -61,20 +61,9 @@ def create_engine(
         # (filing, turns, delivery) to one transaction at a time: let run side by side, it
         # took the event loop from the webhooks' acknowledgements (`bench/ingest.py`, p50
         # 3 → 5-8 ms at 500/s). `create_shared_engine` adds views of it for `/v1`.
-        driver = _one_trip(url)
-        engine = create_async_engine(
-            driver,
-            connect_args={"timeout": 30},
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=sqlite_driver.LINE_TIMEOUT,
-            hide_parameters=True,
-            json_serializer=json_text,
-            json_deserializer=json_value,
+        engine = _sqlite_engine(
+            _one_trip(url), pool_size=1, pragmas=_sqlite_pragmas_durable if durable else None
         )
-        pragmas = _sqlite_pragmas_durable if durable else _sqlite_pragmas
-        event.listen(engine.sync_engine, "connect", pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
         if ahead_of is not None:
             _AHEAD[engine.sync_engine] = ahead_of.sync_engine
         return engine
@@ -100,9 +89,20 @@ def create_shared_engine(engine: AsyncEngine, *, pool_size: int) -> AsyncEngine:
     dbapi = engine.sync_engine.dialect.dbapi
     if not isinstance(dbapi, sqlite_driver.OneTripDBAPI):
         return engine
-    shared = create_async_engine(
-        engine.url,
-        module=sqlite_driver.OneTripDBAPI(shares=dbapi),
+    return _sqlite_engine(
+        engine.url, pool_size=pool_size, module=sqlite_driver.OneTripDBAPI(shares=dbapi)
+    )
+
+
+def _sqlite_engine(
+    url: Any, *, pool_size: int, pragmas: Any = None, module: Any = None
+) -> AsyncEngine:
+    """An SQLite engine: each connection set up by `pragmas` (WAL, foreign keys…) and each
+    transaction opened as a writer (`_sqlite_begin_immediate`); a statement waits for the
+    shared connection at most `sqlite_driver.LINE_TIMEOUT`."""
+    options: dict[str, Any] = {} if module is None else {"module": module}
+    engine = create_async_engine(
+        url,
         connect_args={"timeout": 30},
         pool_size=pool_size,
         max_overflow=0,
@@ -110,10 +110,11 @@ def create_shared_engine(engine: AsyncEngine, *, pool_size: int) -> AsyncEngine:
         hide_parameters=True,
         json_serializer=json_text,
         json_deserializer=json_value,
+        **options,
     )
-    event.listen(shared.sync_engine, "connect", _sqlite_pragmas)
-    event.listen(shared.sync_engine, "begin", _sqlite_begin_immediate)
-    return shared
+    event.listen(engine.sync_engine, "connect", pragmas or _sqlite_pragmas)
+    event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+    return engine
 
 
 def _one_trip(url: str) -> Any:
