@@ -179,9 +179,7 @@ def build_runtime(settings: Settings) -> Runtime:
         record_engine=record_engine,
         probe_engine=create_probe_engine(settings.database_url),
         responses_engine=responses_engine,
-        responses_sessions=(
-            sessions if responses_engine is engine else create_sessionmaker(responses_engine)
-        ),
+        responses_sessions=create_sessionmaker(responses_engine),
         queue=queue,
         http=http,
         llm=llm,

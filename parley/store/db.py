@@ -300,8 +300,9 @@ def _sqlite_pragmas_durable(
 
 
 def _sqlite_setup(dbapi_connection: DBAPIConnection, synchronous: str) -> None:
-    shared = isinstance(dbapi_connection, sqlite_driver.OneTripConnection)
-    if shared and not dbapi_connection.opened_line:  # type: ignore[attr-defined]
+    if isinstance(dbapi_connection, sqlite_driver.OneTripConnection) and not (
+        dbapi_connection.opened_line
+    ):
         return  # another view of a connection that was set up when it opened
     # Take transaction control from the driver so that `_sqlite_begin_immediate` can open
     # every transaction as a writer: a deferred transaction that reads and then writes fails

@@ -198,19 +198,22 @@ class _Line:
     async def alone(self, function: Callable[..., Any], *args: Any, writes: bool) -> Any:
         """`function`'s trip, queued once no transaction is open on the line, and, if it
         `writes` (a whole transaction), once no priority writer has transactions to send."""
-        if not writes:
-            if self.owner is not None:
-                await self._until(lambda: self.owner is None)
-            return await self.connection._execute(function, *args)
-        if self.owner is not None or self.priority:
-            await self._until(lambda: self.owner is None and not self.priority)
-        return await self._write(function, *args)
+        if writes:
+            await self._free_to_write()
+            return await self._write(function, *args)
+        if self.owner is not None:
+            await self._until(lambda: self.owner is None)
+        return await self.connection._execute(function, *args)
 
     async def own(self, view: object) -> None:
         """Hold the line for `view`'s transaction of several trips, until `last`."""
+        await self._free_to_write()
+        self.owner = view
+
+    async def _free_to_write(self) -> None:
+        """Until no transaction holds the line and no priority writer has some to send."""
         if self.owner is not None or self.priority:
             await self._until(lambda: self.owner is None and not self.priority)
-        self.owner = view
 
     async def last(self, function: Callable[..., Any], *args: Any) -> Any:
         """The owning transaction's last trip: the line is let go as the trip is queued,
