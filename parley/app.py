@@ -141,7 +141,7 @@ def build_responses(runtime: Runtime) -> ResponsesService:
     """The Responses API's turns, on the same agent and input checks as the channels."""
     settings = runtime.settings
     runner = TurnRunner(
-        sessions=runtime.responses_sessions,
+        sessions=runtime.api_sessions,
         agent=runtime.agent,
         gate=runtime.gate,
         prices=runtime.prices,
@@ -149,7 +149,7 @@ def build_responses(runtime: Runtime) -> ResponsesService:
         refusal=settings.parley_moderation_reply,
     )
     return ResponsesService(
-        sessions=runtime.responses_sessions,
+        sessions=runtime.api_sessions,
         agent=runtime.agent,
         runner=runner,
         profiles=profile_exists,

@@ -68,9 +68,10 @@ DELIVERY_CONCURRENCY = 16
 """Sends in flight per process; on PostgreSQL each holds one connection of delivery's own
 pool for its call (see `create_send_record_engine`), so the pool has as many."""
 
-RESPONSES_VIEWS = 20
-"""On SQLite, `/v1`'s views of the one connection: as many requests' transactions can be
-under way at once (the pool of other backends is as large)."""
+API_VIEWS = 20
+"""On SQLite, the API's views of the one connection (`/v1`'s transactions, callers' token
+lookups): as many requests' transactions can be under way at once (the pool of other
+backends is as large)."""
 
 Role = Literal["serve", "api", "worker"]
 
@@ -84,10 +85,12 @@ class Runtime:
     """Delivery's own connections for recording sends (PostgreSQL); None on SQLite."""
     probe_engine: AsyncEngine | None
     """`/readyz`'s own connection to the database (PostgreSQL); None on SQLite."""
-    responses_engine: AsyncEngine
-    """`/v1`'s: on SQLite, views of `engine`'s one connection in a pool of their own
-    (`create_shared_engine`); elsewhere `engine` itself."""
-    responses_sessions: async_sessionmaker[AsyncSession]
+    api_engine: AsyncEngine
+    """The API's requests' (`/v1`'s turns, callers' token lookups): on SQLite, views of
+    `engine`'s one connection in a pool of their own (`create_shared_engine`), so that a
+    request does not wait behind the channels' background for the pool of one; elsewhere
+    `engine` itself."""
+    api_sessions: async_sessionmaker[AsyncSession]
     queue: Queue
     http: httpx.AsyncClient
     llm: LLM
@@ -128,9 +131,9 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = create_engine(settings.database_url)
     tracing.instrument_engine(engine)
     sessions = create_sessionmaker(engine)
-    responses_engine = create_shared_engine(engine, pool_size=RESPONSES_VIEWS)
-    if responses_engine is not engine:
-        tracing.instrument_engine(responses_engine)
+    api_engine = create_shared_engine(engine, pool_size=API_VIEWS)
+    if api_engine is not engine:
+        tracing.instrument_engine(api_engine)
     record_engine = create_send_record_engine(
         settings.database_url, connections=DELIVERY_CONCURRENCY
     )
@@ -178,8 +181,8 @@ def build_runtime(settings: Settings) -> Runtime:
         sessions=sessions,
         record_engine=record_engine,
         probe_engine=create_probe_engine(settings.database_url),
-        responses_engine=responses_engine,
-        responses_sessions=create_sessionmaker(responses_engine),
+        api_engine=api_engine,
+        api_sessions=create_sessionmaker(api_engine),
         queue=queue,
         http=http,
         llm=llm,
@@ -390,8 +393,8 @@ async def close(runtime: Runtime) -> None:
     await runtime.llm.close()
     await runtime.http.aclose()
     await runtime.accounts.close()
-    if runtime.responses_engine is not runtime.engine:
-        await runtime.responses_engine.dispose()
+    if runtime.api_engine is not runtime.engine:
+        await runtime.api_engine.dispose()
     await runtime.engine.dispose()
     for own in (runtime.record_engine, runtime.probe_engine):
         if own is not None:

@@ -7,7 +7,8 @@ on its first use), so that an operator can try the API before creating users. To
 logged: only the token's id once it is known.
 
 A token found valid is remembered for `CALLER_TTL_S` (`CallerCache`), so that a busy caller
-costs one lookup a second, not one a request. A change committed in this process (a token
+costs one lookup a second, not one a request; the requests that find it forgotten at once
+share one lookup. A change committed in this process (a token
 revoked, a user suspended, demoted or deleted) drops every remembered caller at once; one
 committed by another process (the CLI, another `parley api`) is seen within `CALLER_TTL_S`.
 Unknown tokens are never remembered: they are looked up every time.
@@ -15,9 +16,10 @@ Unknown tokens are never remembered: they are looked up every time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -64,6 +66,39 @@ class CallerCache:
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[str, tuple[float, int, Caller]] = {}
+        self._lookups: dict[str, tuple[int, asyncio.Future[Caller | None]]] = {}
+
+    async def lookup(self, key: str, find: Callable[[], Awaitable[Caller | None]]) -> Caller | None:
+        """The caller remembered under `key`, or the one `find` looks up. Requests that miss
+        together share one lookup: 64 callers of one token found its caller forgotten in the
+        same instant each second, and each looked it up, one after another. A request joins
+        a lookup only if it started after the last change to users or tokens committed here,
+        so that a revocation still refuses every request that comes after it. The lookup
+        runs on its own, shielded: a request that is dropped does not cancel it for others."""
+        caller = self.get(key)
+        if caller is not None:
+            return caller
+        generation = auth_generation()
+        under_way = self._lookups.get(key)
+        if under_way is None or under_way[0] != generation:
+            since = self.mark()
+            future = asyncio.ensure_future(find())
+            under_way = self._lookups[key] = (generation, future)
+            future.add_done_callback(lambda done: self._found(key, done, since))
+        return await asyncio.shield(under_way[1])
+
+    def _found(
+        self, key: str, done: asyncio.Future[Caller | None], since: tuple[float, int]
+    ) -> None:
+        under_way = self._lookups.get(key)
+        if under_way is not None and under_way[1] is done:
+            del self._lookups[key]
+        # Reading the exception also marks it seen when no request waits any more.
+        if done.cancelled() or done.exception() is not None:
+            return
+        caller = done.result()
+        if caller is not None:
+            self.put(key, caller, since=since)
 
     def get(self, key: str) -> Caller | None:
         entry = self._entries.get(key)
@@ -128,6 +163,16 @@ async def find_caller(session: AsyncSession, runtime: Runtime, token: str) -> Ca
     return Caller(owner.user_id, owner.name, owner.is_admin, owner.token_id)
 
 
+async def _look_up(runtime: Runtime, token: str) -> Caller | None:
+    # A session of its own, closed before the endpoint runs, from the API's engine: on SQLite
+    # a view of the one connection, not the channels' pool of one, whose background work it
+    # would wait behind.
+    async with runtime.api_sessions() as session:
+        caller = await find_caller(session, runtime, token)
+        await session.commit()
+    return caller
+
+
 async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimiterDep) -> Caller:
     """The authenticated, active user behind the bearer token, within its rate limit.
     Raises APIError 401 (missing, unknown, revoked token or suspended user) or 429."""
@@ -136,17 +181,7 @@ async def current_caller(request: Request, runtime: RuntimeDep, limiter: ApiLimi
         raise invalid_key(None)
     check_not_locked(request, openai_shaped=True)
     cache: CallerCache = request.app.state.callers
-    key = hash_token(token)
-    caller = cache.get(key)
-    if caller is None:
-        since = cache.mark()
-        # A session of its own, closed before the endpoint runs: on SQLite the process has
-        # one connection, which the endpoint's own session will need.
-        async with runtime.sessions() as session:
-            caller = await find_caller(session, runtime, token)
-            await session.commit()
-        if caller is not None:
-            cache.put(key, caller, since=since)
+    caller = await cache.lookup(hash_token(token), lambda: _look_up(runtime, token))
     if caller is None:
         log.info("auth.refused", path=request.url.path)
         await count_failure(request)

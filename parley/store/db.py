@@ -25,6 +25,7 @@ from sqlalchemy.sql.base import Executable
 
 from parley.config import async_database_url
 from parley.store import sqlite_driver
+from parley.store.pool import FairAsyncQueuePool
 
 
 def create_engine(
@@ -104,6 +105,7 @@ def _sqlite_engine(
     engine = create_async_engine(
         url,
         connect_args={"timeout": 30},
+        poolclass=FairAsyncQueuePool,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=sqlite_driver.LINE_TIMEOUT,
@@ -192,6 +194,7 @@ def _server_engine(url: str, *, pool_size: int, max_overflow: int, **options: An
             connect_args["statement_cache_size"] = 0
     engine = create_async_engine(
         url,
+        poolclass=FairAsyncQueuePool,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=30,

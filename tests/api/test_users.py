@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -164,6 +165,88 @@ def test_the_caller_cache_forgets_after_its_ttl_and_on_any_committed_change() ->
     session.dispatch.after_commit(session)
     cache.put("h", caller, since=stale)  # looked up across a change: not remembered
     assert cache.get("h") is None
+
+
+def _commit_an_auth_change() -> None:
+    session = Session()
+    AUTH_CHANGES.mark(session)
+    session.dispatch.after_commit(session)  # what committing a revocation does
+
+
+async def test_requests_that_miss_the_caller_cache_together_share_one_lookup() -> None:
+    cache = CallerCache(ttl=1.0)
+    caller = Caller(user_id=1, name="alice", is_admin=False, token_id=7)
+    started, release = asyncio.Event(), asyncio.Event()
+    lookups: list[str] = []
+
+    def finder(name: str) -> Callable[[], Awaitable[Caller | None]]:
+        async def find() -> Caller | None:
+            lookups.append(name)
+            started.set()
+            await release.wait()
+            return caller
+
+        return find
+
+    first = asyncio.create_task(cache.lookup("h", finder("first")))
+    await asyncio.wait_for(started.wait(), 5)
+    later = [asyncio.create_task(cache.lookup("h", finder("later"))) for _ in range(9)]
+    dropped = asyncio.create_task(cache.lookup("h", finder("dropped")))
+    await asyncio.sleep(0)  # one step: each of them has joined the lookup and waits
+    dropped.cancel()  # a request that goes away does not cancel the others' lookup
+    release.set()
+    assert await asyncio.gather(first, *later) == [caller] * 10
+    assert lookups == ["first"]
+    assert dropped.cancelled()
+    assert await cache.lookup("h", finder("remembered")) == caller
+    assert lookups == ["first"]
+
+
+async def test_a_request_after_an_auth_change_does_not_join_a_lookup_from_before_it() -> None:
+    cache = CallerCache(ttl=1.0)
+    release = asyncio.Event()
+    lookups: list[str] = []
+
+    def finder(name: str, found: Caller | None) -> Callable[[], Awaitable[Caller | None]]:
+        async def find() -> Caller | None:
+            lookups.append(name)
+            await release.wait()
+            return found
+
+        return find
+
+    alice = Caller(user_id=1, name="alice", is_admin=False, token_id=7)
+    before = asyncio.create_task(cache.lookup("h", finder("before", alice)))
+    await asyncio.sleep(0)
+    _commit_an_auth_change()  # the token is revoked while that lookup is under way
+    after = asyncio.create_task(cache.lookup("h", finder("after", None)))
+    await asyncio.sleep(0)
+    release.set()
+    assert await before == alice
+    assert await after is None
+    assert lookups == ["before", "after"]
+    assert cache.get("h") is None  # neither is remembered: the first began before the change
+
+
+async def test_a_failed_shared_lookup_fails_each_request_and_is_not_remembered() -> None:
+    cache = CallerCache(ttl=1.0)
+    release = asyncio.Event()
+
+    async def broken() -> Caller | None:
+        await release.wait()
+        raise OSError("database unreachable")
+
+    waiting = [asyncio.create_task(cache.lookup("h", broken)) for _ in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [OSError] * 3
+    caller = Caller(user_id=1, name="alice", is_admin=False, token_id=7)
+
+    async def works() -> Caller | None:
+        return caller
+
+    assert await cache.lookup("h", works) == caller
 
 
 async def test_the_last_active_admin_cannot_be_removed(parley: Parley) -> None:
