@@ -43,7 +43,8 @@ def create_engine(
     overflow connection when it is returned, so a steady load past the pool's size (a worker's
     turns) opened a new connection, a new PostgreSQL backend, for most transactions, and the
     worker drained a backlog more slowly than with fewer turns at once. Past the pool, a
-    transaction waits its turn for a connection (`pool_timeout`).
+    transaction waits its turn for a connection (`pool_timeout`), in the order it came
+    (`store.pool.FairAsyncQueuePool`).
 
     SQLite only: `ahead_of` makes this a priority writer of `ahead_of`'s file, a second
     connection whose commits (see `priority_commit`) go in before `ahead_of`'s next write,
