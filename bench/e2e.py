@@ -472,17 +472,18 @@ def main() -> None:
                 print(f"\n{path}:\n{summarize(path)}")
         sys.exit(1 if duplicated else 0)
     statuses = [s for s in args.statuses.split(",") if s]
-    run, reached = asyncio.run(
+    cpu_run, reached = asyncio.run(
         cpu_per_message(args.messages, args.conversations, statuses, args.parallel, args.profile)
     )
-    report_cpu(run, statuses)
+    report_cpu(cpu_run, statuses)
     if args.profile is not None:
         print(f"\n{args.profile}:\n{summarize(args.profile)}")
     # Warm-up answers included: every answer Parley sent should have reached the last status.
     applied = (reached or {}).get(statuses[-1], 0) if statuses else 0
     print(f"outbound messages by status in Parley's store: {reached}")
-    bad_statuses = bool(statuses) and reached is not None and applied < run.answers
-    sys.exit(1 if run.duplicated or run.answers < run.messages or bad_statuses else 0)
+    bad_statuses = bool(statuses) and reached is not None and applied < cpu_run.answers
+    lost = cpu_run.answers < cpu_run.messages
+    sys.exit(1 if cpu_run.duplicated or lost or bad_statuses else 0)
 
 
 if __name__ == "__main__":

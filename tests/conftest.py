@@ -264,7 +264,7 @@ def parley_env(
 
 @pytest.fixture
 def settings(settings_env: dict[str, str]) -> Settings:
-    fields = {key.lower(): value for key, value in settings_env.items()}
+    fields: dict[str, Any] = {key.lower(): value for key, value in settings_env.items()}
     return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
 
 
