@@ -78,12 +78,11 @@ class CallerCache:
         caller = self.get(key)
         if caller is not None:
             return caller
-        generation = auth_generation()
+        since = self.mark()
         under_way = self._lookups.get(key)
-        if under_way is None or under_way[0] != generation:
-            since = self.mark()
+        if under_way is None or under_way[0] != since[1]:
             future = asyncio.ensure_future(find())
-            under_way = self._lookups[key] = (generation, future)
+            under_way = self._lookups[key] = (since[1], future)
             future.add_done_callback(lambda done: self._found(key, done, since))
         return await asyncio.shield(under_way[1])
 

@@ -92,8 +92,7 @@ class FairQueue(sqla_queue.QueueCommon[_T]):
                 # it goes to the next in line.
                 self.put_nowait(waiter.result())
             else:
-                waiter.cancel()
-                # A `put_nowait` may have dropped it already, as cancelled.
+                # Cancelled with the task; a `put_nowait` may have dropped it already.
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
             if isinstance(exc, TimeoutError):
