@@ -42,6 +42,7 @@ from parley.responses.lease import ResponseLease
 from parley.responses.service import ResponsesService
 from parley.responses.turn import TurnRunner
 from parley.runtime import Role, Runtime, open_runtime
+from parley.store.direct import DirectWrites
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +148,7 @@ def build_responses(runtime: Runtime) -> ResponsesService:
         prices=runtime.prices,
         context=settings.parley_context,
         refusal=settings.parley_moderation_reply,
+        direct=DirectWrites.of(runtime.api_engine),
     )
     return ResponsesService(
         sessions=runtime.api_sessions,

@@ -31,16 +31,18 @@ from parley.responses.items import (
     usage_object,
 )
 from parley.responses.request import CreateRequest
+from parley.store.direct import DirectWrites
 from parley.store.models import AnyResponse, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.responses import (
     ResponseClosed,
     Thread,
     delete_response,
     guard_status,
+    guard_status_step,
     response_status,
     set_status,
 )
-from parley.store.queries.turns import Reply, record_turn
+from parley.store.queries.turns import Reply, record_turn, record_turn_directly
 from parley.store.queries.usage import UsageAdd
 
 log = structlog.get_logger(__name__)
@@ -91,12 +93,15 @@ class TurnRunner:
         prices: dict[str, Price],
         context: str,
         refusal: str,
+        direct: DirectWrites | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
         self._gate = gate
         self._prices = prices
         self._refusal = refusal
+        self._direct = direct
+        """On SQLite, where a response's outcome is sent in one trip without a session."""
         # Threads branch wherever a caller points `previous_response_id`, so the upstream
         # state is chained per response, never one conversation per thread.
         self._strategy = "local" if context == "local" else "previous_response"
@@ -246,18 +251,24 @@ class TurnRunner:
         """The response's outcome and the thread's rows in one transaction, if the response is
         still open (a cancelled one stays cancelled); then the stream's last events."""
         values = {**values, "completed_at": utcnow()}
-        async with self._sessions() as session:
-            try:
-                # Still open, as nearly always: on SQLite the outcome and the thread's rows
-                # are one trip to the database's thread, the status's UPDATE a guard in it.
-                await guard_status(session, response_id=job.record.id, status=status, **values)
-                stored = job.request.store  # else the response's delete comes after the rows
-                await self._record(session, job, rows, last_response_id, usage, commits=stored)
-                if not stored:
-                    await delete_response(session, response_id=job.record.id, user_id=job.user_id)
-                    await session.commit()
-            except ResponseClosed:
-                await session.rollback()
+        try:
+            # Still open, as nearly always: the outcome and the thread's rows in one trip to
+            # SQLite's thread, the status's UPDATE a guard in it.
+            if self._direct is not None and self._direct.ready and job.request.store:
+                await record_turn_directly(
+                    self._direct,
+                    self._sessions,
+                    before=[
+                        guard_status_step(
+                            self._direct, response_id=job.record.id, status=status, **values
+                        )
+                    ],
+                    **self._outcome(job, rows, last_response_id, usage),
+                )
+            else:
+                await self._finish_in_session(job, status, values, rows, last_response_id, usage)
+        except ResponseClosed:
+            async with self._sessions() as session:
                 current = await session.get(ResponseRecord, job.record.id)
                 if current is not None:  # cancelled, or closed by another process's sweep
                     log.info(
@@ -279,6 +290,40 @@ class TurnRunner:
             job.stream.finished(record)
         return True
 
+    async def _finish_in_session(
+        self,
+        job: Job,
+        status: str,
+        values: dict[str, Any],
+        rows: list[Reply],
+        last_response_id: str | None,
+        usage: UsageAdd | None,
+    ) -> None:
+        """`_finish`'s transaction through a session (PostgreSQL; a response not stored)."""
+        async with self._sessions() as session:
+            await guard_status(session, response_id=job.record.id, status=status, **values)
+            stored = job.request.store  # else the response's delete comes after the rows
+            await self._record(session, job, rows, last_response_id, usage, commits=stored)
+            if not stored:
+                await delete_response(session, response_id=job.record.id, user_id=job.user_id)
+                await session.commit()
+
+    @staticmethod
+    def _outcome(
+        job: Job, rows: list[Reply], last_response_id: str | None, usage: UsageAdd | None
+    ) -> dict[str, Any]:
+        """`record_turn`'s arguments for `job`'s outcome."""
+        thread = job.thread
+        return {
+            "conversation_id": thread.conversation.id,
+            "account_id": thread.account.id,
+            "answered": [],
+            "replies": rows,
+            "last_response_id": last_response_id,
+            "usage": usage,
+            "user_id": job.user_id,
+        }
+
     async def _record(
         self,
         session: AsyncSession,
@@ -289,17 +334,8 @@ class TurnRunner:
         *,
         commits: bool = False,
     ) -> None:
-        thread = job.thread
         await record_turn(
-            session,
-            conversation_id=thread.conversation.id,
-            account_id=thread.account.id,
-            answered=[],
-            replies=rows,
-            last_response_id=last_response_id,
-            usage=usage,
-            user_id=job.user_id,
-            commits=commits,
+            session, **self._outcome(job, rows, last_response_id, usage), commits=commits
         )
 
     async def _failed(self, job: Job, reason: str) -> None:

@@ -67,7 +67,7 @@ LINE_TIMEOUT = 60.0
 connection go (the pool's own `pool_timeout` for SQLite)."""
 
 
-def _run(
+def run_trip(
     connection: sqlite3.Connection,
     operation: str | None,
     parameters: Any,
@@ -453,7 +453,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         begin, self._begin_pending = self._begin_pending, False
         deferred, self._deferred = self._deferred, []
         line = self._line
-        trip = (_run, line.connection._conn, operation, parameters, many, begin, commit)
+        trip = (run_trip, line.connection._conn, operation, parameters, many, begin, commit)
         try:
             if line.owner is self:
                 if commit:
@@ -492,7 +492,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._deferred = []
         self._read_only = False
         # Only a transaction that holds the line is open on SQLite: any other trip ended
-        # its own (`_run`). The pool rolls back every connection it takes back, after a
+        # its own (`run_trip`). The pool rolls back every connection it takes back, after a
         # commit too, and that costs no trip.
         if self._line.owner is self:
             try:

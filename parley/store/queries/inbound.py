@@ -423,7 +423,7 @@ async def reserve_sequence(
     connection = await session.connection()
     await execute_guarded(
         connection,
-        _reserve_statement(tuple(sorted(also)), only_if),
+        reserve_statement(tuple(sorted(also)), only_if),
         {"conversation_id": conversation_id, "count": count, **values},
         expect=1,
         refusal=lambda _: SequenceRefused(conversation_id),
@@ -462,7 +462,7 @@ async def _why_not(session: AsyncSession, conversation_id: int) -> ParleyError:
 
 
 @functools.cache
-def _reserve_statement(also: tuple[str, ...], only_if: ColumnElement[bool] | None) -> Update:
+def reserve_statement(also: tuple[str, ...], only_if: ColumnElement[bool] | None) -> Update:
     """The UPDATE of `reserve_sequence` that sets `also` too, under `only_if`."""
     table = CONVERSATIONS
     statement = update(table).where(table.c.id == bindparam("conversation_id"))
@@ -482,7 +482,7 @@ def _allocate_statement(
     also: tuple[str, ...], only_if: ColumnElement[bool] | None
 ) -> ReturningUpdate[int]:
     """The UPDATE … RETURNING of `allocate_sequence` that sets `also` too, under `only_if`."""
-    return _reserve_statement(also, only_if).returning(CONVERSATIONS.c.next_sequence_no)
+    return reserve_statement(also, only_if).returning(CONVERSATIONS.c.next_sequence_no)
 
 
 def _inbound_meta(message: InboundMessage, correlation_id: str) -> dict[str, object]:

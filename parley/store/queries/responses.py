@@ -25,6 +25,7 @@ from parley.store.db import (
     execute_guarded,
     holds_statements,
 )
+from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import (
     CONVERSATIONS,
     RESPONSES,
@@ -279,6 +280,18 @@ async def guard_status(
         expect=1,
         refusal=lambda _: ResponseClosed(response_id),
     )
+
+
+def guard_status_step(
+    direct: DirectWrites, *, response_id: str, status: str, **values: Any
+) -> Step:
+    """`guard_status` as a step of a direct transaction (`store.direct`)."""
+    _, parameters = _status_change(response_id, status, values)
+    columns = tuple(sorted(values))
+    prepared = direct.prepared(
+        ("status", columns), functools.partial(_set_status_statement, columns)
+    )
+    return step(prepared, parameters, guard=(1, lambda _: ResponseClosed(response_id)))
 
 
 def _status_change(

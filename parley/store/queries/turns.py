@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Integer, Select, bindparam, func, insert, literal, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Insert, Update
 
 from parley.errors import LeaseLost
-from parley.store.db import defers_next_statement, execute_guarded, last_statement_of
+from parley.store.db import defers_next_statement, execute_guarded, last_statement_of, reading
+from parley.store.direct import DirectWrites, Step, many, step
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -28,10 +30,11 @@ from parley.store.queries.inbound import (
     SequenceRefused,
     refused_why,
     reserve_sequence,
+    reserve_statement,
     reserved_sequence_no,
 )
 from parley.store.queries.upstream_deletions import CONVERSATION, UpstreamObject, queue_deletions
-from parley.store.queries.usage import UsageAdd, add_turn_usage
+from parley.store.queries.usage import UsageAdd, add_turn_usage, usage_steps
 
 AGENT_MAY_ANSWER = or_(CONVERSATIONS.c.mode == "agent", CONVERSATIONS.c.assignee == "agent")
 """A conversation the agent's turn may still answer: in agent mode, or handed to a person by
@@ -232,11 +235,7 @@ async def record_turn(
         LeaseLost: another worker answered the inputs, or a person took the conversation.
         ConversationGone: the conversation was deleted meanwhile (retention, an erasure).
     """
-    also: dict[str, object] = {}
-    if last_response_id is not None:
-        also["last_response_id"] = last_response_id
-    if last_input_tokens is not None:
-        also["last_input_tokens"] = last_input_tokens
+    also = _chained(last_response_id, last_input_tokens)
     # Core statements built once, on the session's connection: the ORM's cost more to build
     # and to keep its books on than the database spent on the rows, and no caller reads
     # these rows back as objects of the session.
@@ -272,6 +271,84 @@ async def record_turn(
         raise await refused_why(session, refused) from None
 
 
+async def record_turn_directly(
+    direct: DirectWrites,
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    before: Sequence[Step] = (),
+    conversation_id: int,
+    account_id: int,
+    answered: list[int],
+    replies: list[Reply],
+    inbound_status: str = "answered",
+    inbound_error: str | None = None,
+    last_response_id: str | None = None,
+    last_input_tokens: int | None = None,
+    usage: UsageAdd | None = None,
+    user_id: int | None = None,
+    agent_turn: bool = False,
+) -> None:
+    """`record_turn` with `commits`, and `before` ahead of it, sent whole in one trip on
+    SQLite's line (`store.direct`): the same statements and guards, without a session.
+
+    Raises:
+        LeaseLost, ConversationGone: as `record_turn`.
+        A refusal of one of `before`'s guards, with nothing stored.
+    """
+    now = utcnow()
+    also = _chained(last_response_id, last_input_tokens)
+    reserve = direct.prepared(
+        ("reserve", tuple(sorted(also)), agent_turn),
+        lambda: reserve_statement(tuple(sorted(also)), AGENT_MAY_ANSWER if agent_turn else None),
+    )
+    values = {"last_message_at": now, "updated_at": now, **also}
+    steps = [
+        *before,
+        step(
+            reserve,
+            {"conversation_id": conversation_id, "count": max(len(replies), 1), **values},
+            guard=(1, lambda _: SequenceRefused(conversation_id)),
+        ),
+    ]
+    if answered:
+        marking = {"ids": answered, "status": inbound_status, "error": inbound_error}
+        steps.append(
+            step(
+                direct.prepared("mark answered", _mark_answered_statement),
+                {**marking, "updated_at": now},
+                guard=(len(answered), lambda _: LeaseLost(_ANSWERED_ELSEWHERE)),
+            )
+        )
+    if replies:
+        rows = _reply_rows(conversation_id, account_id, replies, answered, now)
+        steps.append(many(direct.prepared("replies", _insert_messages, list(rows[0])), rows))
+        delivered = _delivered(replies)
+        if delivered:
+            outbox = direct.prepared("outbox", _insert_outbox)
+            numbering = {"thread_id": conversation_id, "count": len(replies)}
+            steps.append(step(outbox, {**numbering, "offsets": delivered, "now": now}))
+    if usage is not None:
+        steps += usage_steps(direct, account_id=account_id, user_id=user_id, usage=usage)
+    try:
+        await direct.commit(steps)
+    except SequenceRefused as refused:
+        async with reading(sessions) as session:
+            raise await refused_why(session, refused) from None
+
+
+def _chained(last_response_id: str | None, last_input_tokens: int | None) -> dict[str, object]:
+    """What the next turn chains on, set on the conversation with the outcome."""
+    also: dict[str, object] = {}
+    if last_response_id is not None:
+        also["last_response_id"] = last_response_id
+    if last_input_tokens is not None:
+        also["last_input_tokens"] = last_input_tokens
+    return also
+
+
+_ANSWERED_ELSEWHERE = "the turn's messages were answered by another worker"
+
+
 async def _claim(connection: AsyncConnection, marking: dict[str, Any]) -> None:
     """The turn's inputs marked as answered; if any of them was not waiting any more, another
     worker answered them (a lease lost to a long pause), and nothing of this turn is kept."""
@@ -280,7 +357,7 @@ async def _claim(connection: AsyncConnection, marking: dict[str, Any]) -> None:
         _mark_answered_statement(),
         marking,
         expect=len(marking["ids"]),
-        refusal=lambda _: LeaseLost("the turn's messages were answered by another worker"),
+        refusal=lambda _: LeaseLost(_ANSWERED_ELSEWHERE),
     )
 
 
@@ -295,19 +372,36 @@ async def _insert_replies(
     """The replies in one statement, numbered in SQL from the counter `reserve_sequence` has
     just moved, and their outbox rows in one more that finds them by those numbers; neither
     returns anything, so on SQLite both ride with the trip after them."""
+    numbering = {"thread_id": conversation_id, "count": len(replies)}
+    values = _reply_rows(conversation_id, account_id, replies, answered, now)
+    defers_next_statement(connection)
+    await connection.execute(_insert_messages(), values)
+    delivered = _delivered(replies)
+    if delivered:
+        defers_next_statement(connection)
+        await connection.execute(_insert_outbox(), {**numbering, "offsets": delivered, "now": now})
+
+
+def _reply_rows(
+    conversation_id: int,
+    account_id: int,
+    replies: list[Reply],
+    answered: list[int],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The replies' rows for `_insert_messages`, numbered from the counter in SQL."""
     reply_to = answered[-1] if answered else None
     numbering = {"thread_id": conversation_id, "count": len(replies)}
-    values = [
+    return [
         {**reply_row(conversation_id, account_id, reply, reply_to, now=now), **numbering}
         | {"offset": offset}
         for offset, reply in enumerate(replies)
     ]
-    defers_next_statement(connection)
-    await connection.execute(_insert_messages(), values)
-    delivered = [offset for offset, reply in enumerate(replies) if reply.deliver]
-    if delivered:
-        defers_next_statement(connection)
-        await connection.execute(_insert_outbox(), {**numbering, "offsets": delivered, "now": now})
+
+
+def _delivered(replies: list[Reply]) -> list[int]:
+    """The offsets of the replies that are sent to the customer (an outbox row each)."""
+    return [offset for offset, reply in enumerate(replies) if reply.deliver]
 
 
 @functools.cache

@@ -7,12 +7,14 @@ import functools
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.sql.dml import Insert
 
 from parley.store.db import defers_next_statement
+from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import Message, UsageDaily, UsageUserDaily, utcnow
 from parley.store.queries.upsert import dialect_insert
 
@@ -74,7 +76,32 @@ async def _add(
     usage: UsageAdd,
     held: bool = False,
 ) -> None:
-    values = {
+    values = _usage_values(owner, usage)
+    statement = _upsert(connection.dialect.name, table, tuple(owner))
+    if held:
+        defers_next_statement(connection)
+    await connection.execute(statement, values)
+
+
+def usage_steps(
+    direct: DirectWrites, *, account_id: int, user_id: int | None, usage: UsageAdd
+) -> list[Step]:
+    """`add_turn_usage`'s upserts as steps of a direct transaction (`store.direct`)."""
+    owners: list[tuple[type[UsageDaily] | type[UsageUserDaily], dict[str, int]]]
+    owners = [(UsageDaily, {"account_id": account_id})]
+    if user_id is not None:
+        owners.append((UsageUserDaily, {"user_id": user_id}))
+    dialect = direct.dialect.name
+    steps = []
+    for table, owner in owners:
+        keys = tuple(owner)
+        upsert = direct.prepared(("usage", table), functools.partial(_upsert, dialect, table, keys))
+        steps.append(step(upsert, _usage_values(owner, usage)))
+    return steps
+
+
+def _usage_values(owner: dict[str, int], usage: UsageAdd) -> dict[str, Any]:
+    return {
         "day": utcnow().date(),
         **owner,
         "model": usage.model,
@@ -85,10 +112,6 @@ async def _add(
         "reasoning_tokens": usage.reasoning_tokens,
         "cost_usd": usage.cost_usd or Decimal(0),
     }
-    statement = _upsert(connection.dialect.name, table, tuple(owner))
-    if held:
-        defers_next_statement(connection)
-    await connection.execute(statement, values)
 
 
 @functools.cache

@@ -1,0 +1,176 @@
+"""Whole write transactions sent to SQLite's thread in one trip, without SQLAlchemy's session,
+connection or execution context: for the hot paths whose transaction is known in full
+before it starts (a `/v1` response's outcome, a turn's).
+
+Measured in process on a file (`bench/direct.py`): a one-statement transaction through a
+session on the one-trip driver cost about 350-410 µs of CPU, the same statement sent
+directly about 65-70 µs, SQLite's own work and the thread's hand-over included. What the
+session added was its bookkeeping, the pool's checkout and checkin, and SQLAlchemy's
+execution context around each statement, not the SQL. No library offers a cheaper way onto
+SQLAlchemy's Core statements: the statements stay SQLAlchemy's, compiled once by its
+compiler for the engine's dialect (`Prepared`), and only their execution is done here.
+
+Only the one-trip SQLite driver has a line to send them on (`DirectWrites.of` is None
+elsewhere): the callers keep their session path for PostgreSQL, where each statement is a
+round trip to the server anyway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from parley.store import sqlite_driver
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A Core statement compiled once for a dialect, with the column keys it is given."""
+
+    compiled: SQLCompiler
+    defaults: tuple[tuple[str, Callable[[], Any]], ...]
+    """Columns with a Python-side default the statement is not given a value for."""
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> Prepared:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys or ()) or None)
+        assert isinstance(compiled, SQLCompiler)
+        defaults = tuple(
+            (column.key, _default_of(column))
+            for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
+        )
+        return cls(compiled, defaults)
+
+    def bind(self, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """The SQL and its positional parameters for `values`, converted as SQLAlchemy would
+        (dates to text, JSON to text, expanding IN lists expanded)."""
+        if self.defaults:
+            values = dict(values)
+            for key, default in self.defaults:
+                if key not in values:
+                    values[key] = default()
+        state = self.compiled.construct_expanded_state(values, escape_names=False)
+        parameters = state.parameters
+        # The expanded state holds the processors of expanded parameters only; the others'
+        # are the compiled statement's, as SQLAlchemy's execution context takes them.
+        processors = cast(Mapping[str, Callable[[Any], Any]], self.compiled._bind_processors)
+        if state.processors:
+            processors = {**processors, **state.processors}
+        assert state.positiontup is not None  # SQLite's paramstyle is positional
+        return state.statement, tuple(
+            processors[name](parameters[name]) if name in processors else parameters[name]
+            for name in state.positiontup
+        )
+
+
+def _default_of(column: Any) -> Callable[[], Any]:
+    default = column.default
+    if default is None or not (default.is_scalar or default.is_callable):
+        raise ValueError(f"{column.key}: only scalar and callable defaults are filled here")
+    if default.is_scalar:
+        value = default.arg
+        return lambda: value
+    call = default.arg  # SQLAlchemy wraps a callable of no argument as one of a context
+    return lambda: call(None)
+
+
+Guard = tuple[int, sqlite_driver.Refusal]
+
+
+@dataclass(slots=True)
+class Step:
+    """One statement of a direct transaction: SQL, parameters (a sequence of them for an
+    executemany) and the rowcount it must have, if any."""
+
+    sql: str
+    parameters: Any
+    many: bool = False
+    guard: Guard | None = None
+
+
+def step(prepared: Prepared, values: Mapping[str, Any], *, guard: Guard | None = None) -> Step:
+    sql, parameters = prepared.bind(values)
+    return Step(sql, parameters, guard=guard)
+
+
+def many(prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> Step:
+    """One statement for each of `rows` (all with the same keys and expansions)."""
+    bound = [prepared.bind(row) for row in rows]
+    return Step(bound[0][0], [parameters for _, parameters in bound], many=True)
+
+
+class DirectWrites:
+    """Sends whole write transactions on an engine's shared SQLite line."""
+
+    def __init__(self, dbapi: sqlite_driver.OneTripDBAPI, dialect: Dialect) -> None:
+        self._dbapi = dbapi
+        self.dialect = dialect
+        self._prepared: dict[object, Prepared] = {}
+
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> DirectWrites | None:
+        """For `engine` on the one-trip SQLite driver; None on any other."""
+        dbapi = engine.sync_engine.dialect.dbapi
+        if not isinstance(dbapi, sqlite_driver.OneTripDBAPI):
+            return None
+        return cls(dbapi, engine.sync_engine.dialect)
+
+    def prepared(
+        self, key: object, statement: Callable[[], ClauseElement], keys: Sequence[str] | None = None
+    ) -> Prepared:
+        """`statement()` compiled once under `key`, with the column keys `keys`."""
+        found = self._prepared.get(key)
+        if found is None:
+            found = self._prepared[key] = Prepared.of(statement(), self.dialect, keys)
+        return found
+
+    @property
+    def ready(self) -> bool:
+        """Whether the shared connection is open (a session has used the engine)."""
+        line = self._dbapi.line
+        return line is not None and not line.closed and line.opened.done()
+
+    async def commit(self, steps: Sequence[Step], last: Step | None = None) -> list[Any]:
+        """`steps`, then `last` (whose rows come back), in one transaction of one trip: the
+        BEGIN, the statements and the COMMIT. A guard that refuses stops the trip, rolls
+        the transaction back and raises its refusal; nothing of it is kept. A constraint
+        the data breaks raises SQLAlchemy's `IntegrityError`, as through a session."""
+        line = self._dbapi.line
+        assert line is not None, "DirectWrites.commit before the engine's connection opened"
+        deferred = [(s.sql, s.parameters, s.many, s.guard) for s in steps]
+        operation = parameters = guard = None
+        many_rows = False
+        if last is not None:
+            operation, parameters, many_rows, guard = (
+                last.sql,
+                last.parameters,
+                last.many,
+                last.guard,
+            )
+        try:
+            outcome = await line.alone(
+                sqlite_driver.run_trip,
+                line.connection._conn,
+                operation,
+                parameters,
+                many_rows,
+                True,
+                True,
+                deferred,
+                guard,
+                writes=True,
+            )
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(operation or "", parameters, error) from error
+        if last is None:
+            return []
+        _description, rows, _rowcount, _lastrowid = outcome
+        return list(rows)
