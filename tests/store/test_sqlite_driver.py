@@ -129,13 +129,13 @@ async def test_the_last_statement_carries_the_commit(
         # Committed with it, before the commit below is even asked for.
         assert _visible(path) == ["a", "b"]
         assert not _locked(path)
-    assert trips == ["_run", "_run"]  # BEGIN with the first statement, COMMIT with the second
+    assert trips == ["run_trip", "run_trip"]  # BEGIN with the first, COMMIT with the second
 
     async with engine.begin() as connection:  # the next transaction is an ordinary one
         await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
         assert _visible(path) == ["a", "b"]
     assert _visible(path) == ["a", "b", "c"]
-    assert trips[2:] == ["_run", "_run"]  # its statement, then its commit
+    assert trips[2:] == ["run_trip", "run_trip"]  # its statement, then its commit
 
 
 async def test_a_statement_after_the_committing_one_is_refused(
@@ -185,12 +185,12 @@ async def test_a_held_back_statement_rides_with_the_next_trip(
         # The next statement sees it: it ran first, in the same trip.
         counted = await connection.execute(text("SELECT count(*) FROM t"))
         assert counted.scalar() == 1
-        assert trips == ["_run"]
+        assert trips == ["run_trip"]
         defers_next_statement(connection)
         await connection.execute(text("INSERT INTO t (v) VALUES (:v)"), [{"v": "b"}, {"v": "c"}])
         assert _visible(path) == []
     # The commit carries the held-back statement: one trip for both.
-    assert trips == ["_run", "_run"]
+    assert trips == ["run_trip", "run_trip"]
     assert _visible(path) == ["a", "b", "c"]
 
 
@@ -206,7 +206,7 @@ async def test_a_held_back_statement_goes_with_the_committing_one(
         returned = await connection.execute(text("INSERT INTO t (v) VALUES ('b') RETURNING id"))
         assert returned.all() == [(2,)]
         assert _visible(path) == ["a", "b"]
-    assert trips == ["_run"]  # BEGIN, both statements and COMMIT
+    assert trips == ["run_trip"]  # BEGIN, both statements and COMMIT
 
 
 class Refused(Exception):
@@ -230,11 +230,11 @@ async def test_a_guarded_statement_rides_with_the_next_trip_and_is_checked_there
         assert trips == []
         counted = await connection.execute(text("SELECT count(*) FROM t WHERE v LIKE '%!'"))
         assert counted.scalar() == 2  # the held UPDATE ran first, in the same trip
-        assert trips == ["_run"]
+        assert trips == ["run_trip"]
         # Held for the COMMIT: checked in the commit's trip.
         delete = text("DELETE FROM t WHERE v = 'c'")
         await execute_guarded(connection, delete, {}, expect=1, refusal=_refused)
-    assert trips == ["_run", "_run"]
+    assert trips == ["run_trip", "run_trip"]
     assert _visible(path) == ["a!", "b!"]
 
 
@@ -257,7 +257,7 @@ async def test_a_refused_guard_stops_its_trip_and_keeps_nothing(
     assert raised.value.args == (0,)
     assert not _locked(path)  # rolled back on the thread: the write lock is let go at once
     assert _visible(path) == ["a", "b"]  # neither before nor after it, nor a COMMIT
-    assert trips == ["_run", "_run"]  # the INSERT, then the trip that stopped; no ROLLBACK
+    assert trips == ["run_trip", "run_trip"]  # the INSERT, then the trip that stopped; no ROLLBACK
     async with engine.begin() as connection:  # the connection is usable
         await connection.execute(text("INSERT INTO t (v) VALUES ('c')"))
     assert _visible(path) == ["a", "b", "c"]
@@ -342,7 +342,7 @@ async def test_a_reading_session_takes_no_lock_and_ends_without_a_trip(
         assert (await session.execute(text("SELECT count(*) FROM t"))).scalar() == 2
         with pytest.raises(ProgrammingError, match="may only read"):
             await session.execute(text("INSERT INTO t (v) VALUES ('c')"))
-    assert trips == ["_run", "_run"]  # the two reads; no BEGIN, no ROLLBACK
+    assert trips == ["run_trip", "run_trip"]  # the two reads; no BEGIN, no ROLLBACK
     async with sessions() as session:  # the next session is an ordinary transaction
         await session.execute(text("INSERT INTO t (v) VALUES ('d')"))
         assert _locked(path)

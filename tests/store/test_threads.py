@@ -40,7 +40,7 @@ async def test_a_thread_opens_with_its_response_in_it(
     await session.commit()
 
     if backend == "sqlite":
-        assert trips == ["_run"]  # BEGIN, both INSERTs and the COMMIT
+        assert trips == ["run_trip"]  # BEGIN, both INSERTs and the COMMIT
     assert thread.conversation.id != before.conversation.id
     assert response.conversation_id == thread.conversation.id
     assert (thread.conversation.channel, thread.conversation.profile) == ("api", "sales")

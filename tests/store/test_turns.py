@@ -137,7 +137,7 @@ async def test_a_turns_outcome_is_one_trip_on_sqlite_and_numbered_after_what_cam
         commits=True,
     )
     if backend == "sqlite":
-        assert trips == ["_run"]  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
+        assert trips == ["run_trip"]  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
     rows = await session.execute(
         select(Message.sequence_no, Message.direction, Message.text, Message.status)
         .where(Message.conversation_id == conversation_id)

@@ -1,0 +1,200 @@
+"""Whole write transactions sent on SQLite's line without a session (`store.direct`): the
+same rows, guards and errors as through one."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from parley.errors import ConversationGone, LeaseLost
+from parley.store.db import create_engine, create_sessionmaker
+from parley.store.direct import DirectWrites, step
+from parley.store.migrate import upgrade
+from parley.store.models import (
+    Account,
+    Conversation,
+    Message,
+    Outbox,
+    ResponseRecord,
+    UsageDaily,
+    utcnow,
+)
+from parley.store.queries.responses import ResponseClosed, guard_status_step
+from parley.store.queries.turns import Reply, record_turn_directly
+from tests.store.test_turns import USAGE, waiting
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    await upgrade(database_url)
+    engine = create_engine(database_url)
+    yield create_sessionmaker(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+async def direct(sessions: async_sessionmaker[AsyncSession]) -> DirectWrites:
+    engine = sessions.kw["bind"]
+    found = DirectWrites.of(engine)
+    assert found is not None  # the one-trip driver is SQLite's default
+    assert not found.ready  # no session has opened the line yet
+    async with sessions() as session:
+        await session.execute(select(1))
+    assert found.ready
+    return found
+
+
+async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a_session(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str]
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, inbound = await waiting(session, "one", "two")
+    trips.clear()
+    await record_turn_directly(
+        direct,
+        sessions,
+        conversation_id=conversation_id,
+        account_id=account_id,
+        answered=inbound,  # an expanding IN list
+        replies=[Reply("noted", deliver=False), Reply("a", meta={"k": [1]}), Reply("b")],
+        last_response_id="resp_1",
+        usage=USAGE,
+        agent_turn=True,
+    )
+    assert trips == ["run_trip"]  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Message.sequence_no, Message.direction, Message.text, Message.status)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.sequence_no)
+        )
+        assert [tuple(row) for row in rows] == [
+            (1, "in", "one", "answered"),
+            (2, "in", "two", "answered"),
+            (3, "internal", "noted", "done"),
+            (4, "out", "a", "queued"),
+            (5, "out", "b", "queued"),
+        ]
+        a = await session.scalar(select(Message).where(Message.text == "a"))
+        assert a is not None
+        assert a.meta["k"] == [1]  # JSON bound as SQLAlchemy binds it
+        assert a.reply_to_id == inbound[-1]
+        assert isinstance(a.created_at, datetime)  # a date bound as text and read back
+        queued = await session.scalars(
+            select(Message.text).join(Outbox, Outbox.message_id == Message.id).order_by(Outbox.id)
+        )
+        assert list(queued) == ["a", "b"]
+        conversation = await session.get(Conversation, conversation_id)
+        assert conversation is not None
+        assert conversation.next_sequence_no == 6
+        assert conversation.last_response_id == "resp_1"
+        usage = await session.scalar(select(UsageDaily))
+        assert usage is not None
+        assert (usage.input_tokens, usage.output_tokens, usage.requests) == (3, 2, 1)
+
+
+async def test_a_turn_sent_directly_that_lost_its_lease_or_conversation_stores_nothing(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, inbound = await waiting(session, "hi")
+
+    async def answer(text: str) -> None:
+        await record_turn_directly(
+            direct,
+            sessions,
+            conversation_id=conversation_id,
+            account_id=account_id,
+            answered=inbound,
+            replies=[Reply(text)],
+            usage=USAGE,
+            agent_turn=True,
+        )
+
+    await answer("first")
+    with pytest.raises(LeaseLost):  # its inputs were answered already
+        await answer("second")
+    async with sessions() as session:
+        replies = await session.scalars(select(Message.text).where(Message.direction == "out"))
+        assert list(replies) == ["first"]
+        assert await session.scalar(select(UsageDaily.requests)) == 1
+        await session.execute(
+            update(Conversation).where(Conversation.id == conversation_id).values(mode="human")
+        )
+        await session.execute(
+            update(Message).where(Message.id == inbound[0]).values(status="received")
+        )
+        await session.commit()
+    with pytest.raises(LeaseLost):  # a person took the conversation
+        await answer("third")
+    async with sessions() as session:
+        await session.execute(delete(Message).where(Message.conversation_id == conversation_id))
+        await session.execute(delete(Conversation).where(Conversation.id == conversation_id))
+        await session.commit()
+    with pytest.raises(ConversationGone):
+        await answer("fourth")
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Message)) == 0
+        assert await session.scalar(select(UsageDaily.requests)) == 1
+    await answer_elsewhere_still_writes(sessions)
+
+
+async def answer_elsewhere_still_writes(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """After refusals, the line is free: a session's transaction goes through at once."""
+    async with sessions() as session:
+        await session.execute(update(Account).values(updated_at=utcnow()))
+        await session.commit()
+
+
+async def test_a_guard_ahead_of_the_turn_that_refuses_keeps_nothing_of_it(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, inbound = await waiting(session, "hi")
+    with pytest.raises(ResponseClosed):  # no such response is open
+        await record_turn_directly(
+            direct,
+            sessions,
+            before=[guard_status_step(direct, response_id="resp_none", status="completed")],
+            conversation_id=conversation_id,
+            account_id=account_id,
+            answered=inbound,
+            replies=[Reply("hello")],
+            usage=USAGE,
+        )
+    async with sessions() as session:
+        assert await session.scalar(select(Message.status).where(Message.id == inbound[0])) == (
+            "received"
+        )
+        assert await session.scalar(select(func.count()).select_from(Outbox)) == 0
+        assert await session.scalar(select(func.count()).select_from(UsageDaily)) == 0
+        assert await session.scalar(select(func.count()).select_from(ResponseRecord)) == 0
+        conversation = await session.get(Conversation, conversation_id)
+        assert conversation is not None
+        assert conversation.next_sequence_no == 2
+    await answer_elsewhere_still_writes(sessions)
+
+
+async def test_a_broken_constraint_raises_sqlalchemys_error_and_rolls_back(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    async with sessions() as session:
+        await waiting(session, "hi")
+        account = await session.scalar(select(Account))
+        assert account is not None
+        copied = {"channel": account.channel, "external_id": account.external_id}
+    bump = direct.prepared("bump", lambda: update(Account).values(name="renamed"), ["name"])
+    twin = direct.prepared("twin", lambda: insert(Account), [*copied, "name"])
+    with pytest.raises(IntegrityError):  # the same channel and external id again
+        await direct.commit([step(bump, {"name": "renamed"}), step(twin, {**copied, "name": "x"})])
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Account)) == 1
+        assert await session.scalar(select(Account.name)) != "renamed"
+    await answer_elsewhere_still_writes(sessions)
