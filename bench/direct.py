@@ -11,7 +11,6 @@ with the rows checked at the end: every turn got its own sequence number.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import tempfile
@@ -24,14 +23,14 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from parley.store.db import create_engine, create_sessionmaker  # noqa: E402
-from parley.store.direct import DirectWrites  # noqa: E402
-from parley.store.migrate import upgrade  # noqa: E402
-from parley.store.models import Account, Message, UsageDaily  # noqa: E402
-from parley.store.queries.inbound import record_inbound  # noqa: E402
-from parley.store.queries.turns import Reply, record_turn, record_turn_directly  # noqa: E402
-from parley.store.queries.usage import UsageAdd  # noqa: E402
-from tests.factories import inbound_text  # noqa: E402
+from parley.store.db import create_engine, create_sessionmaker
+from parley.store.direct import DirectWrites
+from parley.store.migrate import upgrade
+from parley.store.models import Account, Message, UsageDaily
+from parley.store.queries.inbound import record_inbound
+from parley.store.queries.turns import Reply, record_turn, record_turn_directly
+from parley.store.queries.usage import UsageAdd
+from tests.factories import inbound_text
 
 USAGE = UsageAdd(
     "m", input_tokens=3, cached_tokens=0, output_tokens=2, reasoning_tokens=0, cost_usd=None

@@ -141,6 +141,7 @@ class ParleyApp(FastAPI):
 def build_responses(runtime: Runtime) -> ResponsesService:
     """The Responses API's turns, on the same agent and input checks as the channels."""
     settings = runtime.settings
+    direct = DirectWrites.of(runtime.api_engine)
     runner = TurnRunner(
         sessions=runtime.api_sessions,
         agent=runtime.agent,
@@ -148,13 +149,14 @@ def build_responses(runtime: Runtime) -> ResponsesService:
         prices=runtime.prices,
         context=settings.parley_context,
         refusal=settings.parley_moderation_reply,
-        direct=DirectWrites.of(runtime.api_engine),
+        direct=direct,
     )
     return ResponsesService(
         sessions=runtime.api_sessions,
         agent=runtime.agent,
         runner=runner,
         profiles=profile_exists,
+        direct=direct,
     )
 
 

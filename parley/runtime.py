@@ -48,6 +48,7 @@ from parley.store.db import (
     create_shared_engine,
     priority_pending,
 )
+from parley.store.direct import DirectWrites
 from parley.store.migrate import upgrade
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.outbox import release_holds
@@ -159,7 +160,15 @@ def build_runtime(settings: Settings) -> Runtime:
         records=create_sessionmaker(record_engine) if record_engine is not None else None,
     )
     processor = build_processor(
-        settings, sessions, agent, gate, prices, gateway, deliverer, accounts
+        settings,
+        sessions,
+        agent,
+        gate,
+        prices,
+        gateway,
+        deliverer,
+        accounts,
+        direct=DirectWrites.of(engine),
     )
     upstream_deleter = UpstreamDeleter(
         sessions=sessions, llm=llm, call_timeout=settings.openai_timeout_s
@@ -280,6 +289,7 @@ def build_processor(
     gateway: ChannelGateway,
     deliverer: Deliverer,
     accounts: AccountDirectory | None = None,
+    direct: DirectWrites | None = None,
 ) -> ConversationProcessor:
     replies = Replies(
         fallback=settings.parley_fallback_reply,
@@ -308,6 +318,7 @@ def build_processor(
         prices=prices,
         accounts=accounts,
         media=media,
+        direct=direct,
     )
 
 

@@ -35,6 +35,7 @@ from parley.errors import Conflict, InvalidRequest, NotFound
 from parley.responses.request import CreateRequest, new_id
 from parley.responses.turn import Job, TurnRunner, TurnStream
 from parley.store.db import last_statement_of
+from parley.store.direct import DirectWrites
 from parley.store.models import (
     Account,
     AnyResponse,
@@ -87,8 +88,11 @@ class ResponsesService:
         agent: Agent,
         runner: TurnRunner,
         profiles: ProfileCheck | None = None,
+        direct: DirectWrites | None = None,
     ) -> None:
         self._sessions = sessions
+        self._direct = direct
+        """On SQLite, where a new thread's two rows are sent in one trip without a session."""
         self._agent = agent
         self._profiles = profiles
         self._runner = runner
@@ -170,7 +174,12 @@ class ResponsesService:
         )
         if binding is None:
             thread = await open_thread(
-                session, account=account, contact=contact, profile=request.model, response=record
+                session,
+                account=account,
+                contact=contact,
+                profile=request.model,
+                response=record,
+                direct=self._direct,
             )
             prompt = builtin_prompt(
                 conversation=thread.conversation,

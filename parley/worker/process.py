@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +24,7 @@ from parley.errors import ConversationGone, LeaseLost, LLMError
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, TURN_SECONDS, TURNS
 from parley.store.db import last_statement_of, reading
+from parley.store.direct import DirectWrites
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -33,6 +34,7 @@ from parley.store.queries.turns import (
     inbound_since,
     load_work,
     record_turn,
+    record_turn_directly,
     start_attempt,
 )
 from parley.store.queries.upstream_deletions import RESPONSE, UpstreamObject, queue_deletions
@@ -79,6 +81,7 @@ class ConversationProcessor:
         prices: dict[str, Price] | None = None,
         accounts: AccountDirectory | None = None,
         media: MediaReader | None = None,
+        direct: DirectWrites | None = None,
     ) -> None:
         self._sessions = sessions
         self._agent = agent
@@ -91,6 +94,8 @@ class ConversationProcessor:
         self._accounts = accounts
         self._media = media
         """Reads the files messages carry; None: they are only named to the agent."""
+        self._direct = direct
+        """On SQLite, where a turn's outcome is sent in one trip without a session."""
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
@@ -344,21 +349,23 @@ class ConversationProcessor:
         usage: UsageAdd | None,
         context_tokens: int | None = None,
     ) -> None:
+        outcome: dict[str, Any] = {
+            "conversation_id": work.conversation.id,
+            "account_id": work.account.id,
+            "answered": [m.id for m in work.pending],
+            "replies": replies,
+            "inbound_status": status,
+            "inbound_error": error,
+            "last_response_id": response_id,
+            "last_input_tokens": context_tokens,
+            "usage": usage,
+            "agent_turn": True,
+        }
+        if self._direct is not None and self._direct.ready:
+            await record_turn_directly(self._direct, self._sessions, **outcome)
+            return
         async with self._sessions() as session:
-            await record_turn(
-                session,
-                conversation_id=work.conversation.id,
-                account_id=work.account.id,
-                answered=[m.id for m in work.pending],
-                replies=replies,
-                inbound_status=status,
-                inbound_error=error,
-                last_response_id=response_id,
-                last_input_tokens=context_tokens,
-                usage=usage,
-                agent_turn=True,
-                commits=True,
-            )
+            await record_turn(session, **outcome, commits=True)
 
 
 def _prompt_name(prompt: PromptChoice | None) -> str | None:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.store.direct import DirectWrites
 from parley.store.models import Conversation, NewResponse, ResponseRecord, utcnow
 from parley.store.queries.responses import api_parties, new_thread, open_thread
 from parley.store.queries.users import create_user
@@ -23,8 +24,20 @@ def _response(user_id: int, id_: str, *, key: str | None = None) -> NewResponse:
     )  # fmt: skip
 
 
+@pytest.fixture(params=["session", "direct"])
+def direct(
+    request: pytest.FixtureRequest, session: AsyncSession, backend: str
+) -> DirectWrites | None:
+    """None, or on SQLite the rows sent on its line without the session (`store.direct`)."""
+    if request.param == "session" or backend == "postgres":
+        return None
+    direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
+    assert direct is not None
+    return direct
+
+
 async def test_a_thread_opens_with_its_response_in_it(
-    session: AsyncSession, backend: str, trips: list[str]
+    session: AsyncSession, backend: str, trips: list[str], direct: DirectWrites | None
 ) -> None:
     user, _ = await create_user(session, name="ana")
     account, contact = await api_parties(session, user_id=user.id, user_name="ana")
@@ -35,8 +48,15 @@ async def test_a_thread_opens_with_its_response_in_it(
 
     response = _response(user.id, "resp_1")
     thread = await open_thread(
-        session, account=account, contact=contact, profile="sales", response=response
+        session,
+        account=account,
+        contact=contact,
+        profile="sales",
+        response=response,
+        direct=direct,
     )
+    # Sent directly, the rows are committed already and the session never began.
+    assert session.in_transaction() is (direct is None)
     await session.commit()
 
     if backend == "sqlite":
@@ -54,12 +74,19 @@ async def test_a_thread_opens_with_its_response_in_it(
 
 
 async def test_a_thread_whose_response_is_refused_is_not_stored_either(
-    session: AsyncSession,
+    session: AsyncSession, direct: DirectWrites | None
 ) -> None:
     user, _ = await create_user(session, name="ana")
     account, contact = await api_parties(session, user_id=user.id, user_name="ana")
     first = _response(user.id, "resp_1", key="k")
-    await open_thread(session, account=account, contact=contact, profile="default", response=first)
+    await open_thread(
+        session,
+        account=account,
+        contact=contact,
+        profile="default",
+        response=first,
+        direct=direct,
+    )
     await session.commit()
 
     with pytest.raises(IntegrityError):  # the same Idempotency-Key again
@@ -69,6 +96,7 @@ async def test_a_thread_whose_response_is_refused_is_not_stored_either(
             contact=contact,
             profile="default",
             response=_response(user.id, "resp_2", key="k"),
+            direct=direct,
         )
         await session.commit()
     await session.rollback()

@@ -119,15 +119,21 @@ async def open_thread(
     contact: Contact,
     profile: str,
     response: NewResponse,
+    direct: DirectWrites | None = None,
 ) -> Thread:
     """A new conversation for the user with `response`, its first response, in it; the
     caller commits right after, with nothing in between.
+
+    With `direct` ready and nothing read on `session` yet (its caches answered), the two rows
+    are committed here, sent whole on SQLite's line without the session (`store.direct`).
 
     On SQLite, one trip to the database's thread: the BEGIN, the conversation's INSERT, the
     response's (which takes the conversation's id from `last_insert_rowid()` and returns it)
     and the COMMIT. The transaction holds the process's one connection for that trip alone,
     where a trip for the conversation's id and one more for the rest held it across a turn
     of a busy event loop in between. Elsewhere, `new_thread` and `insert_response`."""
+    if direct is not None and direct.ready and not session.in_transaction():
+        return await _open_thread_directly(direct, account, contact, profile, response)
     connection = await session.connection()
     if not holds_statements(connection):
         thread = await new_thread(session, account=account, contact=contact, profile=profile)
@@ -147,6 +153,21 @@ async def open_thread(
     response.conversation_id = int(result.scalar_one())
     conversation = NewConversation(response.conversation_id, API_CHANNEL, profile, None)
     return Thread(conversation, account, contact)
+
+
+async def _open_thread_directly(
+    direct: DirectWrites, account: Account, contact: Contact, profile: str, response: NewResponse
+) -> Thread:
+    conversation = _new_thread_values(account, contact, profile, utcnow())
+    values = dict(zip(_COLUMNS, _values_of(response), strict=True))
+    del values["conversation_id"]
+    opening = direct.prepared("thread", lambda: _INSERT_CONVERSATION, list(conversation))
+    first = direct.prepared("first response", _insert_response_in_new_thread, list(values))
+    ((conversation_id,),) = await direct.commit(
+        [step(opening, conversation)], last=step(first, values)
+    )
+    response.conversation_id = int(conversation_id)
+    return Thread(NewConversation(conversation_id, API_CHANNEL, profile, None), account, contact)
 
 
 def _new_thread_values(
