@@ -140,6 +140,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     if record_engine is not None:
         tracing.instrument_engine(record_engine)
+    direct = DirectWrites.of(engine)
     queue = build_queue(settings)
     http = create_http_client(timeout=settings.graph_timeout)
     tracing.instrument_http_client(http)
@@ -158,6 +159,7 @@ def build_runtime(settings: Settings) -> Runtime:
         concurrency=DELIVERY_CONCURRENCY,
         pacer=build_pacer(settings.redis_url),
         records=create_sessionmaker(record_engine) if record_engine is not None else None,
+        direct=direct,
     )
     processor = build_processor(
         settings,
@@ -168,7 +170,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway,
         deliverer,
         accounts,
-        direct=DirectWrites.of(engine),
+        direct=direct,
     )
     upstream_deleter = UpstreamDeleter(
         sessions=sessions, llm=llm, call_timeout=settings.openai_timeout_s

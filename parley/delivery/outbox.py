@@ -32,6 +32,7 @@ from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, SENDS
 from parley.poll_loop import PollLoop
 from parley.store.db import reading
+from parley.store.direct import DirectWrites
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
@@ -39,6 +40,7 @@ from parley.store.queries.outbox import (
     conversations_with_due_heads,
     mark_failed,
     mark_sent,
+    mark_sent_steps,
     next_due_at,
     requeue_reported,
     schedule_retry,
@@ -67,12 +69,15 @@ class Deliverer:
         concurrency: int = 16,
         pacer: Pacer | None = None,
         records: async_sessionmaker[AsyncSession] | None = None,
+        direct: DirectWrites | None = None,
     ) -> None:
         """`records`: sessions in autocommit mode (`create_send_record_engine`) from which
         each send takes its connection before the call; None: sends are recorded through
-        `sessions` after the call (SQLite, whose one connection is never held meanwhile)."""
+        `sessions` after the call (SQLite, whose one connection is never held meanwhile),
+        or, with `direct`, sent in one trip on SQLite's line without a session."""
         self._sessions = sessions
         self._records = records
+        self._direct = direct
         self._gateway = gateway
         self._pacer: Pacer = pacer or MemoryPacer()
         self._tokens = TokenAlarm()
@@ -261,6 +266,16 @@ class Deliverer:
         sessions = self._records or self._sessions
         while True:
             try:
+                if self._records is None and self._direct is not None and self._direct.ready:
+                    await self._direct.commit(
+                        mark_sent_steps(
+                            self._direct,
+                            outbox_id=delivery.outbox_id,
+                            message_id=delivery.message.id,
+                            channel_message_id=channel_message_id,
+                        )
+                    )
+                    return
                 async with sessions() as session:
                     await _commit_sent(session, delivery, channel_message_id)
                 return

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -141,8 +141,9 @@ class DirectWrites:
     async def commit(self, steps: Sequence[Step], last: Step | None = None) -> list[Any]:
         """`steps`, then `last` (whose rows come back), in one transaction of one trip: the
         BEGIN, the statements and the COMMIT. A guard that refuses stops the trip, rolls
-        the transaction back and raises its refusal; nothing of it is kept. A constraint
-        the data breaks raises SQLAlchemy's `IntegrityError`, as through a session."""
+        the transaction back and raises its refusal; nothing of it is kept. SQLite's errors
+        are raised as SQLAlchemy's (`IntegrityError` for a constraint the data breaks,
+        `OperationalError` for a locked database…), as through a session."""
         line = self._dbapi.line
         assert line is not None, "DirectWrites.commit before the engine's connection opened"
         deferred = [(s.sql, s.parameters, s.many, s.guard) for s in steps]
@@ -168,8 +169,8 @@ class DirectWrites:
                 guard,
                 writes=True,
             )
-        except sqlite3.IntegrityError as error:
-            raise IntegrityError(operation or "", parameters, error) from error
+        except sqlite3.Error as error:
+            raise DBAPIError.instance(operation or "", parameters, error, sqlite3.Error) from error
         if last is None:
             return []
         _description, rows, _rowcount, _lastrowid = outcome

@@ -4,7 +4,7 @@ same rows, guards and errors as through one."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import delete, func, insert, select, update
@@ -24,6 +24,7 @@ from parley.store.models import (
     UsageDaily,
     utcnow,
 )
+from parley.store.queries.outbox import claim_head, mark_sent_steps
 from parley.store.queries.responses import ResponseClosed, guard_status_step
 from parley.store.queries.turns import Reply, record_turn_directly
 from tests.store.test_turns import USAGE, waiting
@@ -198,3 +199,46 @@ async def test_a_broken_constraint_raises_sqlalchemys_error_and_rolls_back(
         assert await session.scalar(select(func.count()).select_from(Account)) == 1
         assert await session.scalar(select(Account.name)) != "renamed"
     await answer_elsewhere_still_writes(sessions)
+
+
+async def test_a_send_recorded_directly_leaves_the_outbox_and_marks_the_message_sent(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, inbound = await waiting(session, "hi")
+    await record_turn_directly(
+        direct,
+        sessions,
+        conversation_id=conversation_id,
+        account_id=account_id,
+        answered=inbound,
+        replies=[Reply("one"), Reply("two")],
+    )
+    async with sessions() as session:
+        delivery = await claim_head(
+            session, conversation_id=conversation_id, hold=timedelta(seconds=30), commits=True
+        )
+        await session.commit()
+    assert delivery is not None and delivery.message.text == "one"
+    await direct.commit(
+        mark_sent_steps(
+            direct,
+            outbox_id=delivery.outbox_id,
+            message_id=delivery.message.id,
+            channel_message_id="wamid.out.1",
+        )
+    )
+    async with sessions() as session:
+        rows = await session.execute(
+            select(Message.text, Message.status, Message.channel_message_id)
+            .where(Message.direction == "out")
+            .order_by(Message.sequence_no)
+        )
+        assert [tuple(row) for row in rows] == [
+            ("one", "sent", "wamid.out.1"),
+            ("two", "queued", None),
+        ]
+        left = await session.scalars(
+            select(Message.text).join(Outbox, Outbox.message_id == Message.id)
+        )
+        assert list(left) == ["two"]

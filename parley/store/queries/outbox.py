@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from parley.store.db import defers_next_statement, ends_with_next_statement, last_statement_of
+from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -208,6 +209,22 @@ async def mark_sent(
     if commits:
         ends_with_next_statement(connection)
     await connection.execute(_sent_statement(together=False), values)
+
+
+def mark_sent_steps(
+    direct: DirectWrites, *, outbox_id: int, message_id: int, channel_message_id: str | None
+) -> list[Step]:
+    """`mark_sent`'s two statements on SQLite, as steps of a direct transaction
+    (`store.direct`)."""
+    values = {
+        "outbox_id": outbox_id,
+        "message_id": message_id,
+        "channel_message_id": channel_message_id,
+        "now": utcnow(),
+    }
+    gone = direct.prepared("outbox gone", _gone_statement)
+    sent = direct.prepared("sent", functools.partial(_sent_statement, together=False))
+    return [step(gone, values), step(sent, values)]
 
 
 @functools.cache
