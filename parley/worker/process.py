@@ -36,6 +36,7 @@ from parley.store.queries.turns import (
     record_turn,
     record_turn_directly,
     start_attempt,
+    start_attempt_directly,
 )
 from parley.store.queries.upstream_deletions import RESPONSE, UpstreamObject, queue_deletions
 from parley.store.queries.usage import UsageAdd
@@ -156,6 +157,13 @@ class ConversationProcessor:
         """Count the turn started; returns how many of the customer's messages were handled
         within the rate window (`_within_rate`), read in the same transaction."""
         since = utcnow() - RATE_WINDOW
+        if self._direct is not None and self._direct.ready:
+            return await start_attempt_directly(
+                self._direct,
+                message_ids=[m.id for m in work.pending],
+                conversation_id=work.conversation.id,
+                since=since,
+            )
         async with self._sessions() as session:
             await start_attempt(session, message_ids=[m.id for m in work.pending])
             await last_statement_of(session)  # the count carries the COMMIT (SQLite)

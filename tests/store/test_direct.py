@@ -24,9 +24,11 @@ from parley.store.models import (
     UsageDaily,
     utcnow,
 )
+from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import claim_head, mark_sent_steps
 from parley.store.queries.responses import ResponseClosed, guard_status_step
-from parley.store.queries.turns import Reply, record_turn_directly
+from parley.store.queries.turns import Reply, record_turn_directly, start_attempt_directly
+from tests.factories import inbound_text
 from tests.store.test_turns import USAGE, waiting
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -242,3 +244,42 @@ async def test_a_send_recorded_directly_leaves_the_outbox_and_marks_the_message_
             select(Message.text).join(Outbox, Outbox.message_id == Message.id)
         )
         assert list(left) == ["two"]
+
+
+async def test_a_turn_started_directly_counts_its_attempt_and_the_customers_handled_messages(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, first = await waiting(session, "one")
+    await record_turn_directly(
+        direct,
+        sessions,
+        conversation_id=conversation_id,
+        account_id=account_id,
+        answered=first,
+        replies=[Reply("hello")],
+    )
+    async with sessions() as session:
+        await record_inbound(
+            session,
+            messages=[inbound_text("wamid.two", "two", phone="34600")],
+            correlation_id="c",
+        )
+        await session.commit()
+        (second,) = await session.scalars(select(Message.id).where(Message.text == "two"))
+    since = utcnow() - timedelta(minutes=1)
+    for attempt in (1, 2):
+        handled = await start_attempt_directly(
+            direct, message_ids=[second], conversation_id=conversation_id, since=since
+        )
+        assert handled == 1  # "one", answered; not "two", which waits
+        async with sessions() as session:
+            assert await session.scalar(select(Message.attempts).where(Message.id == second)) == (
+                attempt
+            )
+    assert (
+        await start_attempt_directly(
+            direct, message_ids=[second], conversation_id=conversation_id, since=utcnow()
+        )
+        == 0  # nothing handled since now: the date is bound as SQLite compares it
+    )

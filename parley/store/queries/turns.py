@@ -134,6 +134,20 @@ async def start_attempt(session: AsyncSession, *, message_ids: list[int]) -> Non
     await connection.execute(_start_attempt_statement(), {"ids": message_ids})
 
 
+async def start_attempt_directly(
+    direct: DirectWrites, *, message_ids: list[int], conversation_id: int, since: datetime
+) -> int:
+    """`start_attempt`, then `inbound_since` (handled only) in the same transaction, sent
+    whole in one trip on SQLite's line (`store.direct`); returns the count."""
+    attempt = direct.prepared("attempt", _start_attempt_statement)
+    count = direct.prepared("inbound since", functools.partial(_inbound_since_statement, True))
+    ((counted,),) = await direct.commit(
+        [step(attempt, {"ids": message_ids})],
+        last=step(count, {"conversation_id": conversation_id, "since": since}),
+    )
+    return int(counted or 0)
+
+
 @functools.cache
 def _start_attempt_statement() -> Update:
     table = MESSAGES
