@@ -140,7 +140,7 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     if record_engine is not None:
         tracing.instrument_engine(record_engine)
-    direct = DirectWrites.of(engine)
+    direct = DirectWrites.of(engine, bounded=True)
     queue = build_queue(settings)
     http = create_http_client(timeout=settings.graph_timeout)
     tracing.instrument_http_client(http)

@@ -17,6 +17,7 @@ round trip to the server anyway.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from parley.store import sqlite_driver
+from parley.store.pool import FairAsyncQueuePool
+
+_UNBOUNDED = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +114,34 @@ def many(prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> Step:
 class DirectWrites:
     """Sends whole write transactions on an engine's shared SQLite line."""
 
-    def __init__(self, dbapi: sqlite_driver.OneTripDBAPI, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        dbapi: sqlite_driver.OneTripDBAPI,
+        dialect: Dialect,
+        pool: FairAsyncQueuePool | None = None,
+    ) -> None:
         self._dbapi = dbapi
         self.dialect = dialect
+        self._pool = pool
+        """Whose bound each transaction counts against, as a session's would (`of`)."""
         self._prepared: dict[object, Prepared] = {}
 
     @classmethod
-    def of(cls, engine: AsyncEngine) -> DirectWrites | None:
-        """For `engine` on the one-trip SQLite driver; None on any other."""
+    def of(cls, engine: AsyncEngine, *, bounded: bool = False) -> DirectWrites | None:
+        """For `engine` on the one-trip SQLite driver; None on any other.
+
+        `bounded`: each transaction takes a place in `engine`'s pool for its trip, so that
+        it counts against the pool's size as a session's would. The channels' background
+        keeps a pool of one, so that filing, turns and delivery go one at a time and leave
+        the event loop to the webhook door's acknowledgements; unbounded, their direct
+        transactions ran side by side and the door's p99 at 500 webhooks/s went from 19-23
+        to 27-33 ms (`bench/ingest.py --rate 500`)."""
         dbapi = engine.sync_engine.dialect.dbapi
         if not isinstance(dbapi, sqlite_driver.OneTripDBAPI):
             return None
-        return cls(dbapi, engine.sync_engine.dialect)
+        pool = engine.sync_engine.pool if bounded else None
+        assert pool is None or isinstance(pool, FairAsyncQueuePool)
+        return cls(dbapi, engine.sync_engine.dialect, pool)
 
     def prepared(
         self, key: object, statement: Callable[[], ClauseElement], keys: Sequence[str] | None = None
@@ -134,9 +154,15 @@ class DirectWrites:
 
     @property
     def ready(self) -> bool:
-        """Whether the shared connection is open (a session has used the engine)."""
+        """Whether the shared connection is open (a session has used the engine), and, if
+        bounded, the pool's connections too (a place given back can then be waited for)."""
         line = self._dbapi.line
-        return line is not None and not line.closed and line.opened.done()
+        return (
+            line is not None
+            and not line.closed
+            and line.opened.done()
+            and (self._pool is None or self._pool.opened)
+        )
 
     async def commit(self, steps: Sequence[Step], last: Step | None = None) -> list[Any]:
         """`steps`, then `last` (whose rows come back), in one transaction of one trip: the
@@ -157,18 +183,19 @@ class DirectWrites:
                 last.guard,
             )
         try:
-            outcome = await line.alone(
-                sqlite_driver.run_trip,
-                line.connection._conn,
-                operation,
-                parameters,
-                many_rows,
-                True,
-                True,
-                deferred,
-                guard,
-                writes=True,
-            )
+            async with self._pool.place() if self._pool is not None else _UNBOUNDED:
+                outcome = await line.alone(
+                    sqlite_driver.run_trip,
+                    line.connection._conn,
+                    operation,
+                    parameters,
+                    many_rows,
+                    True,
+                    True,
+                    deferred,
+                    guard,
+                    writes=True,
+                )
         except sqlite3.Error as error:
             raise DBAPIError.instance(operation or "", parameters, error, sqlite3.Error) from error
         if last is None:

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from typing import TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar, cast
 
+from sqlalchemy import exc
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util import queue as sqla_queue
 from sqlalchemy.util.concurrency import await_
@@ -74,6 +76,12 @@ class FairQueue(sqla_queue.QueueCommon[_T]):
             raise sqla_queue.Empty()
         return self._items.pop() if self.use_lifo else self._items.popleft()
 
+    async def take(self, timeout: float | None) -> _T:
+        """An idle item if nobody waits for one, else the next given back, in turn."""
+        if self._items:
+            return self.get_nowait()
+        return await self._wait(timeout)
+
     def get(self, block: bool = True, timeout: float | None = None) -> _T:
         # An idle item while others wait cannot be: `put_nowait` gives it to them.
         if self._items or not block:
@@ -104,3 +112,26 @@ class FairAsyncQueuePool(AsyncAdaptedQueuePool):
     """`AsyncAdaptedQueuePool` whose checkouts are served in the order they came."""
 
     _queue_class = FairQueue  # type: ignore[assignment]
+
+    @property
+    def opened(self) -> bool:
+        """Whether all of the pool's connections are open (its places all taken or idle)."""
+        return self.overflow() >= 0
+
+    @contextlib.asynccontextmanager
+    async def place(self) -> AsyncIterator[None]:
+        """One of the pool's places, taken in turn with its checkouts and held as a checkout
+        holds it, but with no connection checked out: for work sent on the same connection
+        by other means (`store.direct`) that must count against the pool's bound. Once the
+        pool is `opened` only: before, no place may be given back to wait for."""
+        queue = cast(FairQueue[Any], self._pool)
+        try:
+            item = await queue.take(self._timeout)
+        except sqla_queue.Empty:
+            raise exc.TimeoutError(
+                f"no place in the pool of {self.size()} after {self._timeout:.0f} s"
+            ) from None
+        try:
+            yield
+        finally:
+            queue.put_nowait(item)

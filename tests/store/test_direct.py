@@ -3,6 +3,7 @@ same rows, guards and errors as through one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -283,3 +284,24 @@ async def test_a_turn_started_directly_counts_its_attempt_and_the_customers_hand
         )
         == 0  # nothing handled since now: the date is bound as SQLite compares it
     )
+
+
+async def test_a_bounded_transaction_waits_its_turn_for_the_pools_one_connection(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
+) -> None:
+    engine = sessions.kw["bind"]
+    bounded = DirectWrites.of(engine, bounded=True)
+    assert bounded is not None and bounded.ready  # the pool of one has opened its connection
+    async with sessions() as session:
+        await waiting(session, "hi")
+    rename = bounded.prepared("rename", lambda: update(Account).values(name="renamed"), ["name"])
+    async with engine.connect():  # the pool's one connection, checked out, no transaction
+        writing = asyncio.create_task(bounded.commit([step(rename, {"name": "renamed"})]))
+        other = asyncio.create_task(direct.commit([step(rename, {"name": "other"})]))
+        # Unbounded, the first task's trip would have been queued on the line before the
+        # second's, and be done by now.
+        await asyncio.wait_for(other, 5)
+        assert not writing.done()
+    await asyncio.wait_for(writing, 5)  # the connection given back: its place with it
+    async with sessions() as session:
+        assert await session.scalar(select(Account.name)) == "renamed"
