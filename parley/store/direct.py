@@ -1,14 +1,17 @@
 """Whole write transactions sent to SQLite's thread in one trip, without SQLAlchemy's session,
 connection or execution context: for the hot paths whose transaction is known in full
-before it starts (a `/v1` response's outcome, a turn's).
+before it starts (a turn's start and outcome, a send's record, a `/v1` thread's first rows
+and a response's outcome).
 
-Measured in process on a file (`bench/direct.py`): a one-statement transaction through a
-session on the one-trip driver cost about 350-410 µs of CPU, the same statement sent
-directly about 65-70 µs, SQLite's own work and the thread's hand-over included. What the
-session added was its bookkeeping, the pool's checkout and checkin, and SQLAlchemy's
-execution context around each statement, not the SQL. No library offers a cheaper way onto
-SQLAlchemy's Core statements: the statements stay SQLAlchemy's, compiled once by its
-compiler for the engine's dialect (`Prepared`), and only their execution is done here.
+Measured in process on a file: a one-statement transaction through a session on the
+one-trip driver cost about 350-410 µs of CPU, the same statement sent directly about
+65-70 µs, SQLite's own work and the thread's hand-over included; a turn's outcome (one
+reply, the counter, usage) 926 µs through `record_turn` and 311 µs sent directly
+(`bench/direct.py`). What the session added was its bookkeeping, the pool's checkout and
+checkin, and SQLAlchemy's execution context around each statement, not the SQL. No library
+offers a cheaper way onto SQLAlchemy's Core statements: the statements stay SQLAlchemy's,
+compiled once by its compiler for the engine's dialect (`Prepared`), and only their
+execution is done here.
 
 Only the one-trip SQLite driver has a line to send them on (`DirectWrites.of` is None
 elsewhere): the callers keep their session path for PostgreSQL, where each statement is a
