@@ -375,7 +375,10 @@ async def test_a_turn_running_at_the_takeover_gives_up_its_answer(
     parley: Parley, openai_sim: OpenAISimulator, graph_sim: GraphSimulator
 ) -> None:
     phone = "34600000541"
-    openai_sim.latency = 1.5  # the model is still thinking when the operator takes over
+    # The model is still thinking when the operator takes over: long enough that finding
+    # the conversation and the takeover's POST fit in it on a loaded CI machine (with 1.5 s,
+    # once, the turn was answered, most likely before the takeover had committed).
+    openai_sim.latency = 4.0
     with capture_logs() as logs:
         await _take_over_mid_turn(parley, openai_sim, graph_sim, phone, logs)
 
