@@ -265,8 +265,16 @@ class TurnRunner:
                     ],
                     **self._outcome(job, rows, last_response_id, usage),
                 )
-            else:
-                await self._finish_in_session(job, status, values, rows, last_response_id, usage)
+            else:  # PostgreSQL; a response not stored
+                async with self._sessions() as session:
+                    await guard_status(session, response_id=job.record.id, status=status, **values)
+                    stored = job.request.store  # else the response's delete follows the rows
+                    await self._record(session, job, rows, last_response_id, usage, commits=stored)
+                    if not stored:
+                        await delete_response(
+                            session, response_id=job.record.id, user_id=job.user_id
+                        )
+                        await session.commit()
         except ResponseClosed:
             async with self._sessions() as session:
                 current = await session.get(ResponseRecord, job.record.id)
@@ -289,24 +297,6 @@ class TurnRunner:
         if job.stream is not None:
             job.stream.finished(record)
         return True
-
-    async def _finish_in_session(
-        self,
-        job: Job,
-        status: str,
-        values: dict[str, Any],
-        rows: list[Reply],
-        last_response_id: str | None,
-        usage: UsageAdd | None,
-    ) -> None:
-        """`_finish`'s transaction through a session (PostgreSQL; a response not stored)."""
-        async with self._sessions() as session:
-            await guard_status(session, response_id=job.record.id, status=status, **values)
-            stored = job.request.store  # else the response's delete comes after the rows
-            await self._record(session, job, rows, last_response_id, usage, commits=stored)
-            if not stored:
-                await delete_response(session, response_id=job.record.id, user_id=job.user_id)
-                await session.commit()
 
     @staticmethod
     def _outcome(

@@ -7,20 +7,26 @@ from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.store.db import create_engine, create_sessionmaker
 from parley.store.migrate import upgrade
 
 
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    """A session on a freshly migrated store (the test's backend)."""
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a freshly migrated store (the test's backend)."""
     await upgrade(database_url)
     engine = create_engine(database_url)
-    async with create_sessionmaker(engine)() as session:
-        yield session
+    yield create_sessionmaker(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session on a freshly migrated store (the test's backend)."""
+    async with sessions() as session:
+        yield session
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ same rows, guards and errors as through one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,9 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.errors import ConversationGone, LeaseLost
-from parley.store.db import create_engine, create_sessionmaker
 from parley.store.direct import DirectWrites, step
-from parley.store.migrate import upgrade
 from parley.store.models import (
     Account,
     Conversation,
@@ -33,14 +30,6 @@ from tests.factories import inbound_text
 from tests.store.test_turns import USAGE, waiting
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-
-
-@pytest.fixture
-async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await upgrade(database_url)
-    engine = create_engine(database_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
 
 
 @pytest.fixture

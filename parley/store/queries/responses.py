@@ -147,8 +147,7 @@ async def open_thread(
         _INSERT_CONVERSATION, _new_thread_values(account, contact, profile, now)
     )
     ends_with_next_statement(connection)
-    values = dict(zip(_COLUMNS, _values_of(response), strict=True))
-    del values["conversation_id"]
+    values = _first_response_values(response)
     result = await connection.execute(_insert_response_in_new_thread(), values)
     response.conversation_id = int(result.scalar_one())
     conversation = NewConversation(response.conversation_id, API_CHANNEL, profile, None)
@@ -159,8 +158,7 @@ async def _open_thread_directly(
     direct: DirectWrites, account: Account, contact: Contact, profile: str, response: NewResponse
 ) -> Thread:
     conversation = _new_thread_values(account, contact, profile, utcnow())
-    values = dict(zip(_COLUMNS, _values_of(response), strict=True))
-    del values["conversation_id"]
+    values = _first_response_values(response)
     opening = direct.prepared("thread", lambda: _INSERT_CONVERSATION, list(conversation))
     first = direct.prepared("first response", _insert_response_in_new_thread, list(values))
     ((conversation_id,),) = await direct.commit(
@@ -168,6 +166,13 @@ async def _open_thread_directly(
     )
     response.conversation_id = int(conversation_id)
     return Thread(NewConversation(conversation_id, API_CHANNEL, profile, None), account, contact)
+
+
+def _first_response_values(response: NewResponse) -> dict[str, Any]:
+    """A new thread's first response's values; its conversation's id is taken in SQL."""
+    values = dict(zip(_COLUMNS, _values_of(response), strict=True))
+    del values["conversation_id"]
+    return values
 
 
 def _new_thread_values(
