@@ -185,6 +185,7 @@ def build_runtime(settings: Settings) -> Runtime:
         poll_interval=settings.parley_filer_poll_interval,
         notify_handoffs=settings.parley_handoff_webhook_url is not None,
         yield_to=functools.partial(priority_pending, engine),
+        direct=direct,
     )
     return Runtime(
         settings=settings,

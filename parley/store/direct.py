@@ -13,6 +13,11 @@ offers a cheaper way onto SQLAlchemy's Core statements: the statements stay SQLA
 compiled once by its compiler for the engine's dialect (`Prepared`), and only their
 execution is done here.
 
+A transaction that depends on rows read first (the filer's status reports) reads them in a trip
+of their own (`DirectWrites.read`) and guards its writes with what it read: if another
+transaction changed them meanwhile, the guard refuses, nothing is kept, and the caller reads
+again (`Stale`).
+
 Only the one-trip SQLite driver has a line to send them on (`DirectWrites.of` is None
 elsewhere): the callers keep their session path for PostgreSQL, where each statement is a
 round trip to the server anyway.
@@ -45,6 +50,9 @@ class Prepared:
     compiled: SQLCompiler
     defaults: tuple[tuple[str, Callable[[], Any]], ...]
     """Columns with a Python-side default the statement is not given a value for."""
+    results: tuple[Callable[[Any], Any] | None, ...] = ()
+    """How each column of its rows is converted from SQLite's value, as SQLAlchemy's result
+    would (text to dates, JSON text to values)."""
 
     @classmethod
     def of(cls, statement: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> Prepared:
@@ -54,7 +62,24 @@ class Prepared:
             (column.key, _default_of(column))
             for column in (*compiled.insert_prefetch, *compiled.update_prefetch)
         )
-        return cls(compiled, defaults)
+        columns = getattr(statement, "exported_columns", ())  # a SELECT's, or a RETURNING's
+        results = tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        )
+        return cls(compiled, defaults, results)
+
+    def rows(self, raw: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """`raw` rows as SQLite's driver gave them, with the values converted (`results`)."""
+        convert = self.results
+        if not any(convert):
+            return [tuple(row) for row in raw]
+        return [
+            tuple(
+                value if f is None or value is None else f(value)
+                for f, value in zip(convert, row, strict=True)
+            )
+            for row in raw
+        ]
 
     def bind(self, values: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
         """The SQL and its positional parameters for `values`, converted as SQLAlchemy would
@@ -90,6 +115,11 @@ def _default_of(column: Any) -> Callable[[], Any]:
 
 
 Guard = tuple[int, sqlite_driver.Refusal]
+
+
+class Stale(Exception):
+    """Rows read before a direct transaction changed before it committed (a guard refused):
+    nothing of the transaction was kept, and what it was made from must be read again."""
 
 
 @dataclass(slots=True)
@@ -173,18 +203,33 @@ class DirectWrites:
         the transaction back and raises its refusal; nothing of it is kept. SQLite's errors
         are raised as SQLAlchemy's (`IntegrityError` for a constraint the data breaks,
         `OperationalError` for a locked database…), as through a session."""
-        line = self._dbapi.line
-        assert line is not None, "DirectWrites.commit before the engine's connection opened"
         deferred = [(s.sql, s.parameters, s.many, s.guard) for s in steps]
-        operation = parameters = guard = None
-        many_rows = False
-        if last is not None:
-            operation, parameters, many_rows, guard = (
-                last.sql,
-                last.parameters,
-                last.many,
-                last.guard,
-            )
+        if last is None:
+            await self._trip(None, None, deferred=deferred)
+            return []
+        return await self._trip(
+            last.sql, last.parameters, many=last.many, deferred=deferred, guard=last.guard
+        )
+
+    async def read(self, prepared: Prepared, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of `prepared` for `values`, read in a trip of their own outside any
+        transaction (what is committed: SQLite's WAL lets it go beside a writer), converted as
+        through a session (`Prepared.rows`)."""
+        sql, parameters = prepared.bind(values)
+        return prepared.rows(await self._trip(sql, parameters, transaction=False))
+
+    async def _trip(
+        self,
+        operation: str | None,
+        parameters: Any,
+        *,
+        many: bool = False,
+        deferred: Sequence[sqlite_driver.HeldStatement] = (),
+        guard: Guard | None = None,
+        transaction: bool = True,
+    ) -> list[Any]:
+        line = self._dbapi.line
+        assert line is not None, "DirectWrites used before the engine's connection opened"
         try:
             async with self._pool.place() if self._pool is not None else _UNBOUNDED:
                 outcome = await line.alone(
@@ -192,16 +237,14 @@ class DirectWrites:
                     line.connection._conn,
                     operation,
                     parameters,
-                    many_rows,
-                    True,
-                    True,
+                    many,
+                    transaction,
+                    transaction,
                     deferred,
                     guard,
-                    writes=True,
+                    writes=transaction,
                 )
         except sqlite3.Error as error:
             raise DBAPIError.instance(operation or "", parameters, error, sqlite3.Error) from error
-        if last is None:
-            return []
         _description, rows, _rowcount, _lastrowid = outcome
         return list(rows)

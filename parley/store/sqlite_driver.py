@@ -55,7 +55,7 @@ Refusal = Callable[[int], Exception]
 """What a guarded statement raises when it changed another number of rows than expected, made
 from the number it changed."""
 _Guard = tuple[int, Refusal]
-_Statement = tuple[str, Any, bool, _Guard | None]
+HeldStatement = tuple[str, Any, bool, _Guard | None]
 """A statement held back (`defer_next_statement`): its SQL, its parameters, executemany, and
 the rowcount it must have (with what is raised otherwise), if any."""
 _NO_OUTCOME: _Outcome = (None, [], -1, None)
@@ -74,7 +74,7 @@ def run_trip(
     many: bool,
     begin: bool,
     commit: bool,
-    deferred: Sequence[_Statement] = (),
+    deferred: Sequence[HeldStatement] = (),
     guard: _Guard | None = None,
 ) -> _Outcome:
     """On SQLite's thread: the whole statement, cursor opened and closed around it, after
@@ -123,7 +123,7 @@ def _check(connection: sqlite3.Connection, guard: _Guard | None, rowcount: int) 
         raise guard[1](rowcount)
 
 
-def _run_deferred(connection: sqlite3.Connection, statement: _Statement) -> None:
+def _run_deferred(connection: sqlite3.Connection, statement: HeldStatement) -> None:
     operation, parameters, many, guard = statement
     cursor = connection.cursor()
     try:
@@ -400,7 +400,7 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
         self._commit_pending = False
         self._committed = False
         self._defer_pending = False
-        self._deferred: list[_Statement] = []
+        self._deferred: list[HeldStatement] = []
         self._read_only = False
         self._guard: _Guard | None = None
 

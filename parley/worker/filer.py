@@ -40,11 +40,19 @@ from parley.observability.metrics import INBOX_UNREADABLE, WEBHOOK_MESSAGES
 from parley.poll_loop import PollLoop
 from parley.queue.base import Queue
 from parley.store.db import last_statement_of
+from parley.store.direct import DirectWrites, Stale
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
 from parley.store.queries.inbound import Stored, record_inbound
-from parley.store.queries.inbox import InboxRow, mark_unreadable, remove, take_oldest
-from parley.store.queries.statuses import advance_statuses
+from parley.store.queries.inbox import (
+    InboxRow,
+    mark_unreadable,
+    removal,
+    remove,
+    take_oldest,
+    take_oldest_directly,
+)
+from parley.store.queries.statuses import advance_statuses, advance_statuses_directly
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +160,7 @@ class Filer:
         chunk: int = 50,
         notify_handoffs: bool = False,
         yield_to: Callable[[], bool] | None = None,
+        direct: DirectWrites | None = None,
     ) -> None:
         """
         Args:
@@ -161,8 +170,13 @@ class Filer:
                 SQLite, the inbox writer's commit waits for the file's one write lock): the
                 transaction then commits after the row it is filing, and the rest of its rows
                 go in the next one.
+            direct: SQLite's line, for the transactions of status reports alone
+                (`_file_statuses_directly`).
         """
         self._sessions = sessions
+        self._direct = direct
+        self._parsed: dict[int, ParsedWebhook] = {}
+        """Rows read and parsed by `_file_statuses_directly` and left to a session."""
         self._notify = notify_handoffs
         self._queue = queue
         self._parse = parse
@@ -243,6 +257,60 @@ class Filer:
         return filed
 
     async def _file(self, *, limit: int) -> _Filed:
+        direct = self._direct
+        if direct is not None and direct.ready and self._part is None:
+            filed = await self._file_statuses_directly(direct, limit)
+            if filed is not None:
+                return filed
+        try:
+            return await self._file_in_session(limit)
+        finally:
+            self._parsed.clear()
+
+    async def _file_statuses_directly(self, direct: DirectWrites, limit: int) -> _Filed | None:
+        """On SQLite, the oldest rows filed without a session when they are the channels'
+        status reports alone (three for each message Parley sends: sent, delivered, read),
+        in two reads and one trip that commits; None when they are anything else, left to
+        a session (`_file_in_session`, which files them whole, as it does everything).
+
+        The rows and the messages they name are read outside the transaction, which then
+        moves the messages and removes the rows only if both are as they were read (one
+        filer runs at a time, but delivery may move a message meanwhile): otherwise
+        nothing is kept and the rows go to a session.
+
+        Measured with `bench/e2e.py`: a status webhook cost about 1.9 ms of CPU, its
+        filing in a session (a transaction of four statements) most of it."""
+        rows = await take_oldest_directly(direct, limit=limit)
+        if not rows:
+            return _Filed()
+        statuses: list[StatusUpdate] = []
+        for row in rows:
+            try:
+                parsed = self._parsed[row.id] = self._parse(row.channel, row.body)
+            except Exception:
+                return None  # marked unreadable, in a session
+            if parsed.messages or parsed.events or len(statuses) > self._chunk:
+                return None
+            statuses += parsed.statuses
+        if len(statuses) > self._chunk or any(s.status == "failed" for s in statuses):
+            return None
+        moved, steps = await advance_statuses_directly(direct, statuses=statuses)
+        try:
+            await direct.commit([*steps, removal(direct, [row.id for row in rows])])
+        except Stale:
+            log.info("filer.direct_stale", rows=len(rows))
+            return None
+        applied = iter(moved)
+        for row in rows:
+            parsed = self._parsed.pop(row.id)
+            log.info(
+                "webhook.filed",
+                **_line(row, parsed),
+                statuses_applied=sum(next(applied) for _ in parsed.statuses),
+            )
+        return _Filed(rows=len(rows), items=len(statuses))
+
+    async def _file_in_session(self, limit: int) -> _Filed:
         filed = _Filed()
         # Read before the session opens: on SQLite the session holds the process's one
         # connection, which a snapshot read would wait for.
@@ -307,7 +375,7 @@ class Filer:
         part = self._part if self._part is not None and self._part.row_id == row.id else None
         if part is None:
             try:
-                parsed = self._parse(row.channel, row.body)
+                parsed = self._parsed.pop(row.id, None) or self._parse(row.channel, row.body)
             except Exception as exc:
                 await _mark_unreadable(session, row, exc)
                 return True
@@ -333,14 +401,7 @@ class Filer:
         self, session: AsyncSession, row: InboxRow, parsed: ParsedWebhook, filed: _Filed
     ) -> None:
         messages = _fitting(row, parsed.messages)
-        line: dict[str, object] = {
-            "channel": row.channel,
-            "correlation_id": row.correlation_id,
-            "messages": len(parsed.messages),
-            "statuses": len(parsed.statuses),
-            "statuses_applied": 0,
-            "skipped": parsed.skipped,
-        }
+        line = {**_line(row, parsed), "statuses_applied": 0}
         filed.lines.append(line)
         pending = filed.pending
         pending.messages += messages
@@ -395,6 +456,17 @@ async def _mark_unreadable(session: AsyncSession, row: InboxRow, exc: Exception)
         correlation_id=row.correlation_id,
         reason=str(exc),
     )
+
+
+def _line(row: InboxRow, parsed: ParsedWebhook) -> dict[str, object]:
+    """The `webhook.filed` line's fields for `row`'s items `parsed`."""
+    return {
+        "channel": row.channel,
+        "correlation_id": row.correlation_id,
+        "messages": len(parsed.messages),
+        "statuses": len(parsed.statuses),
+        "skipped": parsed.skipped,
+    }
 
 
 def _log_accepted(stored: Stored) -> None:

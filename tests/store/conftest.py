@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.store.db import create_engine, create_sessionmaker
+from parley.store.direct import DirectWrites
 from parley.store.migrate import upgrade
 
 
@@ -27,6 +28,19 @@ async def session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
     """A session on a freshly migrated store (the test's backend)."""
     async with sessions() as session:
         yield session
+
+
+@pytest.fixture(params=["session", "direct"])
+def direct(
+    request: pytest.FixtureRequest, session: AsyncSession, backend: str
+) -> DirectWrites | None:
+    """Each test twice on SQLite: None (the queries' session path), then the engine's line
+    for their direct path (`store.direct`); on PostgreSQL, None both times."""
+    if request.param == "session" or backend == "postgres":
+        return None
+    direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
+    assert direct is not None
+    return direct
 
 
 @pytest.fixture

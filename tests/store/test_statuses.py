@@ -1,17 +1,20 @@
-"""Filing the channel's status reports for Parley's sent messages, a batch at a time."""
+"""Filing the channel's status reports for Parley's sent messages, a batch at a time: through a
+session, and on SQLite sent directly, guarded by the messages as they were read."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
+from parley.store.direct import DirectWrites, Stale
 from parley.store.models import Account, Message, Outbox
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import mark_sent
-from parley.store.queries.statuses import apply_statuses
+from parley.store.queries.statuses import advance_statuses_directly, apply_statuses
 from parley.store.queries.turns import Reply, record_turn
 from tests.factories import PHONE_NUMBER_ID, inbound_text, last_reply_ids
 
@@ -60,21 +63,40 @@ async def outbound(session: AsyncSession) -> dict[str, tuple[str, str | None, di
     return {str(mid): (status, error, meta) for mid, status, error, meta in rows}
 
 
-async def test_reports_out_of_order_in_one_batch_only_move_forward(session: AsyncSession) -> None:
+async def apply(
+    session: AsyncSession, direct: DirectWrites | None, statuses: list[StatusUpdate]
+) -> int:
+    """The reports filed and committed, through the session or directly."""
+    if direct is None:
+        moved = await apply_statuses(session, statuses=statuses)
+        await session.commit()
+        return moved
+    assert not session.in_transaction()  # the line is free for the direct trips
+    flags, steps = await advance_statuses_directly(direct, statuses=statuses)
+    await direct.commit(steps)
+    return sum(flags)
+
+
+async def test_reports_out_of_order_in_one_batch_only_move_forward(
+    session: AsyncSession, direct: DirectWrites | None
+) -> None:
     await sent(session, "wamid.a", "wamid.b")
 
-    moved = await apply_statuses(
+    moved = await apply(
         session,
-        statuses=[
+        direct,
+        [
             report("wamid.a", "read", 3),
             report("wamid.a", "delivered", 2),
             report("wamid.b", "delivered", 2),
             report("wamid.a", "sent", 1),
             report("wamid.b", "read", 4),
             report("wamid.b", "read", 5),  # Meta's re-delivery
+            report("wamid.b", "read", 5, account="999"),  # an account Parley never saw
+            report("wamid.other-tool", "delivered", 1),
+            report("wamid.in", "read", 1),  # the customer's own message
         ],
     )
-    await session.commit()
 
     assert moved == 3
     messages = await outbound(session)
@@ -115,3 +137,33 @@ async def test_unknown_ids_are_ignored_next_to_known_ones(session: AsyncSession)
     inbound = await session.scalar(select(Message.status).where(Message.direction == "in"))
     assert inbound == "answered"
     assert await session.scalar(select(Account.id).where(Account.external_id == "999")) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_message_changed_after_it_was_read_is_not_moved_over(
+    session: AsyncSession,
+) -> None:
+    await sent(session, "wamid.a", "wamid.b")
+    direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
+    assert direct is not None
+    moved, steps = await advance_statuses_directly(
+        direct, statuses=[report("wamid.a", "delivered", 1), report("wamid.b", "read", 2)]
+    )
+    assert moved == [True, True]
+    # Another transaction writes to one of them before the moves are committed.
+    await session.execute(
+        update(Message).where(Message.channel_message_id == "wamid.b").values(meta={"k": 1})
+    )
+    await session.commit()
+
+    with pytest.raises(Stale):
+        await direct.commit(steps)
+
+    messages = await outbound(session)
+    assert messages["wamid.a"] == ("sent", None, {})  # nothing of the refused transaction
+    assert messages["wamid.b"] == ("sent", None, {"k": 1})
+    await session.commit()  # the line free again
+    # Read again, they move.
+    moved, steps = await advance_statuses_directly(direct, statuses=[report("wamid.b", "read", 2)])
+    await direct.commit(steps)
+    assert (await outbound(session))["wamid.b"][0] == "read"

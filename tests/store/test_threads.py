@@ -24,18 +24,6 @@ def _response(user_id: int, id_: str, *, key: str | None = None) -> NewResponse:
     )  # fmt: skip
 
 
-@pytest.fixture(params=["session", "direct"])
-def direct(
-    request: pytest.FixtureRequest, session: AsyncSession, backend: str
-) -> DirectWrites | None:
-    """None, or on SQLite the rows sent on its line without the session (`store.direct`)."""
-    if request.param == "session" or backend == "postgres":
-        return None
-    direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
-    assert direct is not None
-    return direct
-
-
 async def test_a_thread_opens_with_its_response_in_it(
     session: AsyncSession, backend: str, trips: list[str], direct: DirectWrites | None
 ) -> None:

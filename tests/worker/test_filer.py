@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.runtime import parse_webhook
 from parley.store.db import create_engine, create_sessionmaker
+from parley.store.direct import DirectWrites
 from parley.store.migrate import upgrade
 from parley.store.models import Message
 from parley.store.queries.account_directory import AccountDirectory
@@ -51,6 +52,7 @@ def filer(
     batch: int,
     chunk: int = 50,
     yield_to: Callable[[], bool] | None = None,
+    direct: DirectWrites | None = None,
 ) -> Filer:
     return Filer(
         sessions=sessions,
@@ -61,6 +63,7 @@ def filer(
         chunk=chunk,
         poll_interval=0.05,
         yield_to=yield_to,
+        direct=direct,
     )
 
 

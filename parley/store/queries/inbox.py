@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import INBOX, InboxEntry, utcnow
 
 # One PostgreSQL advisory lock key for "someone is filing": see `take_oldest`.
@@ -100,6 +101,20 @@ async def take_oldest(session: AsyncSession, *, limit: int) -> list[InboxRow] | 
     connection = await session.connection()
     rows = await connection.execute(_TAKE_OLDEST, {"limit": limit})
     return [InboxRow(*row) for row in rows]
+
+
+async def take_oldest_directly(direct: DirectWrites, *, limit: int) -> list[InboxRow]:
+    """`take_oldest` on SQLite without a session: read outside a transaction, for a filer
+    whose transaction is sent whole afterwards (`removal`). SQLite's one process runs one
+    filer, so the rows are still there then."""
+    oldest = direct.prepared("inbox oldest", lambda: _TAKE_OLDEST)
+    rows = await direct.read(oldest, {"limit": limit})
+    return [InboxRow(*row) for row in rows]
+
+
+def removal(direct: DirectWrites, ids: Sequence[int]) -> Step:
+    """`remove` as a step of a direct transaction."""
+    return step(direct.prepared("inbox removed", lambda: _REMOVE), {"ids": list(ids)})
 
 
 async def remove(session: AsyncSession, ids: Sequence[int]) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, update
+from sqlalchemy import Select, Update, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.base import StatusUpdate
 from parley.store.db import defers_next_statement
-from parley.store.models import MESSAGES, Message, utcnow
-from parley.store.queries.customers import find_accounts
+from parley.store.direct import DirectWrites, Stale, Step, many
+from parley.store.models import ACCOUNTS, MESSAGES, Message, utcnow
 from parley.store.queries.outbox import queue_reported_failure
 from parley.store.queries.pairs import pair_in, pair_params
 
@@ -29,6 +31,8 @@ class _Sent:
     status: str
     error: str | None
     meta: dict[str, Any]
+    seen: tuple[str, datetime]
+    """Its status and update time as read: a direct transaction moves it only if unchanged."""
 
 
 async def apply_statuses(session: AsyncSession, *, statuses: list[StatusUpdate]) -> int:
@@ -46,16 +50,11 @@ async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate
     """`apply_statuses`, telling for each report whether it moved its message."""
     if not statuses:
         return []
-    sent = await _named(session, statuses)
-    moved: list[bool] = []
-    changed: dict[int, _Sent] = {}
-    for report in statuses:
-        message = sent.get((report.channel, report.account_external_id, report.channel_message_id))
-        moved.append(message is not None and _advance(message, report))
-        if message is None or not moved[-1]:
-            continue
-        changed[message.id] = message
-        if report.status == "failed":
+    connection = await session.connection()
+    rows = await connection.execute(_named_statement(), _named_params(statuses))
+    moved, changed = _advance_all(statuses, _sent(rows))
+    for message in changed:
+        if message.status == "failed" and message.seen[0] != "failed":
             await queue_reported_failure(
                 session,
                 message_id=message.id,
@@ -63,77 +62,137 @@ async def advance_statuses(session: AsyncSession, *, statuses: list[StatusUpdate
                 reported_failures=len(message.meta.get("reported_failures", [])),
             )
     if changed:
-        now = utcnow()
-        connection = await session.connection()
         # Nothing reads its outcome: on SQLite it rides with the transaction's next trip (the
         # filer's removal of the inbox rows and COMMIT) instead of taking one of its own.
         defers_next_statement(connection)
-        await connection.execute(
-            _MOVE,
-            [
-                {
-                    "moved_id": m.id,
-                    "new_status": m.status,
-                    "new_error": m.error,
-                    "new_meta": m.meta,
-                    "now": now,
-                }
-                for m in changed.values()
-            ],
-        )
+        await connection.execute(_move_statement(guarded=False), _moves(changed))
     return moved
 
 
-_MOVE = (
-    update(MESSAGES)
-    .where(MESSAGES.c.id == bindparam("moved_id"))
-    .values(
-        status=bindparam("new_status"),
-        error=bindparam("new_error"),
-        meta=bindparam("new_meta", type_=MESSAGES.c.meta.type),
-        updated_at=bindparam("now"),
-    )
-)
-"""Built once: every batch of status reports runs it (one row per message moved)."""
+async def advance_statuses_directly(
+    direct: DirectWrites, *, statuses: list[StatusUpdate]
+) -> tuple[list[bool], list[Step]]:
+    """`advance_statuses` on SQLite without a session, for reports that are not failures
+    (a failure also queues its message for delivery: `advance_statuses` files those): the
+    messages are read now, and the moves come back as a step for the caller's transaction.
+    A message changed by another transaction in between is not moved over: the step's guard
+    refuses, and the caller's whole transaction raises `Stale`."""
+    assert not any(s.status == "failed" for s in statuses), "failures go through a session"
+    if not statuses:
+        return [], []
+    named = direct.prepared("statuses named", _named_statement)
+    rows = await direct.read(named, _named_params(statuses))
+    moved, changed = _advance_all(statuses, _sent(rows))
+    if not changed:
+        return moved, []
+    moves = direct.prepared("statuses moved", lambda: _move_statement(guarded=True))
+    step = many(moves, _moves(changed))
+    step.guard = (len(changed), _stale)
+    return moved, [step]
 
 
-async def _named(
-    session: AsyncSession, statuses: list[StatusUpdate]
-) -> dict[tuple[str, str, str], _Sent]:
-    """The outbound messages `statuses` name, by (channel, account, channel id)."""
-    accounts = await find_accounts(
-        session, {(s.channel, s.account_external_id) for s in statuses}, create=False
-    )
-    keys = {
-        (accounts[(s.channel, s.account_external_id)], s.channel_message_id)
-        for s in statuses
-        if (s.channel, s.account_external_id) in accounts
-    }
-    if not keys:
-        return {}
-    by_id = {id_: key for key, id_ in accounts.items()}
-    connection = await session.connection()
-    rows = await connection.execute(_named_statement(), pair_params(keys))
+def _stale(moved: int) -> Stale:
+    return Stale(f"{moved} messages moved by status reports, others changed since read")
+
+
+def _named_params(statuses: list[StatusUpdate]) -> dict[str, list[Any]]:
     return {
-        (*by_id[account_id], mid or ""): _Sent(id_, conversation_id, status, error, meta or {})
-        for account_id, mid, id_, conversation_id, status, error, meta in rows
+        **pair_params({(s.channel, s.account_external_id) for s in statuses}),
+        "channel_message_ids": sorted({s.channel_message_id for s in statuses}),
     }
+
+
+def _sent(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, str, str], _Sent]:
+    """The outbound messages read, by (channel, account, channel id)."""
+    return {
+        (channel, account, mid or ""): _Sent(
+            id_, conversation_id, status, error, meta or {}, (status, updated_at)
+        )
+        for channel, account, mid, id_, conversation_id, status, error, meta, updated_at in rows
+    }
+
+
+def _advance_all(
+    statuses: list[StatusUpdate], sent: dict[tuple[str, str, str], _Sent]
+) -> tuple[list[bool], list[_Sent]]:
+    """Each report applied in order to the messages `sent`: whether it moved its message, and
+    the messages moved."""
+    moved: list[bool] = []
+    changed: dict[int, _Sent] = {}
+    for report in statuses:
+        message = sent.get((report.channel, report.account_external_id, report.channel_message_id))
+        moved.append(message is not None and _advance(message, report))
+        if message is not None and moved[-1]:
+            changed[message.id] = message
+    return moved, list(changed.values())
+
+
+def _moves(changed: list[_Sent]) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [
+        {
+            "moved_id": m.id,
+            "new_status": m.status,
+            "new_error": m.error,
+            "new_meta": m.meta,
+            "now": now,
+            "seen_status": m.seen[0],
+            "seen_at": m.seen[1],
+        }
+        for m in changed
+    ]
+
+
+@functools.cache
+def _move_statement(*, guarded: bool) -> Update:
+    """Built once: every batch of status reports runs it (one row per message moved);
+    `guarded`: only if the message is as it was read."""
+    moved = MESSAGES.c.id == bindparam("moved_id")
+    if guarded:
+        moved = and_(
+            moved,
+            MESSAGES.c.status == bindparam("seen_status"),
+            MESSAGES.c.updated_at == bindparam("seen_at", type_=MESSAGES.c.updated_at.type),
+        )
+    return (
+        update(MESSAGES)
+        .where(moved)
+        .values(
+            status=bindparam("new_status"),
+            error=bindparam("new_error"),
+            meta=bindparam("new_meta", type_=MESSAGES.c.meta.type),
+            updated_at=bindparam("now"),
+        )
+    )
 
 
 @functools.cache
 def _named_statement() -> Select[Any]:
-    """Built once, as Core on the session's connection: every batch of status reports reads
-    the messages it names, as plain rows (the ORM's execution path cost more than the read)."""
-    columns = MESSAGES.c
-    return select(
-        columns.account_id,
-        columns.channel_message_id,
-        columns.id,
-        columns.conversation_id,
-        columns.status,
-        columns.error,
-        columns.meta,
-    ).where(pair_in(columns.account_id, columns.channel_message_id), columns.direction == "out")
+    """Built once, as Core: every batch of status reports reads the messages it names, as
+    plain rows (the ORM's execution path cost more than the read), with their accounts'
+    names in the same statement. Each account is found by its name's index, its messages by
+    the (account, channel id) index; a message of one named account with the channel id of
+    another's report is left out by `_sent`'s key."""
+    messages, accounts = MESSAGES.c, ACCOUNTS.c
+    return (
+        select(
+            accounts.channel,
+            accounts.external_id,
+            messages.channel_message_id,
+            messages.id,
+            messages.conversation_id,
+            messages.status,
+            messages.error,
+            messages.meta,
+            messages.updated_at,
+        )
+        .join_from(MESSAGES, ACCOUNTS, accounts.id == messages.account_id)
+        .where(
+            pair_in(accounts.channel, accounts.external_id),
+            messages.channel_message_id.in_(bindparam("channel_message_ids", expanding=True)),
+            messages.direction == "out",
+        )
+    )
 
 
 def _advance(message: Message | _Sent, report: StatusUpdate) -> bool:

@@ -1,0 +1,179 @@
+"""The filer on SQLite files the channels' status reports without a session when a batch holds
+nothing else, in one trip that commits; anything else in the batch, or a message changed by
+another transaction while the reports were read, and the batch goes through a session, filed
+the same."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from parley.runtime import parse_webhook
+from parley.store.db import create_sessionmaker
+from parley.store.direct import DirectWrites
+from parley.store.models import Message
+from parley.store.queries.account_directory import AccountDirectory
+from parley.store.queries.inbox import Arrival, append
+from parley.worker import filer as filer_module
+from parley.worker.filer import Filer
+from tests.factories import PHONE_NUMBER_ID, body_bytes, sample, whatsapp_texts
+from tests.store.test_statuses import sent
+from tests.worker.test_filer import RecordingQueue, engine, rows
+
+__all__ = ["engine"]  # the fixture, shared with test_filer
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+
+
+class CountedSessions:
+    """The engine's sessions, counting how many the filer opened."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+        self.opened = 0
+
+    def __call__(self) -> AsyncSession:
+        self.opened += 1
+        return self.sessions()
+
+
+def status_body(wamid: str, name: str) -> bytes:
+    payload = sample(f"whatsapp/{name}.json")
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = PHONE_NUMBER_ID
+    value["statuses"][0]["id"] = wamid
+    return body_bytes(payload)
+
+
+async def sent_messages(engine: AsyncEngine, *wamids: str) -> None:
+    """Replies sent with these channel ids, and their outbox rows gone, as after delivery."""
+    async with create_sessionmaker(engine)() as session:
+        await sent(session, *wamids)
+        await session.execute(text("DELETE FROM outbox"))
+        await session.commit()
+
+
+async def statuses(engine: AsyncEngine) -> dict[str, tuple[str, dict[str, Any]]]:
+    found = await rows(
+        engine, "SELECT channel_message_id, status, meta FROM messages WHERE direction = 'out'"
+    )
+    return {str(mid): (str(status), json.loads(str(meta))) for mid, status, meta in found}
+
+
+def direct_filer(engine: AsyncEngine, sessions: CountedSessions, queue: RecordingQueue) -> Filer:
+    direct = DirectWrites.of(engine, bounded=True)
+    assert direct is not None and direct.ready  # the set-up's session opened the line
+    return Filer(
+        sessions=sessions,  # type: ignore[arg-type]
+        queue=queue,  # type: ignore[arg-type]
+        parse=parse_webhook,
+        accounts=AccountDirectory(create_sessionmaker(engine), None, ttl=0),  # not counted
+        batch=10,
+        poll_interval=0.05,
+        direct=direct,
+    )
+
+
+async def test_status_reports_alone_are_filed_without_a_session(engine: AsyncEngine) -> None:
+    await sent_messages(engine, "wamid.a", "wamid.b")
+    async with engine.begin() as connection:
+        await append(
+            connection,
+            [
+                Arrival("whatsapp", status_body("wamid.a", "status_delivered"), "c-1"),
+                Arrival("whatsapp", status_body("wamid.b", "status_read"), "c-2"),
+                Arrival("whatsapp", status_body("wamid.a", "status_sent"), "c-3"),  # late
+                Arrival("whatsapp", status_body("wamid.other-tool", "status_read"), "c-4"),
+            ],
+        )
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+
+    assert await direct_filer(engine, sessions, queue).file_batch() == 4
+
+    assert sessions.opened == 0
+    found = await statuses(engine)
+    assert found["wamid.a"][0] == "delivered" and "delivered_at" in found["wamid.a"][1]
+    assert found["wamid.b"][0] == "read" and "read_at" in found["wamid.b"][1]
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+    assert queue.signalled == []
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        lambda: body_bytes(whatsapp_texts("34600000071", ["hello"])),
+        lambda: status_body("wamid.b", "status_failed_131026"),  # queues a send again
+        lambda: b'{"object": "not whatsapp"}',  # unreadable: marked
+    ],
+    ids=["message", "failure", "unreadable"],
+)
+async def test_a_batch_with_anything_else_goes_through_a_session_in_order(
+    engine: AsyncEngine, other: Callable[[], bytes]
+) -> None:
+    await sent_messages(engine, "wamid.a", "wamid.b")
+    async with engine.begin() as connection:
+        await append(
+            connection,
+            [
+                Arrival("whatsapp", status_body("wamid.a", "status_delivered"), "c-1"),
+                Arrival("whatsapp", other(), "c-other"),
+                Arrival("whatsapp", status_body("wamid.a", "status_read"), "c-3"),
+            ],
+        )
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+
+    assert await direct_filer(engine, sessions, queue).file_batch() == 3
+
+    assert sessions.opened == 1
+    assert (await statuses(engine))["wamid.a"][0] == "read"
+    assert await rows(engine, "SELECT count(*) FROM inbox WHERE failed_at IS NULL") == [(0,)]
+    texts = await rows(engine, "SELECT text FROM messages WHERE direction = 'in'")
+    if b"hello" in other():
+        assert ("hello",) in texts and len(queue.signalled) == 1
+    elif b"131026" in other():
+        assert (await statuses(engine))["wamid.b"][0] == "failed"
+        assert await rows(engine, "SELECT count(*) FROM outbox") == [(1,)]
+    else:
+        assert await rows(engine, "SELECT count(*) FROM inbox") == [(1,)]  # kept, marked
+
+
+async def test_a_message_changed_while_its_reports_were_read_is_filed_in_a_session(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await sent_messages(engine, "wamid.a")
+    async with engine.begin() as connection:
+        await append(
+            connection, [Arrival("whatsapp", status_body("wamid.a", "status_delivered"), "c-1")]
+        )
+    read = filer_module.advance_statuses_directly
+    changed = asyncio.Event()
+
+    async def read_then_changed(*args: Any, **kwargs: Any) -> Any:
+        """The reports read, then the message written by another transaction (delivery's)."""
+        outcome = await read(*args, **kwargs)
+        if not changed.is_set():
+            async with engine.begin() as connection:
+                await connection.execute(
+                    update(Message)
+                    .where(Message.channel_message_id == "wamid.a")
+                    .values(meta={"other": "write"})
+                )
+            changed.set()
+        return outcome
+
+    monkeypatch.setattr(filer_module, "advance_statuses_directly", read_then_changed)
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+
+    assert await direct_filer(engine, sessions, queue).file_batch() == 1
+
+    assert changed.is_set() and sessions.opened == 1
+    status, meta = (await statuses(engine))["wamid.a"]
+    assert status == "delivered"
+    assert meta["other"] == "write" and "delivered_at" in meta  # neither write lost
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
