@@ -38,10 +38,12 @@ from parley.store.queries.outbox import (
     Delivery,
     claim_head,
     conversations_with_due_heads,
+    conversations_with_due_heads_directly,
     mark_failed,
     mark_sent,
     mark_sent_steps,
     next_due_at,
+    next_due_at_directly,
     requeue_reported,
     schedule_retry,
 )
@@ -104,8 +106,14 @@ class Deliverer:
         free = self._concurrency - len(self._active)
         if free <= 0:
             return
-        async with reading(self._sessions) as session:
-            due = await conversations_with_due_heads(session, limit=free, exclude=set(self._active))
+        exclude = set(self._active)
+        if self._direct is not None and self._direct.ready:
+            due = await conversations_with_due_heads_directly(
+                self._direct, limit=free, exclude=exclude
+            )
+        else:
+            async with reading(self._sessions) as session:
+                due = await conversations_with_due_heads(session, limit=free, exclude=exclude)
         for conversation_id in due:
             task = asyncio.create_task(self._drain(conversation_id))
             self._active[conversation_id] = task
@@ -116,8 +124,11 @@ class Deliverer:
         self._loop.wake()
 
     async def _pause(self) -> float:
-        async with reading(self._sessions) as session:
-            due = await next_due_at(session)
+        if self._direct is not None and self._direct.ready:
+            due = await next_due_at_directly(self._direct)
+        else:
+            async with reading(self._sessions) as session:
+                due = await next_due_at(session)
         if due is None:
             return IDLE_POLL
         return min(max((due - utcnow()).total_seconds(), 0.01), IDLE_POLL)

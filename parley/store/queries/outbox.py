@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,24 +58,49 @@ async def conversations_with_due_heads(
     Only the head of each conversation counts, so that a reply in backoff holds back the ones
     after it and the customer reads them in order.
     """
-    now = utcnow()
+    values = _due_heads_values(limit, exclude)
+    ids = list(await session.scalars(_due_heads_statement(), values))
+    return _due_heads(ids, limit, exclude)
+
+
+async def conversations_with_due_heads_directly(
+    direct: DirectWrites, *, limit: int, exclude: set[int]
+) -> list[int]:
+    """`conversations_with_due_heads`, read on SQLite's line without a session: delivery asks
+    after every drain."""
+    due = direct.prepared("due heads", _due_heads_statement)
+    rows = await direct.read(due, _due_heads_values(limit, exclude))
+    return _due_heads([cid for (cid,) in rows], limit, exclude)
+
+
+def _due_heads_values(limit: int, exclude: set[int]) -> dict[str, Any]:
+    return {"now": utcnow(), "most": limit + len(exclude)}
+
+
+def _due_heads(ids: list[int], limit: int, exclude: set[int]) -> list[int]:
+    return [cid for cid in ids if cid not in exclude][:limit]
+
+
+@functools.cache
+def _due_heads_statement() -> Select[Any]:
+    """Built once, as Core: delivery runs it after every drain."""
+    columns = OUTBOX.c
     heads = (
-        select(Outbox.conversation_id, func.min(Outbox.id).label("head"))
-        .group_by(Outbox.conversation_id)
+        select(columns.conversation_id, func.min(columns.id).label("head"))
+        .group_by(columns.conversation_id)
         .subquery()
     )
-    query = (
-        select(Outbox.conversation_id)
-        .join(heads, heads.c.head == Outbox.id)
+    now = bindparam("now", type_=columns.next_attempt_at.type)
+    return (
+        select(columns.conversation_id)
+        .join(heads, heads.c.head == columns.id)
         .where(
-            Outbox.next_attempt_at <= now,
-            or_(Outbox.locked_until.is_(None), Outbox.locked_until < now),
+            columns.next_attempt_at <= now,
+            or_(columns.locked_until.is_(None), columns.locked_until < now),
         )
-        .order_by(Outbox.id)
-        .limit(limit + len(exclude))
+        .order_by(columns.id)
+        .limit(bindparam("most"))
     )
-    ids = [cid for cid in await session.scalars(query) if cid not in exclude]
-    return ids[:limit]
 
 
 async def claim_head(
@@ -319,7 +344,19 @@ async def queue_reported_failure(
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
     """When the earliest outbox row falls due, for delivery to sleep until then."""
-    return await session.scalar(select(func.min(Outbox.next_attempt_at)))
+    return await session.scalar(_next_due_statement())
+
+
+async def next_due_at_directly(direct: DirectWrites) -> datetime | None:
+    """`next_due_at`, read on SQLite's line without a session: delivery asks after every
+    pass of its loop."""
+    ((due,),) = await direct.read(direct.prepared("next due", _next_due_statement), {})
+    return cast(datetime | None, due)
+
+
+@functools.cache
+def _next_due_statement() -> Select[Any]:
+    return select(func.min(OUTBOX.c.next_attempt_at))
 
 
 async def release_holds(session: AsyncSession) -> None:

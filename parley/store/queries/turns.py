@@ -111,10 +111,33 @@ async def load_work(session: AsyncSession, *, conversation_id: int) -> TurnWork 
     return TurnWork(conversation, account, contact, [row[3] for row in rows])
 
 
+async def waits_directly(direct: DirectWrites, *, conversation_id: int) -> bool:
+    """Whether any inbound message of the conversation waits for a turn, read on SQLite's
+    line without a session: after each turn the worker asks, and usually none does, which
+    one indexed row (or none) tells, without loading the parties as `load_work` does."""
+    waiting = direct.prepared("work waits", _waits_statement)
+    return bool(await direct.read(waiting, {"conversation_id": conversation_id}))
+
+
+@functools.cache
+def _waits_statement() -> Select[Any]:
+    columns = MESSAGES.c
+    return (
+        select(columns.id)
+        .where(
+            columns.conversation_id == bindparam("conversation_id"),
+            columns.direction == "in",
+            columns.status == "received",
+        )
+        .limit(1)
+    )
+
+
 @functools.cache
 def _work_statement() -> Select[Conversation, Account, Contact, Message]:
-    """Built once: every turn runs it, twice. The parties' statement with each waiting
-    message (the parties are the same objects on every row, by the session's identity map)."""
+    """Built once: every turn runs it (on PostgreSQL twice: after the turn, to find that
+    nothing more waits). The parties' statement with each waiting message (the parties are
+    the same objects on every row, by the session's identity map)."""
     return (
         _parties_statement()
         .add_columns(Message)
