@@ -177,6 +177,10 @@ class Filer:
         self._direct = direct
         self._parsed: dict[int, ParsedWebhook] = {}
         """Rows read and parsed by `_file_statuses_directly` and left to a session."""
+        self._statuses_alone = True
+        """Whether the last transaction filed status reports alone: only then is the next
+        one tried without a session. While customers' messages arrive (a burst), each
+        attempt would read the rows twice for nothing."""
         self._notify = notify_handoffs
         self._queue = queue
         self._parse = parse
@@ -258,14 +262,18 @@ class Filer:
 
     async def _file(self, *, limit: int) -> _Filed:
         direct = self._direct
-        if direct is not None and direct.ready and self._part is None:
+        if direct is not None and direct.ready and self._part is None and self._statuses_alone:
             filed = await self._file_statuses_directly(direct, limit)
             if filed is not None:
                 return filed
         try:
-            return await self._file_in_session(limit)
+            filed = await self._file_in_session(limit)
         finally:
             self._parsed.clear()
+        self._statuses_alone = not any(
+            line["messages"] or line.get("events") for line in filed.lines
+        )
+        return filed
 
     async def _file_statuses_directly(self, direct: DirectWrites, limit: int) -> _Filed | None:
         """On SQLite, the oldest rows filed without a session when they are the channels'

@@ -177,3 +177,26 @@ async def test_a_message_changed_while_its_reports_were_read_is_filed_in_a_sessi
     assert status == "delivered"
     assert meta["other"] == "write" and "delivered_at" in meta  # neither write lost
     assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+async def test_after_customers_messages_reports_go_through_a_session_once(
+    engine: AsyncEngine,
+) -> None:
+    """While messages arrive (a burst), no batch is tried without a session first: each try
+    would read the rows twice. A batch of reports alone, filed, lets the next one try."""
+    await sent_messages(engine, "wamid.a")
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+    the_filer = direct_filer(engine, sessions, queue)
+    opened = []
+    for body in (
+        body_bytes(whatsapp_texts("34600000072", ["hello"])),
+        status_body("wamid.a", "status_delivered"),
+        status_body("wamid.a", "status_read"),
+    ):
+        async with engine.begin() as connection:
+            await append(connection, [Arrival("whatsapp", body, "c")])
+        assert await the_filer.file_batch() == 1
+        opened.append(sessions.opened)
+
+    assert opened == [1, 2, 2]
+    assert (await statuses(engine))["wamid.a"][0] == "read"
