@@ -31,19 +31,16 @@ from parley.errors import ChannelSendError, FailureKind
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, SENDS
 from parley.poll_loop import PollLoop
-from parley.store.db import reading
-from parley.store.direct import DirectWrites
+from parley.store.direct import DirectWrites, Reads
 from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
     claim_head,
     conversations_with_due_heads,
-    conversations_with_due_heads_directly,
     mark_failed,
     mark_sent,
     mark_sent_steps,
     next_due_at,
-    next_due_at_directly,
     requeue_reported,
     schedule_retry,
 )
@@ -80,6 +77,7 @@ class Deliverer:
         self._sessions = sessions
         self._records = records
         self._direct = direct
+        self._reads = Reads(sessions, direct)
         self._gateway = gateway
         self._pacer: Pacer = pacer or MemoryPacer()
         self._tokens = TokenAlarm()
@@ -106,14 +104,7 @@ class Deliverer:
         free = self._concurrency - len(self._active)
         if free <= 0:
             return
-        exclude = set(self._active)
-        if self._direct is not None and self._direct.ready:
-            due = await conversations_with_due_heads_directly(
-                self._direct, limit=free, exclude=exclude
-            )
-        else:
-            async with reading(self._sessions) as session:
-                due = await conversations_with_due_heads(session, limit=free, exclude=exclude)
+        due = await conversations_with_due_heads(self._reads, limit=free, exclude=set(self._active))
         for conversation_id in due:
             task = asyncio.create_task(self._drain(conversation_id))
             self._active[conversation_id] = task
@@ -124,11 +115,7 @@ class Deliverer:
         self._loop.wake()
 
     async def _pause(self) -> float:
-        if self._direct is not None and self._direct.ready:
-            due = await next_due_at_directly(self._direct)
-        else:
-            async with reading(self._sessions) as session:
-                due = await next_due_at(session)
+        due = await next_due_at(self._reads)
         if due is None:
             return IDLE_POLL
         return min(max((due - utcnow()).total_seconds(), 0.01), IDLE_POLL)

@@ -31,13 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from parley.store import sqlite_driver
+from parley.store.db import reading
 from parley.store.pool import FairAsyncQueuePool
 
 _UNBOUNDED = contextlib.nullcontext()
@@ -145,7 +147,8 @@ def many(prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> Step:
 
 
 class DirectWrites:
-    """Sends whole write transactions on an engine's shared SQLite line."""
+    """Sends whole write transactions, and reads outside a transaction, on an engine's
+    shared SQLite line."""
 
     def __init__(
         self,
@@ -248,3 +251,25 @@ class DirectWrites:
             raise DBAPIError.instance(operation or "", parameters, error, sqlite3.Error) from error
         _description, rows, _rowcount, _lastrowid = outcome
         return list(rows)
+
+
+class Reads:
+    """Reads a caller repeats (delivery's polling), as plain rows: on SQLite's line without a
+    session once `direct` is ready (`DirectWrites.read`), else through a reading session."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
+    ) -> None:
+        self._sessions = sessions
+        self._direct = direct
+
+    async def rows(
+        self, key: object, statement: Callable[[], Select[Any]], values: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """The rows of `statement()` (built once under `key` on SQLite) for `values`."""
+        direct = self._direct
+        if direct is not None and direct.ready:
+            return await direct.read(direct.prepared(key, statement), values)
+        async with reading(self._sessions) as session:
+            connection = await session.connection()
+            return [tuple(row) for row in await connection.execute(statement(), values)]

@@ -175,8 +175,6 @@ class Filer:
         """
         self._sessions = sessions
         self._direct = direct
-        self._parsed: dict[int, ParsedWebhook] = {}
-        """Rows read and parsed by `_file_statuses_directly` and left to a session."""
         self._statuses_alone = True
         """Whether the last transaction filed status reports alone: only then is the next
         one tried without a session. While customers' messages arrive (a burst), each
@@ -261,25 +259,26 @@ class Filer:
         return filed
 
     async def _file(self, *, limit: int) -> _Filed:
+        parsed: dict[int, ParsedWebhook] = {}  # by inbox row, parsed once for both paths
         direct = self._direct
         if direct is not None and direct.ready and self._part is None and self._statuses_alone:
-            filed = await self._file_statuses_directly(direct, limit)
+            filed = await self._file_statuses_directly(direct, limit, parsed)
             if filed is not None:
                 return filed
-        try:
-            filed = await self._file_in_session(limit)
-        finally:
-            self._parsed.clear()
+        filed = await self._file_in_session(limit, parsed)
         self._statuses_alone = not any(
             line["messages"] or line.get("events") for line in filed.lines
         )
         return filed
 
-    async def _file_statuses_directly(self, direct: DirectWrites, limit: int) -> _Filed | None:
+    async def _file_statuses_directly(
+        self, direct: DirectWrites, limit: int, parsed: dict[int, ParsedWebhook]
+    ) -> _Filed | None:
         """On SQLite, the oldest rows filed without a session when they are the channels'
         status reports alone (three for each message Parley sends: sent, delivered, read),
         in two reads and one trip that commits; None when they are anything else, left to
-        a session (`_file_in_session`, which files them whole, as it does everything).
+        a session (`_file_in_session`, which files them whole, as it does everything, with
+        the rows parsed here in `parsed`).
 
         The rows and the messages they name are read outside the transaction, which then
         moves the messages and removes the rows only if both are as they were read (one
@@ -295,12 +294,12 @@ class Filer:
         statuses: list[StatusUpdate] = []
         for row in rows:
             try:
-                parsed = self._parsed[row.id] = self._parse(row.channel, row.body)
+                items = parsed[row.id] = self._parse(row.channel, row.body)
             except Exception:
                 return None  # marked unreadable, in a session
-            if parsed.messages or parsed.events or len(statuses) > self._chunk:
+            if items.messages or items.events:
                 return None
-            statuses += parsed.statuses
+            statuses += items.statuses
         if len(statuses) > self._chunk or any(s.status == "failed" for s in statuses):
             return None
         moved, steps = await advance_statuses_directly(direct, statuses=statuses)
@@ -311,15 +310,15 @@ class Filer:
             return None
         applied = iter(moved)
         for row in rows:
-            parsed = self._parsed.pop(row.id)
+            items = parsed[row.id]
             log.info(
                 "webhook.filed",
-                **_line(row, parsed),
-                statuses_applied=sum(next(applied) for _ in parsed.statuses),
+                **_line(row, items),
+                statuses_applied=sum(next(applied) for _ in items.statuses),
             )
         return _Filed(rows=len(rows), items=len(statuses))
 
-    async def _file_in_session(self, limit: int) -> _Filed:
+    async def _file_in_session(self, limit: int, parsed: dict[int, ParsedWebhook]) -> _Filed:
         filed = _Filed()
         # Read before the session opens: on SQLite the session holds the process's one
         # connection, which a snapshot read would wait for.
@@ -329,7 +328,7 @@ class Filer:
             if not rows:
                 return filed
             for row in rows:
-                if not await self._file_row(session, row, filed, directory):
+                if not await self._file_row(session, row, filed, directory, parsed.get(row.id)):
                     filed.more = True
                     break
                 filed.rows += 1
@@ -377,14 +376,20 @@ class Filer:
         return _Filed(rows=1)
 
     async def _file_row(
-        self, session: AsyncSession, row: InboxRow, filed: _Filed, directory: Directory
+        self,
+        session: AsyncSession,
+        row: InboxRow,
+        filed: _Filed,
+        directory: Directory,
+        known: ParsedWebhook | None = None,
     ) -> bool:
-        """File `row`, or as much of it as this transaction has room for; False when there
-        was no room at all (the row is the next transaction's first)."""
+        """File `row` (`known`: already parsed), or as much of it as this transaction has
+        room for; False when there was no room at all (the row is the next transaction's
+        first)."""
         part = self._part if self._part is not None and self._part.row_id == row.id else None
         if part is None:
             try:
-                parsed = self._parsed.pop(row.id, None) or self._parse(row.channel, row.body)
+                parsed = known or self._parse(row.channel, row.body)
             except Exception as exc:
                 await _mark_unreadable(session, row, exc)
                 return True

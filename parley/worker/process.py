@@ -102,11 +102,7 @@ class ConversationProcessor:
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
         turns = 0
-        loaded = False
         while True:
-            if loaded and not await self._waits(conversation_id):
-                return turns
-            loaded = True
             async with reading(self._sessions) as session:
                 work = await load_work(session, conversation_id=conversation_id)
             if work is None or not _agent_answers(work):
@@ -116,6 +112,8 @@ class ConversationProcessor:
             earlier = await self._start(work)
             await self._turn(work, earlier)
             turns += 1
+            if not await self._waits(conversation_id):
+                return turns
 
     async def _waits(self, conversation_id: int) -> bool:
         """After a turn, whether more waits: on SQLite asked in one read without a session

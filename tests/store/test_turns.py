@@ -22,17 +22,21 @@ USAGE = UsageAdd(
 )
 
 
-async def waiting(session: AsyncSession, *texts: str) -> tuple[int, int, list[int]]:
+async def waiting(
+    session: AsyncSession, *texts: str, phone: str = "34600"
+) -> tuple[int, int, list[int]]:
     """The customer's `texts`, filed; returns the conversation, the account and the messages."""
     (conversation_id,) = await record_inbound(
         session,
-        messages=[inbound_text(f"wamid.{text}", text, phone="34600") for text in texts],
+        messages=[inbound_text(f"wamid.{text}", text, phone=phone) for text in texts],
         correlation_id="c",
     )
     await session.commit()
     account_id = await session.scalar(select(Account.id))
     inbound = await session.scalars(
-        select(Message.id).where(Message.direction == "in").order_by(Message.sequence_no)
+        select(Message.id)
+        .where(Message.conversation_id == conversation_id, Message.direction == "in")
+        .order_by(Message.sequence_no)
     )
     assert account_id is not None
     return conversation_id, account_id, list(inbound)

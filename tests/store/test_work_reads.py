@@ -8,25 +8,18 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from parley.store.direct import DirectWrites
-from parley.store.models import Message, Outbox, utcnow
-from parley.store.queries.inbound import record_inbound
-from parley.store.queries.outbox import (
-    conversations_with_due_heads,
-    conversations_with_due_heads_directly,
-    next_due_at,
-    next_due_at_directly,
-)
+from parley.store.direct import DirectWrites, Reads
+from parley.store.models import Outbox, utcnow
+from parley.store.queries.outbox import conversations_with_due_heads, next_due_at
 from parley.store.queries.turns import Reply, load_work, record_turn, waits_directly
-from tests.factories import inbound_text
 from tests.store.test_turns import waiting
 
 
 async def answered(session: AsyncSession, phone: str, replies: int) -> int:
     """A customer's message answered with `replies` queued replies; returns the conversation."""
-    conversation_id, account_id, inbound = await waiting_from(session, phone)
+    conversation_id, account_id, inbound = await waiting(session, f"m{phone}", phone=phone)
     await record_turn(
         session,
         conversation_id=conversation_id,
@@ -38,39 +31,25 @@ async def answered(session: AsyncSession, phone: str, replies: int) -> int:
     return conversation_id
 
 
-async def waiting_from(session: AsyncSession, phone: str) -> tuple[int, int, list[int]]:
-    """A customer's message filed; returns the conversation, the account and the message."""
-    (conversation_id,) = await record_inbound(
-        session, messages=[inbound_text(f"wamid.{phone}", phone=phone)], correlation_id="c"
-    )
-    await session.commit()
-    account_id, inbound = (
-        await session.execute(
-            select(Message.account_id, Message.id).where(
-                Message.conversation_id == conversation_id, Message.direction == "in"
-            )
-        )
-    ).one()
-    await session.commit()
-    return conversation_id, account_id, [inbound]
-
-
 async def heads(
-    session: AsyncSession, direct: DirectWrites | None, *, limit: int, exclude: set[int]
+    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
+    direct: DirectWrites | None,
+    *,
+    limit: int,
+    exclude: set[int],
 ) -> tuple[list[int], datetime | None]:
     await session.commit()  # the line free for the direct reads
-    if direct is None:
-        due = await conversations_with_due_heads(session, limit=limit, exclude=exclude)
-        return due, await next_due_at(session)
-    due = await conversations_with_due_heads_directly(direct, limit=limit, exclude=exclude)
-    return due, await next_due_at_directly(direct)
+    reads = Reads(sessions, direct)
+    due = await conversations_with_due_heads(reads, limit=limit, exclude=exclude)
+    return due, await next_due_at(reads)
 
 
 async def test_only_due_free_heads_count_in_order(
-    session: AsyncSession, direct: DirectWrites | None
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
 ) -> None:
     await session.connection()  # the engine's line open
-    assert await heads(session, direct, limit=10, exclude=set()) == ([], None)
+    assert await heads(session, sessions, direct, limit=10, exclude=set()) == ([], None)
     due, held, later, excluded, also_due = [
         await answered(session, f"3460{n}", replies=2) for n in range(5)
     ]
@@ -91,11 +70,11 @@ async def test_only_due_free_heads_count_in_order(
         update(Outbox).where(Outbox.conversation_id == also_due).values(next_attempt_at=earliest)
     )
 
-    found, next_due = await heads(session, direct, limit=10, exclude={excluded})
+    found, next_due = await heads(session, sessions, direct, limit=10, exclude={excluded})
 
     assert found == [due, also_due]
     assert next_due == earliest
-    assert (await heads(session, direct, limit=1, exclude={excluded}))[0] == [due]
+    assert (await heads(session, sessions, direct, limit=1, exclude={excluded}))[0] == [due]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -103,7 +82,8 @@ async def test_whether_work_waits_is_what_loading_it_finds(session: AsyncSession
     direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
     assert direct is not None
     conversation_id, account_id, inbound = await waiting(session, "one")
-    other, _, _ = await waiting_from(session, "34611")
+    other, _, _ = await waiting(session, "two", phone="34611")
+    await session.commit()
     assert await waits_directly(direct, conversation_id=conversation_id)
     assert (await load_work(session, conversation_id=conversation_id)) is not None
     await record_turn(

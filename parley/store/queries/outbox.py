@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from parley.store.db import defers_next_statement, ends_with_next_statement, last_statement_of
-from parley.store.direct import DirectWrites, Step, step
+from parley.store.direct import DirectWrites, Reads, Step, step
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -50,40 +50,20 @@ class Delivery:
         return self.message.status == "failed"
 
 
-async def conversations_with_due_heads(
-    session: AsyncSession, *, limit: int, exclude: set[int]
-) -> list[int]:
+async def conversations_with_due_heads(reads: Reads, *, limit: int, exclude: set[int]) -> list[int]:
     """Conversations whose oldest outbox row is due and not held by another sender.
 
     Only the head of each conversation counts, so that a reply in backoff holds back the ones
     after it and the customer reads them in order.
     """
-    values = _due_heads_values(limit, exclude)
-    ids = list(await session.scalars(_due_heads_statement(), values))
-    return _due_heads(ids, limit, exclude)
-
-
-async def conversations_with_due_heads_directly(
-    direct: DirectWrites, *, limit: int, exclude: set[int]
-) -> list[int]:
-    """`conversations_with_due_heads`, read on SQLite's line without a session: delivery asks
-    after every drain."""
-    due = direct.prepared("due heads", _due_heads_statement)
-    rows = await direct.read(due, _due_heads_values(limit, exclude))
-    return _due_heads([cid for (cid,) in rows], limit, exclude)
-
-
-def _due_heads_values(limit: int, exclude: set[int]) -> dict[str, Any]:
-    return {"now": utcnow(), "most": limit + len(exclude)}
-
-
-def _due_heads(ids: list[int], limit: int, exclude: set[int]) -> list[int]:
-    return [cid for cid in ids if cid not in exclude][:limit]
+    values = {"now": utcnow(), "most": limit + len(exclude)}
+    rows = await reads.rows("due heads", _due_heads_statement, values)
+    return [cid for (cid,) in rows if cid not in exclude][:limit]
 
 
 @functools.cache
 def _due_heads_statement() -> Select[Any]:
-    """Built once, as Core: delivery runs it after every drain."""
+    """Built once, as Core: delivery runs it after every drain and every pass of its loop."""
     columns = OUTBOX.c
     heads = (
         select(columns.conversation_id, func.min(columns.id).label("head"))
@@ -342,15 +322,9 @@ async def queue_reported_failure(
     )
 
 
-async def next_due_at(session: AsyncSession) -> datetime | None:
+async def next_due_at(reads: Reads) -> datetime | None:
     """When the earliest outbox row falls due, for delivery to sleep until then."""
-    return await session.scalar(_next_due_statement())
-
-
-async def next_due_at_directly(direct: DirectWrites) -> datetime | None:
-    """`next_due_at`, read on SQLite's line without a session: delivery asks after every
-    pass of its loop."""
-    ((due,),) = await direct.read(direct.prepared("next due", _next_due_statement), {})
+    ((due,),) = await reads.rows("next due", _next_due_statement, {})
     return cast(datetime | None, due)
 
 
