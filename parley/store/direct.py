@@ -29,20 +29,23 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Select
+from sqlalchemy import Select, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 from parley.store import sqlite_driver
 from parley.store.db import reading
 from parley.store.pool import FairAsyncQueuePool
 
 _UNBOUNDED = contextlib.nullcontext()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,3 +276,51 @@ class Reads:
         async with reading(self._sessions) as session:
             connection = await session.connection()
             return [tuple(row) for row in await connection.execute(statement(), values)]
+
+
+@dataclass(frozen=True, slots=True)
+class Detached(Generic[T]):
+    """A model's instances made from its columns read as plain values (`Reads.rows`), as a
+    session would have loaded them and then closed: detached, every column loaded, no history.
+
+    For the hot reads whose objects only go on to be read (a turn's conversation, parties and
+    messages; a send's message and parties): loading them through a session cost its
+    bookkeeping, the ORM's compile and loading steps and the identity map, for objects that
+    leave the session as soon as it closes. Made here, an instance costs about 7 µs."""
+
+    model: type[T]
+    keys: tuple[str, ...]
+    columns: tuple[ColumnElement[Any], ...]
+    """The model's mapped columns, in `keys`' order: what a statement selects for it."""
+    manager: Any
+    """The model's class manager, which makes an instance with its state."""
+
+    @classmethod
+    def of(cls, model: type[T]) -> Detached[T]:
+        mapper = inspect(model)
+        attributes = mapper.column_attrs
+        return cls(
+            model,
+            tuple(attribute.key for attribute in attributes),
+            tuple(attribute.columns[0] for attribute in attributes),
+            mapper.class_manager,
+        )
+
+    def load(self, row: Sequence[Any], start: int = 0) -> T:
+        """The instance whose columns are `row[start:]`, in `columns`' order."""
+        instance = cast(T, self.manager.new_instance())
+        values = row[start : start + len(self.keys)]
+        instance_state(instance).dict.update(zip(self.keys, values, strict=True))
+        make_transient_to_detached(instance)
+        return instance
+
+
+def detached_in(row: Sequence[Any], *shapes: Detached[Any]) -> list[Any]:
+    """The instances of `shapes`, whose columns follow each other in `row`, and the values of
+    the columns after them."""
+    found: list[Any] = []
+    start = 0
+    for shape in shapes:
+        found.append(shape.load(row, start))
+        start += len(shape.keys)
+    return [*found, *row[start:]]

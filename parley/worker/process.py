@@ -23,8 +23,8 @@ from parley.channels.render import render_text
 from parley.errors import ConversationGone, LeaseLost, LLMError
 from parley.observability import tracing
 from parley.observability.metrics import DEAD_LETTERS, TURN_SECONDS, TURNS
-from parley.store.db import last_statement_of, reading
-from parley.store.direct import DirectWrites
+from parley.store.db import last_statement_of
+from parley.store.direct import DirectWrites, Reads
 from parley.store.models import Account, Contact, Message, utcnow
 from parley.store.queries.account_directory import AccountDirectory
 from parley.store.queries.turns import (
@@ -98,13 +98,13 @@ class ConversationProcessor:
         """Reads the files messages carry; None: they are only named to the agent."""
         self._direct = direct
         """On SQLite, where a turn's outcome is sent in one trip without a session."""
+        self._reads = Reads(sessions, direct)
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
         turns = 0
         while True:
-            async with reading(self._sessions) as session:
-                work = await load_work(session, conversation_id=conversation_id)
+            work = await load_work(self._reads, conversation_id=conversation_id)
             if work is None or not _agent_answers(work):
                 return turns
             if await self._not_served(work) or await self._dead_letter(work):

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.errors import ConversationGone, LeaseLost
+from parley.store.direct import DirectWrites, Reads
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, UsageDaily
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.outbox import claim_head, mark_sent
@@ -43,10 +44,12 @@ async def waiting(
 
 
 async def test_a_turns_work_is_the_waiting_messages_in_order_with_their_parties(
-    session: AsyncSession,
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
 ) -> None:
+    reads = Reads(sessions, direct)
     conversation_id, account_id, inbound = await waiting(session, "one", "two")
-    work = await load_work(session, conversation_id=conversation_id)
+    await session.commit()  # the line free for the direct reads
+    work = await load_work(reads, conversation_id=conversation_id)
     assert work is not None
     assert [m.id for m in work.pending] == inbound
     assert [m.text for m in work.pending] == ["one", "two"]
@@ -63,7 +66,7 @@ async def test_a_turns_work_is_the_waiting_messages_in_order_with_their_parties(
         commits=True,
     )
     await session.commit()
-    assert await load_work(session, conversation_id=conversation_id) is None
+    assert await load_work(reads, conversation_id=conversation_id) is None
 
 
 async def test_a_turn_whose_messages_another_turn_answered_stores_nothing(

@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.store.direct import DirectWrites, Reads
-from parley.store.models import Outbox, utcnow
+from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
 from parley.store.queries.outbox import conversations_with_due_heads, next_due_at
 from parley.store.queries.turns import Reply, load_work, record_turn, waits_directly
 from tests.store.test_turns import waiting
@@ -78,14 +78,17 @@ async def test_only_due_free_heads_count_in_order(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-async def test_whether_work_waits_is_what_loading_it_finds(session: AsyncSession) -> None:
+async def test_whether_work_waits_is_what_loading_it_finds(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
     assert direct is not None
     conversation_id, account_id, inbound = await waiting(session, "one")
     other, _, _ = await waiting(session, "two", phone="34611")
     await session.commit()
+    reads = Reads(sessions, direct)
     assert await waits_directly(direct, conversation_id=conversation_id)
-    assert (await load_work(session, conversation_id=conversation_id)) is not None
+    assert (await load_work(reads, conversation_id=conversation_id)) is not None
     await record_turn(
         session,
         conversation_id=conversation_id,
@@ -96,6 +99,38 @@ async def test_whether_work_waits_is_what_loading_it_finds(session: AsyncSession
     await session.commit()
 
     assert not await waits_directly(direct, conversation_id=conversation_id)
-    assert (await load_work(session, conversation_id=conversation_id)) is None
+    assert (await load_work(reads, conversation_id=conversation_id)) is None
     await session.commit()
     assert await waits_directly(direct, conversation_id=other)  # another's still waits
+
+
+async def test_a_turns_work_holds_every_column_as_a_session_loads_it(
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
+) -> None:
+    conversation_id, _, _ = await waiting(session, "one", "two")
+    await session.execute(  # values of every kind the columns convert: JSON, dates, none
+        update(Message)
+        .where(Message.conversation_id == conversation_id)
+        .values(meta={"correlation_id": "c", "n": [1, 2]}, reply_to_id=None)
+    )
+    await session.commit()
+
+    work = await load_work(Reads(sessions, direct), conversation_id=conversation_id)
+
+    assert work is not None
+    made = [work.conversation, work.account, work.contact, *work.pending]
+    stored = [
+        await session.get(Conversation, conversation_id),
+        await session.get(Account, work.account.id),
+        await session.get(Contact, work.contact.id),
+        *[await session.get(Message, m.id) for m in work.pending],
+    ]
+    assert [m.text for m in work.pending] == ["one", "two"]
+    for one, loaded in zip(made, stored, strict=True):
+        assert type(one) is type(loaded)
+        state = inspect(one)
+        assert state.detached and not state.modified and not state.expired_attributes
+        columns = [attribute.key for attribute in inspect(type(one)).column_attrs]
+        assert {c: getattr(one, c) for c in columns} == {c: getattr(loaded, c) for c in columns}
+    assert work.pending[0].meta == {"correlation_id": "c", "n": [1, 2]}
+    assert work.pending[0].created_at.tzinfo is not None

@@ -13,6 +13,7 @@ import pytest
 from parley.channels.base import InboundMessage, Media
 from parley.config import Settings
 from parley.runtime import Runtime, build_runtime, close
+from parley.store.direct import Reads
 from parley.store.migrate import upgrade
 from parley.store.queries.inbound import record_inbound
 from parley.store.queries.turns import TurnWork, load_work
@@ -58,8 +59,7 @@ async def stored_work(runtime: Runtime, messages: list[InboundMessage]) -> TurnW
 
 
 async def waiting(runtime: Runtime, conversation_id: int) -> TurnWork:
-    async with runtime.sessions() as session:
-        work = await load_work(session, conversation_id=conversation_id)
+    work = await load_work(Reads(runtime.sessions, None), conversation_id=conversation_id)
     assert work is not None
     return work
 
