@@ -36,6 +36,7 @@ from parley.store.models import utcnow
 from parley.store.queries.outbox import (
     Delivery,
     claim_head,
+    claim_head_directly,
     conversations_with_due_heads,
     mark_failed,
     mark_sent,
@@ -124,16 +125,26 @@ class Deliverer:
         """Send the conversation's outbox in order until it is empty or its head must wait."""
         try:
             while not self._stopping:
-                async with self._sessions() as session:
-                    delivery = await claim_head(
-                        session, conversation_id=conversation_id, hold=self._hold, commits=True
-                    )
-                    await session.commit()
+                delivery = await self._claim(conversation_id)
                 if delivery is None or not await self._send(delivery) or not delivery.more:
                     return
         except Exception:
             # The rows stay in the outbox; the loop comes back to them once their hold ends.
             log.exception("delivery.drain_failed", conversation_id=conversation_id)
+
+    async def _claim(self, conversation_id: int) -> Delivery | None:
+        """The conversation's outbox head, held for this sender (`claim_head`): on SQLite
+        committed without a session (`claim_head_directly`)."""
+        if self._direct is not None and self._direct.ready:
+            return await claim_head_directly(
+                self._direct, conversation_id=conversation_id, hold=self._hold
+            )
+        async with self._sessions() as session:
+            delivery = await claim_head(
+                session, conversation_id=conversation_id, hold=self._hold, commits=True
+            )
+            await session.commit()
+        return delivery
 
     async def _send(self, delivery: Delivery) -> bool:
         """One send and its record; returns whether the conversation may go on to the next."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.errors import ConversationGone, LeaseLost
 from parley.store.direct import DirectWrites, Reads
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, UsageDaily
 from parley.store.queries.inbound import record_inbound
-from parley.store.queries.outbox import claim_head, mark_sent
+from parley.store.queries.outbox import Delivery, claim_head, claim_head_directly, mark_sent
 from parley.store.queries.turns import Reply, load_work, record_turn
 from parley.store.queries.usage import UsageAdd
 from tests.factories import inbound_text
@@ -95,8 +95,19 @@ async def test_a_turn_whose_messages_another_turn_answered_stores_nothing(
     assert await session.scalar(select(func.count()).select_from(Outbox)) == 1
 
 
+async def claimed(
+    session: AsyncSession, direct: DirectWrites | None, conversation_id: int
+) -> Delivery | None:
+    """The conversation's head claimed through a session, or on SQLite's line without one."""
+    if direct is not None:
+        return await claim_head_directly(direct, conversation_id=conversation_id, hold=HOLD)
+    delivery = await claim_head(session, conversation_id=conversation_id, hold=HOLD, commits=True)
+    await session.commit()
+    return delivery
+
+
 async def test_a_claimed_head_tells_whether_replies_wait_behind_it(
-    session: AsyncSession,
+    session: AsyncSession, direct: DirectWrites | None
 ) -> None:
     conversation_id, account_id, inbound = await waiting(session, "hi")
     await record_turn(
@@ -109,15 +120,20 @@ async def test_a_claimed_head_tells_whether_replies_wait_behind_it(
     )
     await session.commit()
 
+    customer = await session.get(Message, inbound[0])
+    contact_id = await session.scalar(select(Contact.id))
+    assert customer is not None
+    await session.commit()  # the line free for the direct claims
     sent = []
     while True:
-        delivery = await claim_head(
-            session, conversation_id=conversation_id, hold=HOLD, commits=True
-        )
-        await session.commit()
+        delivery = await claimed(session, direct, conversation_id)
         if delivery is None:
             break
         sent.append((delivery.message.text, delivery.more))
+        assert inspect(delivery.message).detached
+        assert delivery.account.id == account_id
+        assert delivery.contact.id == contact_id
+        assert delivery.last_customer_at == customer.created_at
         await mark_sent(
             session,
             outbox_id=delivery.outbox_id,

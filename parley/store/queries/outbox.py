@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from parley.store.db import defers_next_statement, ends_with_next_statement, last_statement_of
-from parley.store.direct import DirectWrites, Reads, Step, step
+from parley.store.direct import Detached, DirectWrites, Reads, Step, detached_in, step
 from parley.store.models import (
     MESSAGES,
     OUTBOX,
@@ -94,22 +95,42 @@ async def claim_head(
     after, with no statement in between; on SQLite the COMMIT then rides with the read of
     what the claimed row sends (`store.db.last_statement_of`), two trips to SQLite's thread
     for a claim instead of three."""
-    now = utcnow()
     connection = await session.connection()
     claimed = (
-        await connection.execute(
-            _claim_head_statement(),
-            {"of_conversation": conversation_id, "now_at": now, "hold_until": now + hold},
-        )
-    ).one_or_none()
-    if claimed is None:
+        await connection.execute(_claim_head_statement(), _claim(conversation_id, hold))
+    ).all()
+    if not claimed:
         return None
-    outbox_id, message_id, attempts, queued = claimed
     if commits:
         await last_statement_of(session)
-    message, account, contact, reply_to, last_customer_at = (
-        await session.execute(_delivery_statement(), {"message_id": message_id})
-    ).one()
+    (message_id,) = claimed[0][1:2]
+    sent = await connection.execute(_delivery_statement(), {"message_id": message_id})
+    return _delivery(claimed[0], sent.one())
+
+
+async def claim_head_directly(
+    direct: DirectWrites, *, conversation_id: int, hold: timedelta
+) -> Delivery | None:
+    """`claim_head`, committed on SQLite's line without a session (`store.direct`), then the
+    read of what the claimed row sends in a trip of its own."""
+    claim = direct.prepared("claim head", _claim_head_statement)
+    claimed = await direct.commit([], last=step(claim, _claim(conversation_id, hold)))
+    if not claimed:
+        return None
+    read = direct.prepared("delivery", _delivery_statement)
+    (sent,) = await direct.read(read, {"message_id": claimed[0][1]})
+    return _delivery(claimed[0], sent)
+
+
+def _claim(conversation_id: int, hold: timedelta) -> dict[str, Any]:
+    now = utcnow()
+    return {"of_conversation": conversation_id, "now_at": now, "hold_until": now + hold}
+
+
+def _delivery(claimed: Sequence[Any], sent: Sequence[Any]) -> Delivery:
+    """The claimed row (`_claim_head_statement`'s) with what it sends (`_delivery_statement`'s)."""
+    outbox_id, _message_id, attempts, queued = claimed
+    message, account, contact, reply_to, last_customer_at = detached_in(sent, *_SENT)
     return Delivery(
         outbox_id,
         attempts,
@@ -120,6 +141,10 @@ async def claim_head(
         last_customer_at,
         more=queued > 1,
     )
+
+
+_SENT = (Detached.of(Message), Detached.of(Account), Detached.of(Contact))
+"""What a send reads of its message and its parties, as columns made into detached objects."""
 
 
 @functools.cache
@@ -154,9 +179,9 @@ def _claim_head_statement() -> Update:
 
 @functools.cache
 def _delivery_statement() -> Select[Any]:
-    """The message with its account and contact, the id of the message it replies to, and
-    when the customer last wrote, in one statement. Built once: its aliases and subqueries
-    cost more to build than the statement costs to run."""
+    """The columns of the message with its account and contact (`_SENT`), the id of the
+    message it replies to, and when the customer last wrote, in one statement. Built once:
+    its aliases and subqueries cost more to build than the statement costs to run."""
     replied, inbound = aliased(Message), aliased(Message)
     reply_to = (
         select(replied.channel_message_id)
@@ -173,7 +198,7 @@ def _delivery_statement() -> Select[Any]:
         .scalar_subquery()
     )
     return (
-        select(Message, Account, Contact, reply_to, last_customer_at)
+        select(*(c for shape in _SENT for c in shape.columns), reply_to, last_customer_at)
         .join(Conversation, Conversation.id == Message.conversation_id)
         .join(Account, Account.id == Message.account_id)
         .join(Contact, Contact.id == Conversation.contact_id)
