@@ -64,7 +64,8 @@ class Agent:
                 defaults=self.prompt_defaults,
                 cache=self._prompts,
             )
-            await session.commit()
+            if session.in_transaction():  # it read or recorded something (not from the cache)
+                await session.commit()
         return prompt
 
     async def run_turn(self, request: TurnRequest) -> TurnResult:

@@ -10,6 +10,8 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
+
 __all__ = [
     "CHARACTERS",
     "REPLACEMENT",
@@ -55,8 +57,15 @@ def storable(text: str) -> str:
 def storable_json(body: bytes) -> object:
     """`body` parsed as JSON (`json.loads`, whose errors it raises), every string in it
     `storable`. A body without an escape or bytes that could make an unstorable character is
-    not walked: the usual webhook, whose walk cost more than its parse."""
-    value = json.loads(body)
+    not walked: the usual webhook, whose walk cost more than its parse.
+
+    orjson parses first, at a fraction of the standard library's cost; what it refuses and
+    the standard library reads (a lone surrogate escape, another encoding than UTF-8, NaN,
+    an integer past 64 bits) is read by the standard library."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        value = json.loads(body)
     if _MAYBE_UNSTORABLE.search(body) is None:
         return value
     return storable_tree(value)
