@@ -134,6 +134,8 @@ async def test_a_claimed_head_tells_whether_replies_wait_behind_it(
         assert delivery.account.id == account_id
         assert delivery.contact.id == contact_id
         assert delivery.last_customer_at == customer.created_at
+        assert delivery.attempts == 0
+        assert await claimed(session, direct, conversation_id) is None  # held by the claim
         await mark_sent(
             session,
             outbox_id=delivery.outbox_id,

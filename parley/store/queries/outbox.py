@@ -111,15 +111,17 @@ async def claim_head(
 async def claim_head_directly(
     direct: DirectWrites, *, conversation_id: int, hold: timedelta
 ) -> Delivery | None:
-    """`claim_head`, committed on SQLite's line without a session (`store.direct`), then the
-    read of what the claimed row sends in a trip of its own."""
+    """`claim_head`, sent whole in one trip on SQLite's line without a session
+    (`store.direct`): the claim, then the read of what it claimed (`_claimed_statement`), in
+    one transaction."""
     claim = direct.prepared("claim head", _claim_head_statement)
-    claimed = await direct.commit([], last=step(claim, _claim(conversation_id, hold)))
-    if not claimed:
+    read = direct.prepared("claimed", _claimed_statement)
+    values = _claim(conversation_id, hold)
+    found = read.rows(await direct.commit([step(claim, values)], last=step(read, values)))
+    if not found:
         return None
-    read = direct.prepared("delivery", _delivery_statement)
-    (sent,) = await direct.read(read, {"message_id": claimed[0][1]})
-    return _delivery(claimed[0], sent)
+    *sent, outbox_id, attempts, queued = found[0]
+    return _delivery((outbox_id, None, attempts, queued), sent)
 
 
 def _claim(conversation_id: int, hold: timedelta) -> dict[str, Any]:
@@ -178,10 +180,10 @@ def _claim_head_statement() -> Update:
 
 
 @functools.cache
-def _delivery_statement() -> Select[Any]:
-    """The columns of the message with its account and contact (`_SENT`), the id of the
-    message it replies to, and when the customer last wrote, in one statement. Built once:
-    its aliases and subqueries cost more to build than the statement costs to run."""
+def _sends_statement() -> Select[Any]:
+    """The columns of a message with its account and contact (`_SENT`), the id of the
+    message it replies to, and when the customer last wrote. Built once: its aliases and
+    subqueries cost more to build than the statement costs to run."""
     replied, inbound = aliased(Message), aliased(Message)
     reply_to = (
         select(replied.channel_message_id)
@@ -202,7 +204,40 @@ def _delivery_statement() -> Select[Any]:
         .join(Conversation, Conversation.id == Message.conversation_id)
         .join(Account, Account.id == Message.account_id)
         .join(Contact, Contact.id == Conversation.contact_id)
-        .where(Message.id == bindparam("message_id"))
+    )
+
+
+@functools.cache
+def _delivery_statement() -> Select[Any]:
+    """What the claimed row (`message_id`) sends: `_sends_statement`'s columns."""
+    return _sends_statement().where(Message.id == bindparam("message_id"))
+
+
+@functools.cache
+def _claimed_statement() -> Select[Any]:
+    """What `_claim_head_statement` returned and `_delivery_statement` reads, for a claim
+    made earlier in the same transaction: the conversation's head row if it is held until
+    this claim's own `hold_until` (no other claim sets that time), with the outbox row's id,
+    attempts and how many rows the conversation has queued, after `_sends_statement`'s."""
+    columns = OUTBOX.c
+    head = (
+        select(func.min(columns.id))
+        .where(columns.conversation_id == bindparam("of_conversation"))
+        .scalar_subquery()
+    )
+    behind = OUTBOX.alias("queued")
+    queued = (
+        select(func.count())
+        .select_from(behind)
+        .where(behind.c.conversation_id == columns.conversation_id)
+        .scalar_subquery()
+    )
+    hold_until = bindparam("hold_until", type_=columns.locked_until.type)
+    return (
+        _sends_statement()
+        .add_columns(columns.id, columns.attempts, queued)
+        .join(OUTBOX, columns.message_id == Message.id)
+        .where(columns.id == head, columns.locked_until == hold_until)
     )
 
 
