@@ -205,6 +205,10 @@ class Message(Base):
         UniqueConstraint("account_id", "channel_message_id"),
         # The reconciler's and the worker's question: which inbound messages still wait?
         Index("ix_messages_status_created", "status", "created_at"),
+        # A turn's read of its conversation's waiting messages, in order; whether more wait.
+        Index("ix_messages_waiting", "conversation_id", "direction", "status", "sequence_no"),
+        # The customer's rate window, and when the customer last wrote (each send's window).
+        Index("ix_messages_inbound_time", "conversation_id", "direction", "created_at"),
         NO_ID_REUSE,
     )
 

@@ -190,13 +190,17 @@ def _sends_statement() -> Select[Any]:
         .where(replied.id == Message.reply_to_id)
         .scalar_subquery()
     )
+    # The latest, not max(): walking `ix_messages_inbound_time` back from the newest stops at
+    # the first of the customer's, where max() with the sender's test read them all.
     last_customer_at = (
-        select(func.max(inbound.created_at))
+        select(inbound.created_at)
         .where(
             inbound.conversation_id == Message.conversation_id,
             inbound.direction == "in",
             inbound.sender == "customer",
         )
+        .order_by(inbound.created_at.desc())
+        .limit(1)
         .scalar_subquery()
     )
     return (
