@@ -116,8 +116,8 @@ class ConversationProcessor:
                 return turns
 
     async def _waits(self, conversation_id: int) -> bool:
-        """After a turn, whether more waits: on SQLite asked in one read without a session
-        (`waits_directly`), which costs a tenth of loading nothing (`load_work`)."""
+        """After a turn, whether more waits: on SQLite asked in one indexed read without a
+        session (`waits_directly`), not `load_work`'s join of the parties."""
         if self._direct is None or not self._direct.ready:
             return True
         return await waits_directly(self._direct, conversation_id=conversation_id)

@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Delete, Select, Update, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Delete,
+    ScalarSelect,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -101,11 +112,11 @@ async def claim_head(
     ).all()
     if not claimed:
         return None
+    outbox_id, message_id, attempts, queued = claimed[0]
     if commits:
         await last_statement_of(session)
-    (message_id,) = claimed[0][1:2]
     sent = await connection.execute(_delivery_statement(), {"message_id": message_id})
-    return _delivery(claimed[0], sent.one())
+    return _delivery(outbox_id, attempts, queued, sent.one())
 
 
 async def claim_head_directly(
@@ -121,7 +132,7 @@ async def claim_head_directly(
     if not found:
         return None
     *sent, outbox_id, attempts, queued = found[0]
-    return _delivery((outbox_id, None, attempts, queued), sent)
+    return _delivery(outbox_id, attempts, queued, sent)
 
 
 def _claim(conversation_id: int, hold: timedelta) -> dict[str, Any]:
@@ -129,9 +140,8 @@ def _claim(conversation_id: int, hold: timedelta) -> dict[str, Any]:
     return {"of_conversation": conversation_id, "now_at": now, "hold_until": now + hold}
 
 
-def _delivery(claimed: Sequence[Any], sent: Sequence[Any]) -> Delivery:
-    """The claimed row (`_claim_head_statement`'s) with what it sends (`_delivery_statement`'s)."""
-    outbox_id, _message_id, attempts, queued = claimed
+def _delivery(outbox_id: int, attempts: int, queued: int, sent: Sequence[Any]) -> Delivery:
+    """The claimed outbox row with what it sends (`_sends_statement`'s columns)."""
     message, account, contact, reply_to, last_customer_at = detached_in(sent, *_SENT)
     return Delivery(
         outbox_id,
@@ -154,6 +164,24 @@ def _claim_head_statement() -> Update:
     """Core, on the session's connection: as an ORM statement, each claim went through the
     ORM's bulk-update machinery (matching the session's objects) for objects it never has."""
     columns = OUTBOX.c
+    head, queued = _head_and_queued()
+    now = bindparam("now_at", type_=columns.next_attempt_at.type)
+    return (
+        update(OUTBOX)
+        .where(
+            columns.id == head,
+            columns.next_attempt_at <= now,
+            or_(columns.locked_until.is_(None), columns.locked_until < now),
+        )
+        .values(locked_until=bindparam("hold_until", type_=columns.locked_until.type))
+        .returning(columns.id, columns.message_id, columns.attempts, queued)
+    )
+
+
+def _head_and_queued() -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    """The outbox row at the head of the conversation `of_conversation`, and how many rows it
+    has queued: what a claim takes and tells (`Delivery.more`)."""
+    columns = OUTBOX.c
     head = (
         select(func.min(columns.id))
         .where(columns.conversation_id == bindparam("of_conversation"))
@@ -166,17 +194,7 @@ def _claim_head_statement() -> Update:
         .where(behind.c.conversation_id == bindparam("of_conversation"))
         .scalar_subquery()
     )
-    now = bindparam("now_at", type_=columns.next_attempt_at.type)
-    return (
-        update(OUTBOX)
-        .where(
-            columns.id == head,
-            columns.next_attempt_at <= now,
-            or_(columns.locked_until.is_(None), columns.locked_until < now),
-        )
-        .values(locked_until=bindparam("hold_until", type_=columns.locked_until.type))
-        .returning(columns.id, columns.message_id, columns.attempts, queued)
-    )
+    return head, queued
 
 
 @functools.cache
@@ -224,18 +242,7 @@ def _claimed_statement() -> Select[Any]:
     this claim's own `hold_until` (no other claim sets that time), with the outbox row's id,
     attempts and how many rows the conversation has queued, after `_sends_statement`'s."""
     columns = OUTBOX.c
-    head = (
-        select(func.min(columns.id))
-        .where(columns.conversation_id == bindparam("of_conversation"))
-        .scalar_subquery()
-    )
-    behind = OUTBOX.alias("queued")
-    queued = (
-        select(func.count())
-        .select_from(behind)
-        .where(behind.c.conversation_id == columns.conversation_id)
-        .scalar_subquery()
-    )
+    head, queued = _head_and_queued()
     hold_until = bindparam("hold_until", type_=columns.locked_until.type)
     return (
         _sends_statement()
