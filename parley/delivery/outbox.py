@@ -37,11 +37,10 @@ from parley.store.queries.outbox import (
     Delivery,
     claim_head,
     claim_head_directly,
-    conversations_with_due_heads,
+    due_heads,
     mark_failed,
     mark_sent,
     mark_sent_steps,
-    next_due_at,
     requeue_reported,
     schedule_retry,
 )
@@ -98,28 +97,21 @@ class Deliverer:
         await self._loop.run()
 
     async def _start_all(self) -> float:
-        await self._start_due()
-        return await self._pause()
-
-    async def _start_due(self) -> None:
-        free = self._concurrency - len(self._active)
-        if free <= 0:
-            return
-        due = await conversations_with_due_heads(self._reads, limit=free, exclude=set(self._active))
-        for conversation_id in due:
+        """Start a drain for each conversation whose head is due (as many as there is room
+        for); returns how long the loop may wait before looking again."""
+        free = max(self._concurrency - len(self._active), 0)
+        due = await due_heads(self._reads, limit=free, exclude=set(self._active))
+        for conversation_id in due.conversations:
             task = asyncio.create_task(self._drain(conversation_id))
             self._active[conversation_id] = task
             task.add_done_callback(functools.partial(self._finished, conversation_id))
+        if due.next_at is None:
+            return IDLE_POLL
+        return min(max((due.next_at - utcnow()).total_seconds(), 0.01), IDLE_POLL)
 
     def _finished(self, conversation_id: int, _task: asyncio.Task[None]) -> None:
         self._active.pop(conversation_id, None)
         self._loop.wake()
-
-    async def _pause(self) -> float:
-        due = await next_due_at(self._reads)
-        if due is None:
-            return IDLE_POLL
-        return min(max((due - utcnow()).total_seconds(), 0.01), IDLE_POLL)
 
     async def _drain(self, conversation_id: int) -> None:
         """Send the conversation's outbox in order until it is empty or its head must wait."""

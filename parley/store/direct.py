@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Select, inspect
+from sqlalchemy import CompoundSelect, Select, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -367,7 +367,10 @@ class Reads:
         self._direct = direct
 
     async def rows(
-        self, key: object, statement: Callable[[], Select[Any]], values: Mapping[str, Any]
+        self,
+        key: object,
+        statement: Callable[[], Select[Any] | CompoundSelect[Any]],
+        values: Mapping[str, Any],
     ) -> list[tuple[Any, ...]]:
         """The rows of `statement()` (built once under `key` on SQLite) for `values`."""
         direct = self._direct

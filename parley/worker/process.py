@@ -99,25 +99,37 @@ class ConversationProcessor:
         self._direct = direct
         """On SQLite, where a turn's outcome is sent in one trip without a session."""
         self._reads = Reads(sessions, direct)
+        self._waiting: dict[int, bool] = {}
+        """By conversation, whether messages waited after its turn's outcome was stored (on
+        SQLite, read in the same trip), for `_waits` to take."""
 
     async def process(self, conversation_id: int) -> int:
         """Run turns until nothing waits; returns how many turns ran."""
         turns = 0
-        while True:
-            work = await load_work(self._reads, conversation_id=conversation_id)
-            if work is None or not _agent_answers(work):
-                return turns
-            if await self._not_served(work) or await self._dead_letter(work):
-                continue
-            earlier = await self._start(work)
-            await self._turn(work, earlier)
-            turns += 1
-            if not await self._waits(conversation_id):
-                return turns
+        try:
+            while True:
+                work = await load_work(self._reads, conversation_id=conversation_id)
+                if work is None or not _agent_answers(work):
+                    return turns
+                if await self._not_served(work) or await self._dead_letter(work):
+                    continue
+                earlier = await self._start(work)
+                self._waiting.pop(conversation_id, None)  # this turn's outcome tells, or none
+                await self._turn(work, earlier)
+                turns += 1
+                if not await self._waits(conversation_id):
+                    return turns
+        finally:
+            self._waiting.pop(conversation_id, None)
 
     async def _waits(self, conversation_id: int) -> bool:
-        """After a turn, whether more waits: on SQLite asked in one indexed read without a
-        session (`waits_directly`), not `load_work`'s join of the parties."""
+        """After a turn, whether more waits: on SQLite read in the trip that stored the turn's
+        outcome, or in one indexed read without a session (`waits_directly`), not
+        `load_work`'s join of the parties. A message filed after that read signals the
+        conversation again, so it is answered all the same."""
+        known = self._waiting.pop(conversation_id, None)
+        if known is not None:
+            return known
         if self._direct is None or not self._direct.ready:
             return True
         return await waits_directly(self._direct, conversation_id=conversation_id)
@@ -380,7 +392,10 @@ class ConversationProcessor:
             "agent_turn": True,
         }
         if self._direct is not None and self._direct.ready:
-            await record_turn_directly(self._direct, self._sessions, **outcome)
+            waiting = await record_turn_directly(
+                self._direct, self._sessions, **outcome, then_waiting=True
+            )
+            self._waiting[work.conversation.id] = bool(waiting)
             return
         async with self._sessions() as session:
             await record_turn(session, **outcome, commits=True)

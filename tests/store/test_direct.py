@@ -93,6 +93,25 @@ async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a
         assert (usage.input_tokens, usage.output_tokens, usage.requests) == (3, 2, 1)
 
 
+async def test_a_turns_outcome_tells_in_its_trip_whether_more_messages_wait(
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str]
+) -> None:
+    async with sessions() as session:
+        conversation_id, account_id, inbound = await waiting(session, "one", "two")
+    outcome = {"conversation_id": conversation_id, "account_id": account_id}
+    trips.clear()
+    more = await record_turn_directly(
+        direct, sessions, **outcome, answered=inbound[:1], replies=[Reply("a")], then_waiting=True
+    )
+    assert more is True  # "two" was not this turn's
+    assert trips == ["run_trip"]  # read with the outcome, in its trip
+    more = await record_turn_directly(
+        direct, sessions, **outcome, answered=inbound[1:], replies=[Reply("b")], then_waiting=True
+    )
+    assert more is False
+    assert await record_turn_directly(direct, sessions, **outcome, answered=[], replies=[]) is None
+
+
 async def test_a_turn_sent_directly_that_lost_its_lease_or_conversation_stores_nothing(
     sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
 ) -> None:

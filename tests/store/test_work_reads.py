@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.store.direct import DirectWrites, Reads
 from parley.store.models import Account, Contact, Conversation, Message, Outbox, utcnow
-from parley.store.queries.outbox import conversations_with_due_heads, next_due_at
+from parley.store.queries.outbox import due_heads
 from parley.store.queries.turns import Reply, load_work, record_turn, waits_directly
 from tests.store.test_turns import waiting
 
@@ -40,9 +40,8 @@ async def heads(
     exclude: set[int],
 ) -> tuple[list[int], datetime | None]:
     await session.commit()  # the line free for the direct reads
-    reads = Reads(sessions, direct)
-    due = await conversations_with_due_heads(reads, limit=limit, exclude=exclude)
-    return due, await next_due_at(reads)
+    due = await due_heads(Reads(sessions, direct), limit=limit, exclude=exclude)
+    return due.conversations, due.next_at
 
 
 async def test_only_due_free_heads_count_in_order(
@@ -60,21 +59,36 @@ async def test_only_due_free_heads_count_in_order(
         .where(Outbox.id == head.scalar_subquery())
         .values(next_attempt_at=now + timedelta(minutes=5))
     )
+    hold_ends = now + timedelta(minutes=1)
     await session.execute(
-        update(Outbox)
-        .where(Outbox.conversation_id == held)
-        .values(locked_until=now + timedelta(minutes=1))
+        update(Outbox).where(Outbox.conversation_id == held).values(locked_until=hold_ends)
     )
     earliest = now - timedelta(hours=1)
     await session.execute(
         update(Outbox).where(Outbox.conversation_id == also_due).values(next_attempt_at=earliest)
     )
 
-    found, next_due = await heads(session, sessions, direct, limit=10, exclude={excluded})
+    found, next_at = await heads(session, sessions, direct, limit=10, exclude={excluded})
 
     assert found == [due, also_due]
-    assert next_due == earliest
-    assert (await heads(session, sessions, direct, limit=1, exclude={excluded}))[0] == [due]
+    # The due and free heads (the excluded one's too) are started or being drained: the next
+    # look is when the held head is free again, before the one in backoff is due.
+    assert next_at == hold_ends
+    assert await heads(session, sessions, direct, limit=1, exclude={excluded}) == (
+        [due],
+        hold_ends,
+    )
+    # A held head whose next attempt comes after its hold: looked at again at the attempt.
+    attempt = now + timedelta(minutes=2)
+    await session.execute(
+        update(Outbox).where(Outbox.conversation_id == held).values(next_attempt_at=attempt)
+    )
+    assert (await heads(session, sessions, direct, limit=10, exclude=set()))[1] == attempt
+    await session.execute(update(Outbox).values(locked_until=None, next_attempt_at=earliest))
+    assert await heads(session, sessions, direct, limit=10, exclude=set()) == (
+        [due, held, later, excluded, also_due],
+        None,  # every head due and free: nothing to look again for
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -179,44 +179,51 @@ async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tu
         lock_order[conversation_id] = min(key, lock_order.get(conversation_id, key))
     # One UPDATE per conversation (see `allocate_sequence`), in the writers' lock order (by
     # channel, account and customer), so that two batches naming the same customers cannot
-    # deadlock on PostgreSQL.
-    following = {
-        conversation_id: await allocate_sequence(
-            session, conversation_id=conversation_id, count=counts[conversation_id]
+    # deadlock on PostgreSQL. Nothing reads the numbers back: each row takes its own from the
+    # counter in SQL (`reserved_sequence_no`), so on SQLite the UPDATEs ride with the INSERT's
+    # trip instead of one trip each.
+    try:
+        for conversation_id in sorted(counts, key=lock_order.__getitem__):
+            await reserve_sequence(
+                session, conversation_id=conversation_id, count=counts[conversation_id], hold=True
+            )
+        now = utcnow()
+        offsets: dict[int, int] = {}
+        rows = []
+        for one in filed:
+            offset = offsets.get(one.conversation_id, 0)
+            offsets[one.conversation_id] = offset + 1
+            message = one.message
+            rows.append(
+                {
+                    "conversation_id": one.conversation_id,
+                    "account_id": one.account_id,
+                    "thread_id": one.conversation_id,
+                    "count": counts[one.conversation_id],
+                    "offset": offset,
+                    "direction": "in",
+                    "sender": "customer",
+                    "kind": message.kind,
+                    "text": message.text,
+                    "payload": message.payload,
+                    "channel_message_id": message.channel_message_id,
+                    "status": "received" if message.needs_reply else "ignored",
+                    "meta": _inbound_meta(message, one.correlation_id),
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        table = MESSAGES
+        inserted = await insert_ignore_many(
+            session,
+            Message,
+            rows,
+            ["account_id", "channel_message_id"],
+            returning=[table.c.account_id, table.c.channel_message_id],
+            values={"sequence_no": reserved_sequence_no(bindparam("offset", type_=Integer))},
         )
-        for conversation_id in sorted(counts, key=lock_order.__getitem__)
-    }
-    now = utcnow()
-    rows = []
-    for one in filed:
-        sequence_no = following[one.conversation_id]
-        following[one.conversation_id] += 1
-        message = one.message
-        rows.append(
-            {
-                "conversation_id": one.conversation_id,
-                "account_id": one.account_id,
-                "sequence_no": sequence_no,
-                "direction": "in",
-                "sender": "customer",
-                "kind": message.kind,
-                "text": message.text,
-                "payload": message.payload,
-                "channel_message_id": message.channel_message_id,
-                "status": "received" if message.needs_reply else "ignored",
-                "meta": _inbound_meta(message, one.correlation_id),
-                "created_at": now,
-                "updated_at": now,
-            }
-        )
-    table = MESSAGES
-    inserted = await insert_ignore_many(
-        session,
-        Message,
-        rows,
-        ["account_id", "channel_message_id"],
-        returning=[table.c.account_id, table.c.channel_message_id],
-    )
+    except SequenceRefused as refused:  # no condition: only a conversation deleted meanwhile
+        raise ConversationGone(f"conversation {refused.args[0]} no longer exists") from None
     return {(row[0], row[1]) for row in inserted}
 
 

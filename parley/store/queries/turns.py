@@ -331,9 +331,14 @@ async def record_turn_directly(
     usage: UsageAdd | None = None,
     user_id: int | None = None,
     agent_turn: bool = False,
-) -> None:
+    then_waiting: bool = False,
+) -> bool | None:
     """`record_turn` with `commits`, and `before` ahead of it, sent whole in one trip on
     SQLite's line (`store.direct`): the same statements and guards, without a session.
+
+    With `then_waiting`, returns whether inbound messages of the conversation still wait for
+    a turn, read in the same trip after the outcome (what `waits_directly` would read next);
+    otherwise None.
 
     Raises:
         LeaseLost, ConversationGone: as `record_turn`.
@@ -373,11 +378,17 @@ async def record_turn_directly(
             steps.append(step(outbox, {**numbering, "offsets": delivered, "now": now}))
     if usage is not None:
         steps += usage_steps(direct, account_id=account_id, user_id=user_id, usage=usage)
+    waiting = (
+        step(direct.prepared("work waits", _waits_statement), {"conversation_id": conversation_id})
+        if then_waiting
+        else None
+    )
     try:
-        await direct.commit(steps)
+        rows = await direct.commit(steps, last=waiting)
     except SequenceRefused as refused:
         async with reading(sessions) as session:
             raise await refused_why(session, refused) from None
+    return bool(rows) if then_waiting else None
 
 
 def _chained(last_response_id: str | None, last_input_tokens: int | None) -> dict[str, object]:

@@ -3,7 +3,7 @@ the dialect's INSERT for upserts that add up (usage)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table
@@ -37,15 +37,20 @@ async def insert_ignore_many(
     rows: list[dict[str, Any]],
     keys: list[str],
     returning: Sequence[ColumnElement[Any]] = (),
+    values: Mapping[str, ColumnElement[Any]] | None = None,
 ) -> list[tuple[Any, ...]]:
     """Insert `rows` in one multi-row statement (a few, for very many rows), skipping those
-    whose `keys` exist already; returns `returning` of the rows inserted, in no set order."""
+    whose `keys` exist already; returns `returning` of the rows inserted, in no set order.
+    `values`: columns each row takes from SQL expressions (on the rows' other values)."""
     if not rows:
         return []
     insert = dialect_insert(dialect_of(session))
     # The table, not the mapped class: a Core statement, without the ORM's bulk machinery.
     table = cast(Table, model.__table__)
-    statement = insert(table).on_conflict_do_nothing(index_elements=keys)
+    statement = insert(table)
+    if values:
+        statement = statement.values(values)
+    statement = statement.on_conflict_do_nothing(index_elements=keys)
     if not returning:
         await session.execute(statement, rows)
         return []
