@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.observability.metrics import INBOX_COMMITS
 from parley.store.db import ends_with_next_statement, priority_commit
-from parley.store.queries.inbox import Arrival, append
+from parley.store.direct import DirectWrites
+from parley.store.queries.inbox import Arrival, append, append_directly
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,9 @@ class InboxWriter:
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._direct = DirectWrites.of(engine)
+        """On SQLite, the writer's own line, on which a commit is one trip without a
+        connection of SQLAlchemy's once the first has opened it (`append_directly`)."""
         self._max_batch = max_batch
         self._timeout = timeout
         self._on_commit = on_commit
@@ -177,9 +181,13 @@ class InboxWriter:
 
     async def _commit(self, batch: _Batch) -> None:
         try:
-            async with self._engine.begin() as connection:
-                ends_with_next_statement(connection)  # its COMMIT in the INSERT's trip
-                await append(connection, batch.arrivals)
+            direct = self._direct
+            if direct is not None and direct.ready:
+                await append_directly(direct, batch.arrivals)
+            else:
+                async with self._engine.begin() as connection:
+                    ends_with_next_statement(connection)  # its COMMIT in the INSERT's trip
+                    await append(connection, batch.arrivals)
         except asyncio.CancelledError:  # the writer stopped mid-commit: none is left waiting
             _fail(batch, InboxUnavailable("the inbox writer stopped"))
             raise

@@ -84,6 +84,13 @@ def _refused(exc: BaseException) -> bool:
     return str(getattr(exc.orig, "sqlstate", "") or "")[:2] in ("22", "23", "54")
 
 
+LINGER = 0.005
+"""How long the filer lets webhooks gather before a transaction that follows closely on one
+that filed a few (`LINGER_AFTER`): under a steady stream, rows come one or two per commit of
+the door (a status report is a webhook of its own, three for every reply sent), and each
+transaction costs about as much as the rows it files. A webhook alone is filed at once."""
+LINGER_AFTER = 0.05
+
 DOOR_FIRST_WAIT = 0.2
 """The longest the filer waits for a pressed door (`Filer.give_way_to`) before filing one
 transaction's worth all the same: a door pressed for minutes still has its webhooks filed, a
@@ -188,6 +195,8 @@ class Filer:
         self._poll = poll_interval
         self._yield_to = yield_to
         self._part: _Part | None = None
+        self._trickled: float | None = None
+        """When the last transaction ended that filed a few rows (`LINGER`), if it did."""
         self.caught_up = asyncio.Event()
         """Set unless the filer's last transaction left rows waiting in the inbox (a full
         batch, or a body filed in part): then the worker gives way to it (`Worker`)."""
@@ -217,7 +226,13 @@ class Filer:
 
     async def _file_more(self) -> float:
         await self._behind_the_door()
-        await self._file_batch()
+        loop = asyncio.get_running_loop()
+        if self._trickled is not None and loop.time() - self._trickled < LINGER_AFTER:
+            await asyncio.sleep(LINGER)
+        filed = await self._file_batch()
+        # A round that found a few rows, not a backlog: more are likely to follow soon.
+        few = 0 < filed.rows < self._batch and not filed.more
+        self._trickled = loop.time() if few else None
         return self._poll if self.caught_up.is_set() else 0
 
     async def _behind_the_door(self) -> None:

@@ -200,6 +200,36 @@ async def test_a_batch_is_stored_whole_or_not_at_all(inbox_engine: AsyncEngine) 
         await writer.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_once_its_connection_is_open_a_commit_is_one_trip_without_the_engine(
+    inbox_engine: AsyncEngine,
+) -> None:
+    begun: list[object] = []
+    event.listen(inbox_engine.sync_engine, "begin", begun.append)
+    writer = InboxWriter(inbox_engine, max_batch=10, timeout=10)
+    writer.start()
+    try:
+        await writer.append(_arrivals(1)[0])  # the first opens the writer's connection
+        assert len(begun) == 1
+        later = _arrivals(4, first=1)
+        await asyncio.gather(*(writer.append(arrival) for arrival in later))
+        refused = [*_arrivals(2, first=5), Arrival(None, b"{}", "refused")]  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(
+            *(writer.append(arrival) for arrival in refused), return_exceptions=True
+        )
+        assert all(isinstance(outcome, InboxUnavailable) for outcome in outcomes)
+        await writer.append(_arrivals(1, first=8)[0])
+        assert len(begun) == 1  # no transaction of the engine's after the first
+        assert writer.commits == 3
+        # Stored as through the engine, and a refused batch not at all.
+        assert await _stored(inbox_engine) == ["c0", "c1", "c2", "c3", "c4", "c8"]
+        async with inbox_engine.connect() as connection:
+            times = await connection.execute(text("SELECT received_at FROM inbox"))
+            assert all(isinstance(row[0], str) and row[0][:2] == "20" for row in times)
+    finally:
+        await writer.close()
+
+
 async def test_closing_commits_what_is_waiting_first(inbox_engine: AsyncEngine) -> None:
     engine = inbox_engine
     writer = InboxWriter(engine, max_batch=4, timeout=10)

@@ -336,3 +336,29 @@ async def test_a_door_pressed_for_long_still_has_its_webhooks_filed(
         await _until_signalled(queue, timeout=5)
         assert time.monotonic() - started >= 0.3  # not before the wait's bound
         assert await rows(engine, "SELECT text FROM messages") == [("after the burst",)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_right_after_a_few_rows_the_filer_lets_more_gather_and_files_them_together(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filer_module, "LINGER", 0.3)
+    one = filer(create_sessionmaker(engine), RecordingQueue(), batch=10)
+
+    async def arrive(n: int, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
+        async with engine.begin() as connection:
+            body = body_bytes(whatsapp_texts(f"3460009{n:04d}", [f"m{n}"]))
+            await append(connection, [Arrival("whatsapp", body, f"c{n}")])
+
+    await arrive(0)
+    started = time.monotonic()
+    await one._file_more()  # after a quiet spell: filed at once
+    assert time.monotonic() - started < filer_module.LINGER
+    await arrive(1)
+    late = asyncio.create_task(arrive(2, after=0.1))  # during the linger
+    await one._file_more()
+    await late
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+    texts = await rows(engine, "SELECT text FROM messages ORDER BY id")
+    assert texts == [("m0",), ("m1",), ("m2",)]
