@@ -102,9 +102,8 @@ async def due_heads(reads: Reads, *, limit: int, exclude: set[int]) -> DueHeads:
 def _due_heads_statement() -> CompoundSelect[Any]:
     """Built once, as Core. Its first row is (NULL, when the next head that is not due and
     free becomes so, 0); the due and free heads' (conversation, NULL, row id) follow, oldest
-    row first. A head
-    held by a sender becomes free when its hold ends, and due when its next attempt is: the
-    later of the two."""
+    row first. A head held by a sender becomes free when its hold ends, and due when its next
+    attempt is: the later of the two."""
     columns = OUTBOX.c
     heads = (
         select(columns.conversation_id, func.min(columns.id).label("head"))
