@@ -90,6 +90,7 @@ that filed a few (`LINGER_AFTER`): under a steady stream, rows come one or two p
 the door (a status report is a webhook of its own, three for every reply sent), and each
 transaction costs about as much as the rows it files. A webhook alone is filed at once."""
 LINGER_AFTER = 0.05
+"""How soon after a transaction that filed a few rows the next one counts as following it."""
 
 DOOR_FIRST_WAIT = 0.2
 """The longest the filer waits for a pressed door (`Filer.give_way_to`) before filing one
