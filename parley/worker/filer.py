@@ -43,7 +43,12 @@ from parley.store.db import last_statement_of
 from parley.store.direct import DirectWrites, Stale
 from parley.store.queries.account_directory import AccountDirectory, Directory
 from parley.store.queries.events import apply_events
-from parley.store.queries.inbound import Stored, record_inbound
+from parley.store.queries.inbound import (
+    InboundLookup,
+    Stored,
+    look_up_inbound,
+    record_inbound,
+)
 from parley.store.queries.inbox import (
     InboxRow,
     mark_unreadable,
@@ -178,15 +183,12 @@ class Filer:
                 SQLite, the inbox writer's commit waits for the file's one write lock): the
                 transaction then commits after the row it is filing, and the rest of its rows
                 go in the next one.
-            direct: SQLite's line, for the transactions of status reports alone
+            direct: SQLite's line: the rows are read on it before each transaction, and
+                status reports alone are filed on it without a session
                 (`_file_statuses_directly`).
         """
         self._sessions = sessions
         self._direct = direct
-        self._statuses_alone = True
-        """Whether the last transaction filed status reports alone: only then is the next
-        one tried without a session. While customers' messages arrive (a burst), each
-        attempt would read the rows twice for nothing."""
         self._notify = notify_handoffs
         self._queue = queue
         self._parse = parse
@@ -277,44 +279,53 @@ class Filer:
     async def _file(self, *, limit: int) -> _Filed:
         parsed: dict[int, ParsedWebhook] = {}  # by inbox row, parsed once for both paths
         direct = self._direct
-        if direct is not None and direct.ready and self._part is None and self._statuses_alone:
-            filed = await self._file_statuses_directly(direct, limit, parsed)
+        if direct is None or not direct.ready:
+            return await self._file_in_session(limit, parsed)
+        # SQLite: the rows are read, parsed and looked up before the transaction, which then
+        # holds the file's one write lock, that the door's acknowledgements wait for, only
+        # while it writes.
+        rows = await take_oldest_directly(direct, limit=limit)
+        if not rows:
+            return _Filed()
+        part = self._part
+        for row in rows:
+            if part is not None and part.row_id == row.id:
+                continue  # a body filed in chunks: parsed already
+            try:
+                parsed[row.id] = self._parse(row.channel, row.body)
+            except Exception:  # left for the transaction, which keeps it marked unreadable
+                continue
+        if part is None:
+            filed = await self._file_statuses_directly(direct, rows, parsed)
             if filed is not None:
                 return filed
-        filed = await self._file_in_session(limit, parsed)
-        self._statuses_alone = not any(
-            line["messages"] or line.get("events") for line in filed.lines
-        )
-        return filed
+        try:
+            return await self._file_in_session(limit, parsed, rows)
+        except Stale:
+            log.info("filer.rows_gone", rows=len(rows))
+            return _Filed(more=True)
 
     async def _file_statuses_directly(
-        self, direct: DirectWrites, limit: int, parsed: dict[int, ParsedWebhook]
+        self, direct: DirectWrites, rows: list[InboxRow], parsed: dict[int, ParsedWebhook]
     ) -> _Filed | None:
-        """On SQLite, the oldest rows filed without a session when they are the channels'
-        status reports alone (three for each message Parley sends: sent, delivered, read),
-        in two reads and one trip that commits; None when they are anything else, left to
-        a session (`_file_in_session`, which files them whole, as it does everything, with
-        the rows parsed here in `parsed`).
+        """On SQLite, `rows` (the oldest, read outside a transaction and `parsed`) filed
+        without a session when they are the channels' status reports alone (three for each
+        message Parley sends: sent, delivered, read), in a read and one trip that commits;
+        None when they are anything else, left to a session (`_file_in_session`).
 
-        The rows and the messages they name are read outside the transaction, which then
-        moves the messages and removes the rows only if both are as they were read (one
-        filer runs at a time, but delivery may move a message meanwhile): otherwise
-        nothing is kept and the rows go to a session.
+        The messages the reports name are read outside the transaction, which then moves the
+        messages and removes the rows only if both are as they were read (one filer runs at a
+        time, but delivery may move a message meanwhile): otherwise nothing is kept and the
+        rows go to a session.
 
         Measured with `bench/e2e.py` (docs/benchmarks.md, 2026-12-03): a status webhook,
         door and filing, cost 1.9-2.1 ms of CPU with a session (a transaction of four
         statements per batch), 1.4-1.8 ms this way."""
-        rows = await take_oldest_directly(direct, limit=limit)
-        if not rows:
-            return _Filed()
         statuses: list[StatusUpdate] = []
         for row in rows:
-            try:
-                items = parsed[row.id] = self._parse(row.channel, row.body)
-            except Exception:
-                return None  # marked unreadable, in a session
-            if items.messages or items.events:
-                return None
+            items = parsed.get(row.id)
+            if items is None or items.messages or items.events:
+                return None  # unreadable (marked in a session), or more than statuses
             statuses += items.statuses
         if len(statuses) > self._chunk or any(s.status == "failed" for s in statuses):
             return None
@@ -334,26 +345,41 @@ class Filer:
             )
         return _Filed(rows=len(rows), items=len(statuses))
 
-    async def _file_in_session(self, limit: int, parsed: dict[int, ParsedWebhook]) -> _Filed:
+    async def _file_in_session(
+        self,
+        limit: int,
+        parsed: dict[int, ParsedWebhook],
+        read: list[InboxRow] | None = None,
+    ) -> _Filed:
+        """The oldest rows filed in a session's transaction; `read`: they were read before it
+        (SQLite), and so were the messages' accounts and which of them are stored already
+        (`look_up_inbound`)."""
         filed = _Filed()
         # Read before the session opens: on SQLite the session holds the process's one
         # connection, which a snapshot read would wait for.
         directory = await self._accounts.snapshot()
+        looked_up = None
+        if read is not None and self._direct is not None:
+            messages = self._first_messages(read, parsed)
+            if messages:
+                looked_up = await look_up_inbound(self._direct, messages)
         async with self._sessions() as session:
-            rows = await take_oldest(session, limit=limit)
+            rows = read if read is not None else await take_oldest(session, limit=limit)
             if not rows:
                 return filed
             for row in rows:
-                if not await self._file_row(session, row, filed, directory, parsed.get(row.id)):
+                if not await self._file_row(
+                    session, row, filed, directory, parsed.get(row.id), looked_up
+                ):
                     filed.more = True
                     break
                 filed.rows += 1
                 if self._yield_to is not None and filed.rows < len(rows) and self._yield_to():
                     filed.more = True
                     break
-            await _file_pending(session, filed)
+            await _file_pending(session, filed, looked_up)
             await last_statement_of(session)  # the removal carries the COMMIT (SQLite)
-            await remove(session, filed.done)
+            await remove(session, filed.done, read_before=read is not None)
             await session.commit()
         self._part = filed.part
         for channel, count in filed.messages.items():
@@ -363,6 +389,22 @@ class Filer:
         for stored in filed.accepted:
             _log_accepted(stored)
         return filed
+
+    def _first_messages(
+        self, rows: list[InboxRow], parsed: dict[int, ParsedWebhook]
+    ) -> list[InboundMessage]:
+        """The messages a transaction over `rows` can file: at most a chunk's worth, from
+        where a body filed in chunks got to."""
+        messages: list[InboundMessage] = []
+        part = self._part
+        for row in rows:
+            if part is not None and part.row_id == row.id:
+                messages += part.parsed.messages[part.filed : part.filed + self._chunk]
+            elif row.id in parsed:
+                messages += parsed[row.id].messages[: self._chunk - len(messages)]
+            if len(messages) >= self._chunk:
+                break
+        return messages
 
     async def _file_alone(self) -> _Filed:
         filed = _Filed()
@@ -398,6 +440,7 @@ class Filer:
         filed: _Filed,
         directory: Directory,
         known: ParsedWebhook | None = None,
+        looked_up: InboundLookup | None = None,
     ) -> bool:
         """File `row` (`known`: already parsed), or as much of it as this transaction has
         room for; False when there was no room at all (the row is the next transaction's
@@ -417,7 +460,9 @@ class Filer:
         if part.filed == 0:
             _warn_unknown(row, part.parsed, directory)
         stop = part.filed + min(left, room)
-        await self._file_items(session, row, _items(part.parsed, part.filed, stop), filed)
+        await self._file_items(
+            session, row, _items(part.parsed, part.filed, stop), filed, looked_up
+        )
         filed.items += stop - part.filed
         if stop < _size(part.parsed):
             # The rest of the body goes in the transactions after this one.
@@ -428,7 +473,12 @@ class Filer:
         return True
 
     async def _file_items(
-        self, session: AsyncSession, row: InboxRow, parsed: ParsedWebhook, filed: _Filed
+        self,
+        session: AsyncSession,
+        row: InboxRow,
+        parsed: ParsedWebhook,
+        filed: _Filed,
+        looked_up: InboundLookup | None,
     ) -> None:
         messages = _fitting(row, parsed.messages)
         line = {**_line(row, parsed), "statuses_applied": 0}
@@ -440,7 +490,7 @@ class Filer:
         pending.lines.append((line, len(parsed.statuses)))
         filed.messages[row.channel] = filed.messages.get(row.channel, 0) + len(parsed.messages)
         if parsed.events:
-            await _file_pending(session, filed)
+            await _file_pending(session, filed, looked_up)
             events = await apply_events(
                 session,
                 events=parsed.events,
@@ -457,7 +507,9 @@ class Filer:
             log.exception("filer.signal_failed", conversations=len(conversation_ids))
 
 
-async def _file_pending(session: AsyncSession, filed: _Filed) -> None:
+async def _file_pending(
+    session: AsyncSession, filed: _Filed, looked_up: InboundLookup | None
+) -> None:
     """File the messages, then the statuses, of the rows taken since the last call."""
     pending, filed.pending = filed.pending, _Pending()
     stored: list[Stored] = []
@@ -466,6 +518,7 @@ async def _file_pending(session: AsyncSession, filed: _Filed) -> None:
         messages=pending.messages,
         correlation_id=pending.correlation_ids,
         stored=stored,
+        looked_up=looked_up,
     )
     filed.accepted += stored
     filed.waiting += [c for c in waiting if c not in filed.waiting]

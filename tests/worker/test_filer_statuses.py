@@ -6,12 +6,14 @@ the same."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.runtime import parse_webhook
@@ -179,11 +181,11 @@ async def test_a_message_changed_while_its_reports_were_read_is_filed_in_a_sessi
     assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
 
 
-async def test_after_customers_messages_reports_go_through_a_session_once(
+async def test_after_customers_messages_reports_go_without_a_session_at_once(
     engine: AsyncEngine,
 ) -> None:
-    """While messages arrive (a burst), no batch is tried without a session first: each try
-    would read the rows twice. A batch of reports alone, filed, lets the next one try."""
+    """The rows are read once, before any transaction, whatever they hold: a batch of reports
+    right after one of customers' messages is filed without a session."""
     await sent_messages(engine, "wamid.a")
     sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
     the_filer = direct_filer(engine, sessions, queue)
@@ -198,5 +200,78 @@ async def test_after_customers_messages_reports_go_through_a_session_once(
         assert await the_filer.file_batch() == 1
         opened.append(sessions.opened)
 
-    assert opened == [1, 2, 2]
+    assert opened == [1, 1, 1]
     assert (await statuses(engine))["wamid.a"][0] == "read"
+
+
+async def test_a_customers_messages_are_filed_by_a_transaction_that_reads_only_the_customer(
+    engine: AsyncEngine,
+) -> None:
+    """The inbox rows, the accounts and which messages are stored already are read before the
+    transaction: while it runs, every other writer of the file waits (the door's
+    acknowledgements too), so it reads only what it must read under the write lock, the
+    customers and their conversations."""
+    await rows(engine, "SELECT 1")  # opens the line
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+    the_filer = direct_filer(engine, sessions, queue)
+    transactions: list[list[str]] = []
+
+    def begun(_conn: Any) -> None:
+        transactions.append([])
+
+    def seen(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if transactions:
+            transactions[-1].append(" ".join(sql.split()[:4]))
+
+    # The customer's first message creates the account; the second finds it.
+    for number, texts in enumerate((["hello"], ["again", "and again"])):
+        body = body_bytes(whatsapp_texts("34600000073", texts))
+        async with engine.begin() as connection:
+            await append(connection, [Arrival("whatsapp", body, f"c-{number}")])
+        transactions.clear()
+        event.listen(engine.sync_engine, "begin", begun)
+        event.listen(engine.sync_engine, "before_cursor_execute", seen)
+        try:
+            assert await the_filer.file_batch() == 1
+        finally:
+            event.remove(engine.sync_engine, "begin", begun)
+            event.remove(engine.sync_engine, "before_cursor_execute", seen)
+
+    (filing,) = [t for t in transactions if any("INSERT INTO messages" in sql for sql in t)]
+    reads = [sql for sql in filing if sql.startswith("SELECT")]
+    assert reads and all(
+        sql.startswith(("SELECT contacts.", "SELECT conversations.")) for sql in reads
+    ), reads
+    assert any(sql.startswith("DELETE FROM inbox") for sql in filing)
+    texts = await rows(engine, "SELECT text FROM messages WHERE direction = 'in' ORDER BY id")
+    assert texts == [("hello",), ("again",), ("and again",)]
+    assert await rows(engine, "SELECT count(*) FROM inbox") == [(0,)]
+
+
+async def test_a_row_erased_while_it_was_read_ahead_is_not_filed(engine: AsyncEngine) -> None:
+    """An erasure deletes the inbox rows that name its customer. One that does so after the
+    filer read the rows and before its transaction commits must not see the customer come
+    back: nothing of the transaction is kept, and the next round reads the inbox again."""
+    body = body_bytes(whatsapp_texts("34600000074", ["erase me"]))
+    async with engine.begin() as connection:
+        await append(connection, [Arrival("whatsapp", body, "c-erased")])
+    sessions, queue = CountedSessions(create_sessionmaker(engine)), RecordingQueue()
+    the_filer = direct_filer(engine, sessions, queue)
+    database = engine.url.database
+    assert database is not None
+
+    def parse_then_erase(channel: str, raw: bytes) -> Any:
+        # Between the read and the transaction, as an erasure on another connection would.
+        with contextlib.closing(sqlite3.connect(database)) as other, other:
+            other.execute("DELETE FROM inbox")
+        return parse_webhook(channel, raw)
+
+    the_filer._parse = parse_then_erase
+
+    assert await the_filer.file_batch() == 0
+
+    assert await rows(engine, "SELECT count(*) FROM messages") == [(0,)]
+    assert await rows(engine, "SELECT count(*) FROM contacts") == [(0,)]
+    assert queue.signalled == []
+    the_filer._parse = parse_webhook
+    assert await the_filer.file_batch() == 0  # the inbox is empty now: nothing to file

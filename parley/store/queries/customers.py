@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Select, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parley.store.direct import DirectWrites
 from parley.store.models import (
     ACCOUNTS,
     CONTACTS,
@@ -64,6 +65,15 @@ async def find_accounts(
         )
         found |= await _select_accounts(session, missing)
     return found
+
+
+async def accounts_directly(direct: DirectWrites, keys: set[AccountKey]) -> dict[AccountKey, int]:
+    """`find_accounts` without creating any, read on SQLite's line outside a transaction."""
+    if not keys:
+        return {}
+    read = direct.prepared("accounts by key", _accounts_statement)
+    rows = await direct.read(read, pair_params(keys))
+    return {(channel, external): id_ for channel, external, id_ in rows}
 
 
 async def _select_accounts(session: AsyncSession, keys: set[AccountKey]) -> dict[AccountKey, int]:

@@ -11,7 +11,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from parley.store.direct import DirectWrites, Step, step
+from parley.store.db import execute_guarded
+from parley.store.direct import DirectWrites, Stale, Step, step
 from parley.store.models import INBOX, InboxEntry, utcnow
 
 # One PostgreSQL advisory lock key for "someone is filing": see `take_oldest`.
@@ -129,10 +130,29 @@ def removal(direct: DirectWrites, ids: Sequence[int]) -> Step:
     return step(direct.prepared("inbox removed", lambda: _REMOVE), {"ids": list(ids)})
 
 
-async def remove(session: AsyncSession, ids: Sequence[int]) -> None:
-    if ids:
-        connection = await session.connection()
+async def remove(session: AsyncSession, ids: Sequence[int], *, read_before: bool = False) -> None:
+    """Delete the filed rows `ids`. `read_before`: they were read before this transaction
+    (`take_oldest_directly`), and if one of them is gone (an erasure deleted the rows naming
+    its customer meanwhile), nothing of the transaction is kept and `Stale` is raised: what
+    it filed from that row must not be stored."""
+    if not ids:
+        return
+    connection = await session.connection()
+    if read_before:
+        await execute_guarded(
+            connection,
+            _REMOVE,
+            {"ids": list(ids)},
+            expect=len(ids),
+            refusal=_rows_gone,
+            hold=False,
+        )
+    else:
         await connection.execute(_REMOVE, {"ids": list(ids)})
+
+
+def _rows_gone(removed: int) -> Stale:
+    return Stale(f"inbox rows deleted while they were filed ({removed} left to remove)")
 
 
 # Built once (their cache keys too), as Core statements: the filer runs both per transaction.
