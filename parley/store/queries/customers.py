@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, insert, or_, select, update
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.store.direct import DirectWrites
@@ -175,15 +175,23 @@ class _Matcher:
                 insort(self._by.setdefault((row.account_id, name, value), []), row)
 
 
-async def find_contacts(session: AsyncSession, customers: Sequence[tuple[int, Any]]) -> list[int]:
+async def find_contacts(
+    session: AsyncSession,
+    customers: Sequence[tuple[int, Any]],
+    candidates: Sequence[Candidate] | None = None,
+) -> list[int]:
     """The contact id of each (account id, `Customer`), in order: found, refreshed with what the
     customer now tells (user id, phone, name, username), or created.
 
     The contacts found are locked (NO KEY UPDATE: enough to serialise writers of a customer,
     without blocking the foreign-key checks of rows that reference it), in id order, so that
-    two transactions lock them in the same order.
+    two transactions lock them in the same order. `candidates`: the contacts they may be,
+    read already (`candidates_directly`, SQLite), where SQLite's one write lock serialises
+    the writers instead.
     """
-    matcher = _Matcher(await _candidates(session, customers))
+    if candidates is None:
+        candidates = await _candidates(session, customers)
+    matcher = _Matcher(candidates)
     rows = [matcher.match(account_id, customer) for account_id, customer in customers]
     await _create(session, matcher.created)
     for row in {id(r): r for r in rows}.values():
@@ -206,29 +214,68 @@ async def _candidates(session: AsyncSession, customers: Sequence[tuple[int, Any]
     return await _select_contacts(session, Contact.account_id.in_(sorted(accounts)), or_(*found))
 
 
+Candidate = _Row
+"""A stored contact that a customer may be (by its id, user id or phone)."""
+
+
+async def candidates_directly(
+    direct: DirectWrites, customers: Sequence[tuple[int, Any]]
+) -> list[Candidate]:
+    """`find_contacts`'s read of the contacts `customers` may be, on SQLite's line outside a
+    transaction."""
+    user_ids = sorted({c.user_id for _, c in customers if c.user_id})
+    phones = sorted({c.phone for _, c in customers if c.phone})
+    shape = (bool(user_ids), bool(phones))
+    read = direct.prepared(("contact candidates", shape), lambda: _candidates_statement(*shape))
+    values: dict[str, Any] = {
+        "accounts": sorted({account_id for account_id, _ in customers}),
+        "keys": sorted({c.contact_key for _, c in customers}),
+        "user_ids": user_ids,
+        "phones": phones,
+    }
+    return [_candidate(*row) for row in await direct.read(read, values)]
+
+
+def _candidates_statement(user_ids: bool, phones: bool) -> Select[*tuple[Any, ...]]:
+    found = [Contact.external_id.in_(bindparam("keys", expanding=True))]
+    if user_ids:
+        found.append(Contact.user_id.in_(bindparam("user_ids", expanding=True)))
+    if phones:
+        found.append(Contact.phone.in_(bindparam("phones", expanding=True)))
+    return (
+        select(*_CANDIDATE_COLUMNS)
+        .where(Contact.account_id.in_(bindparam("accounts", expanding=True)), or_(*found))
+        .order_by(Contact.id)
+    )
+
+
+def _candidate(id_: int, account_id: int, external_id: str, *values: str | None) -> _Row:
+    stored = dict(zip(_FIELDS, values, strict=True))
+    return _Row(id_, account_id, external_id, dict(stored), id=id_, stored=stored)
+
+
 async def _select_contacts(
     session: AsyncSession, *where: Any, params: dict[str, Any] | None = None
 ) -> list[_Row]:
     result = await session.execute(
-        select(
-            Contact.id,
-            Contact.account_id,
-            Contact.external_id,
-            Contact.user_id,
-            Contact.phone,
-            Contact.name,
-            Contact.username,
-        )
+        select(*_CANDIDATE_COLUMNS)
         .where(*where)
         .order_by(Contact.id)
         .with_for_update(key_share=True),
         params,
     )
-    rows = []
-    for id_, account_id, external_id, *values in result:
-        stored = dict(zip(_FIELDS, values, strict=True))
-        rows.append(_Row(id_, account_id, external_id, dict(stored), id=id_, stored=stored))
-    return rows
+    return [_candidate(*row) for row in result]
+
+
+_CANDIDATE_COLUMNS = (
+    Contact.id,
+    Contact.account_id,
+    Contact.external_id,
+    Contact.user_id,
+    Contact.phone,
+    Contact.name,
+    Contact.username,
+)
 
 
 async def _create(session: AsyncSession, created: list[_Row]) -> None:
@@ -278,24 +325,26 @@ async def _write_changes(session: AsyncSession, row: _Row) -> None:
 
 
 async def active_conversations(
-    session: AsyncSession, contacts: dict[int, tuple[int, str]]
+    session: AsyncSession,
+    contacts: dict[int, tuple[int, str]],
+    known: dict[int, int] | None = None,
 ) -> dict[int, int]:
     """The id of each contact's active conversation (the latest not closed), created where it
     has none.
 
     Args:
         contacts: (account id, channel) by contact id.
+        known: active conversations by contact id, read already (`conversations_directly`):
+            only the contacts not among them are looked up.
     """
     if not contacts:
         return {}
-    found: dict[int, int] = {}
-    rows = await session.execute(
-        select(Conversation.contact_id, Conversation.id)
-        .where(Conversation.contact_id.in_(sorted(contacts)), Conversation.status != "closed")
-        .order_by(Conversation.id.desc())
-    )
-    for contact_id, conversation_id in rows:
-        found.setdefault(contact_id, conversation_id)
+    found = {c: known[c] for c in contacts if c in known} if known else {}
+    unknown = sorted(c for c in contacts if c not in found)
+    if unknown:
+        rows = await session.execute(_ACTIVE, {"contacts": unknown})
+        for contact_id, conversation_id in rows:
+            found.setdefault(contact_id, conversation_id)
     missing = [c for c in contacts if c not in found]
     if missing:
         now = utcnow()
@@ -315,3 +364,25 @@ async def active_conversations(
         )
         found.update({contact_id: id_ for contact_id, id_ in created})
     return found
+
+
+async def conversations_directly(direct: DirectWrites, contact_ids: set[int]) -> dict[int, int]:
+    """`active_conversations`'s read, on SQLite's line outside a transaction: each contact's
+    latest conversation not closed, for those that have one."""
+    if not contact_ids:
+        return {}
+    found: dict[int, int] = {}
+    read = direct.prepared("active conversations", lambda: _ACTIVE)
+    for contact_id, conversation_id in await direct.read(read, {"contacts": sorted(contact_ids)}):
+        found.setdefault(contact_id, conversation_id)
+    return found
+
+
+_ACTIVE = (
+    select(Conversation.contact_id, Conversation.id)
+    .where(
+        Conversation.contact_id.in_(bindparam("contacts", expanding=True)),
+        Conversation.status != "closed",
+    )
+    .order_by(Conversation.id.desc())
+)

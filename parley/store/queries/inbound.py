@@ -19,7 +19,7 @@ from parley.channels.base import InboundMessage
 from parley.channels.media import media_to_stored
 from parley.errors import ConversationGone, LeaseLost, ParleyError
 from parley.store.db import execute_guarded
-from parley.store.direct import DirectWrites
+from parley.store.direct import DirectWrites, Stale
 from parley.store.models import (
     CONVERSATIONS,
     MESSAGES,
@@ -31,8 +31,11 @@ from parley.store.models import (
 )
 from parley.store.queries.customers import (
     AccountKey,
+    Candidate,
     accounts_directly,
     active_conversations,
+    candidates_directly,
+    conversations_directly,
     find_accounts,
     find_contacts,
 )
@@ -69,37 +72,52 @@ class _BatchCache:
 
 @dataclass(frozen=True, slots=True)
 class InboundLookup:
-    """What `record_inbound` reads before it writes, read ahead of its transaction
-    (`look_up_inbound`): the accounts the messages name that exist, and which of the messages
-    are stored already."""
+    """What `record_inbound` reads before it writes, read ahead of its transaction on SQLite
+    (`look_up_inbound`): the accounts the messages name that exist, which of the messages are
+    stored already, the contacts the others' customers may be, and those contacts' active
+    conversations."""
 
     accounts: dict[AccountKey, int]
     known: frozenset[tuple[int, str]]
+    candidates: list[Candidate] = field(default_factory=list)
+    conversations: dict[int, int] = field(default_factory=dict)
 
 
 async def look_up_inbound(direct: DirectWrites, messages: list[InboundMessage]) -> InboundLookup:
-    """`record_inbound`'s reads that need no write lock, made on SQLite's line before its
-    transaction: each statement taken out of the transaction is one trip less during which
-    every other writer of the file, the door's acknowledgements included, waits.
+    """`record_inbound`'s reads, made on SQLite's line before its transaction: each statement
+    taken out of the transaction is one trip less during which every other writer of the file,
+    the door's acknowledgements included, waits. For a customer already known, with a
+    conversation open, the transaction then reads nothing.
 
-    Read outside the transaction, they stay true until it commits: only the filer, one at a
-    time, stores customers' messages, and an account is never deleted. An account missing here
-    is created in the transaction, and a message stored meanwhile all the same is skipped by
-    its insert, as without the look-up."""
+    What they read stays true until the transaction commits, or the transaction keeps
+    nothing (`Stale`):
+    - only the filer, one at a time, stores customers' messages and creates contacts, and an
+      account is never deleted (one missing here is created in the transaction);
+    - a conversation closed or deleted meanwhile refuses the messages' sequence numbers;
+    - an erasure deletes the inbox rows that name its customer, which refuses their removal
+      (`remove`)."""
     accounts = await accounts_directly(
         direct, {(m.channel, m.account_external_id) for m in messages}
     )
-    keys = {
-        (accounts[(m.channel, m.account_external_id)], m.channel_message_id)
+    named = [
+        (accounts[(m.channel, m.account_external_id)], m)
         for m in messages
         if (m.channel, m.account_external_id) in accounts
-    }
+    ]
+    keys = {(account_id, m.channel_message_id) for account_id, m in named}
     known: frozenset[tuple[int, str]] = frozenset()
     if keys:
         read = direct.prepared("messages known", _known_statement)
         rows = await direct.read(read, pair_params(keys))
         known = frozenset((account_id, mid or "") for account_id, mid in rows)
-    return InboundLookup(accounts, known)
+    customers = [(a, m) for a, m in named if (a, m.channel_message_id) not in known]
+    if not customers:
+        return InboundLookup(accounts, known)
+    candidates = await candidates_directly(direct, customers)
+    conversations = await conversations_directly(
+        direct, {c.id for c in candidates if c.id is not None}
+    )
+    return InboundLookup(accounts, known, candidates, conversations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,28 +157,37 @@ async def record_inbound(
     # the key they are filed under changes in the batch (a BSUID appearing); the rows are locked
     # in one order for every writer all the same (see `find_contacts`, `_insert_messages`).
     keys = {(m.channel, m.account_external_id) for m in messages}
-    known = None
-    if looked_up is not None and keys <= looked_up.accounts.keys():
+    if looked_up is not None and not keys <= looked_up.accounts.keys():
+        looked_up = None  # an account to create: all looked up (and created) here
+    if looked_up is not None:
         accounts = {key: looked_up.accounts[key] for key in keys}
-        known = looked_up.known
-    else:  # an account to create: looked up (and created) here, as is what it has stored
+    else:
         accounts = await find_accounts(session, keys)
     if isinstance(correlation_id, str):
         correlation_id = [correlation_id] * len(messages)
     fresh = await _fresh(
-        session, accounts, list(zip(messages, correlation_id, strict=True)), known=known
+        session,
+        accounts,
+        list(zip(messages, correlation_id, strict=True)),
+        known=looked_up.known if looked_up is not None else None,
     )
     if not fresh:
         return []
-    contacts = await find_contacts(session, [(a, m) for a, m, _ in fresh])
+    contacts = await find_contacts(
+        session,
+        [(a, m) for a, m, _ in fresh],
+        candidates=looked_up.candidates if looked_up is not None else None,
+    )
     conversations = await active_conversations(
-        session, {c: (a, m.channel) for c, (a, m, _) in zip(contacts, fresh, strict=True)}
+        session,
+        {c: (a, m.channel) for c, (a, m, _) in zip(contacts, fresh, strict=True)},
+        known=looked_up.conversations if looked_up is not None else None,
     )
     filed = [
         _Filed(account_id, conversations[contact_id], message, correlation)
         for contact_id, (account_id, message, correlation) in zip(contacts, fresh, strict=True)
     ]
-    new = await _insert_messages(session, filed)
+    new = await _insert_messages(session, filed, read_before=looked_up is not None)
     waiting: list[int] = []
     for one in filed:
         account_id, conversation_id, message = one.account_id, one.conversation_id, one.message
@@ -219,9 +246,16 @@ def _known_statement() -> Select[int, str | None]:
     )
 
 
-async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tuple[int, str]]:
+_NOT_CLOSED = CONVERSATIONS.c.status != "closed"
+"""The condition on a conversation read before the transaction that files into it."""
+
+
+async def _insert_messages(
+    session: AsyncSession, filed: list[_Filed], *, read_before: bool = False
+) -> set[tuple[int, str]]:
     """Insert `filed`, numbered in order per conversation; returns the (account id, channel id)
-    of those inserted."""
+    of those inserted. `read_before`: their conversations were read before the transaction,
+    and one closed or deleted since refuses them all (`Stale`)."""
     counts: dict[int, int] = {}
     lock_order: dict[int, tuple[str, str, str]] = {}
     for one in filed:
@@ -237,7 +271,11 @@ async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tu
     try:
         for conversation_id in sorted(counts, key=lock_order.__getitem__):
             await reserve_sequence(
-                session, conversation_id=conversation_id, count=counts[conversation_id], hold=True
+                session,
+                conversation_id=conversation_id,
+                count=counts[conversation_id],
+                only_if=_NOT_CLOSED if read_before else None,
+                hold=True,
             )
         now = utcnow()
         offsets: dict[int, int] = {}
@@ -274,7 +312,11 @@ async def _insert_messages(session: AsyncSession, filed: list[_Filed]) -> set[tu
             returning=[table.c.account_id, table.c.channel_message_id],
             values={"sequence_no": reserved_sequence_no(bindparam("offset", type_=Integer))},
         )
-    except SequenceRefused as refused:  # no condition: only a conversation deleted meanwhile
+    except SequenceRefused as refused:
+        if read_before:
+            why = f"conversation {refused.args[0]} closed or gone since it was read"
+            raise Stale(why) from None
+        # No condition: only a conversation deleted meanwhile.
         raise ConversationGone(f"conversation {refused.args[0]} no longer exists") from None
     return {(row[0], row[1]) for row in inserted}
 
