@@ -230,6 +230,24 @@ async def test_once_its_connection_is_open_a_commit_is_one_trip_without_the_engi
         await writer.close()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_commit_of_more_rows_than_one_insert_takes_keeps_their_order(
+    inbox_engine: AsyncEngine,
+) -> None:
+    """On SQLite a batch goes in as INSERTs of up to 200 rows each (`append_directly`), in
+    the order the webhooks came, all in the one commit."""
+    writer = InboxWriter(inbox_engine, max_batch=256, timeout=10)
+    writer.start()
+    try:
+        await writer.append(_arrivals(1)[0])  # the first opens the writer's connection
+        later = _arrivals(230, first=1)
+        await asyncio.gather(*(writer.append(arrival) for arrival in later))
+        assert writer.commits == 2
+        assert await _stored(inbox_engine) == [f"c{n}" for n in range(231)]
+    finally:
+        await writer.close()
+
+
 async def test_closing_commits_what_is_waiting_first(inbox_engine: AsyncEngine) -> None:
     engine = inbox_engine
     writer = InboxWriter(engine, max_batch=4, timeout=10)
