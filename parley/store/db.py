@@ -149,10 +149,11 @@ def create_send_record_engine(url: str, *, connections: int) -> AsyncEngine | No
 def create_inbox_engine(url: str) -> AsyncEngine | None:
     """PostgreSQL only: the inbox writer's own connection, in autocommit mode.
 
-    A batch of webhooks is one INSERT of many rows (`executemany`), which asyncpg sends as one
-    pipeline closed by one Sync: PostgreSQL runs it as one implicit transaction, all rows or
-    none, in one round trip, where BEGIN, the INSERT and COMMIT took three. Its own pool, so
-    that acknowledgements never wait behind the `/v1` turns' transactions for a connection.
+    A batch of webhooks is one INSERT of many rows (`VALUES (…), (…)`, up to 200), which
+    PostgreSQL runs as one implicit transaction, all rows or none, in one round trip, where
+    BEGIN, the INSERT and COMMIT took three. The writer holds the connection while webhooks
+    keep coming (`InboxWriter`, `append_held`). Its own pool, so that acknowledgements never
+    wait behind the `/v1` turns' transactions for a connection.
     None for SQLite, whose writer is a priority connection (`create_engine(ahead_of=…)`)."""
     url = async_database_url(url)
     if url.startswith("sqlite"):

@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from parley.ingress.inbox import PRESSED, InboxUnavailable, InboxWriter
+from parley.store import db
 from parley.store.db import create_engine, create_inbox_engine, priority_pending
 from parley.store.migrate import upgrade
 from parley.store.queries.inbox import Arrival
@@ -185,7 +186,7 @@ async def test_a_batch_is_stored_whole_or_not_at_all(inbox_engine: AsyncEngine) 
     try:
         arrivals = _arrivals(5)
         # A row the store refuses (NOT NULL), in the middle of the batch: on PostgreSQL the
-        # batch is one INSERT of many rows in autocommit mode, atomic only as one pipeline.
+        # batch is one INSERT of many rows in autocommit mode, atomic as one statement.
         arrivals[2] = Arrival(None, b"{}", "refused")  # type: ignore[arg-type]
         outcomes = await asyncio.gather(
             *(writer.append(arrival) for arrival in arrivals), return_exceptions=True
@@ -230,12 +231,11 @@ async def test_once_its_connection_is_open_a_commit_is_one_trip_without_the_engi
         await writer.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_commit_of_more_rows_than_one_insert_takes_keeps_their_order(
     inbox_engine: AsyncEngine,
 ) -> None:
-    """On SQLite a batch goes in as INSERTs of up to 200 rows each (`append_directly`), in
-    the order the webhooks came, all in the one commit."""
+    """A batch goes in as INSERTs of up to 200 rows each (`append_directly`, `append_held`),
+    in the order the webhooks came."""
     writer = InboxWriter(inbox_engine, max_batch=256, timeout=10)
     writer.start()
     try:
@@ -246,6 +246,58 @@ async def test_a_commit_of_more_rows_than_one_insert_takes_keeps_their_order(
         assert await _stored(inbox_engine) == [f"c{n}" for n in range(231)]
     finally:
         await writer.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_on_postgresql_the_writer_holds_its_connection_only_while_webhooks_keep_coming(
+    inbox_engine: AsyncEngine,
+) -> None:
+    pool = inbox_engine.sync_engine.pool
+    checkouts: list[object] = []
+    event.listen(pool, "checkout", lambda *_: checkouts.append(None))
+    writer = InboxWriter(inbox_engine, max_batch=2, timeout=10)
+    writer.start()
+    try:
+        await asyncio.gather(*(writer.append(arrival) for arrival in _arrivals(8)))
+        assert writer.commits == 4
+        assert len(checkouts) == 1  # four commits in a row on one checkout
+        await until(lambda: pool.checkedout() == 0)  # resting: back in the pool
+        await writer.append(_arrivals(1, first=8)[0])
+        assert len(checkouts) == 2
+        assert writer.commits == 5
+    finally:
+        await writer.close()
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_on_postgresql_a_connection_the_server_dropped_costs_one_batch(
+    inbox_engine: AsyncEngine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's connection, dropped by the server between two commits and handed out
+    again unchecked: that batch is refused (the channel delivers it again), and the next one
+    commits on a new connection."""
+    monkeypatch.setattr(db, "IDLE_BEFORE_PING", 3600.0)  # the pool hands it out unchecked
+    writer = InboxWriter(inbox_engine, max_batch=10, timeout=10)
+    writer.start()
+    other = create_engine(database_url)
+    try:
+        await writer.append(_arrivals(1)[0])
+        async with other.connect() as connection:
+            dropped = await connection.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            assert dropped == 1  # the writer's
+        with pytest.raises(InboxUnavailable, match="commit failed"):
+            await writer.append(_arrivals(1, first=1)[0])
+        await writer.append(_arrivals(1, first=2)[0])
+        assert writer.commits == 2
+        assert await _stored(inbox_engine) == ["c0", "c2"]
+    finally:
+        await writer.close()
+        await other.dispose()
 
 
 async def test_closing_commits_what_is_waiting_first(inbox_engine: AsyncEngine) -> None:
