@@ -80,10 +80,11 @@ class InboxWriter:
         self._direct = DirectWrites.of(engine)
         """On SQLite, the writer's own line, on which a commit is one trip without a
         connection of SQLAlchemy's once the first has opened it (`append_directly`)."""
+        self._holds = engine.dialect.driver == "asyncpg"
         self._held: AsyncConnection | None = None
-        """On PostgreSQL, the writer's connection, held from the commit that follows a rest
-        until the writer rests again (`append_held`): while webhooks keep coming, a commit does
-        not take it from the pool and give it back (0.23 ms of CPU each time)."""
+        """On PostgreSQL (asyncpg), the writer's connection, held from the commit that follows
+        a rest until the writer rests again (`append_held`): while webhooks keep coming, a
+        commit does not take it from the pool and give it back (0.23 ms of CPU each time)."""
         self._max_batch = max_batch
         self._timeout = timeout
         self._on_commit = on_commit
@@ -190,11 +191,11 @@ class InboxWriter:
     async def _commit(self, batch: _Batch) -> None:
         try:
             direct = self._direct
-            if direct is None:  # PostgreSQL
+            if self._holds:  # PostgreSQL
                 if self._held is None:
                     self._held = await self._engine.connect()
                 await append_held(self._held, batch.arrivals)
-            elif direct.ready:
+            elif direct is not None and direct.ready:
                 await append_directly(direct, batch.arrivals)
             else:
                 async with self._engine.begin() as connection:

@@ -67,7 +67,8 @@ def _append_for(dialect: Dialect) -> _Append:
 
 async def append(connection: AsyncConnection, arrivals: Sequence[Arrival]) -> None:
     """Insert every arrival in one statement (executemany); the caller commits. The writer's
-    path on SQLite until its line is open (then `append_directly`); tests file with it too.
+    path on SQLite until its line is open (then `append_directly`) and on a PostgreSQL driver
+    other than asyncpg (`append_held` is asyncpg's); tests file with it too.
 
     The rows go to the driver as they are (`exec_driver_sql`, the statement compiled once per
     dialect): every webhook is a row here, and as a Core INSERT each row's four values went
