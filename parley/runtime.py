@@ -141,6 +141,9 @@ def build_runtime(settings: Settings) -> Runtime:
     if record_engine is not None:
         tracing.instrument_engine(record_engine)
     direct = DirectWrites.of(engine, bounded=True)
+    # On PostgreSQL the turns' and the sends' transactions go without a session too; the
+    # filer keeps its session there (its advisory lock, and the reads inside its transaction).
+    outcomes = direct or DirectWrites.on_postgresql(engine)
     queue = build_queue(settings)
     http = create_http_client(timeout=settings.graph_timeout)
     tracing.instrument_http_client(http)
@@ -159,7 +162,7 @@ def build_runtime(settings: Settings) -> Runtime:
         concurrency=DELIVERY_CONCURRENCY,
         pacer=build_pacer(settings.redis_url),
         records=create_sessionmaker(record_engine) if record_engine is not None else None,
-        direct=direct,
+        direct=outcomes,
     )
     processor = build_processor(
         settings,
@@ -170,7 +173,7 @@ def build_runtime(settings: Settings) -> Runtime:
         gateway,
         deliverer,
         accounts,
-        direct=direct,
+        direct=outcomes,
     )
     upstream_deleter = UpstreamDeleter(
         sessions=sessions, llm=llm, call_timeout=settings.openai_timeout_s

@@ -73,7 +73,9 @@ class Deliverer:
         """`records`: sessions in autocommit mode (`create_send_record_engine`) from which
         each send takes its connection before the call; None: sends are recorded through
         `sessions` after the call (SQLite, whose one connection is never held meanwhile),
-        or, with `direct`, sent in one trip on SQLite's line without a session."""
+        or, with `direct`, sent in one trip on SQLite's line without a session. With `direct`,
+        claims and the reads of due heads go without a session too (on PostgreSQL as well,
+        `DirectWrites.on_postgresql`)."""
         self._sessions = sessions
         self._records = records
         self._direct = direct

@@ -97,7 +97,8 @@ class ConversationProcessor:
         self._media = media
         """Reads the files messages carry; None: they are only named to the agent."""
         self._direct = direct
-        """On SQLite, where a turn's outcome is sent in one trip without a session."""
+        """A turn's start and outcome, and the reads it repeats, without a session
+        (`store.direct`: SQLite's line, or asyncpg's own API on PostgreSQL)."""
         self._reads = Reads(sessions, direct)
         self._waiting: dict[int, bool] = {}
         """By conversation, whether messages waited after its turn's outcome was stored (on

@@ -43,6 +43,25 @@ def direct(
     return direct
 
 
+@pytest.fixture(params=["session", "direct"])
+def outcomes(
+    request: pytest.FixtureRequest, session: AsyncSession, backend: str
+) -> DirectWrites | None:
+    """As `direct`, for the queries of turns and sends, which go without a session on
+    PostgreSQL too: None (their session path), then SQLite's line or asyncpg's own API
+    (`DirectWrites.on_postgresql`)."""
+    if request.param == "session":
+        return None
+    engine = session.bind
+    found = (
+        DirectWrites.on_postgresql(engine)  # type: ignore[arg-type]
+        if backend == "postgres"
+        else DirectWrites.of(engine)  # type: ignore[arg-type]
+    )
+    assert found is not None
+    return found
+
+
 @pytest.fixture
 def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Each trip to SQLite's thread (a statement, a commit…), by the function it ran."""

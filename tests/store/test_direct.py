@@ -1,5 +1,5 @@
-"""Whole write transactions sent on SQLite's line without a session (`store.direct`): the
-same rows, guards and errors as through one."""
+"""Whole write transactions sent without a session (`store.direct`), on SQLite's line and by
+asyncpg itself on PostgreSQL: the same rows, guards and errors as through one."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from parley.errors import ConversationGone, LeaseLost
-from parley.store.direct import DirectWrites, step
+from parley.store import db
+from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import (
     Account,
     Conversation,
@@ -29,14 +30,18 @@ from parley.store.queries.turns import Reply, record_turn_directly, start_attemp
 from tests.factories import inbound_text
 from tests.store.test_turns import USAGE, waiting
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-
 
 @pytest.fixture
-async def direct(sessions: async_sessionmaker[AsyncSession]) -> DirectWrites:
+async def direct(sessions: async_sessionmaker[AsyncSession], backend: str) -> DirectWrites:
     engine = sessions.kw["bind"]
+    if backend == "postgres":
+        assert DirectWrites.of(engine) is None  # the filer's, SQLite's only
+        found = DirectWrites.on_postgresql(engine)
+        assert found is not None and found.ready
+        return found
     found = DirectWrites.of(engine)
     assert found is not None  # the one-trip driver is SQLite's default
+    assert DirectWrites.on_postgresql(engine) is None
     assert not found.ready  # no session has opened the line yet
     async with sessions() as session:
         await session.execute(select(1))
@@ -44,8 +49,14 @@ async def direct(sessions: async_sessionmaker[AsyncSession]) -> DirectWrites:
     return found
 
 
+def one_trip(trips: list[str], backend: str) -> bool:
+    """On SQLite, whether the transaction went in one trip to the database's thread (on
+    PostgreSQL each statement is a round trip to the server)."""
+    return backend == "postgres" or trips == ["run_trip"]
+
+
 async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a_session(
-    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str]
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str], backend: str
 ) -> None:
     async with sessions() as session:
         conversation_id, account_id, inbound = await waiting(session, "one", "two")
@@ -61,7 +72,7 @@ async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a
         usage=USAGE,
         agent_turn=True,
     )
-    assert trips == ["run_trip"]  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
+    assert one_trip(trips, backend)  # BEGIN, claim, counter, replies, outbox, usage, COMMIT
     async with sessions() as session:
         rows = await session.execute(
             select(Message.sequence_no, Message.direction, Message.text, Message.status)
@@ -79,7 +90,7 @@ async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a
         assert a is not None
         assert a.meta["k"] == [1]  # JSON bound as SQLAlchemy binds it
         assert a.reply_to_id == inbound[-1]
-        assert isinstance(a.created_at, datetime)  # a date bound as text and read back
+        assert isinstance(a.created_at, datetime)  # a date bound (as text on SQLite), read back
         queued = await session.scalars(
             select(Message.text).join(Outbox, Outbox.message_id == Message.id).order_by(Outbox.id)
         )
@@ -94,7 +105,7 @@ async def test_a_turns_outcome_sent_directly_is_numbered_and_queued_as_through_a
 
 
 async def test_a_turns_outcome_tells_in_its_trip_whether_more_messages_wait(
-    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str]
+    sessions: async_sessionmaker[AsyncSession], direct: DirectWrites, trips: list[str], backend: str
 ) -> None:
     async with sessions() as session:
         conversation_id, account_id, inbound = await waiting(session, "one", "two")
@@ -104,7 +115,7 @@ async def test_a_turns_outcome_tells_in_its_trip_whether_more_messages_wait(
         direct, sessions, **outcome, answered=inbound[:1], replies=[Reply("a")], then_waiting=True
     )
     assert more is True  # "two" was not this turn's
-    assert trips == ["run_trip"]  # read with the outcome, in its trip
+    assert one_trip(trips, backend)  # read with the outcome, in its trip
     more = await record_turn_directly(
         direct, sessions, **outcome, answered=inbound[1:], replies=[Reply("b")], then_waiting=True
     )
@@ -290,10 +301,11 @@ async def test_a_turn_started_directly_counts_its_attempt_and_the_customers_hand
         await start_attempt_directly(
             direct, message_ids=[second], conversation_id=conversation_id, since=utcnow()
         )
-        == 0  # nothing handled since now: the date is bound as SQLite compares it
+        == 0  # nothing handled since now: the date is bound as the database compares it
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_bounded_transaction_waits_its_turn_for_the_pools_one_connection(
     sessions: async_sessionmaker[AsyncSession], direct: DirectWrites
 ) -> None:
@@ -313,3 +325,82 @@ async def test_a_bounded_transaction_waits_its_turn_for_the_pools_one_connection
     await asyncio.wait_for(writing, 5)  # the connection given back: its place with it
     async with sessions() as session:
         assert await session.scalar(select(Account.name)) == "renamed"
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_on_postgresql_a_connection_the_server_dropped_fails_one_transaction_only(
+    sessions: async_sessionmaker[AsyncSession], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with sessions() as session:
+        await waiting(session, "hi")
+    monkeypatch.setattr(db, "IDLE_BEFORE_PING", 3600.0)  # the pool hands it out unchecked
+    engine, other = db.create_engine(database_url, pool_size=1), db.create_engine(database_url)
+    try:
+        direct = DirectWrites.on_postgresql(engine)
+        assert direct is not None
+        rename = direct.prepared("rename", lambda: update(Account).values(name="n"), ["name"])
+        await direct.commit([step(rename, {"name": "first"})])  # the pool's one connection
+        async with other.connect() as connection:
+            dropped = await connection.scalar(text(_TERMINATE))
+        assert dropped >= 1
+        with pytest.raises(DBAPIError):
+            await direct.commit([step(rename, {"name": "lost"})])
+        await direct.commit([step(rename, {"name": "again"})])  # on a new connection
+        async with other.connect() as connection:
+            assert await connection.scalar(select(Account.name)) == "again"
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+_TERMINATE = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_on_postgresql_a_transaction_cancelled_midway_keeps_nothing(
+    sessions: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    async with sessions() as session:
+        await waiting(session, "hi")
+    engine, other = db.create_engine(database_url, pool_size=1), db.create_engine(database_url)
+    try:
+        direct = DirectWrites.on_postgresql(engine)
+        assert direct is not None
+        rename = direct.prepared("rename", lambda: update(Account).values(name="n"), ["name"])
+        sleeping = Step("SELECT pg_sleep(30)", ())
+        task = asyncio.create_task(direct.commit([step(rename, {"name": "half"}), sleeping]))
+        await sleeps(other, True)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The pool's one connection was not given back mid-statement: the next transaction
+        # goes through, and the cancelled one kept nothing.
+        await asyncio.wait_for(direct.commit([step(rename, {"name": "after"})]), 10)
+        async with other.connect() as connection:
+            assert await connection.scalar(select(Account.name)) == "after"
+        await sleeps(other, False)
+    finally:
+        await engine.dispose()
+        await other.dispose()
+
+
+async def sleeps(engine: AsyncEngine, running: bool) -> None:
+    """Wait (up to 10 s) until a connection to the test's database runs the sleep, or, not
+    `running`, until none does."""
+    async with asyncio.timeout(10):
+        while True:
+            # A transaction of its own each time: a transaction sees the server's activity as
+            # it was at its first look.
+            async with engine.connect() as connection:
+                found = await connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND state = 'active' AND query = 'SELECT pg_sleep(30)'"
+                    )
+                )
+            if bool(found) == running:
+                return
+            await asyncio.sleep(0.05)

@@ -1,12 +1,11 @@
 """The reads that delivery and the worker repeat after every drain and turn (due outbox heads,
-the next due time, whether a conversation's messages wait), through a session and on SQLite
-read on its line without one: the same answers."""
+the next due time, whether a conversation's messages wait), through a session and without
+one (on SQLite's line, or by asyncpg itself): the same answers."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -45,10 +44,10 @@ async def heads(
 
 
 async def test_only_due_free_heads_count_in_order(
-    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], outcomes: DirectWrites | None
 ) -> None:
     await session.connection()  # the engine's line open
-    assert await heads(session, sessions, direct, limit=10, exclude=set()) == ([], None)
+    assert await heads(session, sessions, outcomes, limit=10, exclude=set()) == ([], None)
     due, held, later, excluded, also_due = [
         await answered(session, f"3460{n}", replies=2) for n in range(5)
     ]
@@ -68,13 +67,13 @@ async def test_only_due_free_heads_count_in_order(
         update(Outbox).where(Outbox.conversation_id == also_due).values(next_attempt_at=earliest)
     )
 
-    found, next_at = await heads(session, sessions, direct, limit=10, exclude={excluded})
+    found, next_at = await heads(session, sessions, outcomes, limit=10, exclude={excluded})
 
     assert found == [due, also_due]
     # The due and free heads (the excluded one's too) are started or being drained: the next
     # look is when the held head is free again, before the one in backoff is due.
     assert next_at == hold_ends
-    assert await heads(session, sessions, direct, limit=1, exclude={excluded}) == (
+    assert await heads(session, sessions, outcomes, limit=1, exclude={excluded}) == (
         [due],
         hold_ends,
     )
@@ -83,19 +82,19 @@ async def test_only_due_free_heads_count_in_order(
     await session.execute(
         update(Outbox).where(Outbox.conversation_id == held).values(next_attempt_at=attempt)
     )
-    assert (await heads(session, sessions, direct, limit=10, exclude=set()))[1] == attempt
+    assert (await heads(session, sessions, outcomes, limit=10, exclude=set()))[1] == attempt
     await session.execute(update(Outbox).values(locked_until=None, next_attempt_at=earliest))
-    assert await heads(session, sessions, direct, limit=10, exclude=set()) == (
+    assert await heads(session, sessions, outcomes, limit=10, exclude=set()) == (
         [due, held, later, excluded, also_due],
         None,  # every head due and free: nothing to look again for
     )
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_whether_work_waits_is_what_loading_it_finds(
     session: AsyncSession, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    direct = DirectWrites.of(session.bind)  # type: ignore[arg-type]
+    engine = session.bind
+    direct = DirectWrites.of(engine) or DirectWrites.on_postgresql(engine)  # type: ignore[arg-type]
     assert direct is not None
     conversation_id, account_id, inbound = await waiting(session, "one")
     other, _, _ = await waiting(session, "two", phone="34611")
@@ -119,7 +118,7 @@ async def test_whether_work_waits_is_what_loading_it_finds(
 
 
 async def test_a_turns_work_holds_every_column_as_a_session_loads_it(
-    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], direct: DirectWrites | None
+    session: AsyncSession, sessions: async_sessionmaker[AsyncSession], outcomes: DirectWrites | None
 ) -> None:
     conversation_id, _, _ = await waiting(session, "one", "two")
     await session.execute(  # values of every kind the columns convert: JSON, dates, none
@@ -129,7 +128,7 @@ async def test_a_turns_work_holds_every_column_as_a_session_loads_it(
     )
     await session.commit()
 
-    work = await load_work(Reads(sessions, direct), conversation_id=conversation_id)
+    work = await load_work(Reads(sessions, outcomes), conversation_id=conversation_id)
 
     assert work is not None
     made = [work.conversation, work.account, work.contact, *work.pending]

@@ -167,9 +167,9 @@ async def claim_head(
 async def claim_head_directly(
     direct: DirectWrites, *, conversation_id: int, hold: timedelta
 ) -> Delivery | None:
-    """`claim_head`, sent whole in one trip on SQLite's line without a session
-    (`store.direct`): the claim, then the read of what it claimed (`_claimed_statement`), in
-    one transaction."""
+    """`claim_head`, sent whole without a session (`store.direct`; in one trip on SQLite's
+    line): the claim, then the read of what it claimed (`_claimed_statement`), in one
+    transaction."""
     claim = direct.prepared("claim head", _claim_head_statement)
     read = direct.prepared("claimed", _claimed_statement)
     values = _claim(conversation_id, hold)

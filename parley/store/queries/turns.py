@@ -119,8 +119,8 @@ _MESSAGE = Detached.of(Message)
 
 
 async def waits_directly(direct: DirectWrites, *, conversation_id: int) -> bool:
-    """Whether any inbound message of the conversation waits for a turn, read on SQLite's
-    line without a session: after each turn the worker asks, and usually none does, which
+    """Whether any inbound message of the conversation waits for a turn, read without a
+    session (`store.direct`): after each turn the worker asks, and usually none does, which
     one indexed row (or none) tells, without loading the parties as `load_work` does."""
     waiting = direct.prepared("work waits", _waits_statement)
     return bool(await direct.read(waiting, {"conversation_id": conversation_id}))
@@ -142,9 +142,9 @@ def _waits_statement() -> Select[Any]:
 
 @functools.cache
 def _work_columns_statement() -> Select[Any]:
-    """Built once: every turn runs it (on PostgreSQL twice: after the turn, to find that
-    nothing more waits). The parties' statement with each waiting message, as the columns of
-    `_PARTIES` and `_MESSAGE`, the parties' repeated on every row."""
+    """Built once: every turn runs it (twice where turns go through a session: after the turn,
+    to find that nothing more waits). The parties' statement with each waiting message, as
+    the columns of `_PARTIES` and `_MESSAGE`, the parties' repeated on every row."""
     return (
         _parties_statement()
         .join(Message, Message.conversation_id == Conversation.id)
@@ -168,7 +168,8 @@ async def start_attempt_directly(
     direct: DirectWrites, *, message_ids: list[int], conversation_id: int, since: datetime
 ) -> int:
     """`start_attempt`, then `inbound_since` (handled only) in the same transaction, sent
-    whole in one trip on SQLite's line (`store.direct`); returns the count."""
+    whole without a session (`store.direct`: in one trip on SQLite's line); returns the
+    count."""
     attempt = direct.prepared("attempt", _start_attempt_statement)
     count = direct.prepared("inbound since", functools.partial(_inbound_since_statement, True))
     ((counted,),) = await direct.commit(
@@ -334,7 +335,8 @@ async def record_turn_directly(
     then_waiting: bool = False,
 ) -> bool | None:
     """`record_turn` with `commits`, and `before` ahead of it, sent whole in one trip on
-    SQLite's line (`store.direct`): the same statements and guards, without a session.
+    SQLite's line, or by asyncpg itself on PostgreSQL (`store.direct`): the same statements and
+    guards, without a session.
 
     With `then_waiting`, returns whether inbound messages of the conversation still wait for
     a turn, read in the same trip after the outcome (what `waits_directly` would read next);
