@@ -5,12 +5,17 @@ from `--conversations` customers — first to the bare reference (bench/bare.py:
 answer 200), then to `parley serve` on a fresh SQLite file, and reports for each requests/s,
 p50/p99, non-2xx, socket errors and timeouts, and Parley/bare. Then it waits (bounded) until
 every message Parley accepted has been answered exactly once at the Graph simulator, and
-reports lost and duplicated answers and how long the backlog took to drain.
+reports lost and duplicated answers and how long the backlog took to drain. In the closed loop
+both are loaded for the whole `--duration`: Parley is given enough distinct bodies for it
+(`CLOSED_LOOP_CEILING` a second), so at 8,000 webhooks a second it has some 85,000 messages
+to answer afterwards, about 5 minutes on SQLite and longer on one `parley worker`.
 
 With `--database-url` and `--redis-url` (a PostgreSQL server and a Redis database, both
 emptied for the run), Parley is scaled out instead: one `parley api` process takes the
 webhooks (the process measured against the bare reference) and one `parley worker` files and
-answers them.
+answers them. With `--worker-after-load` the worker is stopped for the load and started after
+it, so that `parley api` has the cores to itself as the bare app had (the backlog waits in the
+inbox meanwhile, and every message must still be answered once).
 
     python bench/ingest.py                      # closed loop: as fast as 64 connections go
     python bench/ingest.py --rate 500           # p99 at a fixed 500 requests/s
@@ -67,11 +72,12 @@ class Options:
     conversations: int = 1000
     bodies: int = 0  # 0: enough for the run (see `body_count`)
     timeout: float = 10.0
-    drain_timeout: float = 300.0
+    drain_timeout: float = 900.0  # 10 s of closed loop, ~85,000 messages, drained in ~5 min
     settle: float = 2.0
     profile: Path | None = None  # py-spy Parley during the load, into this file
     database_url: str | None = None  # with redis_url: `parley api` and `parley worker`
     redis_url: str | None = None
+    worker_after_load: bool = False  # the worker stopped during the load: `parley api` alone
 
 
 @dataclass
@@ -94,12 +100,19 @@ class ParleyRun:
         return not (self.lost or self.extra or t.duplicated or t.unmarked or t.refused)
 
 
+# Closed loop: bodies for this many webhooks a second over the whole duration, above any rate
+# Parley has reached on two cores, so that Parley is loaded for as long as the bare app (which
+# cycles through the same bodies). With fewer, Parley's rate was taken over the 2.5-4 s its
+# bodies lasted, its start included, against the bare app's 10 s.
+CLOSED_LOOP_CEILING = 16_000
+
+
 def body_count(opts: Options) -> int:
-    """Distinct bodies for Parley: at a fixed rate the run's count, else a generous bound
-    (wrk stops early and says so if Parley outruns it)."""
+    """Distinct bodies for Parley: at a fixed rate the run's count, else enough for the whole
+    duration (wrk stops early and says so if Parley outruns it)."""
     if opts.bodies:
         return opts.bodies
-    per_second = opts.rate * 1.2 if opts.rate else 2000
+    per_second = opts.rate * 1.2 if opts.rate else CLOSED_LOOP_CEILING
     return int(per_second * opts.duration) + opts.connections
 
 
@@ -140,13 +153,19 @@ async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
             book = AnswerBook(graph, skip_existing=True)
             before = await accepted_messages(p.url)
             calls_before = len(openai_sim.requests_to("/v1/responses"))
-            background = p.worker or p.pid
-            name = "`parley worker`" if p.worker else "`parley serve` (the door included)"
-            background_before = cpu_seconds(background)
+            worker = p.worker
+            if worker is not None and opts.worker_after_load:
+                await worker.stop()
+            background = (worker.pid if worker else p.pid) or 0
+            name = "`parley worker`" if worker else "`parley serve` (the door included)"
+            background_before = cpu_seconds(background) if background else 0.0
             async with py_spy(p.pid, opts.profile):
                 load, cpu = await _wrk(p.url, p.pid, bodies, opts, wrap=False)
             ended = time.monotonic()
             accepted = await accepted_messages(p.url) - before
+            if worker is not None and worker.pid is None:
+                background = await worker.start()
+                name = "`parley worker` (started after the load: its start included)"
             drained = await book.wait(accepted, timeout=opts.drain_timeout)
             drain_s = time.monotonic() - ended if drained else None
             background_cpu_s = cpu_seconds(background) - background_before
@@ -190,8 +209,9 @@ async def accepted_messages(url: str, timeout: float = 15) -> int:
 
 def describe(opts: Options) -> str:
     pace = f"fixed {opts.rate:g} requests/s" if opts.rate else "closed loop"
+    beside = "after the load" if opts.worker_after_load else "beside it"
     parley = (
-        "`parley api` on PostgreSQL and Redis, a `parley worker` beside it"
+        f"`parley api` on PostgreSQL and Redis, a `parley worker` {beside}"
         if opts.database_url
         else "`parley serve` on SQLite"
     )
@@ -285,9 +305,17 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy Parley under load into this file")
     parser.add_argument("--database-url", help="a PostgreSQL server's URL (with --redis-url)")
     parser.add_argument("--redis-url", help="a Redis database, emptied for the run")
+    parser.add_argument(
+        "--worker-after-load",
+        action="store_true",
+        help="stop `parley worker` for the load and start it after: `parley api` alone on the "
+        "cores, as with workers on other machines (the backlog waits in the inbox meanwhile)",
+    )
     args = parser.parse_args()
     if bool(args.database_url) != bool(args.redis_url):
         parser.error("--database-url and --redis-url go together")
+    if args.worker_after_load and not args.database_url:
+        parser.error("--worker-after-load needs --database-url (`parley serve` has no worker)")
     bare = not args.no_bare
     del args.no_bare
     ok = asyncio.run(run(Options(**vars(args)), bare=bare))

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -32,7 +33,40 @@ class Served:
     pid: int
     name: str
     db: Path | None = None  # Parley's SQLite file
-    worker: int | None = None  # the pid of the `parley worker` beside a `parley api`
+    worker: Worker | None = None  # the `parley worker` beside a `parley api`
+
+
+class Worker:
+    """A `parley worker` process, which a benchmark may stop and start again (a new process
+    each time) to keep it off the cores while it loads the `parley api` beside it."""
+
+    def __init__(self, env: dict[str, str], cwd: str, log: IO[bytes]) -> None:
+        self._env, self._cwd, self._log = env, cwd, log
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        running = self._process is not None and self._process.returncode is None
+        return self._process.pid if running and self._process is not None else None
+
+    async def start(self) -> int:
+        if self.pid is None:
+            self._process = await asyncio.create_subprocess_exec(
+                str(BIN / "parley"),
+                "worker",
+                env={**os.environ, **self._env},
+                cwd=self._cwd,
+                stdout=self._log,
+                stderr=self._log,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        assert self._process is not None
+        return self._process.pid
+
+    async def stop(self) -> None:
+        """SIGTERM, as a deployment stops one: its turns in flight end first."""
+        if self._process is not None:
+            await _stop(self._process)
 
 
 @contextlib.asynccontextmanager
@@ -138,22 +172,15 @@ async def parley_api_and_worker(
         tempfile.TemporaryDirectory() as folder,
         tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log") as log,
     ):
-        worker = await asyncio.create_subprocess_exec(
-            str(BIN / "parley"),
-            "worker",
-            env={**os.environ, **full},
-            cwd=folder,
-            stdout=log,
-            stderr=log,
-            stdin=asyncio.subprocess.DEVNULL,
-        )
+        worker = Worker(full, folder, log)
+        await worker.start()
         try:
             port = free_port()
             argv = [str(BIN / "parley"), "api", "--port", str(port)]
             async with serve_process("parley", argv, port=port, env=full, cwd=folder) as served:
-                yield dataclasses.replace(served, worker=worker.pid)
+                yield dataclasses.replace(served, worker=worker)
         finally:
-            await _stop(worker)
+            await worker.stop()
 
 
 def server_stack() -> str:
