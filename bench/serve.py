@@ -46,8 +46,8 @@ class Worker:
 
     @property
     def pid(self) -> int | None:
-        running = self._process is not None and self._process.returncode is None
-        return self._process.pid if running and self._process is not None else None
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     async def start(self) -> int:
         if self.pid is None:

@@ -443,13 +443,18 @@ class _AsyncpgLine:
                 if driver.is_closed() or isinstance(error, _CONNECTION_LOST):
                     await connection.invalidate()
                 if isinstance(error, asyncpg.PostgresError):
-                    raise _translated(error, running.step) from error
-                if isinstance(error, asyncpg.InterfaceError):
+                    raise _translated(error, running) from error
+                if isinstance(error, _CLIENT_ERRORS):
                     raise InterfaceError(*running.said(), error) from error
                 raise
 
 
-_CONNECTION_LOST = (asyncpg.InterfaceError, OSError, asyncio.CancelledError)
+_CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+"""asyncpg's own errors about the connection, raised as SQLAlchemy's `InterfaceError`. A
+connection the server closed while idle can fail its next statement with either (the
+protocol caught mid-state: "cannot switch to state 15; another operation is in progress")."""
+
+_CONNECTION_LOST = (*_CLIENT_ERRORS, OSError, asyncio.CancelledError)
 """Errors after which a connection is not given back to the pool: it may be gone, or in the
 middle of a statement (cancelled), even if asyncpg has not closed it."""
 
@@ -482,7 +487,7 @@ async def _run(driver: Any, statement: Step) -> list[Any]:
     return rows
 
 
-def _translated(error: Exception, running: Step | None) -> DBAPIError:
+def _translated(error: Exception, running: _Running) -> DBAPIError:
     """asyncpg's error as SQLAlchemy's, by the classes SQLAlchemy's asyncpg dialect maps
     them to."""
     kind: type[DBAPIError] = DBAPIError
@@ -490,7 +495,7 @@ def _translated(error: Exception, running: Step | None) -> DBAPIError:
         kind = IntegrityError
     elif isinstance(error, asyncpg.SyntaxOrAccessError):
         kind = ProgrammingError
-    return kind(*_Running(running).said(), error)
+    return kind(*running.said(), error)
 
 
 class Reads:

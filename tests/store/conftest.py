@@ -44,20 +44,14 @@ def direct(
 
 
 @pytest.fixture(params=["session", "direct"])
-def outcomes(
-    request: pytest.FixtureRequest, session: AsyncSession, backend: str
-) -> DirectWrites | None:
+def outcomes(request: pytest.FixtureRequest, session: AsyncSession) -> DirectWrites | None:
     """As `direct`, for the queries of turns and sends, which go without a session on
     PostgreSQL too: None (their session path), then SQLite's line or asyncpg's own API
     (`DirectWrites.on_postgresql`)."""
     if request.param == "session":
         return None
     engine = session.bind
-    found = (
-        DirectWrites.on_postgresql(engine)  # type: ignore[arg-type]
-        if backend == "postgres"
-        else DirectWrites.of(engine)  # type: ignore[arg-type]
-    )
+    found = DirectWrites.of(engine) or DirectWrites.on_postgresql(engine)  # type: ignore[arg-type]
     assert found is not None
     return found
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from parley.errors import ConversationGone, LeaseLost
 from parley.store import db
+from parley.store import direct as direct_module
 from parley.store.direct import DirectWrites, Step, step
 from parley.store.models import (
     Account,
@@ -361,18 +363,28 @@ _TERMINATE = (
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_on_postgresql_a_transaction_cancelled_midway_keeps_nothing(
-    sessions: async_sessionmaker[AsyncSession], database_url: str
+    sessions: async_sessionmaker[AsyncSession], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with sessions() as session:
         await waiting(session, "hi")
+    # The statement it is cancelled in holds an advisory lock until its transaction ends.
+    sleeping = Step(f"SELECT pg_advisory_xact_lock({_HELD}), pg_sleep(30)", ())
+    sent = asyncio.Event()
+    run = direct_module._run
+
+    async def noting(driver: Any, statement: Step) -> list[Any]:
+        if statement is sleeping:
+            sent.set()  # the waiter wakes once the statement is on its way, awaited
+        return await run(driver, statement)
+
+    monkeypatch.setattr(direct_module, "_run", noting)
     engine, other = db.create_engine(database_url, pool_size=1), db.create_engine(database_url)
     try:
         direct = DirectWrites.on_postgresql(engine)
         assert direct is not None
         rename = direct.prepared("rename", lambda: update(Account).values(name="n"), ["name"])
-        sleeping = Step("SELECT pg_sleep(30)", ())
         task = asyncio.create_task(direct.commit([step(rename, {"name": "half"}), sleeping]))
-        await sleeps(other, True)
+        await asyncio.wait_for(sent.wait(), 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -381,26 +393,14 @@ async def test_on_postgresql_a_transaction_cancelled_midway_keeps_nothing(
         await asyncio.wait_for(direct.commit([step(rename, {"name": "after"})]), 10)
         async with other.connect() as connection:
             assert await connection.scalar(select(Account.name)) == "after"
-        await sleeps(other, False)
+            # The sleep runs no more on the server: its lock is free (the server grants it
+            # once the cancelled transaction ended, within the timeout).
+            await connection.execute(text("SET statement_timeout = '10s'"))
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({_HELD})"))
     finally:
         await engine.dispose()
         await other.dispose()
 
 
-async def sleeps(engine: AsyncEngine, running: bool) -> None:
-    """Wait (up to 10 s) until a connection to the test's database runs the sleep, or, not
-    `running`, until none does."""
-    async with asyncio.timeout(10):
-        while True:
-            # A transaction of its own each time: a transaction sees the server's activity as
-            # it was at its first look.
-            async with engine.connect() as connection:
-                found = await connection.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND state = 'active' AND query = 'SELECT pg_sleep(30)'"
-                    )
-                )
-            if bool(found) == running:
-                return
-            await asyncio.sleep(0.05)
+_HELD = 7_301_022
+"""An advisory lock key of the cancellation test's own."""
