@@ -140,7 +140,7 @@ def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
 
 @app.command()
 def api(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
-    """Only the HTTP API (webhooks, /v1, admin), for scale-out."""
+    """Only the HTTP API (webhooks, /v1, admin), for scale-out; applies pending migrations."""
     _run_http(_traced(_checked(_settings(), "api")), "api", host, port)
 
 

@@ -34,7 +34,13 @@ from parley.channels.base import Channel
 from parley.config import Settings
 from parley.store.crypto import secret_box
 from parley.store.db import create_engine, create_sessionmaker
-from parley.store.migrate import database_url_problem, driver_error, schema_problem, shown_url
+from parley.store.migrate import (
+    database_url_problem,
+    driver_error,
+    schema_problem,
+    shown_url,
+    sqlite_file_missing,
+)
 from parley.store.queries.account_directory import AccountDirectory, Directory
 
 Role = Literal["serve", "api", "worker"]
@@ -137,8 +143,8 @@ def channel_problem(states: dict[str, str]) -> str | None:
 
 async def database_problem(engine: AsyncEngine, url: str, *, migrated: bool) -> str | None:
     """Why the process cannot use the database, naming it with its password masked, or None.
-    `migrated`: it must also be a Parley database that is up to date (`api` and `worker` do
-    not migrate it; `serve` does)."""
+    `migrated`: it must also be a Parley database that is up to date (the worker does not
+    migrate it; `serve` and `api` do)."""
     shown = shown_url(url)
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT):
@@ -209,8 +215,15 @@ async def preflight(settings: Settings, role: Role) -> str | None:
         return problem
     engine = create_engine(settings.database_url)
     try:
-        # `serve` creates and migrates its database itself; the others need it done.
-        problem = await database_problem(engine, settings.database_url, migrated=role != "serve")
+        # `serve` creates and migrates its database itself; `api` migrates one that exists
+        # (it never creates a SQLite file); the worker needs it done.
+        if role == "api" and sqlite_file_missing(settings.database_url):
+            shown = shown_url(settings.database_url)
+            return (
+                f"no Parley database at {shown} (DATABASE_URL): "
+                "run `parley db upgrade` (or `parley serve`) first"
+            )
+        problem = await database_problem(engine, settings.database_url, migrated=role == "worker")
         if problem is None:
             try:
                 directory = await _accounts(settings, engine)

@@ -428,7 +428,9 @@ async def open_runtime(
         metrics: this process serves /metrics, so it keeps the backlog gauges fresh (a
             `parley worker` only with `--metrics-port`).
     """
-    if role == "serve":
+    if role in ("serve", "api"):
+        # What is pending, applied once however many processes start together (see the
+        # migrations' lock); `preflight` has refused a SQLite file that is not there for `api`.
         await upgrade(settings.database_url)
     runtime = build_runtime(settings)
     if role == "serve" and runtime.engine.dialect.name == "sqlite":

@@ -10,6 +10,7 @@ embedded mode; a missing server is an error, never a skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
@@ -181,6 +182,23 @@ async def _recreate_database(url: str, name: str, *, template: str | None) -> No
         await connection.execute(f'CREATE DATABASE "{name}"{suffix}')
     finally:
         await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def connections_refused(url: str) -> AsyncIterator[None]:
+    """PostgreSQL takes no new connection to `url`'s database and closes the ones it has, as
+    when the server went away under a running process; as it was again afterwards."""
+    name = make_url(url).database
+    admin = await _admin_connection(url)
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 @pytest.fixture(params=BACKENDS)

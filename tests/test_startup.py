@@ -10,10 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from parley.store.migrate import upgrade
-from tests.servers import free_port
+from parley.store.db import create_engine
+from parley.store.migrate import alembic_config, schema_problem, sqlite_file_missing, upgrade
+from parley.testing import wait_until_ready
+from tests.conftest import _recreate_database
+from tests.servers import PostgresServer, free_port
 
 PARLEY = str(Path(sys.executable).with_name("parley"))
 LOCAL_UPSTREAM = "http://127.0.0.1:9/v1"
@@ -180,8 +185,67 @@ async def test_wrong_credentials_and_a_database_not_migrated(
             "postgresql+asyncpg://", "postgres://"
         )
     env["DATABASE_URL"] = not_migrated
-    line = await refused(env, tmp_path, "api", naming="no Parley database")
+    # `api` migrates a database that is there (below), but never creates a SQLite file.
+    line = await refused(env, tmp_path, "worker", naming="no Parley database")
     assert "parley db upgrade" in line
+    if backend == "sqlite":
+        line = await refused(env, tmp_path, "api", naming="no Parley database")
+        assert "parley db upgrade" in line
+        assert sqlite_file_missing(database_url)  # `api` created no file
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_api_processes_started_together_migrate_a_new_database_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    base = os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
+    name = f"parley_fresh_{os.getpid()}"
+    await _recreate_database(base, name, template=None)
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    env = clean_env(DATABASE_URL=url, OPENAI_BASE_URL=LOCAL_UPSTREAM)
+    ports = [free_port() for _ in range(4)]
+    processes = [
+        await asyncio.create_subprocess_exec(
+            PARLEY,
+            "api",
+            "--port",
+            str(port),
+            env=env,
+            cwd=tmp_path,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    try:
+        ready = await asyncio.gather(
+            *(
+                wait_until_ready(f"http://127.0.0.1:{port}", alive=lambda p=p: p.returncode is None)
+                for port, p in zip(ports, processes, strict=True)
+            )
+        )
+        errors = [
+            (await p.stderr.read()).decode()[-2000:]
+            for p in processes
+            if p.returncode is not None and p.stderr is not None
+        ]
+        assert all(ready), errors
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        await asyncio.gather(*(asyncio.wait_for(p.wait(), timeout=30) for p in processes))
+    heads = ScriptDirectory.from_config(alembic_config(url)).get_heads()
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            assert sorted(row[0] for row in versions) == sorted(heads)
+            # A Parley database: the worker, which does not migrate, takes it as it is.
+            assert await schema_problem(engine, url) is None
+    finally:
+        await engine.dispose()
 
 
 async def test_redis_that_does_not_answer(tmp_path: Path, migrated: str) -> None:

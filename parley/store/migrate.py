@@ -1,4 +1,5 @@
-"""Apply Alembic migrations from code (``parley db upgrade`` and on ``parley serve`` start)."""
+"""Apply Alembic migrations from code: ``parley db upgrade``, and ``parley serve`` and
+``parley api`` at start."""
 
 from __future__ import annotations
 

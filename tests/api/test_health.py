@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from parley.app import create_app
 from parley.config import Settings
 from parley.testing import ServerThread
-from tests.conftest import BACKENDS, MakeParley, Parley
+from tests.conftest import BACKENDS, MakeParley, Parley, connections_refused
 from tests.servers import free_port
 
 
@@ -59,17 +59,18 @@ async def test_a_channel_without_its_secret_is_not_ready(make_parley: MakeParley
     assert "WHATSAPP_ACCESS_TOKEN is set" in channels["error"]
 
 
-async def test_a_store_and_queue_out_of_reach_are_not_ready(settings: Settings) -> None:
-    """An API process whose PostgreSQL and Redis are gone (it neither migrates nor files, so
-    it starts): each is reported down, the rest ok."""
-    down = settings.model_copy(
-        update={
-            "database_url": f"postgresql+asyncpg://parley:pw@127.0.0.1:{free_port()}/parley",
-            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
-        }
-    )
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
+async def test_a_store_and_queue_out_of_reach_are_not_ready(
+    settings: Settings, database_url: str
+) -> None:
+    """An API process whose Redis is gone, and whose PostgreSQL goes after it started (it
+    migrates at start, so it needs the database then): each is reported down, the rest ok."""
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     with ServerThread(create_app(down, "api"), lifespan="on") as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+        async with (
+            connections_refused(database_url),
+            httpx.AsyncClient(base_url=server.url, timeout=15) as client,
+        ):
             code, body = await readyz(client)
     assert code == 503 and body["status"] == "unavailable"
     checks = body["checks"]

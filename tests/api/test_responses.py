@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from parley.config import Settings
 from parley.store.queries.users import create_user
 from parley.testing import OpenAISimulator, ServerThread, SimTurn
 from parley.testing.openai_items import message_texts
-from tests.conftest import ADMIN_TOKEN, MakeParley, Parley, Store
+from tests.conftest import ADMIN_TOKEN, BACKENDS, MakeParley, Parley, Store, connections_refused
 
 OPEN = ("queued", "in_progress")
 
@@ -677,14 +676,15 @@ async def test_safety_applies_to_api_callers(
     await client.close()
 
 
-async def test_store_unavailable_is_an_openai_503(settings: Settings, tmp_path: Path) -> None:
-    # An API process whose database cannot be opened: every /v1 call is a clean 503.
-    broken = settings.model_copy(
-        update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'parley.db'}"}
-    )
-    server = ServerThread(create_app(broken, "api"), lifespan="on").start()
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
+async def test_store_unavailable_is_an_openai_503(settings: Settings, database_url: str) -> None:
+    # An API process whose database went away after it started: every /v1 call is a clean 503.
+    server = ServerThread(create_app(settings, "api"), lifespan="on").start()
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        async with (
+            connections_refused(database_url),
+            httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        ):
             answer = await http.post(
                 "/v1/responses",
                 json={"model": "default", "input": "hi"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -12,6 +13,12 @@ from sqlalchemy.pool import NullPool
 from parley.store.models import Base
 
 target_metadata = Base.metadata
+
+MIGRATION_LOCK = 0x50_61_72_6C_65_7A  # "Parlez": one migration at a time on a server
+"""PostgreSQL advisory lock taken for the migration's transaction. Any number of `parley api`
+processes may start at once against one database, and each applies what is pending: the
+first migrates, the others wait for its commit, then read its version and find nothing to do.
+(PostgreSQL runs the migrations in one transaction: DDL is transactional there.)"""
 
 
 def _run(connection: Connection) -> None:
@@ -22,6 +29,8 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
