@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.answers import AnswerBook, BenchGraph, Tally, marker_reply
 from bench.measure import cpu_seconds, peak_rss_mib, ratio
-from bench.profile import py_spy, summarize
+from bench.profile import gc_summary, gc_watch_env, py_spy, summarize
 from bench.serve import (
     Served,
     load_average,
@@ -75,6 +75,7 @@ class Options:
     drain_timeout: float = 900.0  # 10 s of closed loop, ~85,000 messages, drained in ~5 min
     settle: float = 2.0
     profile: Path | None = None  # py-spy Parley during the load, into this file
+    gc_stats: Path | None = None  # the garbage collector's work in Parley, into this file
     database_url: str | None = None  # with redis_url: `parley api` and `parley worker`
     redis_url: str | None = None
     worker_after_load: bool = False  # the worker stopped during the load: `parley api` alone
@@ -143,6 +144,8 @@ async def _wrk(
 
 
 async def load_parley(bodies: Path, opts: Options, **env: str) -> ParleyRun:
+    if opts.gc_stats is not None:
+        env = {**env, **gc_watch_env(opts.gc_stats)}
     openai_sim = OpenAISimulator(latency=opts.latency, reply=marker_reply)
     graph = BenchGraph()
     with ServerThread(openai_sim.app) as openai_server, ServerThread(graph.app) as graph_server:
@@ -289,6 +292,9 @@ async def run(opts: Options, *, bare: bool = True) -> bool:
     if opts.profile is not None:
         print(f"where Parley's CPU went during the load ({opts.profile}):")
         print(summarize(opts.profile))
+    if opts.gc_stats is not None:
+        print(f"garbage collections in Parley, its start to the drain's end ({opts.gc_stats}):")
+        print(gc_summary(opts.gc_stats))
     print("BENCH_RESULT " + json.dumps(summary, default=str))
     return parley.clean and parley.drain_s is not None
 
@@ -303,6 +309,11 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout)
     parser.add_argument("--no-bare", action="store_true", help="Parley only")
     parser.add_argument("--profile", type=Path, help="py-spy Parley under load into this file")
+    parser.add_argument(
+        "--gc-stats",
+        type=Path,
+        help="the garbage collector's work in Parley (bench/gcwatch) into this file",
+    )
     parser.add_argument("--database-url", help="a PostgreSQL server's URL (with --redis-url)")
     parser.add_argument("--redis-url", help="a Redis database, emptied for the run")
     parser.add_argument(

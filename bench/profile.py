@@ -128,3 +128,34 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+GC_WATCH = Path(__file__).with_name("gcwatch")
+"""`bench/gcwatch/sitecustomize.py`: the garbage collector's work in a `parley` process."""
+
+
+def gc_watch_env(out: Path) -> dict[str, str]:
+    """The environment that has a `parley` process write its collections to `out`."""
+    import os
+
+    path = os.pathsep.join(p for p in (str(GC_WATCH), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "PARLEY_GCWATCH_OUT": str(out)}
+
+
+def gc_summary(out: Path) -> str:
+    """A line per generation of what `bench/gcwatch` wrote: collections, their CPU on the
+    event loop's thread (in all, the longest, how many over 5 ms) and the objects they freed
+    (those only a collection frees: reference cycles)."""
+    import json
+
+    if not out.exists():
+        return "(nothing written: did the process start?)"
+    figures = json.loads(out.read_text())
+    lines = [
+        f"  {name}: {g['collections']} collections, {g['cpu_ms']:.0f} ms of CPU in all, "
+        f"longest {g['max_ms']:.1f} ms, {g['over_5_ms']} over 5 ms; {g['freed']} objects freed"
+        for name, g in figures["generations"].items()
+    ]
+    kept = figures["garbage_by_type"].items()
+    lines += [f"  cyclic garbage of 3 s: {n} {kind}" for kind, n in kept]
+    return "\n".join(lines)

@@ -16,7 +16,7 @@ catching `httpx.HTTPError` would miss. Here each becomes the httpx error of what
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import aiohttp
 import httpx
@@ -28,7 +28,32 @@ _LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 def create_http_client(*, timeout: float) -> httpx.AsyncClient:
     """An httpx client on aiohttp's connections, with `timeout` seconds for each phase of a
     request (connect, write, read, pool) unless a call gives its own."""
-    return httpx.AsyncClient(timeout=timeout, limits=_LIMITS, transport=_Transport(limits=_LIMITS))
+    return _ReadReleased(timeout=timeout, limits=_LIMITS, transport=_Transport(limits=_LIMITS))
+
+
+_READ = httpx.ByteStream(b"")
+
+
+class _ReadReleased(httpx.AsyncClient):
+    """An httpx client whose responses, once read, are freed as soon as their caller lets go.
+
+    httpx binds each response's body stream to the response (`BoundAsyncStream`, which times
+    it), and the response holds that stream: a reference cycle, with the request, headers and
+    aiohttp's response inside it, some fifty objects per call that only the garbage collector
+    frees. Its collections run on the event loop, in pauses that every webhook and request in
+    flight waits out. A response `send` has read whole (not `stream=True`) needs its stream no
+    more: its body is kept, and reading it again returns that. So the stream is replaced by an
+    empty one, which breaks the cycle. (The openai SDK's client, on `httpx2`, makes no
+    such cycle.)
+    """
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = await super().send(request, stream=stream, **kwargs)
+        if not stream:
+            response.stream = _READ
+        return response
 
 
 class _Transport(AiohttpTransport):

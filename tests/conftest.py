@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import os
 import time
@@ -174,6 +175,14 @@ async def _admin_connection(url: str) -> asyncpg.Connection:
     )
 
 
+async def _drop_database(url: str, name: str) -> None:
+    connection = await _admin_connection(url)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
 async def _recreate_database(url: str, name: str, *, template: str | None) -> None:
     connection = await _admin_connection(url)
     try:
@@ -182,6 +191,23 @@ async def _recreate_database(url: str, name: str, *, template: str | None) -> No
         await connection.execute(f'CREATE DATABASE "{name}"{suffix}')
     finally:
         await connection.close()
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list[str]]:
+    """The types of what the garbage collector freed in the block, collected at its end: the
+    objects only a collection frees (reference cycles), whose collections pause the event
+    loop."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    found: list[str] = []
+    try:
+        yield found
+        gc.collect()
+        found.extend(type(kept).__name__ for kept in gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
 
 
 @contextlib.asynccontextmanager
@@ -207,15 +233,21 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+async def database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+        yield f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
+        return
     server: PostgresServer | None = request.getfixturevalue("postgres_server")
     base = os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
     await postgres_template(base)
     name = f"parley_test_{os.getpid()}_{next(_database_numbers)}"
     await _recreate_database(base, name, template=TEMPLATE_DB)
-    return make_url(base).set(database=name).render_as_string(hide_password=False)
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    # Dropped, not left for the end: PostgreSQL's autovacuum launcher visits every database
+    # on the server, and with the thousands a run makes it took a sixth of a core.
+    await _drop_database(base, name)
 
 
 @pytest.fixture

@@ -63,7 +63,19 @@ def render(text: str, style: Style = PLAIN) -> str:
     """`text` read as Markdown, written in `style`; text without Markdown comes back as it is
     (but for surrounding whitespace)."""
     tree = SyntaxTreeNode(_PARSER.parse(text))
-    return _Writer(style, text.splitlines()).blocks(tree.children).strip()
+    try:
+        return _Writer(style, text.splitlines()).blocks(tree.children).strip()
+    finally:
+        _unlink(tree)
+
+
+def _unlink(tree: SyntaxTreeNode) -> None:
+    """Each node of the tree names its parent, and the parent its children: a reference cycle
+    per node, which only the garbage collector frees, in pauses that hold up the event loop
+    (every reply is written through here). Without the parents, reference counting frees the
+    tree as soon as it is written out."""
+    for node in tree.walk():
+        node.parent = None
 
 
 class _Writer:

@@ -12,6 +12,7 @@ from markdown_it import MarkdownIt
 
 from parley.channels import markdown
 from parley.channels.whatsapp.format import WHATSAPP
+from tests.conftest import cyclic_garbage
 
 STYLES = [markdown.PLAIN, WHATSAPP]
 
@@ -118,3 +119,14 @@ def test_text_without_markup_comes_back_unchanged(source: str) -> None:
     for style in STYLES:
         rendered = markdown.render(source, style)
         assert re.sub(r"\s+", " ", rendered).strip() == re.sub(r"\s+", " ", source).strip()
+
+
+def test_a_rendered_reply_leaves_nothing_for_the_garbage_collector() -> None:
+    """The parse tree's nodes name their parents: unlinked once written out, every reply's
+    tree is freed by reference counting, not in a collection's pause on the event loop."""
+    source = "# Hours\n\n**Mon**–Fri, *9–5*\n\n- one\n  1. nested [x](https://x.io)\n\n> `q`"
+    markdown.render(source, WHATSAPP)
+    with cyclic_garbage() as cyclic:
+        for style in STYLES:
+            assert markdown.render(source, style).startswith(("*Hours*", "Hours"))
+    assert cyclic == []

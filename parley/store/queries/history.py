@@ -8,11 +8,12 @@ messages after it are exactly those the summary does not.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import and_, not_, or_, select, update
+from sqlalchemy import Select, and_, bindparam, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.channels.media import MEDIA_KINDS, history_label, media_from_stored
@@ -56,21 +57,11 @@ async def load_history(
     file stands as its label (``[image] caption``, ``[voice note] transcript``): its bytes
     went upstream once, in the turn that answered it.
     """
-    stored = await session.scalar(
-        select(Conversation.summary).where(Conversation.id == conversation_id)
-    )
+    stored = await session.scalar(_summary_statement(), {"conversation_id": conversation_id})
     summary, through = parse_summary(stored)
     rows = await session.execute(
-        select(Message.sequence_no, Message.sender, Message.kind, Message.text, Message.meta)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.sequence_no > through,
-            or_(Message.text.is_not(None), Message.kind.in_(sorted(MEDIA_KINDS))),
-            Message.sender.in_(list(_ROLES)),
-            not_(and_(Message.direction == "in", Message.status == "received")),
-        )
-        .order_by(Message.sequence_no.desc())
-        .limit(limit)
+        _entries_statement(),
+        {"conversation_id": conversation_id, "through": through, "limit": limit},
     )
     entries = [
         HistoryEntry(sequence_no=seq, role=_ROLES[sender], text=read)
@@ -79,6 +70,31 @@ async def load_history(
     ]
     entries.reverse()
     return History(summary=summary, summary_through=through, entries=entries)
+
+
+@functools.cache
+def _summary_statement() -> Select[str | None]:
+    """Built once, as `_entries_statement`: a turn that seeds or sends history reads both."""
+    return select(Conversation.summary).where(Conversation.id == bindparam("conversation_id"))
+
+
+@functools.cache
+def _entries_statement() -> Select[tuple[int, str, str, str | None, Any]]:
+    """The messages `load_history` reads, their values given at each execution: building the
+    statement each time cost more than SQLite's answer, and left reference cycles (SQLAlchemy's
+    expressions) for the garbage collector, whose pauses hold up the event loop."""
+    return (
+        select(Message.sequence_no, Message.sender, Message.kind, Message.text, Message.meta)
+        .where(
+            Message.conversation_id == bindparam("conversation_id"),
+            Message.sequence_no > bindparam("through"),
+            or_(Message.text.is_not(None), Message.kind.in_(sorted(MEDIA_KINDS))),
+            Message.sender.in_(list(_ROLES)),
+            not_(and_(Message.direction == "in", Message.status == "received")),
+        )
+        .order_by(Message.sequence_no.desc())
+        .limit(bindparam("limit"))
+    )
 
 
 def _entry_text(kind: str, text: str | None, meta: dict[str, Any] | None) -> str | None:

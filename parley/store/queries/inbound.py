@@ -310,7 +310,7 @@ async def _insert_messages(
             rows,
             ["account_id", "channel_message_id"],
             returning=[table.c.account_id, table.c.channel_message_id],
-            values={"sequence_no": reserved_sequence_no(bindparam("offset", type_=Integer))},
+            values=_NUMBERED,
         )
     except SequenceRefused as refused:
         if read_before:
@@ -547,6 +547,11 @@ def reserved_sequence_no(offset: ColumnElement[int]) -> ColumnElement[int]:
         .scalar_subquery()
     )
     return counter - bindparam("count", type_=Integer) + offset
+
+
+_NUMBERED = {"sequence_no": reserved_sequence_no(bindparam("offset", type_=Integer))}
+"""Each inbound row's number, built once: `insert_ignore_many` keeps its statements by the
+expressions they are given."""
 
 
 async def refused_why(session: AsyncSession, refused: SequenceRefused) -> ParleyError:

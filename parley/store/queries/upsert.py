@@ -3,6 +3,7 @@ the dialect's INSERT for upserts that add up (usage)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -44,16 +45,37 @@ async def insert_ignore_many(
     `values`: columns each row takes from SQL expressions (on the rows' other values)."""
     if not rows:
         return []
-    insert = dialect_insert(dialect_of(session))
-    # The table, not the mapped class: a Core statement, without the ORM's bulk machinery.
-    table = cast(Table, model.__table__)
-    statement = insert(table)
-    if values:
-        statement = statement.values(values)
-    statement = statement.on_conflict_do_nothing(index_elements=keys)
+    statement = _insert_ignore_statement(
+        dialect_of(session),
+        cast(Table, model.__table__),
+        tuple(keys),
+        tuple(returning),
+        tuple((values or {}).items()),
+    )
     if not returning:
         await session.execute(statement, rows)
         return []
     # A list of rows with RETURNING: SQLAlchemy sends them as multi-row VALUES, in pages that
     # stay under each driver's limit on parameters.
-    return [tuple(row) for row in await session.execute(statement.returning(*returning), rows)]
+    return [tuple(row) for row in await session.execute(statement, rows)]
+
+
+@functools.cache
+def _insert_ignore_statement(
+    dialect: str,
+    table: Table,
+    keys: tuple[str, ...],
+    returning: tuple[ColumnElement[Any], ...],
+    values: tuple[tuple[str, ColumnElement[Any]], ...],
+) -> Any:
+    """The statement of `insert_ignore_many`, built once for each shape: the filer inserts a
+    batch with it every few milliseconds under load, and building it each time cost more than
+    SQLite's work and left reference cycles (SQLAlchemy's expressions) for the garbage
+    collector. `returning` and `values` are keys by identity: give the same expressions, built
+    once, each time (a new one each call would be a new entry here)."""
+    # The table, not the mapped class: a Core statement, without the ORM's bulk machinery.
+    statement = dialect_insert(dialect)(table)
+    if values:
+        statement = statement.values(dict(values))
+    statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    return statement.returning(*returning) if returning else statement
