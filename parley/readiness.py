@@ -10,8 +10,9 @@ naming the variable), and reported by `/readyz` while it runs.
   unless every such account signs with an app secret of its own (as `ingress.verification`
   checks them). A channel that answers nobody needs nothing: a deployment of WhatsApp alone, or
   of the Responses API alone, sets only what it uses;
-- the database `DATABASE_URL` names, reachable with its credentials (and, for the processes
-  that do not migrate it, already migrated);
+- the database `DATABASE_URL` names, reachable with its credentials (and, for the worker,
+  which does not migrate it, already migrated; `api` migrates one that exists, but never
+  creates a SQLite file);
 - Redis, when `REDIS_URL` is set, after a few seconds of retries (it may be starting alongside).
 """
 

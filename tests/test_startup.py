@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from parley.store.db import create_engine
 from parley.store.migrate import alembic_config, schema_problem, sqlite_file_missing, upgrade
 from parley.testing import wait_until_ready
-from tests.conftest import _recreate_database
+from tests.conftest import _drop_database, _recreate_database
 from tests.servers import PostgresServer, free_port
 
 PARLEY = str(Path(sys.executable).with_name("parley"))
@@ -246,6 +246,7 @@ async def test_api_processes_started_together_migrate_a_new_database_once(
             assert await schema_problem(engine, url) is None
     finally:
         await engine.dispose()
+        await _drop_database(base, name)
 
 
 async def test_redis_that_does_not_answer(tmp_path: Path, migrated: str) -> None:
