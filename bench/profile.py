@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import linecache
+import os
 import re
 import shutil
 import signal
@@ -118,26 +120,12 @@ def _short(frame: str) -> str:
     return re.sub(r"\(.*/(site-packages|python3\.\d+|bench)/", "(", frame)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("profile", type=Path, help="py-spy's raw (collapsed stacks) output")
-    parser.add_argument("--top", type=int, default=15)
-    args = parser.parse_args()
-    print(summarize(args.profile, args.top))
-
-
-if __name__ == "__main__":
-    main()
-
-
 GC_WATCH = Path(__file__).with_name("gcwatch")
 """`bench/gcwatch/sitecustomize.py`: the garbage collector's work in a `parley` process."""
 
 
 def gc_watch_env(out: Path) -> dict[str, str]:
     """The environment that has a `parley` process write its collections to `out`."""
-    import os
-
     path = os.pathsep.join(p for p in (str(GC_WATCH), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "PARLEY_GCWATCH_OUT": str(out)}
 
@@ -146,8 +134,6 @@ def gc_summary(out: Path) -> str:
     """A line per generation of what `bench/gcwatch` wrote: collections, their CPU on the
     event loop's thread (in all, the longest, how many over 5 ms) and the objects they freed
     (those only a collection frees: reference cycles)."""
-    import json
-
     if not out.exists():
         return "(nothing written: did the process start?)"
     figures = json.loads(out.read_text())
@@ -159,3 +145,15 @@ def gc_summary(out: Path) -> str:
     kept = figures["garbage_by_type"].items()
     lines += [f"  cyclic garbage of 3 s: {n} {kind}" for kind, n in kept]
     return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("profile", type=Path, help="py-spy's raw (collapsed stacks) output")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    print(summarize(args.profile, args.top))
+
+
+if __name__ == "__main__":
+    main()

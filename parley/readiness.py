@@ -216,15 +216,12 @@ async def preflight(settings: Settings, role: Role) -> str | None:
         return problem
     engine = create_engine(settings.database_url)
     try:
-        # `serve` creates and migrates its database itself; `api` migrates one that exists
-        # (it never creates a SQLite file); the worker needs it done.
-        if role == "api" and sqlite_file_missing(settings.database_url):
-            shown = shown_url(settings.database_url)
-            return (
-                f"no Parley database at {shown} (DATABASE_URL): "
-                "run `parley db upgrade` (or `parley serve`) first"
-            )
-        problem = await database_problem(engine, settings.database_url, migrated=role == "worker")
+        # `serve` creates and migrates its database itself; `api` migrates one that exists,
+        # but a SQLite file that is not there it leaves, as the worker, to be made first.
+        migrated = role == "worker" or (
+            role == "api" and sqlite_file_missing(settings.database_url)
+        )
+        problem = await database_problem(engine, settings.database_url, migrated=migrated)
         if problem is None:
             try:
                 directory = await _accounts(settings, engine)

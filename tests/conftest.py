@@ -227,6 +227,12 @@ async def connections_refused(url: str) -> AsyncIterator[None]:
         await admin.close()
 
 
+def postgres_base(request: pytest.FixtureRequest) -> str:
+    """The URL of the PostgreSQL server the tests use: CI's, or one started for the run."""
+    server: PostgresServer | None = request.getfixturevalue("postgres_server")
+    return os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -239,8 +245,7 @@ async def database_url(
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'parley.db'}"
         return
-    server: PostgresServer | None = request.getfixturevalue("postgres_server")
-    base = os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
+    base = postgres_base(request)
     await postgres_template(base)
     name = f"parley_test_{os.getpid()}_{next(_database_numbers)}"
     await _recreate_database(base, name, template=TEMPLATE_DB)

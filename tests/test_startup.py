@@ -10,15 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
-from alembic.script import ScriptDirectory
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from parley.store.db import create_engine
-from parley.store.migrate import alembic_config, schema_problem, sqlite_file_missing, upgrade
+from parley.store.migrate import schema_problem, sqlite_file_missing, upgrade
 from parley.testing import wait_until_ready
-from tests.conftest import _drop_database, _recreate_database
-from tests.servers import PostgresServer, free_port
+from tests.conftest import _drop_database, _recreate_database, postgres_base
+from tests.servers import free_port
 
 PARLEY = str(Path(sys.executable).with_name("parley"))
 LOCAL_UPSTREAM = "http://127.0.0.1:9/v1"
@@ -198,8 +196,7 @@ async def test_wrong_credentials_and_a_database_not_migrated(
 async def test_api_processes_started_together_migrate_a_new_database_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    server: PostgresServer | None = request.getfixturevalue("postgres_server")
-    base = os.environ.get("PARLEY_TEST_DATABASE_URL") or (server.url if server else "")
+    base = postgres_base(request)
     name = f"parley_fresh_{os.getpid()}"
     await _recreate_database(base, name, template=None)
     url = make_url(base).set(database=name).render_as_string(hide_password=False)
@@ -236,14 +233,10 @@ async def test_api_processes_started_together_migrate_a_new_database_once(
             if process.returncode is None:
                 process.terminate()
         await asyncio.gather(*(asyncio.wait_for(p.wait(), timeout=30) for p in processes))
-    heads = ScriptDirectory.from_config(alembic_config(url)).get_heads()
     engine = create_engine(url)
     try:
-        async with engine.connect() as connection:
-            versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert sorted(row[0] for row in versions) == sorted(heads)
-            # A Parley database: the worker, which does not migrate, takes it as it is.
-            assert await schema_problem(engine, url) is None
+        # At the migrations' heads: the worker, which does not migrate, takes it as it is.
+        assert await schema_problem(engine, url) is None
     finally:
         await engine.dispose()
         await _drop_database(base, name)
